@@ -1,0 +1,202 @@
+//! [`StorageBackend`] and [`ByokConfig`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::crypto::MasterKey;
+use crate::error::ConfigError;
+
+/// The kinds of storage byok can keep keys in.
+///
+/// It prints as, and parses from, a URL scheme: `memory:`, `redis://`,
+/// `sqlite://`, `postgres://`, `mysql://` and `hybrid:`. Parsing accepts a
+/// whole URL and a few aliases (`rediss`, `redis+cluster`, `postgresql`,
+/// `mariadb`, `session`).
+///
+/// ```
+/// use byok_core::StorageBackend;
+/// let b: StorageBackend = "postgresql://app@db/keys".parse()?;
+/// assert_eq!(b, StorageBackend::Postgres);
+/// assert_eq!(b.to_string(), "postgres://");
+/// assert_eq!("memory:".parse::<StorageBackend>()?, StorageBackend::Memory);
+/// # Ok::<(), byok_core::error::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum StorageBackend {
+    /// In-process memory: tests, single-process apps and session-scoped keys
+    /// (the Python library's `SESSION`).
+    #[default]
+    Memory,
+    /// Redis or Redis Cluster.
+    Redis,
+    /// SQLite, a file or in memory.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+    /// A fast store in front of a durable one.
+    Hybrid,
+}
+
+impl StorageBackend {
+    /// The URL scheme, with its separator (`"redis://"`, `"memory:"`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            StorageBackend::Memory => "memory:",
+            StorageBackend::Redis => "redis://",
+            StorageBackend::Sqlite => "sqlite://",
+            StorageBackend::Postgres => "postgres://",
+            StorageBackend::MySql => "mysql://",
+            StorageBackend::Hybrid => "hybrid:",
+        }
+    }
+
+    /// The backend a URL names by its scheme.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        Ok(match scheme.to_ascii_lowercase().as_str() {
+            "memory" | "session" => StorageBackend::Memory,
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis-cluster" => {
+                StorageBackend::Redis
+            }
+            "sqlite" => StorageBackend::Sqlite,
+            "postgres" | "postgresql" => StorageBackend::Postgres,
+            "mysql" | "mariadb" => StorageBackend::MySql,
+            "hybrid" => StorageBackend::Hybrid,
+            _ => {
+                return Err(ConfigError::new(
+                    "unknown storage URL scheme; expected memory:, redis://, sqlite://, \
+                     postgres://, mysql:// or hybrid:",
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for StorageBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+impl FromStr for StorageBackend {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::from_url(s)
+    }
+}
+
+/// Configuration of byok (the Python library's `BYOKConfig`), with the same
+/// names and defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use byok_core::ByokConfig;
+/// let config = ByokConfig::default();
+/// assert_eq!(config.default_ttl, Some(Duration::from_secs(24 * 3600)));
+/// assert_eq!(config.session_key_prefix, "byok_");
+/// assert_eq!(config.db_table_name, "user_api_keys");
+/// assert!(config.auto_cleanup && config.require_https);
+/// ```
+#[derive(Clone)]
+pub struct ByokConfig {
+    /// Which storage to use. Default: [`StorageBackend::Memory`].
+    pub storage_backend: StorageBackend,
+    /// The master key. Default: `None` (give the manager a
+    /// [`Keyring`](crate::Keyring) instead). Never printed by `Debug`.
+    pub encryption_key: Option<MasterKey>,
+    /// How long a key lives when `set_key` is given no TTL. Default: 24
+    /// hours. `None` means keys never expire.
+    pub default_ttl: Option<Duration>,
+    /// Prefix of every Redis key. Default: `"byok_"`.
+    pub session_key_prefix: String,
+    /// Table of the SQL backends. Default: `"user_api_keys"`.
+    pub db_table_name: String,
+    /// Purge expired keys in the background. Default: true.
+    pub auto_cleanup: bool,
+    /// Warn when keys would travel over plain HTTP in production. Default: true.
+    pub require_https: bool,
+}
+
+impl Default for ByokConfig {
+    fn default() -> Self {
+        ByokConfig {
+            storage_backend: StorageBackend::Memory,
+            encryption_key: None,
+            default_ttl: Some(Duration::from_secs(24 * 60 * 60)),
+            session_key_prefix: "byok_".to_owned(),
+            db_table_name: "user_api_keys".to_owned(),
+            auto_cleanup: true,
+            require_https: true,
+        }
+    }
+}
+
+impl fmt::Debug for ByokConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByokConfig")
+            .field("storage_backend", &self.storage_backend)
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("default_ttl", &self.default_ttl)
+            .field("session_key_prefix", &self.session_key_prefix)
+            .field("db_table_name", &self.db_table_name)
+            .field("auto_cleanup", &self.auto_cleanup)
+            .field("require_https", &self.require_https)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_round_trip() {
+        for b in [
+            StorageBackend::Memory,
+            StorageBackend::Redis,
+            StorageBackend::Sqlite,
+            StorageBackend::Postgres,
+            StorageBackend::MySql,
+            StorageBackend::Hybrid,
+        ] {
+            assert_eq!(b.to_string().parse::<StorageBackend>().unwrap(), b);
+        }
+        assert_eq!(
+            "rediss://h:6380".parse::<StorageBackend>().unwrap(),
+            StorageBackend::Redis
+        );
+        assert_eq!(
+            "mariadb://root@localhost/test"
+                .parse::<StorageBackend>()
+                .unwrap(),
+            StorageBackend::MySql
+        );
+        let e = "ftp://user:hunter2@host"
+            .parse::<StorageBackend>()
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_redacts_the_master_key() {
+        let key = MasterKey::from_bytes(&[0x5a; 32]).unwrap();
+        let config = ByokConfig {
+            encryption_key: Some(key),
+            ..ByokConfig::default()
+        };
+        let d = format!("{config:?}");
+        assert!(d.contains("encryption_key: Some(\"[REDACTED]\")"), "{d}");
+        assert!(
+            !d.contains("90") && !d.contains("5a") && !d.contains("Wl"),
+            "{d}"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The [`KeyStorage`] trait that every backend implements.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Field, InvalidInput, Problem, Result};
+use crate::key::ApiKey;
+
+/// Where a key store keeps [`ApiKey`]s: one key per (user, provider) slot.
+///
+/// The method names are those of the Python library's `KeyStorage`
+/// protocol. Implementations hold only ciphertext; encryption happens in
+/// `Byok` before a key reaches the store.
+///
+/// # Contract
+///
+/// Every backend must, and the `byok-testkit` conformance suite checks that
+/// it does:
+///
+/// * reject user ids and providers that break the rules of
+///   [`validate`](crate::validate) with [`ByokError::InvalidInput`](crate::ByokError::InvalidInput);
+/// * compare ids byte for byte, and keep any legal id apart from any other,
+///   whatever characters they hold;
+/// * treat a key as absent from its `expires_at` instant on, in `retrieve`,
+///   `list_providers`, `compare_and_swap` and `scan`;
+/// * keep timestamps to the millisecond and the ciphertext byte for byte;
+/// * make `store` and `compare_and_swap` atomic for their slot.
+///
+/// # Implementing a backend
+///
+/// See the guide in the `byok-testkit` crate, which builds a small backend
+/// from scratch and runs the conformance suite on it.
+#[async_trait]
+pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
+    /// Inserts `key`, or replaces the key of the same (user, provider) slot,
+    /// value, hint and expiry included.
+    async fn store(&self, key: &ApiKey) -> Result<()>;
+
+    /// The key of the slot; `None` when there is none or it has expired.
+    async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>>;
+
+    /// Removes the key of the slot; returns whether one was there (an
+    /// expired key that was still stored counts). Deleting twice is fine.
+    async fn delete(&self, user_id: &str, provider: &str) -> Result<bool>;
+
+    /// The providers this user has unexpired keys for, sorted (by bytes)
+    /// and unique.
+    async fn list_providers(&self, user_id: &str) -> Result<Vec<String>>;
+
+    /// Removes every key of this user (and no one else's); returns how many
+    /// were removed.
+    async fn clear_all(&self, user_id: &str) -> Result<u64>;
+
+    /// Removes every expired key of every user; returns how many.
+    async fn purge_expired(&self) -> Result<u64>;
+
+    /// Replaces the stored key with `new` only if the stored key is
+    /// unexpired and its ciphertext is still `current`'s, atomically;
+    /// returns whether it did.
+    ///
+    /// `current` and `new` must name the same slot. Master-key rotation uses
+    /// this so that it never overwrites a key that a user set a moment ago.
+    async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool>;
+
+    /// One page of a walk over every unexpired key of every user.
+    ///
+    /// Start with `cursor: None` and pass each page's [`ScanPage::next`] to
+    /// the next call until it is `None`. A page holds at most `limit` keys
+    /// (1 to [`MAX_PAGE_SIZE`](crate::validate::MAX_PAGE_SIZE)); it may hold
+    /// fewer, even none, before the walk ends. Every key present for the
+    /// whole walk is returned exactly once; keys written or removed during
+    /// the walk may or may not be. Cursors can be saved and used later, so
+    /// a walk can resume after a restart.
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage>;
+}
+
+/// A position in a [`KeyStorage::scan`] walk: an opaque token of the backend
+/// that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// A cursor from its token, as a backend made it or as it was saved.
+    pub fn new(token: impl Into<String>) -> Self {
+        Cursor(token.into())
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor just after the slot (user, provider), for backends that walk
+    /// in (user id, provider) order. The encoding is unambiguous for any
+    /// ids.
+    pub fn after_slot(user_id: &str, provider: &str) -> Self {
+        Cursor(format!("{}:{user_id}{provider}", user_id.len()))
+    }
+
+    /// The slot of a cursor made by [`Cursor::after_slot`].
+    pub fn slot(&self) -> Result<(&str, &str), InvalidInput> {
+        let bad = || InvalidInput::new(Field::Cursor, Problem::Other("is not a slot cursor"));
+        let (len, rest) = self.0.split_once(':').ok_or_else(bad)?;
+        let len: usize = len.parse().map_err(|_| bad())?;
+        if !rest.is_char_boundary(len) || len > rest.len() {
+            return Err(bad());
+        }
+        Ok(rest.split_at(len))
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One page of a [`KeyStorage::scan`] walk.
+#[derive(Debug, Clone, Default)]
+pub struct ScanPage {
+    /// The keys of this page.
+    pub keys: Vec<ApiKey>,
+    /// Where the next page starts; `None` when the walk is over.
+    pub next: Option<Cursor>,
+}
+
+macro_rules! forward_key_storage {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: KeyStorage + ?Sized> KeyStorage for $ty {
+            async fn store(&self, key: &ApiKey) -> Result<()> {
+                (**self).store(key).await
+            }
+            async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
+                (**self).retrieve(user_id, provider).await
+            }
+            async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
+                (**self).delete(user_id, provider).await
+            }
+            async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
+                (**self).list_providers(user_id).await
+            }
+            async fn clear_all(&self, user_id: &str) -> Result<u64> {
+                (**self).clear_all(user_id).await
+            }
+            async fn purge_expired(&self) -> Result<u64> {
+                (**self).purge_expired().await
+            }
+            async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
+                (**self).compare_and_swap(current, new).await
+            }
+            async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
+                (**self).scan(cursor, limit).await
+            }
+        }
+    )*};
+}
+
+forward_key_storage!(Arc<T>, Box<T>);
+
+/// Conveniences over any [`KeyStorage`]; implemented for every store, never
+/// by hand.
+#[async_trait]
+pub trait KeyStorageExt: KeyStorage {
+    /// Copies every unexpired key into `target`, page by page; returns how
+    /// many were copied. This is how keys move between backends: the
+    /// ciphertexts are copied as they are, nothing is decrypted.
+    async fn copy_into(&self, target: &dyn KeyStorage, page_size: usize) -> Result<u64> {
+        let mut cursor = None;
+        let mut copied = 0;
+        loop {
+            let page = self.scan(cursor.as_ref(), page_size).await?;
+            for key in &page.keys {
+                target.store(key).await?;
+                copied += 1;
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(copied),
+            }
+        }
+    }
+
+    /// Whether an unexpired key is stored for the slot.
+    async fn contains(&self, user_id: &str, provider: &str) -> Result<bool> {
+        Ok(self.retrieve(user_id, provider).await?.is_some())
+    }
+}
+
+impl<T: KeyStorage + ?Sized> KeyStorageExt for T {}
+
+/// Checks the arguments of `compare_and_swap`: both keys name the same slot.
+pub fn check_same_slot(current: &ApiKey, new: &ApiKey) -> Result<(), InvalidInput> {
+    if current.user_id() != new.user_id() || current.provider() != new.provider() {
+        return Err(InvalidInput::new(
+            Field::KeyPair,
+            Problem::Other("current and new keys of compare-and-swap name different slots"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_cursor_round_trips_any_ids() {
+        for (u, p) in [
+            ("a:b", "c"),
+            ("a", "b:c"),
+            ("3:x", "y"),
+            ("日本", ":"),
+            ("", ""),
+        ] {
+            let c = Cursor::after_slot(u, p);
+            assert_eq!(c.slot().unwrap(), (u, p));
+        }
+        assert_ne!(
+            Cursor::after_slot("a:b", "c"),
+            Cursor::after_slot("a", "b:c")
+        );
+        for bad in ["", "x", "9:ab", "1:", "-1:a", "1:\u{e9}"] {
+            assert!(Cursor::new(bad).slot().is_err(), "{bad:?}");
+        }
+    }
+}

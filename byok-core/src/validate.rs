@@ -1,0 +1,144 @@
+//! The input rules every backend shares.
+//!
+//! A user id is non-empty UTF-8 of at most [`MAX_USER_ID_LEN`] bytes; a
+//! provider is non-empty and at most [`MAX_PROVIDER_LEN`] bytes; neither may
+//! contain control characters. Everything else — colons, `*`, `%`, `_`,
+//! quotes, braces, backslashes, spaces, any Unicode — is legal and must
+//! round-trip exactly. Ids compare byte for byte: `alice`, `Alice` and
+//! `alice ` are three different users.
+
+use crate::error::{Field, InvalidInput, Problem};
+
+/// The longest user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 255;
+/// The longest provider name, in bytes.
+pub const MAX_PROVIDER_LEN: usize = 64;
+/// The longest display hint, in bytes.
+pub const MAX_HINT_LEN: usize = 64;
+/// The longest plaintext API key, in bytes (8 KiB).
+pub const MAX_API_KEY_LEN: usize = 8 * 1024;
+/// The largest page a scan returns.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+
+fn check(field: Field, value: &str, max: usize) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(field, Problem::Empty));
+    }
+    if value.len() > max {
+        return Err(InvalidInput::new(
+            field,
+            Problem::TooLong {
+                len: value.len(),
+                max,
+            },
+        ));
+    }
+    if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(InvalidInput::new(field, Problem::ControlCharacter { at }));
+    }
+    Ok(())
+}
+
+/// Checks a user id.
+///
+/// ```
+/// use byok_core::validate::user_id;
+/// assert!(user_id("alice").is_ok());
+/// assert!(user_id("a:b{c}*%_'\"\\ é").is_ok());
+/// assert!(user_id("").is_err());
+/// assert!(user_id("tab\there").is_err());
+/// ```
+pub fn user_id(value: &str) -> Result<(), InvalidInput> {
+    check(Field::UserId, value, MAX_USER_ID_LEN)
+}
+
+/// Checks a provider name.
+pub fn provider(value: &str) -> Result<(), InvalidInput> {
+    check(Field::Provider, value, MAX_PROVIDER_LEN)
+}
+
+/// Checks a user id and a provider name together.
+pub fn slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
+    user_id(user)?;
+    provider(prov)
+}
+
+/// Checks a display hint.
+pub fn hint(value: &str) -> Result<(), InvalidInput> {
+    check(Field::Hint, value, MAX_HINT_LEN)
+}
+
+/// Checks a plaintext API key: non-empty, at most 8 KiB, no control characters.
+///
+/// The error names the problem and its position, never the key.
+pub fn api_key(value: &str) -> Result<(), InvalidInput> {
+    check(Field::ApiKey, value, MAX_API_KEY_LEN)
+}
+
+/// Checks the page size of a scan: between 1 and [`MAX_PAGE_SIZE`].
+pub fn page_size(limit: usize) -> Result<(), InvalidInput> {
+    if limit == 0 {
+        return Err(InvalidInput::new(Field::PageSize, Problem::Empty));
+    }
+    if limit > MAX_PAGE_SIZE {
+        return Err(InvalidInput::new(
+            Field::PageSize,
+            Problem::Other("must be at most 10000"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_in_bytes() {
+        assert!(user_id(&"a".repeat(255)).is_ok());
+        assert_eq!(
+            user_id(&"a".repeat(256)).unwrap_err().problem,
+            Problem::TooLong { len: 256, max: 255 }
+        );
+        // 64 three-byte characters are 192 bytes: too long for a provider.
+        assert!(provider(&"€".repeat(21)).is_ok());
+        assert!(provider(&"€".repeat(22)).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_rejected_with_position() {
+        for bad in ["a\0b", "a\nb", "a\u{7f}b", "a\u{85}b"] {
+            let e = user_id(bad).unwrap_err();
+            assert_eq!(e.problem, Problem::ControlCharacter { at: 1 }, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_but_legal_ids_pass() {
+        for ok in [
+            "a:b",
+            "*",
+            "%",
+            "_",
+            "'",
+            "\"",
+            "{x}",
+            "\\",
+            " ",
+            "alice ",
+            "日本語",
+            "🦀",
+        ] {
+            assert!(user_id(ok).is_ok(), "{ok:?}");
+            assert!(provider(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_error_never_holds_the_key() {
+        let secret = format!("sk-canary-{}", "x".repeat(9000));
+        let e = api_key(&secret).unwrap_err();
+        assert!(!e.to_string().contains("sk-canary"));
+        assert!(!format!("{e:?}").contains("sk-canary"));
+    }
+}

@@ -1,0 +1,709 @@
+//! The conformance cases: one `pub async fn` per case, each taking the store
+//! under test as `&dyn KeyStorage`.
+//!
+//! Every case works in its own random namespace of user ids and removes
+//! what it wrote, so cases can run in parallel against one shared server.
+//! The one exception is [`purge_removes_only_expired_keys`], which (like
+//! every purge) removes expired keys of all users; it never touches an
+//! unexpired key, so it cannot disturb another case.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use byok_core::error::Field;
+use byok_core::{ApiKey, ByokError, Cursor, KeyStorage};
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::join_all;
+
+use crate::{CaseResult, Failure, Namespace};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(Failure::new(format!($($msg)+)));
+        }
+    };
+}
+
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                if l != r {
+                    return Err(Failure::new(format!(
+                        "{}: expected {:?}, got {:?}",
+                        format!($($msg)+),
+                        r,
+                        l
+                    )));
+                }
+            }
+        }
+    };
+}
+
+macro_rules! case {
+    ($(#[$doc:meta])* $name:ident($store:ident, $ns:ident) $body:block) => {
+        $(#[$doc])*
+        pub async fn $name($store: &dyn KeyStorage) -> CaseResult {
+            let $ns = Namespace::new();
+            let result: CaseResult = async { $body }.await;
+            $ns.cleanup($store).await;
+            result
+        }
+    };
+}
+
+/// User or provider ids that are legal but trip naive key layouts, SQL
+/// `LIKE`, glob patterns, separators and case-insensitive collations.
+pub const HOSTILE_IDS: &[&str] = &[
+    "a",
+    "a:b",
+    "b:c",
+    "a:",
+    ":a",
+    "{x}",
+    "{",
+    "}",
+    "}{",
+    "*",
+    "a*",
+    "?",
+    "[a]",
+    "%",
+    "a%",
+    "_",
+    "a_",
+    "'",
+    "\"",
+    "`",
+    "\\",
+    "a\\b",
+    " ",
+    "a ",
+    "alice",
+    "Alice",
+    "ALICE",
+    "alice ",
+    "alíce",
+    "ss",
+    "ß",
+    "日本",
+    "🦀",
+    "ab",
+    "abc",
+    "a/b",
+    "a|b",
+    "a.b",
+    "%2F",
+    "a\u{200b}",
+];
+
+fn key(user: &str, provider: &str, value: impl Into<Vec<u8>>) -> Result<ApiKey, Failure> {
+    ApiKey::new(user, provider, value).map_err(|e| Failure::new(format!("building a key: {e}")))
+}
+
+fn at_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn in_future(d: chrono::Duration) -> DateTime<Utc> {
+    byok_core::key::now() + d
+}
+
+async fn get(store: &dyn KeyStorage, user: &str, provider: &str) -> Result<ApiKey, Failure> {
+    store
+        .retrieve(user, provider)
+        .await?
+        .ok_or_else(|| Failure::new(format!("key ({user:?}, {provider:?}) is missing")))
+}
+
+fn expect_invalid<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, ByokError>,
+    field: Field,
+) -> CaseResult {
+    match result {
+        Err(ByokError::InvalidInput(e)) if e.field == field => Ok(()),
+        other => Err(Failure::new(format!(
+            "{what}: expected an InvalidInput error for the {field}, got {other:?}"
+        ))),
+    }
+}
+
+case! {
+    /// Every field survives a store and a retrieve: a ciphertext of every
+    /// byte value, the hint, and both timestamps to the millisecond.
+    round_trip_preserves_every_field(store, ns) {
+        let user = ns.user("u");
+        let value: Vec<u8> = (0u8..=255).rev().chain(0u8..=255).collect();
+        let k = key(&user, "openai", value)?
+            .with_hint(Some("sk-a...wxyz".to_owned()))?
+            .with_created_at(at_millis(1_700_000_000_123))
+            .with_expires_at(Some(in_future(chrono::Duration::days(3))));
+        store.store(&k).await?;
+        let got = get(store, &user, "openai").await?;
+        ensure_eq!(got, k, "the stored key");
+        Ok(())
+    }
+}
+
+case! {
+    /// Ciphertexts are binary: NUL bytes, invalid UTF-8 and high bytes survive.
+    binary_ciphertext_round_trips(store, ns) {
+        let user = ns.user("u");
+        let values: [&[u8]; 5] = [
+            &[0],
+            &[0, 0, 0, 0],
+            &[0xff, 0xfe, 0xc3, 0x28, 0x00, 0x80],
+            b"\\x00'\"%;--",
+            &[0x7b, 0x7d, 0x3a, 0x2a, 0x0d, 0x0a],
+        ];
+        for (i, v) in values.iter().enumerate() {
+            let provider = format!("p{i}");
+            store.store(&key(&user, &provider, v.to_vec())?).await?;
+        }
+        for (i, v) in values.iter().enumerate() {
+            let got = get(store, &user, &format!("p{i}")).await?;
+            ensure_eq!(got.encrypted_value(), *v, "ciphertext {i}");
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// A 64 KiB ciphertext survives unchanged.
+    large_value_round_trips(store, ns) {
+        let user = ns.user("u");
+        let value: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        store.store(&key(&user, "big", value.clone())?).await?;
+        let got = get(store, &user, "big").await?;
+        ensure!(got.encrypted_value() == value.as_slice(), "the 64 KiB value changed");
+        Ok(())
+    }
+}
+
+case! {
+    /// Timestamps keep their milliseconds, at both ends of a second.
+    timestamps_keep_millisecond_precision(store, ns) {
+        let user = ns.user("u");
+        let base = byok_core::key::now().timestamp() * 1000;
+        for (i, ms) in [1i64, 999, 500].into_iter().enumerate() {
+            let created = at_millis(base - 86_400_000 + ms);
+            let expires = at_millis(base + 86_400_000 * 365 + 1000 - ms);
+            let k = key(&user, &format!("p{i}"), vec![1])?
+                .with_created_at(created)
+                .with_expires_at(Some(expires));
+            store.store(&k).await?;
+            let got = get(store, &user, &format!("p{i}")).await?;
+            ensure_eq!(got.created_at(), created, "created_at");
+            ensure_eq!(got.expires_at(), Some(expires), "expires_at");
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// A key with neither hint nor expiry comes back with neither.
+    key_without_hint_or_expiry_round_trips(store, ns) {
+        let user = ns.user("u");
+        let k = key(&user, "p", vec![9])?;
+        store.store(&k).await?;
+        let got = get(store, &user, "p").await?;
+        ensure_eq!(got.hint(), None, "hint");
+        ensure_eq!(got.expires_at(), None, "expires_at");
+        ensure_eq!(got, k, "the stored key");
+        Ok(())
+    }
+}
+
+case! {
+    /// Storing into a taken slot replaces value, hint and expiry; the slot
+    /// still holds one key.
+    replace_keeps_one_slot(store, ns) {
+        let user = ns.user("u");
+        let first = key(&user, "p", b"first".to_vec())?
+            .with_hint(Some("one".into()))?
+            .with_expires_at(Some(in_future(chrono::Duration::hours(1))));
+        let second = key(&user, "p", b"second".to_vec())?
+            .with_hint(Some("two".into()))?
+            .with_expires_at(Some(in_future(chrono::Duration::hours(2))));
+        store.store(&first).await?;
+        store.store(&second).await?;
+        ensure_eq!(get(store, &user, "p").await?, second, "after the replace");
+        ensure_eq!(store.list_providers(&user).await?, vec!["p".to_owned()], "providers");
+        ensure_eq!(store.clear_all(&user).await?, 1, "keys cleared");
+        Ok(())
+    }
+}
+
+case! {
+    /// Replacing a key that had an expiry with one that has none clears the
+    /// expiry, and the reverse sets it.
+    replacing_clears_expiry(store, ns) {
+        let user = ns.user("u");
+        let expiring = key(&user, "p", vec![1])?
+            .with_expires_at(Some(in_future(chrono::Duration::seconds(30))));
+        store.store(&expiring).await?;
+        store.store(&key(&user, "p", vec![2])?).await?;
+        let got = get(store, &user, "p").await?;
+        ensure_eq!(got.expires_at(), None, "expiry after replacing with a key without one");
+        ensure_eq!(got.encrypted_value(), [2u8].as_slice(), "value");
+        store.store(&expiring).await?;
+        let got = get(store, &user, "p").await?;
+        ensure_eq!(got.expires_at(), expiring.expires_at(), "expiry set again");
+        Ok(())
+    }
+}
+
+case! {
+    /// Unknown users and providers read as absent, list empty and clear zero.
+    missing_key_is_none(store, ns) {
+        let user = ns.user("u");
+        ensure!(store.retrieve(&user, "p").await?.is_none(), "unknown user has a key");
+        store.store(&key(&user, "p", vec![1])?).await?;
+        ensure!(store.retrieve(&user, "q").await?.is_none(), "unknown provider has a key");
+        let nobody = ns.user("nobody");
+        ensure!(store.list_providers(&nobody).await?.is_empty(), "unknown user lists providers");
+        ensure_eq!(store.clear_all(&nobody).await?, 0, "keys cleared of an unknown user");
+        ensure!(!store.delete(&nobody, "p").await?, "delete of an unknown user removed something");
+        Ok(())
+    }
+}
+
+case! {
+    /// Delete returns true, then false; the user's other keys stay.
+    delete_returns_true_then_false(store, ns) {
+        let user = ns.user("u");
+        store.store(&key(&user, "a", vec![1])?).await?;
+        store.store(&key(&user, "b", vec![2])?).await?;
+        ensure!(store.delete(&user, "a").await?, "first delete returned false");
+        ensure!(!store.delete(&user, "a").await?, "second delete returned true");
+        ensure!(store.retrieve(&user, "a").await?.is_none(), "deleted key still readable");
+        ensure_eq!(get(store, &user, "b").await?.encrypted_value(), [2u8].as_slice(), "other key");
+        ensure_eq!(store.list_providers(&user).await?, vec!["b".to_owned()], "providers");
+        Ok(())
+    }
+}
+
+case! {
+    /// Providers list sorted by bytes, each once, only this user's.
+    list_is_sorted_unique_and_scoped(store, ns) {
+        let user = ns.user("u");
+        let other = ns.user("v");
+        let providers = ["openai", "Anthropic", "anthropic", "_z", "~", "é", "a b", "A", "0"];
+        for p in providers {
+            store.store(&key(&user, p, vec![1])?).await?;
+        }
+        store.store(&key(&user, "openai", vec![2])?).await?;
+        store.store(&key(&other, "groq", vec![3])?).await?;
+        let mut expected: Vec<String> = providers.iter().map(|p| p.to_string()).collect();
+        expected.sort();
+        ensure_eq!(store.list_providers(&user).await?, expected, "providers");
+        ensure_eq!(store.list_providers(&other).await?, vec!["groq".to_owned()], "other user's providers");
+        Ok(())
+    }
+}
+
+case! {
+    /// Clearing a user removes that user's keys only, and counts them.
+    clear_removes_only_that_users_keys(store, ns) {
+        let a = ns.user("a");
+        let b = ns.user("b");
+        for p in ["x", "y", "z"] {
+            store.store(&key(&a, p, vec![1])?).await?;
+        }
+        for p in ["x", "y"] {
+            store.store(&key(&b, p, vec![2])?).await?;
+        }
+        ensure_eq!(store.clear_all(&a).await?, 3, "keys cleared");
+        ensure!(store.list_providers(&a).await?.is_empty(), "cleared user still lists keys");
+        ensure!(store.retrieve(&a, "x").await?.is_none(), "cleared key still readable");
+        ensure_eq!(store.list_providers(&b).await?.len(), 2, "other user's keys");
+        ensure_eq!(store.clear_all(&a).await?, 0, "second clear");
+        Ok(())
+    }
+}
+
+case! {
+    /// Clearing a user whose id is a prefix or a pattern of other ids
+    /// (`a`, `a%`, `a_`, `a*`) removes exactly that user's keys.
+    clear_is_exact_for_prefix_and_pattern_ids(store, ns) {
+        let ids = ["a", "a%", "a_", "a*", "ab", "a:b", "a?", "a\\"];
+        for id in ids {
+            store.store(&key(&ns.user(id), "p", vec![1])?).await?;
+        }
+        for (i, id) in ids.iter().enumerate() {
+            ensure_eq!(store.clear_all(&ns.user(id)).await?, 1, "keys cleared for {id:?}");
+            for rest in &ids[i + 1..] {
+                ensure!(
+                    store.retrieve(&ns.user(rest), "p").await?.is_some(),
+                    "clearing {id:?} removed the key of {rest:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// Users with hostile-but-legal ids never see each other's keys.
+    users_are_isolated_under_hostile_ids(store, ns) {
+        let users: Vec<String> = HOSTILE_IDS.iter().map(|id| ns.user(id)).collect();
+        for (i, user) in users.iter().enumerate() {
+            store.store(&key(user, "openai", (i as u32).to_be_bytes().to_vec())?).await?;
+        }
+        for (i, user) in users.iter().enumerate() {
+            let got = get(store, user, "openai").await?;
+            ensure_eq!(got.user_id(), user.as_str(), "user id of the key");
+            ensure_eq!(got.encrypted_value(), (i as u32).to_be_bytes().as_slice(), "value of {user:?}");
+            ensure_eq!(store.list_providers(user).await?, vec!["openai".to_owned()], "providers of {user:?}");
+        }
+        ensure!(store.delete(&users[0], "openai").await?, "delete");
+        ensure_eq!(store.clear_all(&users[1]).await?, 1, "clear");
+        for user in &users[2..] {
+            ensure!(store.retrieve(user, "openai").await?.is_some(), "{user:?} lost its key");
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// Providers with hostile-but-legal names never see each other's keys.
+    providers_are_isolated_under_hostile_ids(store, ns) {
+        let user = ns.user("u");
+        for (i, p) in HOSTILE_IDS.iter().enumerate() {
+            store.store(&key(&user, p, (i as u32).to_be_bytes().to_vec())?).await?;
+        }
+        for (i, p) in HOSTILE_IDS.iter().enumerate() {
+            let got = get(store, &user, p).await?;
+            ensure_eq!(got.provider(), *p, "provider of the key");
+            ensure_eq!(got.encrypted_value(), (i as u32).to_be_bytes().as_slice(), "value of {p:?}");
+        }
+        let mut expected: Vec<String> = HOSTILE_IDS.iter().map(|p| p.to_string()).collect();
+        expected.sort();
+        ensure_eq!(store.list_providers(&user).await?, expected, "providers");
+        ensure_eq!(store.clear_all(&user).await?, HOSTILE_IDS.len() as u64, "keys cleared");
+        Ok(())
+    }
+}
+
+case! {
+    /// Pairs that would collide if user and provider were joined with a
+    /// separator stay apart.
+    joined_ids_do_not_collide(store, ns) {
+        let pairs = [
+            ("a:b", "c"), ("a", "b:c"),
+            ("a{", "}b"), ("a", "{}b"), ("a{}", "b"),
+            ("a/b", "c"), ("a", "b/c"),
+            ("a|b", "c"), ("a", "b|c"),
+            ("a_b", "c"), ("a", "b_c"),
+            ("a}:{b", "c"), ("a", "}:{b:c"),
+        ];
+        for (i, (u, p)) in pairs.iter().enumerate() {
+            store.store(&key(&ns.user(u), p, vec![i as u8])?).await?;
+        }
+        for (i, (u, p)) in pairs.iter().enumerate() {
+            let got = get(store, &ns.user(u), p).await?;
+            ensure_eq!(got.encrypted_value(), [i as u8].as_slice(), "value of ({u:?}, {p:?})");
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// Ids compare byte for byte: case, trailing spaces and accents matter.
+    ids_compare_byte_for_byte(store, ns) {
+        let users = ["alice", "Alice", "ALICE", "alice ", "alíce", "ss", "ß"];
+        for (i, u) in users.iter().enumerate() {
+            store.store(&key(&ns.user(u), "openai", vec![i as u8])?).await?;
+        }
+        for (i, u) in users.iter().enumerate() {
+            let got = get(store, &ns.user(u), "openai").await?;
+            ensure_eq!(got.encrypted_value(), [i as u8].as_slice(), "value of {u:?}");
+        }
+        let user = ns.user("p");
+        let providers = ["openai", "OpenAI", "openai ", "öpenai"];
+        for (i, p) in providers.iter().enumerate() {
+            store.store(&key(&user, p, vec![i as u8])?).await?;
+        }
+        let mut expected: Vec<String> = providers.iter().map(|p| p.to_string()).collect();
+        expected.sort();
+        ensure_eq!(store.list_providers(&user).await?, expected, "providers");
+        ensure!(store.retrieve(&user, "OPENAI").await?.is_none(), "OPENAI matched another case");
+        Ok(())
+    }
+}
+
+case! {
+    /// The longest legal ids (255-byte user, 64-byte provider, multi-byte
+    /// characters) round-trip.
+    longest_legal_ids_round_trip(store, ns) {
+        let mut user = ns.user("");
+        while user.len() + 3 <= byok_core::validate::MAX_USER_ID_LEN {
+            user.push('日');
+        }
+        while user.len() < byok_core::validate::MAX_USER_ID_LEN {
+            user.push('x');
+        }
+        let user = ns.user(&user[ns.prefix().len()..]);
+        let provider = format!("{}x", "€".repeat(21));
+        ensure_eq!(user.len(), 255, "user id length");
+        ensure_eq!(provider.len(), 64, "provider length");
+        store.store(&key(&user, &provider, vec![7])?).await?;
+        let got = get(store, &user, &provider).await?;
+        ensure_eq!(got.user_id(), user.as_str(), "user id");
+        ensure_eq!(got.provider(), provider.as_str(), "provider");
+        ensure_eq!(store.list_providers(&user).await?, vec![provider.clone()], "providers");
+        Ok(())
+    }
+}
+
+case! {
+    /// Empty, over-long and control-character ids are rejected by every
+    /// method with an `InvalidInput` error; so is a page size of zero.
+    invalid_ids_are_rejected(store, ns) {
+        let user = ns.user("u");
+        let long_user = "u".repeat(256);
+        let long_provider = "p".repeat(65);
+        for bad in ["", long_user.as_str(), "a\nb", "a\0b", "\u{1b}[31m"] {
+            expect_invalid("retrieve", store.retrieve(bad, "p").await, Field::UserId)?;
+            expect_invalid("delete", store.delete(bad, "p").await, Field::UserId)?;
+            expect_invalid("list_providers", store.list_providers(bad).await, Field::UserId)?;
+            expect_invalid("clear_all", store.clear_all(bad).await, Field::UserId)?;
+        }
+        for bad in ["", long_provider.as_str(), "a\tb", "a\u{7f}"] {
+            expect_invalid("retrieve", store.retrieve(&user, bad).await, Field::Provider)?;
+            expect_invalid("delete", store.delete(&user, bad).await, Field::Provider)?;
+        }
+        expect_invalid("scan", store.scan(None, 0).await, Field::PageSize)?;
+        let a = key(&user, "p", vec![1])?;
+        let b = key(&user, "q", vec![2])?;
+        expect_invalid("compare_and_swap", store.compare_and_swap(&a, &b).await, Field::KeyPair)?;
+        Ok(())
+    }
+}
+
+case! {
+    /// An expired key is invisible to retrieve, list, scan and
+    /// compare-and-swap; an unexpired neighbour is not.
+    expired_key_is_invisible(store, ns) {
+        let user = ns.user("u");
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        let expired = key(&user, "old", vec![1])?.with_expires_at(past);
+        store.store(&expired).await?;
+        store.store(&key(&user, "new", vec![2])?.with_expires_at(Some(in_future(chrono::Duration::hours(1))))).await?;
+        ensure!(store.retrieve(&user, "old").await?.is_none(), "expired key was returned");
+        ensure_eq!(store.list_providers(&user).await?, vec!["new".to_owned()], "providers");
+        let replacement = key(&user, "old", vec![3])?;
+        ensure!(
+            !store.compare_and_swap(&expired, &replacement).await?,
+            "compare-and-swap replaced an expired key"
+        );
+        let seen = scan_namespace(store, &ns, 100).await?;
+        ensure!(!seen.contains_key(&(user.clone(), "old".to_owned())), "scan returned an expired key");
+        ensure!(seen.contains_key(&(user.clone(), "new".to_owned())), "scan missed a live key");
+        Ok(())
+    }
+}
+
+case! {
+    /// Purge removes expired keys (of every user) and counts at least ours;
+    /// it leaves unexpired keys alone.
+    purge_removes_only_expired_keys(store, ns) {
+        let user = ns.user("u");
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        for p in ["e1", "e2", "e3"] {
+            store.store(&key(&user, p, vec![1])?.with_expires_at(past)).await?;
+        }
+        store.store(&key(&user, "live", vec![2])?.with_expires_at(Some(in_future(chrono::Duration::hours(1))))).await?;
+        store.store(&key(&user, "forever", vec![3])?).await?;
+        let purged = store.purge_expired().await?;
+        ensure!(purged >= 3, "purge reported {purged} keys, fewer than the 3 expired ones");
+        for p in ["e1", "e2", "e3"] {
+            ensure!(!store.delete(&user, p).await?, "expired key {p} was still stored after purge");
+        }
+        ensure_eq!(store.list_providers(&user).await?, vec!["forever".to_owned(), "live".to_owned()], "live keys");
+        Ok(())
+    }
+}
+
+case! {
+    /// A short time to live elapses in real time.
+    short_ttl_elapses_in_real_time(store, ns) {
+        let user = ns.user("u");
+        let expires = in_future(chrono::Duration::milliseconds(1500));
+        store.store(&key(&user, "p", vec![1])?.with_expires_at(Some(expires))).await?;
+        ensure!(store.retrieve(&user, "p").await?.is_some(), "the key was gone before its expiry");
+        let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(250);
+        tokio::time::sleep(wait).await;
+        ensure!(store.retrieve(&user, "p").await?.is_none(), "the key outlived its expiry");
+        ensure!(store.list_providers(&user).await?.is_empty(), "an expired key was listed");
+        Ok(())
+    }
+}
+
+case! {
+    /// 64 concurrent writers of one slot leave exactly one key, holding one
+    /// of the written values.
+    concurrent_writers_of_one_slot(store, ns) {
+        let user = ns.user("u");
+        let keys = (0..64u8)
+            .map(|i| key(&user, "p", vec![i; 16]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in join_all(keys.iter().map(|k| store.store(k))).await {
+            r?;
+        }
+        let got = get(store, &user, "p").await?;
+        let v = got.encrypted_value();
+        ensure!(v.len() == 16 && v.iter().all(|b| *b == v[0]) && v[0] < 64, "a torn value: {v:?}");
+        ensure_eq!(store.list_providers(&user).await?, vec!["p".to_owned()], "providers");
+        ensure_eq!(store.clear_all(&user).await?, 1, "keys in the slot");
+        Ok(())
+    }
+}
+
+case! {
+    /// 64 concurrent writers of distinct slots leave all 64 keys.
+    concurrent_writers_of_distinct_slots(store, ns) {
+        let users: Vec<String> = (0..8).map(|u| ns.user(&format!("u{u}"))).collect();
+        let mut keys = Vec::new();
+        for (u, user) in users.iter().enumerate() {
+            for p in 0..8 {
+                keys.push(key(user, &format!("p{p}"), vec![u as u8, p as u8])?);
+            }
+        }
+        for r in join_all(keys.iter().map(|k| store.store(k))).await {
+            r?;
+        }
+        for (u, user) in users.iter().enumerate() {
+            for p in 0..8u8 {
+                let got = get(store, user, &format!("p{p}")).await?;
+                ensure_eq!(got.encrypted_value(), [u as u8, p].as_slice(), "value");
+            }
+            ensure_eq!(store.list_providers(user).await?.len(), 8, "providers of {user:?}");
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// Compare-and-swap replaces only the current value, and never creates
+    /// a key in an empty slot.
+    compare_and_swap_requires_current_value(store, ns) {
+        let user = ns.user("u");
+        let a = key(&user, "p", b"a".to_vec())?;
+        let b = key(&user, "p", b"b".to_vec())?.with_hint(Some("hint-b".into()))?;
+        let c = key(&user, "p", b"c".to_vec())?;
+        ensure!(!store.compare_and_swap(&a, &b).await?, "swap into an empty slot succeeded");
+        ensure!(store.retrieve(&user, "p").await?.is_none(), "swap created a key");
+        store.store(&a).await?;
+        ensure!(!store.compare_and_swap(&c, &b).await?, "swap with a stale value succeeded");
+        ensure_eq!(get(store, &user, "p").await?, a, "after a failed swap");
+        ensure!(store.compare_and_swap(&a, &b).await?, "swap with the current value failed");
+        ensure_eq!(get(store, &user, "p").await?, b, "after the swap");
+        ensure!(!store.compare_and_swap(&a, &c).await?, "second swap from the old value succeeded");
+        ensure_eq!(get(store, &user, "p").await?, b, "after the second swap");
+        Ok(())
+    }
+}
+
+case! {
+    /// Of 16 concurrent compare-and-swaps from the same value, exactly one wins.
+    compare_and_swap_is_atomic(store, ns) {
+        let user = ns.user("u");
+        let start = key(&user, "p", b"start".to_vec())?;
+        store.store(&start).await?;
+        let news = (0..16u8)
+            .map(|i| key(&user, "p", vec![i]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut wins = 0;
+        for r in join_all(news.iter().map(|n| store.compare_and_swap(&start, n))).await {
+            wins += u32::from(r?);
+        }
+        ensure_eq!(wins, 1, "winning swaps");
+        Ok(())
+    }
+}
+
+/// Walks the whole store and keeps the keys of this namespace, failing if
+/// one comes twice or a page is larger than asked.
+async fn scan_namespace(
+    store: &dyn KeyStorage,
+    ns: &Namespace,
+    page_size: usize,
+) -> Result<HashMap<(String, String), ApiKey>, Failure> {
+    let mut seen = HashMap::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut pages = 0u64;
+    loop {
+        let page = store.scan(cursor.as_ref(), page_size).await?;
+        ensure!(
+            page.keys.len() <= page_size,
+            "a page of {} keys, more than the {page_size} asked for",
+            page.keys.len()
+        );
+        for k in page.keys {
+            if k.user_id().starts_with(ns.prefix()) {
+                let slot = (k.user_id().to_owned(), k.provider().to_owned());
+                ensure!(!seen.contains_key(&slot), "scan returned {slot:?} twice");
+                seen.insert(slot, k);
+            }
+        }
+        pages += 1;
+        ensure!(pages < 10_000_000, "the scan does not end");
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(seen),
+        }
+    }
+}
+
+case! {
+    /// A paged walk visits every key exactly once, whatever the page size.
+    scan_visits_every_key_once(store, ns) {
+        let mut expected = BTreeSet::new();
+        for u in 0..5 {
+            let user = ns.user(&format!("u{u}"));
+            for p in 0..(u * 2 + 1) {
+                let provider = format!("p{p}");
+                store.store(&key(&user, &provider, vec![u as u8, p as u8])?).await?;
+                expected.insert((user.clone(), provider));
+            }
+        }
+        for page_size in [1, 7, 1000] {
+            let seen = scan_namespace(store, &ns, page_size).await?;
+            let got: BTreeSet<_> = seen.keys().cloned().collect();
+            ensure_eq!(got, expected, "keys walked with pages of {page_size}");
+            for ((u, p), k) in &seen {
+                ensure!(k.user_id() == u && k.provider() == p, "a key under the wrong slot");
+            }
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// One user with 500 providers: all stored, listed sorted, cleared.
+    user_with_500_providers(store, ns) {
+        let user = ns.user("u");
+        let keys = (0..500)
+            .map(|i| key(&user, &format!("provider-{i:03}"), vec![(i % 251) as u8]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in keys.chunks(50) {
+            for r in join_all(chunk.iter().map(|k| store.store(k))).await {
+                r?;
+            }
+        }
+        let listed = store.list_providers(&user).await?;
+        let expected: Vec<String> = (0..500).map(|i| format!("provider-{i:03}")).collect();
+        ensure_eq!(listed, expected, "providers");
+        ensure_eq!(get(store, &user, "provider-499").await?.encrypted_value(), [(499 % 251) as u8].as_slice(), "a value");
+        ensure_eq!(store.clear_all(&user).await?, 500, "keys cleared");
+        Ok(())
+    }
+}

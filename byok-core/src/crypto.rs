@@ -202,7 +202,7 @@ struct KeyEntry {
 /// # Rotation
 ///
 /// Add the new key under a new id and make it primary, run
-/// `Byok::rotate` until it reports nothing left under
+/// [`Byok::rotate`](crate::Byok::rotate) until it reports nothing left under
 /// the old id, then remove the old key.
 #[derive(Clone)]
 pub struct Keyring {
@@ -438,7 +438,7 @@ impl Keyring {
     /// A keyed fingerprint of an API key: the first 16 hex digits of
     /// HMAC-SHA256 under a key derived from the primary master key.
     ///
-    /// Unlike `key_fingerprint`, it cannot
+    /// Unlike [`key_fingerprint`](crate::display::key_fingerprint), it cannot
     /// be matched across deployments (or against a list of leaked keys)
     /// without the master key. It changes when the primary key changes.
     pub fn keyed_fingerprint(&self, api_key: &str) -> String {

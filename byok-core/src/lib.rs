@@ -22,9 +22,12 @@
 
 pub mod config;
 pub mod crypto;
+pub mod display;
 pub mod error;
 pub mod key;
+pub mod manager;
 pub mod storage;
+pub mod tiered;
 pub mod validate;
 
 pub use async_trait::async_trait;
@@ -36,5 +39,7 @@ pub use error::{
     StorageErrorKind,
 };
 pub use key::{ApiKey, UserApiKey};
+pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
 pub use secrecy;
 pub use storage::{Cursor, KeyStorage, KeyStorageExt, ScanPage};
+pub use tiered::TieredStorage;

@@ -13,7 +13,7 @@ use crate::key::ApiKey;
 ///
 /// The method names are those of the Python library's `KeyStorage`
 /// protocol. Implementations hold only ciphertext; encryption happens in
-/// `Byok` before a key reaches the store.
+/// [`Byok`](crate::Byok) before a key reaches the store.
 ///
 /// # Contract
 ///

@@ -1,0 +1,604 @@
+//! [`Byok`]: the manager that application code calls.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::config::ByokConfig;
+use crate::crypto::{Keyring, key_id_of};
+use crate::display::{ProviderInfo, format_expiration, format_key_age, mask_key};
+use crate::error::{
+    ByokError, ConfigError, EncryptionError, Field, InvalidInput, Problem, Result, SecurityIssue,
+    SecurityWarning,
+};
+use crate::key::{self, ApiKey};
+use crate::storage::{Cursor, KeyStorage};
+use crate::validate;
+
+/// How often the background task purges expired keys, unless set otherwise.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The page size of a rotation walk, unless set otherwise.
+pub const DEFAULT_ROTATION_PAGE: usize = 500;
+
+/// The default prefix of [`Byok::import_from_env`]: `API_KEY_OPENAI`, …
+pub const DEFAULT_ENV_PREFIX: &str = "API_KEY_";
+
+/// How long a key set with [`Byok::set_key`] lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ttl {
+    /// [`ByokConfig::default_ttl`].
+    #[default]
+    Default,
+    /// Never expires.
+    Never,
+    /// Expires after this long.
+    After(Duration),
+}
+
+impl From<Duration> for Ttl {
+    fn from(d: Duration) -> Self {
+        Ttl::After(d)
+    }
+}
+
+impl From<Option<Duration>> for Ttl {
+    /// `None` falls back to the configured default.
+    fn from(d: Option<Duration>) -> Self {
+        d.map_or(Ttl::Default, Ttl::After)
+    }
+}
+
+/// Stores, returns, expires and rotates the API keys of users (the Python
+/// library's `BYOKManager`).
+///
+/// It holds a [`KeyStorage`], a [`Keyring`] and a [`ByokConfig`]. Keys are
+/// encrypted before they reach the store and decrypted only in
+/// [`get_key`](Self::get_key), into a [`SecretString`]. Cloning is cheap and
+/// clones share everything, the background cleanup task included; the task
+/// stops when the last clone is dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use byok_core::secrecy::ExposeSecret;
+/// use byok_core::{Byok, ByokConfig, Keyring, MasterKey, Ttl};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> byok_core::Result<()> {
+/// let storage = Arc::new(byok_memory::MemoryStorage::new());
+/// let keyring = Keyring::new(1, MasterKey::generate());
+/// let byok = Byok::new(storage, keyring, ByokConfig::default())?;
+///
+/// byok.set_key("alice", "openai", "sk-proj-abcdefghijklmnop", Ttl::Default).await?;
+/// let key = byok.get_key("alice", "openai").await?.expect("just set");
+/// assert_eq!(key.expose_secret(), "sk-proj-abcdefghijklmnop");
+/// assert_eq!(byok.key_summary("alice").await?[0].hint, "sk-p...mnop");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Byok {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Arc<dyn KeyStorage>,
+    keyring: Keyring,
+    config: ByokConfig,
+    cleanup: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.cleanup.take() {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Byok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Byok")
+            .field("storage", &self.inner.storage)
+            .field("keyring", &self.inner.keyring)
+            .field("config", &self.inner.config)
+            .field("cleanup", &self.inner.cleanup.is_some())
+            .finish()
+    }
+}
+
+/// Builds a [`Byok`] with options beyond [`Byok::new`].
+#[derive(Debug)]
+pub struct ByokBuilder {
+    storage: Arc<dyn KeyStorage>,
+    keyring: Keyring,
+    config: ByokConfig,
+    cleanup_interval: Duration,
+}
+
+impl ByokBuilder {
+    /// Sets the configuration.
+    pub fn config(mut self, config: ByokConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets how often expired keys are purged when `auto_cleanup` is on.
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Builds the manager. With `auto_cleanup` on, this starts the cleanup
+    /// task, which needs a running Tokio runtime.
+    pub fn build(self) -> Result<Byok> {
+        let cleanup = if self.config.auto_cleanup {
+            if self.cleanup_interval.is_zero() {
+                return Err(
+                    ConfigError::new("the cleanup interval must be longer than zero").into(),
+                );
+            }
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                ConfigError::new(
+                    "auto_cleanup needs a running Tokio runtime; build the manager inside one \
+                     or turn auto_cleanup off",
+                )
+                .with_source(e)
+            })?;
+            let storage = Arc::clone(&self.storage);
+            let interval = self.cleanup_interval;
+            Some(runtime.spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    match storage.purge_expired().await {
+                        Ok(0) => {}
+                        Ok(purged) => tracing::debug!(purged, "purged expired keys"),
+                        Err(e) => tracing::warn!(error = %e, "purging expired keys failed"),
+                    }
+                }
+            }))
+        } else {
+            None
+        };
+        Ok(Byok {
+            inner: Arc::new(Inner {
+                storage: self.storage,
+                keyring: self.keyring,
+                config: self.config,
+                cleanup,
+            }),
+        })
+    }
+}
+
+/// What [`Byok::key_summary`] says about one key; nothing in it is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    /// The provider id.
+    pub provider: String,
+    /// Its display name.
+    pub display_name: String,
+    /// The masked hint written when the key was set (`N/A` if none).
+    pub hint: String,
+    /// How old the key is, such as `3 days ago`.
+    pub created: String,
+    /// When it expires, such as `Expires in 5 hours`, `Expired` or `Never`.
+    pub expires: String,
+    /// Whether it has expired.
+    pub is_expired: bool,
+    /// When it was set.
+    pub created_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a rotation did, per master key id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The primary key id that keys were rotated to.
+    pub primary_key_id: u32,
+    /// Keys found already under the primary key.
+    pub already_current: u64,
+    /// Keys re-encrypted under the primary key, by their old key id.
+    pub rotated: BTreeMap<u32, u64>,
+    /// Keys left alone because they changed while being rotated (a user set
+    /// a new key, which is already under the primary key).
+    pub changed_concurrently: u64,
+    /// Keys that could not be decrypted, by key id: their key id is not in
+    /// the keyring, or authentication failed. They are left as they are.
+    pub failed: BTreeMap<u32, u64>,
+    /// Stored values that are not byok ciphertexts at all; left as they are.
+    pub malformed: u64,
+    /// Where to resume if the walk stopped early; `None` when it finished.
+    pub resume_from: Option<Cursor>,
+}
+
+impl RotationReport {
+    /// Whether every key that was seen is now under the primary key, so the
+    /// old master keys can be removed from the keyring.
+    pub fn is_complete(&self) -> bool {
+        self.resume_from.is_none() && self.failed.is_empty() && self.malformed == 0
+    }
+
+    fn merge(&mut self, other: RotationReport) {
+        self.already_current += other.already_current;
+        self.changed_concurrently += other.changed_concurrently;
+        self.malformed += other.malformed;
+        for (id, n) in other.rotated {
+            *self.rotated.entry(id).or_default() += n;
+        }
+        for (id, n) in other.failed {
+            *self.failed.entry(id).or_default() += n;
+        }
+        self.resume_from = other.resume_from;
+    }
+}
+
+/// What [`Byok::import_from_env`] did for one provider.
+#[derive(Debug)]
+pub enum ImportOutcome {
+    /// The variable was set and the key stored.
+    Imported,
+    /// The variable was not set (or empty).
+    NotSet,
+    /// The variable was set but storing failed.
+    Failed(ByokError),
+}
+
+impl Byok {
+    /// A manager over `storage` with `keyring` and `config`.
+    ///
+    /// With `config.auto_cleanup` (the default) this starts a background
+    /// task that purges expired keys every [`DEFAULT_CLEANUP_INTERVAL`],
+    /// which needs a running Tokio runtime.
+    pub fn new(storage: Arc<dyn KeyStorage>, keyring: Keyring, config: ByokConfig) -> Result<Self> {
+        Self::builder(storage, keyring).config(config).build()
+    }
+
+    /// A manager whose keyring is `config.encryption_key` under key id 0.
+    ///
+    /// Fails when `config.encryption_key` is `None`: unlike the Python
+    /// library, byok never makes up a key that would be lost at restart,
+    /// taking every stored key with it.
+    pub fn from_config(storage: Arc<dyn KeyStorage>, config: ByokConfig) -> Result<Self> {
+        let key = config.encryption_key.clone().ok_or_else(|| {
+            ConfigError::new(
+                "ByokConfig::encryption_key is not set; generate one with MasterKey::generate \
+                 and keep it in your secret store",
+            )
+        })?;
+        Self::new(storage, Keyring::new(0, key), config)
+    }
+
+    /// A builder, for options such as the cleanup interval.
+    pub fn builder(storage: Arc<dyn KeyStorage>, keyring: Keyring) -> ByokBuilder {
+        ByokBuilder {
+            storage,
+            keyring,
+            config: ByokConfig::default(),
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+        }
+    }
+
+    /// The store.
+    pub fn storage(&self) -> &Arc<dyn KeyStorage> {
+        &self.inner.storage
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ByokConfig {
+        &self.inner.config
+    }
+
+    fn expiry(&self, ttl: Ttl) -> Result<Option<DateTime<Utc>>> {
+        let ttl = match ttl {
+            Ttl::Default => self.inner.config.default_ttl,
+            Ttl::Never => None,
+            Ttl::After(d) => Some(d),
+        };
+        let Some(ttl) = ttl else { return Ok(None) };
+        let bad = |what| ByokError::from(InvalidInput::new(Field::Ttl, Problem::Other(what)));
+        if ttl < Duration::from_millis(1) {
+            return Err(bad("must be at least one millisecond"));
+        }
+        let ttl = chrono::Duration::from_std(ttl).map_err(|_| bad("is too long"))?;
+        key::now()
+            .checked_add_signed(ttl)
+            .map(Some)
+            .ok_or_else(|| bad("is too long"))
+    }
+
+    /// Encrypts and stores a user's key for `provider`, replacing any key
+    /// they had for it, with a masked hint for display.
+    ///
+    /// The key must be non-empty, at most 8 KiB and free of control
+    /// characters; an error says which rule it broke, never the key.
+    pub async fn set_key(
+        &self,
+        user_id: &str,
+        provider: &str,
+        api_key: &str,
+        ttl: impl Into<Ttl>,
+    ) -> Result<()> {
+        validate::slot(user_id, provider)?;
+        validate::api_key(api_key)?;
+        let expires_at = self.expiry(ttl.into())?;
+        let ciphertext = self
+            .inner
+            .keyring
+            .encrypt(user_id, provider, api_key.as_bytes())?;
+        let key = ApiKey::new(user_id, provider, ciphertext)?
+            .with_hint(Some(mask_key(api_key)))?
+            .with_expires_at(expires_at);
+        self.inner.storage.store(&key).await?;
+        tracing::debug!(
+            user_id,
+            provider,
+            key_id = self.inner.keyring.primary_id(),
+            "stored API key"
+        );
+        Ok(())
+    }
+
+    /// A user's key for `provider`, decrypted; `None` when there is none or
+    /// it has expired.
+    ///
+    /// When decryption fails (a wrong or missing master key, tampered data)
+    /// this returns the error and leaves the stored key exactly as it was:
+    /// the Python library deleted it, so that a change of secret destroyed
+    /// every user's keys on their next request.
+    pub async fn get_key(&self, user_id: &str, provider: &str) -> Result<Option<SecretString>> {
+        let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
+            return Ok(None);
+        };
+        match self
+            .inner
+            .keyring
+            .decrypt_string(user_id, provider, stored.encrypted_value())
+        {
+            Ok(secret) => Ok(Some(secret)),
+            Err(e) => {
+                tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Like [`get_key`](Self::get_key), but a missing key is a
+    /// [`ByokError::KeyNotFound`].
+    pub async fn require_key(&self, user_id: &str, provider: &str) -> Result<SecretString> {
+        self.get_key(user_id, provider)
+            .await?
+            .ok_or_else(|| ByokError::KeyNotFound {
+                user_id: user_id.to_owned(),
+                provider: provider.to_owned(),
+            })
+    }
+
+    /// Whether the user has an unexpired key for `provider`; decrypts nothing.
+    pub async fn has_key(&self, user_id: &str, provider: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .storage
+            .retrieve(user_id, provider)
+            .await?
+            .is_some())
+    }
+
+    /// Removes a user's key for `provider`; returns whether there was one.
+    pub async fn delete_key(&self, user_id: &str, provider: &str) -> Result<bool> {
+        let removed = self.inner.storage.delete(user_id, provider).await?;
+        tracing::debug!(user_id, provider, removed, "deleted API key");
+        Ok(removed)
+    }
+
+    /// The providers a user has unexpired keys for, sorted.
+    pub async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
+        self.inner.storage.list_providers(user_id).await
+    }
+
+    /// Removes every key of a user; returns how many.
+    pub async fn clear_keys(&self, user_id: &str) -> Result<u64> {
+        self.inner.storage.clear_all(user_id).await
+    }
+
+    /// Removes every expired key of every user; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        self.inner.storage.purge_expired().await
+    }
+
+    /// What a settings page shows for each of a user's keys: name, masked
+    /// hint, age and expiry. It decrypts nothing, so it works even when the
+    /// master key is wrong.
+    pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for provider in self.inner.storage.list_providers(user_id).await? {
+            let Some(k) = self.inner.storage.retrieve(user_id, &provider).await? else {
+                continue;
+            };
+            out.push(KeySummary {
+                display_name: ProviderInfo::of(&provider).name,
+                hint: k.hint().unwrap_or("N/A").to_owned(),
+                created: format_key_age(k.created_at(), now),
+                expires: format_expiration(k.expires_at(), now),
+                is_expired: k.is_expired_at(now),
+                created_at: k.created_at(),
+                expires_at: k.expires_at(),
+                provider,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A keyed fingerprint of an API key (see [`Keyring::keyed_fingerprint`]).
+    pub fn keyed_fingerprint(&self, api_key: &str) -> String {
+        self.inner.keyring.keyed_fingerprint(api_key)
+    }
+
+    /// Re-encrypts every key that is not under the primary key id.
+    ///
+    /// It walks the store page by page and replaces each key with
+    /// [`KeyStorage::compare_and_swap`], so a key that a user sets while the
+    /// rotation runs is never overwritten. Keys that cannot be decrypted
+    /// are counted and left alone. Running it again is harmless, and the
+    /// report says per key id what was done: when
+    /// [`is_complete`](RotationReport::is_complete), old master keys can be
+    /// removed. Plaintext never leaves the process.
+    pub async fn rotate(&self) -> Result<RotationReport> {
+        let mut total = RotationReport {
+            primary_key_id: self.inner.keyring.primary_id(),
+            ..RotationReport::default()
+        };
+        let mut cursor = None;
+        loop {
+            let page = self
+                .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
+                .await?;
+            cursor = page.resume_from.clone();
+            total.merge(page);
+            if cursor.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One page of a rotation, for operators who want to pace it or resume
+    /// it after a restart: start with `None` and pass each report's
+    /// `resume_from` until it is `None`.
+    pub async fn rotate_page(
+        &self,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<RotationReport> {
+        let ring = &self.inner.keyring;
+        let primary = ring.primary_id();
+        let page = self.inner.storage.scan(cursor, limit).await?;
+        let mut report = RotationReport {
+            primary_key_id: primary,
+            resume_from: page.next,
+            ..RotationReport::default()
+        };
+        for stored in page.keys {
+            let key_id = match key_id_of(stored.encrypted_value()) {
+                Ok(id) => id,
+                Err(_) => {
+                    report.malformed += 1;
+                    continue;
+                }
+            };
+            if key_id == primary {
+                report.already_current += 1;
+                continue;
+            }
+            let (user, provider) = (stored.user_id(), stored.provider());
+            let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
+                user,
+                provider,
+                stored.encrypted_value(),
+            ) {
+                Ok(p) => p,
+                Err(
+                    EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
+                ) => {
+                    report.malformed += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
+                    *report.failed.entry(key_id).or_default() += 1;
+                    continue;
+                }
+            };
+            let ciphertext = ring.encrypt(user, provider, &plain)?;
+            let rotated = stored.clone().with_encrypted_value(ciphertext);
+            if self
+                .inner
+                .storage
+                .compare_and_swap(&stored, &rotated)
+                .await?
+            {
+                *report.rotated.entry(key_id).or_default() += 1;
+            } else {
+                report.changed_concurrently += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Imports keys from environment variables named `<prefix><PROVIDER>`
+    /// (`API_KEY_OPENAI` with the default prefix [`DEFAULT_ENV_PREFIX`]),
+    /// with the default TTL; returns what happened per provider.
+    pub async fn import_from_env(
+        &self,
+        user_id: &str,
+        providers: &[&str],
+        prefix: Option<&str>,
+    ) -> BTreeMap<String, ImportOutcome> {
+        let prefix = prefix.unwrap_or(DEFAULT_ENV_PREFIX);
+        let mut results = BTreeMap::new();
+        for provider in providers {
+            let var = format!("{prefix}{}", provider.to_uppercase());
+            let outcome = match std::env::var(&var).map(Zeroizing::new) {
+                Ok(value) if !value.is_empty() => {
+                    match self.set_key(user_id, provider, &value, Ttl::Default).await {
+                        Ok(()) => ImportOutcome::Imported,
+                        Err(e) => ImportOutcome::Failed(e),
+                    }
+                }
+                _ => ImportOutcome::NotSet,
+            };
+            results.insert((*provider).to_owned(), outcome);
+        }
+        results
+    }
+
+    /// Checks that keys sent to `url` would travel encrypted: returns (and
+    /// logs) a [`SecurityWarning`] when `require_https` is on, the
+    /// application runs in production, and the URL is plain `http` or `ws`.
+    pub fn check_transport(&self, url: &str, is_production: bool) -> Option<SecurityWarning> {
+        if !self.inner.config.require_https || !is_production {
+            return None;
+        }
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http") | Some("ws")) {
+            return None;
+        }
+        let warning = SecurityWarning::new(
+            SecurityIssue::InsecureTransport,
+            "API keys are being transmitted over plain HTTP in production; use HTTPS",
+        );
+        tracing::warn!(%warning, "insecure transport");
+        Some(warning)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_conversions() {
+        assert_eq!(Ttl::from(None), Ttl::Default);
+        assert_eq!(
+            Ttl::from(Some(Duration::from_secs(5))),
+            Ttl::After(Duration::from_secs(5))
+        );
+        assert_eq!(
+            Ttl::from(Duration::from_secs(5)),
+            Ttl::After(Duration::from_secs(5))
+        );
+    }
+}

@@ -2,12 +2,32 @@
 //! encrypted at rest, gives each back only to its own user, expires it on
 //! time, and survives a master-key rotation without losing a key.
 //!
-//! This facade re-exports [`byok_core`] and the storage backends chosen by
-//! cargo feature:
+//! ```
+//! use byok::secrecy::ExposeSecret;
+//! use byok::{Byok, ByokConfig, Keyring, MasterKey, Ttl};
 //!
-//! | feature | backend |
-//! |---|---|
-//! | `memory` (default) | [`MemoryStorage`] |
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> byok::Result<()> {
+//! let storage = byok::connect("memory:").await?;
+//! // In production, load the keyring from your secret store:
+//! // Keyring::from_env("BYOK_KEYRING")?
+//! let keyring = Keyring::new(1, MasterKey::generate());
+//! let byok = Byok::new(storage, keyring, ByokConfig::default())?;
+//!
+//! byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Default).await?;
+//! let key = byok.require_key("alice", "openai").await?;
+//! assert_eq!(key.expose_secret(), "sk-proj-0123456789abcdef");
+//! assert!(byok.get_key("bob", "openai").await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This facade re-exports [`byok_core`] (the types, [`Byok`], [`Keyring`],
+//! [`TieredStorage`]) and the storage backends chosen by cargo feature:
+//!
+//! | feature | backend | URL for [`connect`] |
+//! |---|---|---|
+//! | `memory` (default) | `MemoryStorage` | `memory:` |
 //!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
@@ -17,3 +37,63 @@ pub use byok_core::*;
 
 #[cfg(feature = "memory")]
 pub use byok_memory::{self, MemoryStorage};
+
+use std::sync::Arc;
+
+/// Opens the store a URL names, with the default [`ByokConfig`]; see
+/// [`connect_with`].
+pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
+    connect_with(url, &ByokConfig::default()).await
+}
+
+/// Opens the store a URL names, among the backends compiled in, with its
+/// schema migrated where it has one.
+///
+/// The URL's scheme picks the backend (see the table on the [crate
+/// docs](crate)). A backend whose cargo feature is off is a
+/// [`ConfigError`] that names the feature; errors never repeat the URL,
+/// which may hold a password.
+pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    let backend = StorageBackend::from_url(url)?;
+    match backend {
+        StorageBackend::Memory => memory(config),
+        StorageBackend::Hybrid => Err(ConfigError::new(
+            "a hybrid store is built from two stores: TieredStorage::new(fast, durable)",
+        )
+        .into()),
+        other => Err(missing_feature(other)),
+    }
+}
+
+#[cfg(feature = "memory")]
+fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    // With auto_cleanup this starts the sweeper on the current Tokio runtime.
+    Ok(Arc::new(MemoryStorage::from_config(config)?))
+}
+
+#[cfg(not(feature = "memory"))]
+fn memory(_: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    Err(missing_feature(StorageBackend::Memory))
+}
+
+#[allow(dead_code, reason = "unused when every backend is compiled in")]
+fn missing_feature(backend: StorageBackend) -> ByokError {
+    let feature = match backend {
+        StorageBackend::Memory => "memory",
+        StorageBackend::Redis => "redis",
+        StorageBackend::Sqlite => "sqlite",
+        StorageBackend::Postgres => "postgres",
+        StorageBackend::MySql => "mysql",
+        _ => "the matching",
+    };
+    ConfigError::new(format!(
+        "{} URLs need the `{feature}` cargo feature of byok, which is not enabled",
+        backend.scheme()
+    ))
+    .into()
+}
+
+/// The examples of README.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

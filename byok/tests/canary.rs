@@ -1,0 +1,177 @@
+//! A canary API key and the master key never appear in any `Debug`,
+//! `Display`, error or `tracing` output, across every operation and failure
+//! path of the manager.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test"
+)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use byok::secrecy::ExposeSecret;
+use byok::{ApiKey, Byok, ByokConfig, KeyStorage, Keyring, MasterKey, MemoryStorage, Ttl};
+
+const CANARY: &str = "sk-CANARY-7f3a9c1e5b2d4f60-do-not-print";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn canary_never_appears_in_any_output() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let master = MasterKey::generate();
+    let master_b64 = master.to_base64().expose_secret().to_owned();
+    let master_hex = hex_of(master.expose_bytes());
+    let mut out: Vec<String> = Vec::new();
+    let mut note = |label: &str, text: String| out.push(format!("{label}: {text}"));
+
+    runtime.block_on(async {
+        let store = Arc::new(MemoryStorage::new());
+        let config = ByokConfig {
+            encryption_key: Some(master.clone()),
+            ..ByokConfig::default()
+        };
+        note("config", format!("{config:?}"));
+        note("master", format!("{master:?}"));
+        let byok = Byok::from_config(store.clone(), config.clone()).unwrap();
+        note("manager", format!("{byok:?}"));
+
+        let r = byok.set_key("alice", "openai", CANARY, Ttl::Default).await;
+        note("set", format!("{r:?}"));
+        let got = byok.get_key("alice", "openai").await.unwrap().unwrap();
+        assert_eq!(got.expose_secret(), CANARY, "the canary round-trips");
+        note("get", format!("{got:?}"));
+        let stored = store.retrieve("alice", "openai").await.unwrap().unwrap();
+        note("stored", format!("{stored:?}"));
+        note("store", format!("{store:?}"));
+        note("list", format!("{:?}", byok.list_providers("alice").await));
+        note("summary", format!("{:?}", byok.key_summary("alice").await));
+        note(
+            "has",
+            format!("{:?}", byok.has_key("alice", "openai").await),
+        );
+        note("fingerprint", byok.keyed_fingerprint(CANARY));
+
+        // Failure paths: bad keys, wrong master keys, missing ids.
+        for bad in [
+            format!("{CANARY}\n"),
+            format!("{CANARY}\u{0}"),
+            CANARY.repeat(400),
+        ] {
+            let e = byok
+                .set_key("alice", "groq", &bad, Ttl::Default)
+                .await
+                .unwrap_err();
+            note("bad key", format!("{e} / {e:?}"));
+        }
+        let wrong = Byok::new(
+            store.clone(),
+            Keyring::new(0, MasterKey::generate()),
+            ByokConfig {
+                auto_cleanup: false,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        let e = wrong.get_key("alice", "openai").await.unwrap_err();
+        note("wrong key", format!("{e} / {e:?}"));
+        let unknown = Byok::new(
+            store.clone(),
+            Keyring::new(5, MasterKey::generate()),
+            ByokConfig {
+                auto_cleanup: false,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        let e = unknown.get_key("alice", "openai").await.unwrap_err();
+        note("unknown id", format!("{e} / {e:?}"));
+        let e = byok.require_key("alice", "missing").await.unwrap_err();
+        note("missing", format!("{e} / {e:?}"));
+
+        // Rotation, with one undecryptable key on the way.
+        let foreign = Keyring::new(9, MasterKey::generate())
+            .encrypt("bob", "openai", CANARY.as_bytes())
+            .unwrap();
+        store
+            .store(&ApiKey::new("bob", "openai", foreign).unwrap())
+            .await
+            .unwrap();
+        let mut ring = Keyring::new(0, master.clone());
+        ring.add(1, MasterKey::generate())
+            .unwrap()
+            .set_primary(1)
+            .unwrap();
+        note("ring", format!("{ring:?}"));
+        let rotated = Byok::new(
+            store.clone(),
+            ring,
+            ByokConfig {
+                auto_cleanup: false,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        note("rotate", format!("{:?}", rotated.rotate().await));
+        note(
+            "after rotate",
+            format!("{:?}", rotated.get_key("alice", "openai").await),
+        );
+        note(
+            "transport",
+            format!("{:?}", rotated.check_transport("http://x.example", true)),
+        );
+        note(
+            "delete",
+            format!("{:?}", rotated.delete_key("alice", "openai").await),
+        );
+        note("clear", format!("{:?}", rotated.clear_keys("bob").await));
+        note("purge", format!("{:?}", rotated.purge_expired().await));
+    });
+    drop(runtime);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("could not be decrypted") && logs.contains("key not rotated"),
+        "the failure paths were logged (so the capture works): {logs}"
+    );
+    let everything = format!("{}\n{logs}", out.join("\n"));
+    for secret in [CANARY, "CANARY", master_b64.as_str(), master_hex.as_str()] {
+        assert!(
+            !everything.contains(secret),
+            "a secret leaked into the output:\n{everything}"
+        );
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -663,6 +663,26 @@ mod tests {
     }
 
     #[test]
+    fn keyring_from_file_and_env() {
+        let path = std::env::temp_dir().join(format!("byok-keyring-{}.txt", std::process::id()));
+        let a = BASE64.encode([3u8; 32]);
+        std::fs::write(&path, format!("# production keyring\n*4:{a}\n")).unwrap();
+        let ring = Keyring::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(ring.primary_id(), 4);
+        let e = Keyring::from_file(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read the keyring file"),
+            "{e}"
+        );
+        let e = Keyring::from_env("BYOK_TEST_UNSET_KEYRING_VARIABLE").unwrap_err();
+        assert!(
+            e.to_string().contains("BYOK_TEST_UNSET_KEYRING_VARIABLE"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn keyed_fingerprint_depends_on_master_key() {
         let a = Keyring::new(1, key(1));
         let b = Keyring::new(1, key(2));

@@ -103,3 +103,23 @@ async fn concurrent_writers_leave_both_tiers_equal() {
         durable.retrieve("u", "p").await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn copy_into_moves_every_key_between_backends() {
+    use byok::KeyStorageExt;
+    let from = MemoryStorage::new();
+    for u in 0..30 {
+        for p in ["openai", "groq"] {
+            from.store(&ApiKey::new(format!("u{u}"), p, vec![u as u8]).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    let to = MemoryStorage::new();
+    assert_eq!(from.copy_into(&to, 7).await.unwrap(), 60);
+    assert_eq!(to.len(), 60);
+    assert_eq!(
+        to.retrieve("u29", "groq").await.unwrap(),
+        from.retrieve("u29", "groq").await.unwrap()
+    );
+}

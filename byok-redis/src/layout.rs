@@ -1,0 +1,336 @@
+//! The key layout: how (user, provider) slots map to Redis keys.
+//!
+//! See the [crate docs](crate#key-layout) for the picture. Everything here is
+//! part of the stored format: changing it makes existing keys unreachable.
+
+use std::fmt::Write as _;
+
+use byok_core::error::{ConfigError, Field, InvalidInput, Problem};
+use byok_core::{Cursor, validate};
+
+/// How many buckets users are spread over. Part of the stored format.
+pub const BUCKETS: u16 = 1024;
+
+/// The longest key prefix accepted, in bytes.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// Encodes a user id or provider for use inside a Redis key name.
+///
+/// ASCII letters, digits and `-` `.` `_` `~` `@` `+` stay as they are; every
+/// other byte becomes `%XX` (upper-case hex). The encoding is injective, and
+/// its output never holds `{`, `}`, `:`, `%`-ambiguities, glob characters,
+/// spaces or control characters, so encoded ids can be joined with `:` and
+/// placed next to a hash tag without two ids ever meeting in one key name.
+///
+/// ```
+/// use byok_redis::encode_id;
+/// assert_eq!(encode_id("alice@example.com"), "alice@example.com");
+/// assert_eq!(encode_id("a:b"), "a%3Ab");
+/// assert_eq!(encode_id("{x}*"), "%7Bx%7D%2A");
+/// assert_ne!(encode_id("a%3Ab"), encode_id("a:b"));
+/// ```
+pub fn encode_id(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for &b in id.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@' | b'+') {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The bucket of a user: FNV-1a (32 bit) of the user id's bytes, modulo
+/// [`BUCKETS`]. Part of the stored format.
+pub fn bucket_of(user_id: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &b in user_id.as_bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    // BUCKETS is far below u16::MAX, so the remainder fits.
+    (hash % u32::from(BUCKETS)) as u16
+}
+
+/// Checks a key prefix: 1 to [`MAX_PREFIX_LEN`] bytes, no braces (they
+/// would move the hash tag), no whitespace or control characters.
+pub fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty() {
+        return Err(ConfigError::new("the Redis key prefix must not be empty"));
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(ConfigError::new(format!(
+            "the Redis key prefix is {} bytes long; at most {MAX_PREFIX_LEN} are allowed",
+            prefix.len()
+        )));
+    }
+    if prefix
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::new(
+            "the Redis key prefix must not contain braces, whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Key names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    pub(crate) fn new(prefix: &str) -> Result<Self, ConfigError> {
+        check_prefix(prefix)?;
+        Ok(Layout {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>{<bucket>}`: the start of every key of a bucket.
+    fn tag(&self, bucket: u16) -> String {
+        format!("{}{{{bucket:03x}}}", self.prefix)
+    }
+
+    /// The hash holding one key.
+    pub(crate) fn key(&self, user_id: &str, provider: &str) -> String {
+        format!(
+            "{}:k:{}:{}",
+            self.tag(bucket_of(user_id)),
+            encode_id(user_id),
+            encode_id(provider)
+        )
+    }
+
+    /// The sorted set (all scores 0) of one user's providers.
+    pub(crate) fn user_index(&self, user_id: &str) -> String {
+        format!("{}:i:{}", self.tag(bucket_of(user_id)), encode_id(user_id))
+    }
+
+    /// The sorted set (all scores 0) of the users of a bucket that have keys.
+    pub(crate) fn bucket_users(&self, bucket: u16) -> String {
+        format!("{}:users", self.tag(bucket))
+    }
+
+    /// The sorted set of the expiring slots of a bucket, scored by expiry
+    /// (Unix milliseconds); members from [`expiry_member`].
+    pub(crate) fn bucket_expiries(&self, bucket: u16) -> String {
+        format!("{}:exp", self.tag(bucket))
+    }
+}
+
+/// The start of the expiry member of every slot of a user: `<len>:<user>`.
+pub(crate) fn expiry_member_prefix(user_id: &str) -> String {
+    format!("{}:{user_id}", user_id.len())
+}
+
+/// The member of a slot in its bucket's expiry set: `<len>:<user><provider>`
+/// (the user's length in bytes, so any ids split back unambiguously).
+pub(crate) fn expiry_member(user_id: &str, provider: &str) -> String {
+    format!("{}{provider}", expiry_member_prefix(user_id))
+}
+
+/// The slot of an expiry member, if it is well formed.
+pub(crate) fn parse_expiry_member(member: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(member).ok()?;
+    let cursor = Cursor::new(text);
+    let (user, provider) = cursor.slot().ok()?;
+    validate::slot(user, provider).ok()?;
+    Some((user.to_owned(), provider.to_owned()))
+}
+
+/// A position in the walk: a bucket, and optionally the last slot visited
+/// in it (`provider` empty: before the user's first provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) bucket: u16,
+    pub(crate) after: Option<(String, String)>,
+}
+
+const CURSOR_VERSION: &str = "r1";
+
+impl Position {
+    pub(crate) const START: Position = Position {
+        bucket: 0,
+        after: None,
+    };
+
+    /// `r1:<bucket>` or `r1:<bucket>:<len>:<user><provider>`.
+    pub(crate) fn to_cursor(&self) -> Cursor {
+        match &self.after {
+            None => Cursor::new(format!("{CURSOR_VERSION}:{}", self.bucket)),
+            Some((user, provider)) => Cursor::new(format!(
+                "{CURSOR_VERSION}:{}:{}",
+                self.bucket,
+                expiry_member(user, provider)
+            )),
+        }
+    }
+
+    pub(crate) fn from_cursor(cursor: &Cursor) -> Result<Self, InvalidInput> {
+        let bad = || {
+            InvalidInput::new(
+                Field::Cursor,
+                Problem::Other("is not a cursor of the Redis backend"),
+            )
+        };
+        let rest = cursor
+            .as_str()
+            .strip_prefix(CURSOR_VERSION)
+            .and_then(|r| r.strip_prefix(':'))
+            .ok_or_else(bad)?;
+        let (bucket, slot) = match rest.split_once(':') {
+            Some((b, s)) => (b, Some(s)),
+            None => (rest, None),
+        };
+        if bucket.is_empty() || !bucket.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let bucket: u16 = bucket.parse().map_err(|_| bad())?;
+        if bucket >= BUCKETS {
+            return Err(bad());
+        }
+        let after = match slot {
+            None => None,
+            Some(s) => {
+                let c = Cursor::new(s);
+                let (user, provider) = c.slot().map_err(|_| bad())?;
+                validate::user_id(user).map_err(|_| bad())?;
+                if !provider.is_empty() {
+                    validate::provider(provider).map_err(|_| bad())?;
+                }
+                Some((user.to_owned(), provider.to_owned()))
+            }
+        };
+        Ok(Position { bucket, after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_injective_and_tag_safe() {
+        let ids = [
+            "a",
+            "a:b",
+            "b:c",
+            "a:",
+            ":a",
+            "{x}",
+            "{",
+            "}",
+            "}{",
+            "*",
+            "%",
+            "%25",
+            "%3A",
+            "a b",
+            "日本",
+            "🦀",
+            "a\u{200b}",
+            "A",
+            "a.b",
+            "a+b",
+            "a@b",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let e = encode_id(id);
+            assert!(seen.insert(e.clone()), "{id:?} collides");
+            assert!(
+                !e.contains(['{', '}', ':', '*', '?', '[', ']', ' ']),
+                "{id:?} -> {e}"
+            );
+        }
+        assert_eq!(encode_id("日"), "%E6%97%A5");
+    }
+
+    #[test]
+    fn joined_pairs_map_to_distinct_keys() {
+        let layout = Layout::new("byok_").unwrap();
+        assert_ne!(layout.key("a:b", "c"), layout.key("a", "b:c"));
+        assert_ne!(layout.key("a}:{b", "c"), layout.key("a", "}:{b:c"));
+        assert_ne!(layout.key("a", "{}b"), layout.key("a{}", "b"));
+        assert_ne!(layout.user_index("x"), layout.key("x", "i"));
+    }
+
+    #[test]
+    fn keys_of_a_user_share_one_tag() {
+        let layout = Layout::new("p:").unwrap();
+        let user = "a}{b";
+        let tag = format!("p:{{{:03x}}}", bucket_of(user));
+        for k in [
+            layout.key(user, "{x}"),
+            layout.user_index(user),
+            layout.bucket_users(bucket_of(user)),
+            layout.bucket_expiries(bucket_of(user)),
+        ] {
+            assert!(k.starts_with(&tag), "{k}");
+            assert_eq!(k.matches('{').count(), 1, "{k}");
+            assert_eq!(k.matches('}').count(), 1, "{k}");
+        }
+    }
+
+    #[test]
+    fn bucket_hash_is_stable() {
+        // FNV-1a 32 of "" and "a", reduced: fixed forever by the format.
+        assert_eq!(bucket_of(""), (0x811c_9dc5u32 % 1024) as u16);
+        assert_eq!(bucket_of("a"), (0xe40c_292cu32 % 1024) as u16);
+        assert!((0..10_000).all(|i| bucket_of(&format!("user-{i}")) < BUCKETS));
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(check_prefix("byok_").is_ok());
+        assert!(check_prefix("app:keys:").is_ok());
+        for bad in ["", "a{", "}", "a b", "a\nb"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_prefix(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn positions_round_trip_through_cursors() {
+        for pos in [
+            Position::START,
+            Position {
+                bucket: 1023,
+                after: Some(("a:b".into(), "c".into())),
+            },
+            Position {
+                bucket: 7,
+                after: Some(("日本".into(), String::new())),
+            },
+        ] {
+            assert_eq!(Position::from_cursor(&pos.to_cursor()).unwrap(), pos);
+        }
+        for bad in [
+            "", "r1", "r1:", "r1:1024", "r2:1", "r1:-1", "r1:1:x", "r1:1:0:",
+        ] {
+            assert!(Position::from_cursor(&Cursor::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_members_split_back() {
+        for (u, p) in [("a:b", "c"), ("a", "b:c"), ("1:x", "y")] {
+            let m = expiry_member(u, p);
+            assert_eq!(
+                parse_expiry_member(m.as_bytes()),
+                Some((u.to_owned(), p.to_owned()))
+            );
+        }
+        assert_eq!(parse_expiry_member(b"garbage"), None);
+        assert_eq!(parse_expiry_member(b"1:a"), None);
+    }
+}

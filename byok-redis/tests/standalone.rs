@@ -1,0 +1,232 @@
+//! The conformance suite and Redis-specific tests against a standalone
+//! Redis (`BYOK_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test by panicking"
+)]
+
+mod common;
+
+use byok_core::error::Field;
+use byok_core::{ApiKey, ByokError, Cursor, KeyStorage, StorageErrorKind};
+use byok_redis::RedisStorage;
+use byok_redis::redis::AsyncCommands;
+use chrono::Utc;
+
+async fn setup() -> Option<RedisStorage> {
+    let url = byok_testkit::services::redis_url().await?;
+    let config = common::config(common::process_prefix());
+    Some(
+        RedisStorage::connect(&url, &config)
+            .await
+            .expect("connecting to the test Redis"),
+    )
+}
+
+/// A store under a prefix of its own, and a plain connection to the server.
+async fn isolated() -> Option<(RedisStorage, byok_redis::redis::aio::MultiplexedConnection)> {
+    let url = byok_testkit::services::redis_url().await?;
+    let store = RedisStorage::connect(&url, &common::config(&common::fresh_prefix()))
+        .await
+        .expect("connecting to the test Redis");
+    let raw = byok_redis::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((store, raw))
+}
+
+byok_testkit::conformance_tests!(maybe: setup().await);
+
+#[tokio::test]
+async fn pairs_that_join_alike_stay_apart() {
+    let Some((store, mut raw)) = isolated().await else {
+        return;
+    };
+    let pairs = [
+        ("a:b", "c"),
+        ("a", "b:c"),
+        ("a{", "}b"),
+        ("a", "{}b"),
+        ("a{}", "b"),
+        ("*", ":"),
+        ("a}:{b", "c"),
+        ("a", "}:{b:c"),
+        ("%3A", "x"),
+        (":", "x"),
+    ];
+    let mut redis_keys = std::collections::HashSet::new();
+    for (i, (u, p)) in pairs.iter().enumerate() {
+        store
+            .store(&ApiKey::new(*u, *p, vec![i as u8]).unwrap())
+            .await
+            .unwrap();
+        let k = store.redis_key(u, p).unwrap();
+        assert!(redis_keys.insert(k.clone()), "{u:?}/{p:?} shares {k}");
+        let exists: bool = raw.exists(&k).await.unwrap();
+        assert!(exists, "{k} was not written");
+    }
+    for (i, (u, p)) in pairs.iter().enumerate() {
+        let got = store.retrieve(u, p).await.unwrap().expect("stored key");
+        assert_eq!(got.encrypted_value(), [i as u8], "{u:?}/{p:?}");
+        assert_eq!((got.user_id(), got.provider()), (*u, *p));
+    }
+    assert_eq!(
+        store.list_providers("a").await.unwrap(),
+        ["b:c", "{}b", "}:{b:c"]
+    );
+    assert_eq!(store.clear_all("a").await.unwrap(), 3);
+    assert!(store.retrieve("a:b", "c").await.unwrap().is_some());
+    for (u, _) in pairs {
+        store.clear_all(u).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_value_is_corrupt_and_left_alone() {
+    let Some((store, mut raw)) = isolated().await else {
+        return;
+    };
+    let string_key = store.redis_key("mallory", "openai").unwrap();
+    let () = raw.set(&string_key, "not a byok key").await.unwrap();
+    let hash_key = store.redis_key("mallory", "anthropic").unwrap();
+    let () = raw.hset(&hash_key, "value", "???").await.unwrap();
+
+    for (provider, key) in [("openai", &string_key), ("anthropic", &hash_key)] {
+        let err = store.retrieve("mallory", provider).await.unwrap_err();
+        let storage = err.as_storage().expect("a storage error");
+        assert_eq!(storage.kind, StorageErrorKind::Corrupt, "{err}");
+        assert!(!err.is_retryable());
+        assert!(!err.to_string().contains("not a byok key"), "{err}");
+        let exists: bool = raw.exists(key).await.unwrap();
+        assert!(exists, "the foreign value was removed");
+    }
+    let current = ApiKey::new("mallory", "openai", b"x".to_vec()).unwrap();
+    let err = store
+        .compare_and_swap(&current, &current)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_storage().map(|e| e.kind),
+        Some(StorageErrorKind::Corrupt),
+        "{err}"
+    );
+    let value: String = raw.get(&string_key).await.unwrap();
+    assert_eq!(value, "not a byok key");
+
+    let () = raw.del(&[&string_key, &hash_key]).await.unwrap();
+}
+
+#[tokio::test]
+async fn purge_counts_exactly_what_it_removes() {
+    let Some((store, _raw)) = isolated().await else {
+        return;
+    };
+    let past = Some(Utc::now() - chrono::Duration::seconds(10));
+    // Users spread over several buckets, one with a live key too.
+    for u in 0..20 {
+        let user = format!("user-{u}");
+        for p in ["a", "b"] {
+            let k = ApiKey::new(&user, p, vec![1])
+                .unwrap()
+                .with_expires_at(past);
+            store.store(&k).await.unwrap();
+        }
+    }
+    store
+        .store(&ApiKey::new("user-0", "live", vec![2]).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        store.delete("user-1", "a").await.unwrap(),
+        "an unpurged expired key counts"
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 39);
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    assert!(!store.delete("user-2", "a").await.unwrap());
+    assert_eq!(store.list_providers("user-0").await.unwrap(), ["live"]);
+    assert_eq!(store.clear_all("user-0").await.unwrap(), 1);
+    let page = store.scan(None, 1000).await.unwrap();
+    assert!(page.keys.is_empty());
+}
+
+#[tokio::test]
+async fn scan_walks_a_crowded_bucket_in_pages() {
+    let Some((store, _raw)) = isolated().await else {
+        return;
+    };
+    // Users that share a bucket, so pages cut inside a bucket and a user.
+    let bucket = byok_redis::bucket_of("u0");
+    let users: Vec<String> = (0..5000)
+        .map(|i| format!("u{i}"))
+        .filter(|u| byok_redis::bucket_of(u) == bucket)
+        .take(5)
+        .collect();
+    assert!(users.len() >= 2, "{users:?}");
+    let mut expected = std::collections::BTreeSet::new();
+    for user in &users {
+        for p in 0..3 {
+            let provider = format!("p{p}");
+            store
+                .store(&ApiKey::new(user, &provider, vec![p]).unwrap())
+                .await
+                .unwrap();
+            expected.insert((user.clone(), provider));
+        }
+    }
+    for limit in [1, 2, 4, 100] {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+            assert!(page.keys.len() <= limit);
+            for k in page.keys {
+                assert!(
+                    seen.insert((k.user_id().to_owned(), k.provider().to_owned())),
+                    "a key came twice"
+                );
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "pages of {limit}");
+    }
+    let bad = store
+        .scan(Some(&Cursor::new("3:abc")), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, ByokError::InvalidInput(e) if e.field == Field::Cursor),
+        "{bad:?}"
+    );
+    for user in &users {
+        assert_eq!(store.clear_all(user).await.unwrap(), 3);
+    }
+}
+
+#[tokio::test]
+async fn debug_and_prefix_rules() {
+    let Some((store, _raw)) = isolated().await else {
+        return;
+    };
+    let debug = format!("{store:?}");
+    assert!(
+        debug.contains("standalone") && debug.contains(store.prefix()),
+        "{debug}"
+    );
+    assert!(store.clone().with_prefix("a{b}").is_err());
+    let renamed = store.with_prefix("byok_other_").unwrap();
+    assert_eq!(renamed.prefix(), "byok_other_");
+    assert!(
+        renamed
+            .redis_key("u", "p")
+            .unwrap()
+            .starts_with("byok_other_{")
+    );
+}

@@ -98,6 +98,12 @@
 //! frees the memory of expired hashes by itself; purging keeps the indexes
 //! small. It costs at least one round trip per bucket.
 //!
+//! `list_providers` only reads: it leaves expired entries for the purge,
+//! so `delete` reports an expired key as stored, and the purge counts it,
+//! until a purge removes it. This store starts no background task, whatever
+//! [`ByokConfig::auto_cleanup`] says: call `purge_expired` from a periodic
+//! job.
+//!
 //! ## `scan`
 //!
 //! Walks buckets 0 to 1023, in each the users in byte order, for each user
@@ -112,11 +118,14 @@
 //!
 //! # Redis version
 //!
-//! Redis 6.2 or later (the tests run against 7.0); Valkey works too. The
-//! commands used are `HSET` (several fields), `HGETALL`, `HMGET`, `DEL`,
-//! `EXISTS`, `PEXPIREAT`, `ZADD`, `ZREM`, `ZCARD`, `ZSCORE`,
-//! `ZRANGEBYLEX`, `ZRANGEBYSCORE` and `EVALSHA`/`SCRIPT LOAD`, all older
-//! than 6.2; the client's cluster support wants a recent server.
+//! **Minimum supported: Redis 7.0**, the version the tests run against,
+//! standalone and as a cluster. By the commands used the floor would be Redis 4.0
+//! (multi-field `HSET` is the newest of them): `HSET`, `HGETALL`, `HMGET`,
+//! `DEL`, `EXISTS`, `PEXPIREAT`, `ZADD`, `ZREM`, `ZCARD`, `ZSCORE`,
+//! `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`, plus
+//! `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
+//! comes from the client), so they replicate the same way under any
+//! replication mode. Versions before 7.0 are not tested.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -740,7 +749,9 @@ fn decode(
     }
     let key = ApiKey::new(user, provider, value)
         .and_then(|k| k.with_hint(hint))
-        .map_err(|_| corrupt("a byok key hash holds an invalid hint"))?
+        .map_err(|_| {
+            corrupt("a byok key hash, or the index naming it, holds an invalid id or hint")
+        })?
         .with_created_at(created)
         .with_expires_at(expires);
     Ok(Some(key))
@@ -998,9 +1009,11 @@ impl RedisStorage {
         let raw: Vec<Vec<u8>> = self.query("scanning failed", &read).await?;
         raw.into_iter()
             .map(|u| {
-                String::from_utf8(u).map_err(|_| corrupt("a bucket's user set holds non-UTF-8"))
+                String::from_utf8(u)
+                    .ok()
+                    .filter(|u| validate::user_id(u).is_ok())
+                    .ok_or_else(|| corrupt("a bucket's user set holds an invalid user id"))
             })
-            .filter(|u| !matches!(u, Ok(u) if validate::user_id(u).is_err()))
             .collect()
     }
 }

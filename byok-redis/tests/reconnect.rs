@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use byok_core::{ApiKey, KeyStorage};
+use byok_core::{ApiKey, KeyStorage, StorageErrorKind};
 use byok_redis::{RedisOptions, RedisStorage};
 
 /// A `redis-server` child; killed (and its directory removed) on drop.
@@ -153,4 +153,87 @@ async fn operations_fail_retryably_then_recover_after_a_restart() {
     assert_eq!(store.retrieve("alice", "openai").await.unwrap(), Some(key));
     assert_eq!(store.clear_all("alice").await.unwrap(), 1);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_times_out() {
+    if !redis_server_installed() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let server = Server::start(port, dir);
+    server.wait_ready().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let options = RedisOptions::default()
+        .with_connection_timeout(Duration::from_millis(300))
+        .with_response_timeout(Duration::from_millis(300));
+    let store = RedisStorage::connect_with(&url, &common::config("byok_"), options)
+        .await
+        .unwrap();
+    let key = ApiKey::new("bob", "openai", vec![1]).unwrap();
+    store.store(&key).await.unwrap();
+
+    // Every client's commands wait for 1.5 s: ours must give up first,
+    // and succeed again once the pause is over.
+    let mut raw = byok_redis::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = byok_redis::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store.retrieve("bob", "openai").await.unwrap_err();
+    assert!(err.is_retryable(), "{err} ({err:?})");
+    assert_eq!(
+        err.as_storage().map(|e| e.kind),
+        Some(StorageErrorKind::Timeout),
+        "{err:?}"
+    );
+    let mut back = None;
+    for _ in 0..100 {
+        match store.retrieve("bob", "openai").await {
+            Ok(k) => {
+                back = Some(k);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e} ({e:?})");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(back, Some(Some(key)), "the store did not recover");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_silent_port_fails_in_bounded_time() {
+    // A listener that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let options = RedisOptions::default()
+        .with_connection_timeout(Duration::from_millis(200))
+        .with_response_timeout(Duration::from_millis(200));
+    let err = RedisStorage::connect_with(
+        &format!("redis://127.0.0.1:{port}"),
+        &common::config("byok_"),
+        options,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err} ({err:?})");
+    accept.abort();
 }

@@ -1,0 +1,157 @@
+//! From `sqlx::Error` to byok's [`StorageError`], keeping the driver's error
+//! as the source and deciding whether a retry can help.
+
+use byok_core::{ByokError, ConfigError, StorageError, StorageErrorKind};
+
+/// The engine an error came from; it decides how database error codes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+    #[cfg(feature = "mysql")]
+    MySql,
+}
+
+impl Engine {
+    /// The backend name carried by [`StorageError::backend`].
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Engine::Sqlite => "sqlite",
+            #[cfg(feature = "postgres")]
+            Engine::Postgres => "postgres",
+            #[cfg(feature = "mysql")]
+            Engine::MySql => "mysql",
+        }
+    }
+}
+
+/// The error of operation `op` (a method name such as `"retrieve"`).
+///
+/// The message names the operation and the class of failure only; the
+/// driver's own text (which can quote SQL or, for some constraint errors,
+/// values) stays in the source.
+pub(crate) fn storage(engine: Engine, op: &'static str, err: sqlx::Error) -> ByokError {
+    let (kind, what) = classify(engine, &err);
+    let message = match &err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{op}: {what} (code {code})"),
+            None => format!("{op}: {what}"),
+        },
+        _ => format!("{op}: {what}"),
+    };
+    StorageError::new(engine.name(), kind, message)
+        .with_source(err)
+        .into()
+}
+
+/// A row that cannot become an `ApiKey`: not retryable.
+pub(crate) fn corrupt(engine: Engine, op: &'static str, what: String) -> ByokError {
+    StorageError::new(
+        engine.name(),
+        StorageErrorKind::Corrupt,
+        format!("{op}: {what}"),
+    )
+    .into()
+}
+
+/// A connection URL or option that sqlx refused, before any connection.
+pub(crate) fn config(engine: Engine, err: sqlx::Error) -> ByokError {
+    ConfigError::new(format!(
+        "invalid {} connection URL or options",
+        engine.name()
+    ))
+    .with_source(err)
+    .into()
+}
+
+fn classify(engine: Engine, err: &sqlx::Error) -> (StorageErrorKind, &'static str) {
+    use StorageErrorKind::*;
+    match err {
+        sqlx::Error::PoolTimedOut => (Timeout, "timed out waiting for a database connection"),
+        sqlx::Error::PoolClosed => (Unavailable, "the connection pool is closed"),
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            (Timeout, "the database did not answer in time")
+        }
+        sqlx::Error::Io(_) => (Unavailable, "cannot reach the database"),
+        // A broken conversation with the server or a crashed SQLite worker:
+        // a fresh connection may well succeed.
+        sqlx::Error::Protocol(_) => (Unavailable, "unexpected data from the database"),
+        sqlx::Error::WorkerCrashed => (Unavailable, "the database worker stopped"),
+        // A certificate or TLS configuration problem does not heal by itself.
+        sqlx::Error::Tls(_) => (Other, "TLS with the database failed"),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            (Corrupt, "a stored value cannot be decoded")
+        }
+        sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => {
+            (Corrupt, "the table does not have the expected columns")
+        }
+        sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => {
+            (Rejected, "a value could not be sent to the database")
+        }
+        sqlx::Error::Configuration(_) => (Other, "invalid connection options"),
+        sqlx::Error::Database(db) => classify_database(engine, db.as_ref()),
+        _ => (Other, "database operation failed"),
+    }
+}
+
+fn classify_database(
+    engine: Engine,
+    db: &dyn sqlx::error::DatabaseError,
+) -> (StorageErrorKind, &'static str) {
+    use StorageErrorKind::*;
+    const REJECTED: (StorageErrorKind, &str) = (Rejected, "the database refused the statement");
+    const UNAVAILABLE: (StorageErrorKind, &str) = (Unavailable, "the database is unavailable");
+    const BUSY: (StorageErrorKind, &str) = (
+        Timeout,
+        "the database was busy (lock, deadlock or serialization conflict)",
+    );
+    const CORRUPT: (StorageErrorKind, &str) = (Corrupt, "the database file is damaged");
+    let code = db.code();
+    let code = code.as_deref().unwrap_or("");
+    match engine {
+        #[cfg(feature = "sqlite")]
+        Engine::Sqlite => {
+            // Extended result codes carry the primary code in the low byte.
+            match code.parse::<i32>().map(|c| c & 0xff) {
+                // SQLITE_BUSY, SQLITE_LOCKED
+                Ok(5 | 6) => BUSY,
+                // SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_NOMEM
+                Ok(10 | 14 | 7) => UNAVAILABLE,
+                // SQLITE_CORRUPT, SQLITE_NOTADB
+                Ok(11 | 26) => CORRUPT,
+                _ => REJECTED,
+            }
+        }
+        #[cfg(feature = "postgres")]
+        Engine::Postgres => match code {
+            // serialization_failure, deadlock_detected, lock_not_available,
+            // query_canceled (statement_timeout)
+            "40001" | "40P01" | "55P03" | "57014" => BUSY,
+            // admin/crash shutdown, cannot_connect_now, too_many_connections,
+            // and the connection_exception class
+            "57P01" | "57P02" | "57P03" | "53300" => UNAVAILABLE,
+            c if c.starts_with("08") => UNAVAILABLE,
+            _ => REJECTED,
+        },
+        #[cfg(feature = "mysql")]
+        Engine::MySql => {
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            match number {
+                // lock wait timeout, deadlock, statement time limits
+                // (MySQL 3024, MariaDB 1969)
+                Some(1205 | 1213 | 3024 | 1969) => BUSY,
+                // too many connections, server shutdown in progress
+                Some(1040 | 1053) => UNAVAILABLE,
+                _ if code.starts_with("08") => UNAVAILABLE,
+                _ => REJECTED,
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! SQL storage for byok: [`SqliteStorage`], [`PostgresStorage`] and
+//! [`MySqlStorage`], through [`sqlx`].
+//!
+//! Each keeps one row per (user, provider) slot in one table, writes with a
+//! single statement (an upsert, a conditional `UPDATE`, a `DELETE`), and
+//! compares expiry against a time bound from Rust, never the database's
+//! clock or time zone.
+//!
+//! # Features
+//!
+//! | feature | backend | default |
+//! |---|---|---|
+//! | `sqlite` | [`SqliteStorage`] (bundled SQLite) | yes |
+//! | `postgres` | [`PostgresStorage`] | no |
+//! | `mysql` | [`MySqlStorage`] (MySQL 8, MariaDB 10.5+) | no |
+//!
+//! The features are additive; any combination builds.
+//!
+//! # Example
+//!
+//! ```
+//! use byok_core::{ApiKey, ByokConfig, KeyStorage};
+//! use byok_sql::SqliteStorage;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> byok_core::Result<()> {
+//! let store = SqliteStorage::connect("sqlite::memory:", &ByokConfig::default()).await?;
+//! store.migrate().await?;
+//! store.store(&ApiKey::new("alice", "openai", b"ciphertext".to_vec())?).await?;
+//! assert_eq!(store.list_providers("alice").await?, ["openai"]);
+//! assert!(store.retrieve("alice", "anthropic").await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each backend has `connect(url, &config)` (makes a pool tuned for a key
+//! store, see below), `from_pool(pool, &config)` (uses yours),
+//! `with_table_name(name)`, `migrate()` and `pool()`. With
+//! `config.auto_cleanup` on, a background task purges expired keys every
+//! minute for as long as the storage lives.
+//!
+//! # Schema
+//!
+//! [`migrate`](SqliteStorage::migrate) creates the table (named by
+//! [`ByokConfig::db_table_name`](byok_core::ByokConfig::db_table_name), `user_api_keys` by default) and an index
+//! on `expires_at` for purges, if missing. It is idempotent, safe to run
+//! from several processes at once, and does not use sqlx's
+//! `_sqlx_migrations` table, so it never interferes with the application's
+//! own migrations.
+//!
+//! | column | SQLite | PostgreSQL | MySQL / MariaDB |
+//! |---|---|---|---|
+//! | `id` | `INTEGER PRIMARY KEY` | `BIGINT` identity, primary key | `BIGINT AUTO_INCREMENT` primary key |
+//! | `user_id` | `TEXT` | `TEXT COLLATE "C"` | `VARBINARY(255)` (UTF-8 bytes) |
+//! | `provider` | `TEXT` | `TEXT COLLATE "C"` | `VARBINARY(64)` (UTF-8 bytes) |
+//! | `encrypted_value` | `BLOB` | `BYTEA` | `MEDIUMBLOB` |
+//! | `hint` | `TEXT` | `TEXT` | `VARCHAR(64)` `utf8mb4_bin` |
+//! | `created_at` | `INTEGER` (Unix ms) | `TIMESTAMPTZ` | `DATETIME(3)` (UTC) |
+//! | `expires_at` | `INTEGER` (Unix ms), null = never | `TIMESTAMPTZ` | `DATETIME(3)` (UTC) |
+//!
+//! `(user_id, provider)` is `UNIQUE`; the SQLite table is `STRICT`.
+//!
+//! Ids compare byte for byte on every engine, as byok requires (`alice`,
+//! `Alice` and `alice ` are three users), and sort by bytes: SQLite's
+//! default `BINARY` collation does this; PostgreSQL's columns use the `"C"`
+//! collation; on MySQL and MariaDB, whose text collations ignore case,
+//! accents or trailing spaces, the ids are stored as binary strings.
+//!
+//! Times keep their milliseconds. MySQL's `DATETIME(3)` holds UTC wall
+//! time, written and read by this crate only as UTC, so neither the
+//! server's nor the session's time zone ever shifts a key's expiry.
+//!
+//! # Table names
+//!
+//! A table name is formatted into SQL, so it must be a plain identifier: an
+//! ASCII letter or `_`, then ASCII letters, digits or `_`, at most 63
+//! bytes. Any other name (with a quote, a semicolon, a space, a dot…) is
+//! refused with a [`ConfigError`](byok_core::ConfigError) before any SQL
+//! runs.
+//!
+//! # Pools
+//!
+//! `connect` makes a pool of at most 10 connections that does not ping a
+//! connection before each use (that would double the round trips of every
+//! one-row query): a dropped connection fails its statement with a
+//! retryable error instead, and connections are recycled after 5 minutes
+//! idle or 30 minutes of life. Waiting for a connection times out after
+//! 5 s with a retryable error. Use `from_pool` to choose otherwise.
+//!
+//! # Errors
+//!
+//! Driver errors become [`StorageError`](byok_core::StorageError)s with the
+//! `sqlx::Error` as their source. Lost connections, pool timeouts, lock
+//! timeouts and deadlocks are retryable; a row that cannot be decoded is
+//! `Corrupt`, and a statement the database refuses is `Rejected`.
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod pool;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod row;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sweeper;
+mod table;
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStorage;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStorage;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStorage;
+
+pub use sqlx;
+
+/// The page of a scan: a full page may be followed by more keys, so it
+/// carries a cursor after its last key; a short page ends the walk.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn page(keys: Vec<byok_core::ApiKey>, limit: usize) -> byok_core::ScanPage {
+    let next = if keys.len() == limit {
+        keys.last()
+            .map(|k| byok_core::Cursor::after_slot(k.user_id(), k.provider()))
+    } else {
+        None
+    };
+    byok_core::ScanPage { keys, next }
+}

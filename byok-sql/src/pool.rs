@@ -1,0 +1,56 @@
+//! Pool settings shared by the engines.
+
+use std::time::Duration;
+
+use byok_core::Result;
+use sqlx::pool::PoolOptions;
+use sqlx::{ConnectOptions, Connection, Database, Pool};
+
+use crate::error::{self, Engine};
+
+/// How long an operation waits for a free connection before it fails with
+/// a retryable timeout.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the background sweeper purges expired keys.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The pool of [`connect`](crate::SqliteStorage::connect), for a key
+/// store's traffic: short one-row statements, bursty, latency-bound.
+///
+/// * No ping before handing out a connection (`test_before_acquire(false)`):
+///   sqlx's default would double the round trips of a one-row `SELECT`.
+///   A connection that died anyway fails its statement with a retryable
+///   error (`Unavailable`), and connections are recycled before servers or
+///   middleboxes tend to drop them (`idle_timeout`, `max_lifetime`).
+/// * `acquire_timeout` of 5 s: a saturated or unreachable database fails
+///   fast with a retryable `Timeout` instead of hanging a request for the
+///   default 30 s.
+/// * At most 10 connections: each operation holds one for a single round
+///   trip, so a few connections serve many requests.
+pub(crate) fn options<DB: Database>() -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(10)
+        .min_connections(0)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(5 * 60))
+        .max_lifetime(Duration::from_secs(30 * 60))
+}
+
+/// Makes the pool of `connect`, after one direct connection to check that
+/// the database answers: a pool retries failed connections until its
+/// acquire timeout and then reports only that it timed out, while the
+/// direct attempt fails at once with the real cause (connection refused,
+/// authentication failed, no such database) kept as the error's source.
+pub(crate) async fn connect<DB: Database>(
+    engine: Engine,
+    pool: PoolOptions<DB>,
+    options: <DB::Connection as Connection>::Options,
+) -> Result<Pool<DB>> {
+    let fail = |e| error::storage(engine, "connect", e);
+    let probe = options.connect().await.map_err(fail)?;
+    // A failed goodbye does not make the database unusable.
+    let _ = probe.close().await;
+    pool.connect_with(options).await.map_err(fail)
+}

@@ -1,0 +1,48 @@
+//! Rows to keys: the checks every engine shares.
+
+use byok_core::{ApiKey, Result, UserApiKey};
+
+use crate::error::{Engine, corrupt};
+
+/// The columns every `SELECT` of a key reads, in this order.
+pub(crate) const COLUMNS: &str =
+    "id, user_id, provider, encrypted_value, hint, created_at, expires_at";
+
+/// A row read back, turned into an `ApiKey`; a row that breaks the input
+/// rules (written by hand or by something else) is corrupt, not invalid
+/// input: the caller did nothing wrong.
+pub(crate) fn into_key(engine: Engine, op: &'static str, row: UserApiKey) -> Result<ApiKey> {
+    ApiKey::try_from(row)
+        .map_err(|e| corrupt(engine, op, format!("a stored row is not a valid key ({e})")))
+}
+
+/// Milliseconds since the Unix epoch, as stored by SQLite.
+#[cfg(feature = "sqlite")]
+pub(crate) fn from_millis(
+    engine: Engine,
+    op: &'static str,
+    ms: i64,
+) -> Result<byok_core::chrono::DateTime<byok_core::chrono::Utc>> {
+    use byok_core::chrono::{TimeZone, Utc};
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| corrupt(engine, op, "a stored timestamp is out of range".to_owned()))
+}
+
+/// An id stored as bytes (MySQL `VARBINARY`), back to a `String`.
+#[cfg(feature = "mysql")]
+pub(crate) fn id_from_bytes(
+    engine: Engine,
+    op: &'static str,
+    column: &'static str,
+    bytes: Vec<u8>,
+) -> Result<String> {
+    String::from_utf8(bytes)
+        .map_err(|_| corrupt(engine, op, format!("a stored {column} is not UTF-8")))
+}
+
+/// How many keys a scan page asks the database for, as SQL wants it.
+pub(crate) fn limit(limit: usize) -> i64 {
+    // `validate::page_size` already bounded it to 10 000.
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,133 @@
+//! Helpers shared by the server tests (PostgreSQL, MySQL).
+//!
+//! Every test gets its own table, `byok_test_<unix seconds>_<random>`, made
+//! by its setup and dropped when the test's store is dropped (also when
+//! the test fails, as the store is dropped while unwinding). Tests thus run
+//! in parallel against one shared server without seeing each other's rows
+//! or purges, and a successful run leaves no table behind. Tables that a
+//! killed run left behind are dropped by the next run once they are an
+//! hour old; younger ones may belong to a run still going.
+#![allow(dead_code, reason = "each test binary uses a part of these helpers")]
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failure must fail the test"
+)]
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, async_trait};
+
+/// The prefix of every table the tests make.
+pub(crate) const TABLE_PREFIX: &str = "byok_test_";
+
+/// Leftover tables older than this are dropped.
+pub(crate) const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A fresh table name for one test.
+pub(crate) fn table_name() -> String {
+    format!(
+        "{TABLE_PREFIX}{}_{:016x}",
+        unix_secs(),
+        rand::random::<u64>()
+    )
+}
+
+/// Whether a table of the tests is a leftover of an earlier run.
+pub(crate) fn is_stale(table: &str) -> bool {
+    let Some(rest) = table.strip_prefix(TABLE_PREFIX) else {
+        return false;
+    };
+    let Some((secs, _)) = rest.split_once('_') else {
+        return false;
+    };
+    secs.parse::<u64>()
+        .is_ok_and(|made| made + LEFTOVER_AGE.as_secs() < unix_secs())
+}
+
+/// Runs `f` to completion on a runtime of its own, in a thread of its own:
+/// usable from `Drop` inside an async test, whose runtime must not block on
+/// itself.
+pub(crate) fn run_detached<F>(f: impl FnOnce() -> F + Send + 'static)
+where
+    F: Future<Output = ()>,
+{
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for cleanup");
+        runtime.block_on(f());
+    });
+    let _ = worker.join();
+}
+
+/// The store under test, on its own table, which is dropped with it.
+pub(crate) struct Scratch<S> {
+    pub(crate) store: S,
+    cleanup: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<S> Scratch<S> {
+    pub(crate) fn new(store: S, cleanup: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Scratch {
+            store,
+            cleanup: Some(Box::new(cleanup)),
+        }
+    }
+}
+
+impl<S> Drop for Scratch<S> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Scratch<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+#[async_trait]
+impl<S: KeyStorage> KeyStorage for Scratch<S> {
+    async fn store(&self, key: &ApiKey) -> Result<()> {
+        self.store.store(key).await
+    }
+    async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
+        self.store.retrieve(user_id, provider).await
+    }
+    async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
+        self.store.delete(user_id, provider).await
+    }
+    async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
+        self.store.list_providers(user_id).await
+    }
+    async fn clear_all(&self, user_id: &str) -> Result<u64> {
+        self.store.clear_all(user_id).await
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        self.store.purge_expired().await
+    }
+    async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
+        self.store.compare_and_swap(current, new).await
+    }
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
+        self.store.scan(cursor, limit).await
+    }
+}
+
+/// A loopback port where nothing listens (it was free a moment ago).
+pub(crate) fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address").port()
+}

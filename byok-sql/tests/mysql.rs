@@ -1,0 +1,297 @@
+//! The conformance suite and the MySQL/MariaDB-only checks, against the
+//! server of `BYOK_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
+//!
+//! Without a server the tests print a skip line and pass, unless
+//! `BYOK_TEST_REQUIRE_SERVICES=1`. Each test works on its own table, made
+//! in its setup and dropped when its store is dropped; see `common` for the
+//! naming and the removal of leftovers of killed runs.
+#![cfg(feature = "mysql")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "setup helpers are test code: a failure must fail the test"
+)]
+
+mod common;
+
+use std::error::Error as _;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use byok_core::{ApiKey, ByokConfig, KeyStorage, StorageErrorKind};
+use byok_sql::MySqlStorage;
+use byok_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
+use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
+use common::Scratch;
+
+/// Drops tables that killed runs left behind, once per test binary.
+async fn drop_leftovers(url: &str) {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(mut conn) = MySqlConnection::connect(url).await else {
+        return;
+    };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE 'byok\\_test\\_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    for table in tables.iter().filter(|t| common::is_stale(t)) {
+        let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut conn)
+            .await;
+    }
+    let _ = conn.close().await;
+}
+
+fn drop_table(url: String, table: String) -> impl FnOnce() + Send + Sync + 'static {
+    move || {
+        common::run_detached(move || async move {
+            if let Ok(mut conn) = MySqlConnection::connect(&url).await {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        })
+    }
+}
+
+/// A migrated store on a fresh table, or `None` without a server.
+async fn setup() -> Option<Scratch<MySqlStorage>> {
+    let url = byok_testkit::services::mysql_url().await?;
+    drop_leftovers(&url).await;
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        ..ByokConfig::default()
+    };
+    let store = MySqlStorage::connect(&url, &config)
+        .await
+        .expect("connect to MySQL");
+    let scratch = Scratch::new(store, drop_table(url, table));
+    scratch.store.migrate().await.expect("migrate");
+    Some(scratch)
+}
+
+byok_testkit::conformance_tests!(maybe: setup().await);
+
+#[tokio::test]
+async fn ids_are_binary_and_times_keep_milliseconds() {
+    let Some(s) = setup().await else { return };
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) \
+         FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+    )
+    .bind(s.store.table_name())
+    .fetch_all(s.store.pool())
+    .await
+    .unwrap();
+    let find = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| c.1.to_ascii_lowercase())
+            .unwrap()
+    };
+    assert_eq!(find("user_id"), "varbinary(255)");
+    assert_eq!(find("provider"), "varbinary(64)");
+    assert_eq!(find("encrypted_value"), "mediumblob");
+    assert_eq!(find("expires_at"), "datetime(3)");
+}
+
+#[tokio::test]
+async fn swapping_for_an_identical_key_succeeds() {
+    // MySQL counts changed rows unless the client asks for found rows.
+    let Some(s) = setup().await else { return };
+    let key = ApiKey::new("u", "p", b"same".to_vec()).unwrap();
+    s.store.store(&key).await.unwrap();
+    assert!(s.store.compare_and_swap(&key, &key).await.unwrap());
+    assert!(s.store.compare_and_swap(&key, &key).await.unwrap());
+    assert_eq!(s.store.retrieve("u", "p").await.unwrap(), Some(key));
+}
+
+#[tokio::test]
+async fn concurrent_migrations_from_two_pools_both_succeed() {
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let a = MySqlStorage::connect(&url, &config).await.unwrap();
+    let b = MySqlStorage::connect(&url, &config).await.unwrap();
+    let guard = Scratch::new((), drop_table(url, table));
+    let (ra, rb, rc, rd) = tokio::join!(a.migrate(), b.migrate(), a.migrate(), b.migrate());
+    for r in [ra, rb, rc, rd] {
+        r.unwrap();
+    }
+    a.store(&ApiKey::new("u", "p", vec![7]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.retrieve("u", "p")
+            .await
+            .unwrap()
+            .unwrap()
+            .encrypted_value(),
+        [7]
+    );
+    drop(guard);
+}
+
+#[tokio::test]
+async fn a_non_utf8_id_reads_back_as_corrupt() {
+    let Some(s) = setup().await else { return };
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (user_id, provider, encrypted_value, created_at) \
+         VALUES (X'FF00FE', 'p', X'00', '2026-01-01 00:00:00.000')",
+        s.store.table_name()
+    )))
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let err = s.store.scan(None, 10).await.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Corrupt, "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    // A table that was never migrated: the database refuses every statement.
+    let config = ByokConfig {
+        db_table_name: common::table_name(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = MySqlStorage::connect(&url, &config).await.unwrap();
+    let err = store.retrieve("u", "p").await.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Rejected, "{err}");
+    let source = storage.source().expect("the driver error is kept");
+    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    assert!(matches!(sqlx_err, sqlx::Error::Database(_)), "{sqlx_err:?}");
+}
+
+#[tokio::test]
+async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
+    let Some(s) = setup().await else { return };
+    let url = byok_testkit::services::mysql_url().await.unwrap();
+    // A session five hours east of UTC: comparing with NOW(), or reading
+    // the times as local, would be five hours off.
+    let options = MySqlConnectOptions::from_str(&url)
+        .unwrap()
+        .timezone(Some("+05:00".to_owned()));
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let config = ByokConfig {
+        db_table_name: s.store.table_name().to_owned(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = MySqlStorage::from_pool(pool, &config).unwrap();
+    let zone: String = sqlx::query_scalar("SELECT CAST(@@session.time_zone AS CHAR)")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(zone, "+05:00");
+
+    let now = byok_core::key::now();
+    let half_hour = chrono::Duration::minutes(30);
+    for (provider, expires) in [("past", now - half_hour), ("future", now + half_hour)] {
+        // Written by hand as UTC wall time, as another client would.
+        let text = expires.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (user_id, provider, encrypted_value, created_at, expires_at) \
+             VALUES ('clock', ?, X'01', UTC_TIMESTAMP(3), CAST(? AS DATETIME(3)))",
+            store.table_name()
+        )))
+        .bind(provider)
+        .bind(text)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    assert!(store.retrieve("clock", "past").await.unwrap().is_none());
+    let future = store.retrieve("clock", "future").await.unwrap().unwrap();
+    assert_eq!(future.expires_at(), Some(now + half_hour));
+    assert_eq!(store.list_providers("clock").await.unwrap(), ["future"]);
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+
+    let key = ApiKey::new("clock", "ms", vec![1])
+        .unwrap()
+        .with_expires_at(Some(now + chrono::Duration::milliseconds(86_400_123)));
+    store.store(&key).await.unwrap();
+    assert_eq!(store.retrieve("clock", "ms").await.unwrap(), Some(key));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
+    // Needs no server: nothing listens on the port.
+    let url = format!("mysql://root@127.0.0.1:{}/test", common::closed_port());
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Unavailable);
+    let source = storage.source().expect("the driver error is kept");
+    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    assert!(matches!(sqlx_err, sqlx::Error::Io(_)), "{sqlx_err:?}");
+
+    // A pool that cannot connect times out waiting for a connection.
+    let pool = MySqlPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&url)
+        .unwrap();
+    let store = MySqlStorage::from_pool(pool, &config).unwrap();
+    let err = store.list_providers("u").await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.backend, "mysql");
+    assert!(
+        storage
+            .source()
+            .and_then(|s| s.downcast_ref::<sqlx::Error>())
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn debug_never_shows_the_connection_string() {
+    let url = format!(
+        "mysql://app:hunter2@127.0.0.1:{}/test",
+        common::closed_port()
+    );
+    let pool = MySqlPoolOptions::new().connect_lazy(&url).unwrap();
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = MySqlStorage::from_pool(pool, &config).unwrap();
+    assert_eq!(
+        format!("{store:?}"),
+        "MySqlStorage { backend: \"mysql\", table: \"user_api_keys\", .. }"
+    );
+    let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+}

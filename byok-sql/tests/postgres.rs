@@ -1,0 +1,306 @@
+//! The conformance suite and the PostgreSQL-only checks, against the server
+//! of `BYOK_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`).
+//!
+//! Without a server the tests print a skip line and pass, unless
+//! `BYOK_TEST_REQUIRE_SERVICES=1`. Each test works on its own table, made
+//! in its setup and dropped when its store is dropped; see `common` for the
+//! naming and the removal of leftovers of killed runs.
+#![cfg(feature = "postgres")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "setup helpers are test code: a failure must fail the test"
+)]
+
+mod common;
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
+use byok_sql::PostgresStorage;
+use byok_sql::sqlx::postgres::{PgConnection, PgPoolOptions};
+use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
+use common::Scratch;
+
+/// Drops tables that killed runs left behind, once per test binary.
+async fn drop_leftovers(url: &str) {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(mut conn) = PgConnection::connect(url).await else {
+        return;
+    };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables \
+         WHERE schemaname = current_schema() AND tablename LIKE 'byok\\_test\\_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    for table in tables.iter().filter(|t| common::is_stale(t)) {
+        let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut conn)
+            .await;
+    }
+    let _ = conn.close().await;
+}
+
+fn drop_table(url: String, table: String) -> impl FnOnce() + Send + Sync + 'static {
+    move || {
+        common::run_detached(move || async move {
+            if let Ok(mut conn) = PgConnection::connect(&url).await {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        })
+    }
+}
+
+/// A migrated store on a fresh table, or `None` without a server.
+async fn setup() -> Option<Scratch<PostgresStorage>> {
+    let url = byok_testkit::services::postgres_url().await?;
+    drop_leftovers(&url).await;
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        ..ByokConfig::default()
+    };
+    let store = PostgresStorage::connect(&url, &config)
+        .await
+        .expect("connect to PostgreSQL");
+    let scratch = Scratch::new(store, drop_table(url, table));
+    scratch.store.migrate().await.expect("migrate");
+    Some(scratch)
+}
+
+byok_testkit::conformance_tests!(maybe: setup().await);
+
+#[tokio::test]
+async fn schema_uses_byte_order_and_native_types() {
+    let Some(s) = setup().await else { return };
+    let table = s.store.table_name().to_owned();
+    let columns: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, collation_name::text \
+         FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(&table)
+    .fetch_all(s.store.pool())
+    .await
+    .unwrap();
+    let find = |name: &str| columns.iter().find(|c| c.0 == name).cloned().unwrap();
+    assert_eq!(find("user_id").2.as_deref(), Some("C"));
+    assert_eq!(find("provider").2.as_deref(), Some("C"));
+    assert_eq!(find("encrypted_value").1, "bytea");
+    assert_eq!(find("expires_at").1, "timestamp with time zone");
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE tablename = $1")
+            .bind(&table)
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+    assert!(
+        indexes.iter().any(|d| d.contains("(expires_at)")),
+        "{indexes:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_migrations_from_two_pools_both_succeed() {
+    let Some(url) = byok_testkit::services::postgres_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let a = PostgresStorage::connect(&url, &config).await.unwrap();
+    let b = PostgresStorage::connect(&url, &config).await.unwrap();
+    let guard = Scratch::new((), drop_table(url, table));
+    let (ra, rb, rc, rd) = tokio::join!(a.migrate(), b.migrate(), a.migrate(), b.migrate());
+    for r in [ra, rb, rc, rd] {
+        r.unwrap();
+    }
+    a.store(&ApiKey::new("u", "p", vec![7]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.retrieve("u", "p")
+            .await
+            .unwrap()
+            .unwrap()
+            .encrypted_value(),
+        [7]
+    );
+    drop(guard);
+}
+
+#[tokio::test]
+async fn an_invalid_row_reads_back_as_corrupt() {
+    let Some(s) = setup().await else { return };
+    let table = s.store.table_name();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (user_id, provider, encrypted_value, hint, created_at) \
+         VALUES ('u', 'p', '\\x00', E'bad\\x01hint', now())"
+    )))
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let err = s.store.retrieve("u", "p").await.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Corrupt, "{err}");
+    assert!(!err.is_retryable());
+    let err = s.store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.as_storage().unwrap().kind, StorageErrorKind::Corrupt);
+}
+
+#[tokio::test]
+async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
+    let Some(url) = byok_testkit::services::postgres_url().await else {
+        return;
+    };
+    // A table that was never migrated: the database refuses every statement.
+    let config = ByokConfig {
+        db_table_name: common::table_name(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = PostgresStorage::connect(&url, &config).await.unwrap();
+    let err = store.retrieve("u", "p").await.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Rejected, "{err}");
+    assert!(!err.is_retryable());
+    let source = storage.source().expect("the driver error is kept");
+    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    assert!(matches!(sqlx_err, sqlx::Error::Database(_)), "{sqlx_err:?}");
+}
+
+#[tokio::test]
+async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
+    let Some(s) = setup().await else { return };
+    let url = byok_testkit::services::postgres_url().await.unwrap();
+    // A session five hours east of UTC: a comparison against local time, or
+    // a timestamp read as local time, would be five hours off.
+    // (sqlx sends `TimeZone=UTC` at startup, so set it after connecting.)
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql("SET TIME ZONE 'Asia/Karachi'")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let config = ByokConfig {
+        db_table_name: s.store.table_name().to_owned(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = PostgresStorage::from_pool(pool, &config).unwrap();
+    let zone: String = sqlx::query_scalar("SHOW TimeZone")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(zone, "Asia/Karachi");
+
+    let now = byok_core::key::now();
+    let half_hour = chrono::Duration::minutes(30);
+    for (provider, expires) in [("past", now - half_hour), ("future", now + half_hour)] {
+        // Written by hand as UTC text, as another client would.
+        let text = expires.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (user_id, provider, encrypted_value, created_at, expires_at) \
+             VALUES ('clock', $1, '\\x01', now(), $2::text::timestamptz)",
+            store.table_name()
+        )))
+        .bind(provider)
+        .bind(text)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    assert!(store.retrieve("clock", "past").await.unwrap().is_none());
+    let future = store.retrieve("clock", "future").await.unwrap().unwrap();
+    assert_eq!(future.expires_at(), Some(now + half_hour));
+    assert_eq!(store.list_providers("clock").await.unwrap(), ["future"]);
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+
+    // Keys written through the store read back to the millisecond too.
+    let key = ApiKey::new("clock", "ms", vec![1])
+        .unwrap()
+        .with_expires_at(Some(now + chrono::Duration::milliseconds(86_400_123)));
+    store.store(&key).await.unwrap();
+    assert_eq!(store.retrieve("clock", "ms").await.unwrap(), Some(key));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
+    // Needs no server: nothing listens on the port.
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test",
+        common::closed_port()
+    );
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let err = PostgresStorage::connect(&url, &config).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Unavailable);
+    let source = storage.source().expect("the driver error is kept");
+    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    assert!(matches!(sqlx_err, sqlx::Error::Io(_)), "{sqlx_err:?}");
+
+    // A pool that cannot connect times out waiting for a connection.
+
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&url)
+        .unwrap();
+    let store = PostgresStorage::from_pool(pool, &config).unwrap();
+    let err = store.retrieve("u", "p").await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.backend, "postgres");
+    assert!(matches!(
+        storage.kind,
+        StorageErrorKind::Unavailable | StorageErrorKind::Timeout
+    ));
+    let source = storage.source().expect("the driver error is kept");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
+    assert!(matches!(err, ByokError::Storage(_)));
+}
+
+#[tokio::test]
+async fn debug_never_shows_the_connection_string() {
+    let url = format!(
+        "postgres://app:hunter2@127.0.0.1:{}/test",
+        common::closed_port()
+    );
+    let pool = PgPoolOptions::new().connect_lazy(&url).unwrap();
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = PostgresStorage::from_pool(pool, &config).unwrap();
+    let debug = format!("{store:?}");
+    assert_eq!(
+        debug,
+        "PostgresStorage { backend: \"postgres\", table: \"user_api_keys\", .. }"
+    );
+    let err = PostgresStorage::connect(&url, &config).await.unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -17,10 +17,10 @@
 //! store.store(&ApiKey::new("alice", "openai", b"ciphertext".to_vec())?).await?;
 //! assert_eq!(store.list_providers("alice").await?, ["openai"]);
 //!
-//! // A cluster: several node URLs, or one `redis+cluster://` URL.
-//! # #[cfg(feature = "cluster")] {
-//! let cluster = RedisStorage::open("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", &config).await?;
-//! # }
+//! // A cluster (with the `cluster` feature): one `redis+cluster://` URL
+//! // listing seed nodes, or several comma-separated `redis://` URLs.
+//! let cluster = RedisStorage::open("redis+cluster://node-a:7000,node-b:7000", &config).await?;
+//! assert!(cluster.is_cluster());
 //! # Ok(())
 //! # }
 //! ```
@@ -68,7 +68,10 @@
 //! `KEYS` or `SCAN`, and never touch another user's keys.
 //!
 //! The layout — the bucket count, the hash, the encoding — is part of the
-//! stored format and will not change within a major version.
+//! stored format and will not change within a major version. A cluster
+//! spreads the 1024 bucket slots over its masters, which balances well up
+//! to a few dozen masters. Scripts run one at a time on their server: a
+//! `clear_all` of a user with many keys is one script over all of them.
 //!
 //! # Guarantees
 //!
@@ -426,8 +429,15 @@ impl RedisStorage {
     ) -> Result<Self> {
         options.check()?;
         let layout = Layout::new(&config.session_key_prefix)?;
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::new("the Redis URL is not usable").with_source(e))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            let message = if url.trim_start().to_ascii_lowercase().starts_with("rediss:") {
+                "the Redis URL is not usable (rediss:// needs TLS support, which this build \
+                 of the redis crate may lack: enable one of its TLS features)"
+            } else {
+                "the Redis URL is not usable"
+            };
+            ConfigError::new(message).with_source(e)
+        })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connection_timeout))
             .set_response_timeout(Some(options.response_timeout))
@@ -1091,6 +1101,36 @@ mod tests {
         assert_eq!(k.created_at().timestamp_millis(), 1_700_000_000_123);
         f.insert(b"e".to_vec(), b"soon".to_vec());
         assert!(decode("u", "p", f).is_err());
+    }
+
+    #[tokio::test]
+    async fn debug_is_exact_and_leaves_credentials_out() {
+        let url = "redis://app:hunter2@127.0.0.1:1/0";
+        let client = redis::Client::open(url).unwrap();
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, ConnectionManagerConfig::new())
+                .unwrap();
+        let store = RedisStorage {
+            conn: Connection::Single(manager),
+            layout: Layout::new("byok_").unwrap(),
+            options: RedisOptions::default(),
+            nodes: describe_nodes(&[url]).into(),
+        };
+        assert_eq!(
+            format!("{store:?}"),
+            "RedisStorage { mode: \"standalone\", nodes: [\"127.0.0.1:1\"], prefix: \"byok_\", \
+             options: RedisOptions { connection_timeout: 2s, response_timeout: 3s } }"
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_urls_without_tls_support_are_a_config_error() {
+        let err = RedisStorage::connect("rediss://:hunter2@127.0.0.1:1", &ByokConfig::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

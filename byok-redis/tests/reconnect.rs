@@ -87,10 +87,13 @@ fn redis_server_installed() -> bool {
         if byok_testkit::services::services_required() {
             panic!("BYOK_TEST_REQUIRE_SERVICES is set, but redis-server is not installed");
         }
-        let _ = writeln!(
-            std::io::stderr(),
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
             "skipped: redis-server is not installed (set BYOK_TEST_REQUIRE_SERVICES=1 to fail instead)"
         );
+        });
     }
     found
 }

@@ -28,6 +28,10 @@ struct Server {
 
 impl Server {
     fn start(port: u16, dir: PathBuf) -> Server {
+        Server::start_with(port, dir, &[])
+    }
+
+    fn start_with(port: u16, dir: PathBuf, extra: &[&str]) -> Server {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -36,6 +40,7 @@ impl Server {
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -239,4 +244,95 @@ async fn connecting_to_a_silent_port_fails_in_bounded_time() {
     .unwrap_err();
     assert!(err.is_retryable(), "{err} ({err:?})");
     accept.abort();
+}
+
+/// Waits (bounded) until a one-node cluster reports `cluster_state:ok`.
+#[cfg(feature = "cluster")]
+async fn wait_cluster_ok(url: &str) {
+    for _ in 0..200 {
+        if let Ok(client) = byok_redis::redis::Client::open(url)
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let info: Result<String, _> = byok_redis::redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await;
+            if info.is_ok_and(|i| i.contains("cluster_state:ok")) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the one-node cluster at {url} did not become ready");
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_connection_fails_retryably_then_recovers() {
+    if !redis_server_installed() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let nodes_file = dir.join("nodes.conf");
+    let nodes_file = nodes_file.to_str().unwrap().to_owned();
+    let cluster_args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        nodes_file.as_str(),
+    ];
+    let mut server = Server::start_with(port, dir.clone(), &cluster_args);
+    server.wait_ready().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut raw = byok_redis::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = byok_redis::redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    drop(raw);
+    wait_cluster_ok(&url).await;
+
+    let options = RedisOptions::default()
+        .with_connection_timeout(Duration::from_millis(500))
+        .with_response_timeout(Duration::from_millis(500));
+    let store =
+        RedisStorage::connect_cluster_with(&[url.as_str()], &common::config("byok_"), options)
+            .await
+            .unwrap();
+    let key = ApiKey::new("carol", "openai", vec![3]).unwrap();
+    store.store(&key).await.unwrap();
+
+    server.kill();
+    let err = store.retrieve("carol", "openai").await.unwrap_err();
+    assert!(err.is_retryable(), "{err} ({err:?})");
+
+    // The node comes back with its slots (its nodes.conf is kept).
+    let server = Server::start_with(port, dir, &cluster_args);
+    server.wait_ready().await;
+    wait_cluster_ok(&url).await;
+    let mut recovered = false;
+    for _ in 0..100 {
+        match store.store(&key).await {
+            Ok(()) => {
+                recovered = true;
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e} ({e:?})");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(recovered, "the cluster connection did not recover");
+    assert_eq!(store.retrieve("carol", "openai").await.unwrap(), Some(key));
+    drop(server);
 }

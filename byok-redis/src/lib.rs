@@ -160,6 +160,8 @@ const SCAN_ROUND_TRIPS: usize = 256;
 const SCAN_USER_BATCH: usize = 64;
 /// How many expired slots one purge script removes at most.
 const PURGE_BATCH: usize = 256;
+/// How many buckets `purge_expired` works on at once.
+const PURGE_CONCURRENCY: usize = 8;
 /// How often `clear_all` reads the index again when it changed under it.
 const CLEAR_ATTEMPTS: usize = 16;
 
@@ -867,52 +869,12 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        let mut purged = 0u64;
-        for bucket in 0..BUCKETS {
-            let expiries = self.layout.bucket_expiries(bucket);
-            loop {
-                let now = now_millis();
-                let mut read = redis::cmd("ZRANGEBYSCORE");
-                read.arg(&expiries)
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(PURGE_BATCH);
-                let members: Vec<Vec<u8>> =
-                    self.query("reading expired keys failed", &read).await?;
-                let batch_full = members.len() == PURGE_BATCH;
-                let mut inv = scripts::PURGE.prepare_invoke();
-                inv.key(&expiries)
-                    .key(self.layout.bucket_users(bucket))
-                    .arg(now);
-                let mut slots = 0usize;
-                for member in &members {
-                    let Some((user, provider)) = parse_expiry_member(member) else {
-                        tracing::warn!(bucket, "skipping a malformed entry of a byok expiry set");
-                        continue;
-                    };
-                    inv.key(self.layout.user_index(&user))
-                        .key(self.layout.key(&user, &provider))
-                        .arg(member.as_slice())
-                        .arg(&user)
-                        .arg(&provider);
-                    slots += 1;
-                }
-                if slots == 0 {
-                    break;
-                }
-                let mut conn = self.conn.clone();
-                let removed: i64 = self
-                    .run("purging expired keys failed", inv.invoke_async(&mut conn))
-                    .await?;
-                purged += u64::try_from(removed).unwrap_or(0);
-                if !batch_full || removed == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(purged)
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(0..BUCKETS)
+            .map(|bucket| self.purge_bucket(bucket))
+            .buffer_unordered(PURGE_CONCURRENCY)
+            .try_fold(0u64, |total, n| async move { Ok(total + n) })
+            .await
     }
 
     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
@@ -1007,6 +969,53 @@ impl KeyStorage for RedisStorage {
 }
 
 impl RedisStorage {
+    /// Purges the expired slots of one bucket; returns how many.
+    async fn purge_bucket(&self, bucket: u16) -> Result<u64> {
+        let mut purged = 0u64;
+        let expiries = self.layout.bucket_expiries(bucket);
+        loop {
+            let now = now_millis();
+            let mut read = redis::cmd("ZRANGEBYSCORE");
+            read.arg(&expiries)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PURGE_BATCH);
+            let members: Vec<Vec<u8>> = self.query("reading expired keys failed", &read).await?;
+            let batch_full = members.len() == PURGE_BATCH;
+            let mut inv = scripts::PURGE.prepare_invoke();
+            inv.key(&expiries)
+                .key(self.layout.bucket_users(bucket))
+                .arg(now);
+            let mut slots = 0usize;
+            for member in &members {
+                let Some((user, provider)) = parse_expiry_member(member) else {
+                    tracing::warn!(bucket, "skipping a malformed entry of a byok expiry set");
+                    continue;
+                };
+                inv.key(self.layout.user_index(&user))
+                    .key(self.layout.key(&user, &provider))
+                    .arg(member.as_slice())
+                    .arg(&user)
+                    .arg(&provider);
+                slots += 1;
+            }
+            if slots == 0 {
+                break;
+            }
+            let mut conn = self.conn.clone();
+            let removed: i64 = self
+                .run("purging expired keys failed", inv.invoke_async(&mut conn))
+                .await?;
+            purged += u64::try_from(removed).unwrap_or(0);
+            if !batch_full || removed == 0 {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
     /// Up to [`SCAN_USER_BATCH`] users of a bucket after `after`, in byte order.
     async fn users_after(&self, bucket: u16, after: Option<&str>) -> Result<VecDeque<String>> {
         let mut read = redis::cmd("ZRANGEBYLEX");

@@ -110,7 +110,6 @@ fn classify_database(
         Timeout,
         "the database was busy (lock, deadlock or serialization conflict)",
     );
-    const CORRUPT: (StorageErrorKind, &str) = (Corrupt, "the database file is damaged");
     let code = db.code();
     let code = code.as_deref().unwrap_or("");
     match engine {
@@ -123,7 +122,7 @@ fn classify_database(
                 // SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_NOMEM
                 Ok(10 | 14 | 7) => UNAVAILABLE,
                 // SQLITE_CORRUPT, SQLITE_NOTADB
-                Ok(11 | 26) => CORRUPT,
+                Ok(11 | 26) => (Corrupt, "the database file is damaged"),
                 _ => REJECTED,
             }
         }

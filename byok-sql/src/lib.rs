@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `sqlite` | [`SqliteStorage`] (bundled SQLite) | yes |
 //! | `postgres` | [`PostgresStorage`] | no |
-//! | `mysql` | [`MySqlStorage`] (MySQL 8, MariaDB 10.5+) | no |
+//! | `mysql` | [`MySqlStorage`] (MySQL or MariaDB; tested on MariaDB 10.11) | no |
 //!
 //! The features are additive; any combination builds.
 //!
@@ -102,6 +102,7 @@ mod pool;
 mod row;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sweeper;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod table;
 
 #[cfg(feature = "mysql")]

@@ -64,3 +64,58 @@ impl Drop for Sweeper {
         self.task.abort();
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::time::Instant;
+
+    use byok_core::{ApiKey, ByokConfig, chrono};
+
+    use super::*;
+    use crate::SqliteStorage;
+
+    /// Polls `done` until it holds; fails after a generous bound so that a
+    /// broken sweeper fails the test instead of hanging it.
+    async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let start = Instant::now();
+        while !done().await {
+            assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purges_in_the_background_and_stops_when_dropped() {
+        let config = ByokConfig {
+            auto_cleanup: false,
+            ..ByokConfig::default()
+        };
+        let store = SqliteStorage::connect("sqlite::memory:", &config)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        let expired = ApiKey::new("u", "p", vec![1])
+            .unwrap()
+            .with_expires_at(past);
+        store.store(&expired).await.unwrap();
+
+        let sweeper = Sweeper::start(store.clone(), Duration::from_millis(10)).unwrap();
+        eventually("the sweeper did not purge the expired key", async || {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM user_api_keys")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            rows == 0
+        })
+        .await;
+
+        let task = sweeper.task.clone();
+        drop(sweeper);
+        eventually("the sweep task outlived its sweeper", async || {
+            task.is_finished()
+        })
+        .await;
+        assert!(Sweeper::start(store, Duration::ZERO).is_err());
+    }
+}

@@ -221,3 +221,20 @@ async fn a_cursor_that_is_not_a_slot_is_invalid_input() {
         .unwrap_err();
     assert!(matches!(err, ByokError::InvalidInput(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_malformed_url_is_a_config_error() {
+    let err = SqliteStorage::connect("sqlite://keys.db?bogus=1", &ByokConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn swapping_for_an_identical_key_succeeds() {
+    let store = setup().await.unwrap();
+    let key = ApiKey::new("u", "p", b"same".to_vec()).unwrap();
+    store.store(&key).await.unwrap();
+    assert!(store.compare_and_swap(&key, &key).await.unwrap());
+    assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(key));
+}

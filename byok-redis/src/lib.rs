@@ -116,7 +116,9 @@
 //! a cluster (also across a resharding, which moves whole slots), whatever
 //! is written in parallel; keys written or removed during the walk may or
 //! may not be returned. A page may be short, even empty, before the end:
-//! one call stops after a bounded number of round trips. The walk does not
+//! one call stops after a bounded number of round trips. Runs of empty
+//! buckets are read in growing concurrent batches, so walking an empty or
+//! sparse store takes a few dozen round trips, not 1024. The walk does not
 //! use `SCAN`, whose duplicates and hints would break exactly-once.
 //!
 //! # Redis version
@@ -156,6 +158,8 @@ const BACKEND: &str = "redis";
 /// How many round trips one `scan` call makes at most before it returns a
 /// (possibly short) page.
 const SCAN_ROUND_TRIPS: usize = 256;
+/// How many empty buckets `scan` probes at once at most.
+const SCAN_PROBE_MAX: u16 = 32;
 /// How many users one round trip of `scan` reads from a bucket.
 const SCAN_USER_BATCH: usize = 64;
 /// How many expired slots one purge script removes at most.
@@ -899,6 +903,7 @@ impl KeyStorage for RedisStorage {
         // Users of the current bucket after `pos`, read ahead in one batch.
         let mut next_users: VecDeque<String> = VecDeque::new();
         let mut trips = 0usize;
+        let mut probe: u16 = 1;
         let now = Utc::now();
         loop {
             if pos.bucket >= BUCKETS {
@@ -956,11 +961,34 @@ impl KeyStorage for RedisStorage {
                     }
                 }
                 None => {
-                    next_users = self.users_after(pos.bucket, None).await?;
+                    // The start of a bucket: read the first users of the next
+                    // `probe` buckets at once, doubling `probe` while they
+                    // come back empty, so a sparse store costs few round trips.
+                    let end = pos.bucket.saturating_add(probe).min(BUCKETS);
+                    let firsts = futures::future::try_join_all(
+                        (pos.bucket..end).map(|b| self.users_after(b, None)),
+                    )
+                    .await?;
                     trips += 1;
-                    match next_users.pop_front() {
-                        Some(u) => pos.after = Some((u, String::new())),
-                        None => pos = next_bucket(pos.bucket),
+                    let found = (pos.bucket..end)
+                        .zip(firsts)
+                        .find_map(|(b, mut users)| users.pop_front().map(|u| (b, u, users)));
+                    match found {
+                        Some((bucket, first, rest)) => {
+                            pos = Position {
+                                bucket,
+                                after: Some((first, String::new())),
+                            };
+                            next_users = rest;
+                            probe = 1;
+                        }
+                        None => {
+                            pos = Position {
+                                bucket: end,
+                                after: None,
+                            };
+                            probe = (probe * 2).min(SCAN_PROBE_MAX);
+                        }
                     }
                 }
             }

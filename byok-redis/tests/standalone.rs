@@ -150,8 +150,14 @@ async fn purge_counts_exactly_what_it_removes() {
     assert!(!store.delete("user-2", "a").await.unwrap());
     assert_eq!(store.list_providers("user-0").await.unwrap(), ["live"]);
     assert_eq!(store.clear_all("user-0").await.unwrap(), 1);
+    // An empty store is walked in one call: empty buckets are probed in
+    // growing batches.
     let page = store.scan(None, 1000).await.unwrap();
     assert!(page.keys.is_empty());
+    assert!(
+        page.next.is_none(),
+        "an empty walk needed more than one call"
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,12 @@ async fn table_name_comes_from_config_or_builder() {
         .await
         .unwrap();
     assert_eq!(n, 1);
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(tables, ["custom_keys"], "migrate made only its table");
     let other = store.clone().with_table_name("other_keys").unwrap();
     assert_eq!(other.table_name(), "other_keys");
     other.migrate().await.unwrap();

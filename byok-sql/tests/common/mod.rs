@@ -126,8 +126,10 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
     }
 }
 
-/// A loopback port where nothing listens (it was free a moment ago).
+/// A loopback port where nothing listens: port 1 (tcpmux) is privileged
+/// and unused, so a connection is refused at once, and no other test or
+/// server can take it in the meantime, as could happen to a port that was
+/// free a moment ago.
 pub(crate) fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("its address").port()
+    1
 }

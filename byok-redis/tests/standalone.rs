@@ -236,3 +236,52 @@ async fn debug_and_prefix_rules() {
             .starts_with("byok_other_{")
     );
 }
+
+#[tokio::test]
+async fn an_empty_ciphertext_round_trips_and_swaps() {
+    let Some((store, _raw)) = isolated().await else {
+        return;
+    };
+    let empty = ApiKey::new("u", "p", Vec::new()).unwrap();
+    store.store(&empty).await.unwrap();
+    assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(empty.clone()));
+    let full = ApiKey::new("u", "p", vec![0]).unwrap();
+    assert!(store.compare_and_swap(&empty, &full).await.unwrap());
+    assert!(!store.compare_and_swap(&empty, &full).await.unwrap());
+    assert_eq!(store.clear_all("u").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_saved_cursor_resumes_on_another_connection() {
+    let Some((store, _raw)) = isolated().await else {
+        return;
+    };
+    for u in 0..10 {
+        store
+            .store(&ApiKey::new(format!("user-{u}"), "p", vec![u]).unwrap())
+            .await
+            .unwrap();
+    }
+    let first = store.scan(None, 4).await.unwrap();
+    assert_eq!(first.keys.len(), 4);
+    let saved = first.next.expect("more pages").as_str().to_owned();
+
+    let url = byok_testkit::services::redis_url().await.unwrap();
+    let other = RedisStorage::connect(&url, &common::config(store.prefix()))
+        .await
+        .unwrap();
+    let mut seen: std::collections::BTreeSet<String> =
+        first.keys.iter().map(|k| k.user_id().to_owned()).collect();
+    let mut cursor = Some(Cursor::new(saved));
+    while let Some(c) = cursor {
+        let page = other.scan(Some(&c), 4).await.unwrap();
+        for k in page.keys {
+            assert!(seen.insert(k.user_id().to_owned()), "a key came twice");
+        }
+        cursor = page.next;
+    }
+    assert_eq!(seen.len(), 10);
+    for u in 0..10 {
+        assert_eq!(store.clear_all(&format!("user-{u}")).await.unwrap(), 1);
+    }
+}

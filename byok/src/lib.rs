@@ -28,6 +28,11 @@
 //! | feature | backend | URL for [`connect`] |
 //! |---|---|---|
 //! | `memory` (default) | `MemoryStorage` | `memory:` |
+//! | `sqlite` | `SqliteStorage` | `sqlite://keys.db`, `sqlite::memory:` |
+//! | `postgres` | `PostgresStorage` | `postgres://user@host/db` |
+//! | `mysql` | `MySqlStorage` (MySQL, MariaDB) | `mysql://user@host/db`, `mariadb://…` |
+//! | `redis` | `RedisStorage` | `redis://host:6379` |
+//! | `redis-cluster` | `RedisStorage` over a cluster | `redis+cluster://h1:p1,h2:p2,h3:p3`, or node URLs joined by commas |
 //!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
@@ -37,6 +42,18 @@ pub use byok_core::*;
 
 #[cfg(feature = "memory")]
 pub use byok_memory::{self, MemoryStorage};
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use byok_sql;
+#[cfg(feature = "mysql")]
+pub use byok_sql::MySqlStorage;
+#[cfg(feature = "postgres")]
+pub use byok_sql::PostgresStorage;
+#[cfg(feature = "sqlite")]
+pub use byok_sql::SqliteStorage;
+
+#[cfg(feature = "redis")]
+pub use byok_redis::{self, RedisStorage};
 
 use std::sync::Arc;
 
@@ -57,6 +74,26 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
     let backend = StorageBackend::from_url(url)?;
     match backend {
         StorageBackend::Memory => memory(config),
+        #[cfg(feature = "redis")]
+        StorageBackend::Redis => Ok(Arc::new(byok_redis::RedisStorage::open(url, config).await?)),
+        #[cfg(feature = "sqlite")]
+        StorageBackend::Sqlite => {
+            let store = byok_sql::SqliteStorage::connect(url, config).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        StorageBackend::Postgres => {
+            let store = byok_sql::PostgresStorage::connect(url, config).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "mysql")]
+        StorageBackend::MySql => {
+            let store = byok_sql::MySqlStorage::connect(url, config).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
         StorageBackend::Hybrid => Err(ConfigError::new(
             "a hybrid store is built from two stores: TieredStorage::new(fast, durable)",
         )

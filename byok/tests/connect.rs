@@ -1,0 +1,152 @@
+//! `connect` opens the backend a URL names, or says which feature is missing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test"
+)]
+
+use byok::{ApiKey, ByokConfig, ByokError};
+
+#[tokio::test]
+async fn memory_urls_open_a_memory_store() {
+    let store = byok::connect("memory:").await.unwrap();
+    store
+        .store(&ApiKey::new("u", "p", vec![1]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.list_providers("u").await.unwrap(), ["p"]);
+    assert!(format!("{store:?}").starts_with("MemoryStorage"));
+}
+
+#[tokio::test]
+async fn unknown_schemes_and_hybrid_are_configuration_errors() {
+    for url in ["ftp://user:hunter2@host/x", "hybrid:"] {
+        let err = byok::connect(url).await.unwrap_err();
+        assert!(matches!(err, ByokError::Config(_)), "{url}: {err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+#[tokio::test]
+async fn a_backend_compiled_out_names_its_feature() {
+    let err = byok::connect("postgres://app:hunter2@db/keys")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("`postgres` cargo feature"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_urls_open_a_migrated_sqlite_store() {
+    let dir = std::env::temp_dir().join(format!("byok-connect-{:x}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = byok::connect_with(&url, &config).await.unwrap();
+    store
+        .store(&ApiKey::new("u", "p", vec![7]).unwrap())
+        .await
+        .unwrap();
+    drop(store);
+    // The file persists: a second connection reads the key back.
+    let again = byok::connect_with(&url, &config).await.unwrap();
+    assert_eq!(
+        again
+            .retrieve("u", "p")
+            .await
+            .unwrap()
+            .unwrap()
+            .encrypted_value(),
+        [7]
+    );
+    drop(again);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_urls_open_a_migrated_store() {
+    let Some(url) = byok_testkit::services::postgres_url().await else {
+        return;
+    };
+    let config = ByokConfig {
+        db_table_name: format!("byok_connect_{:x}", rand_suffix()),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = byok::connect_with(&url, &config).await.unwrap();
+    let user = format!("connect-{:x}", rand_suffix());
+    store
+        .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.clear_all(&user).await.unwrap(), 1);
+    drop(store);
+    drop_table(&url, &config.db_table_name).await;
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_table(url: &str, table: &str) {
+    use byok::byok_sql::sqlx;
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    // The name was made by this test from hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_urls_open_a_redis_store() {
+    let Some(url) = byok_testkit::services::redis_url().await else {
+        return;
+    };
+    let config = ByokConfig {
+        session_key_prefix: format!("byok_connect_{:x}_", rand_suffix()),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = byok::connect_with(&url, &config).await.unwrap();
+    let user = format!("connect-{:x}", rand_suffix());
+    store
+        .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.list_providers(&user).await.unwrap(), ["p"]);
+    assert_eq!(store.clear_all(&user).await.unwrap(), 1);
+}
+
+#[cfg(feature = "redis-cluster")]
+#[tokio::test]
+async fn cluster_urls_open_a_cluster_store() {
+    let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
+        return;
+    };
+    let config = ByokConfig {
+        session_key_prefix: format!("byok_connect_{:x}_", rand_suffix()),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = byok::connect_with(&urls.join(","), &config).await.unwrap();
+    let user = format!("connect-{:x}", rand_suffix());
+    store
+        .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
+        .await
+        .unwrap();
+    assert!(format!("{store:?}").contains("luster"), "{store:?}");
+    assert_eq!(store.clear_all(&user).await.unwrap(), 1);
+}
+
+#[allow(dead_code, reason = "used by the tests of some features only")]
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

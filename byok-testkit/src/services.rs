@@ -73,7 +73,7 @@ pub async fn mysql_url() -> Option<String> {
 pub async fn redis_cluster_urls() -> Option<Vec<String>> {
     const VAR: &str = "BYOK_TEST_REDIS_CLUSTER_URLS";
     let Some(list) = std::env::var(VAR).ok().filter(|v| !v.trim().is_empty()) else {
-        unavailable("Redis Cluster", &format!("({VAR} is not set)"), None);
+        unavailable("Redis Cluster", &format!("({VAR} is not set)"));
         return None;
     };
     let urls: Vec<String> = list
@@ -83,7 +83,7 @@ pub async fn redis_cluster_urls() -> Option<Vec<String>> {
         .collect();
     for url in &urls {
         if let Err(why) = reachable(url, 6379).await {
-            unavailable("Redis Cluster", &redact(url), Some(&why));
+            unavailable("Redis Cluster", &format!("at {}: {why}", redact(url)));
             return None;
         }
     }
@@ -106,7 +106,7 @@ pub async fn locate(
     match reachable(&url, default_port).await {
         Ok(()) => Some(url),
         Err(why) => {
-            unavailable(service, &redact(&url), Some(&why));
+            unavailable(service, &format!("at {}: {why}", redact(&url)));
             None
         }
     }
@@ -148,13 +148,12 @@ pub fn redact(url: &str) -> String {
 }
 
 #[allow(clippy::panic, reason = "failing the test is the documented behaviour")]
-fn unavailable(service: &str, where_: &str, why: Option<&str>) {
-    let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+fn unavailable(service: &str, detail: &str) {
     if services_required() {
-        panic!("{REQUIRE_SERVICES_VAR} is set, but there is no {service} at {where_}{why}");
+        panic!("{REQUIRE_SERVICES_VAR} is set, but there is no {service} {detail}");
     }
     static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let line = format!("skipped: no {service} at {where_}{why}");
+    let line = format!("skipped: no {service} {detail}");
     let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
     if said.get_or_insert_with(HashSet::new).insert(line.clone()) {
         // Written to the process's stderr directly, not through `eprintln!`,

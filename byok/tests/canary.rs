@@ -41,8 +41,9 @@ fn canary_never_appears_in_any_output() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Global, so that logs from the drivers' own threads are captured too.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -54,107 +55,108 @@ fn canary_never_appears_in_any_output() {
     let mut note = |label: &str, text: String| out.push(format!("{label}: {text}"));
 
     runtime.block_on(async {
-        let store = Arc::new(MemoryStorage::new());
-        let config = ByokConfig {
-            encryption_key: Some(master.clone()),
-            ..ByokConfig::default()
-        };
-        note("config", format!("{config:?}"));
-        note("master", format!("{master:?}"));
-        let byok = Byok::from_config(store.clone(), config.clone()).unwrap();
-        note("manager", format!("{byok:?}"));
+        for store in stores().await {
+            let config = ByokConfig {
+                encryption_key: Some(master.clone()),
+                ..ByokConfig::default()
+            };
+            note("config", format!("{config:?}"));
+            note("master", format!("{master:?}"));
+            let byok = Byok::from_config(store.clone(), config.clone()).unwrap();
+            note("manager", format!("{byok:?}"));
 
-        let r = byok.set_key("alice", "openai", CANARY, Ttl::Default).await;
-        note("set", format!("{r:?}"));
-        let got = byok.get_key("alice", "openai").await.unwrap().unwrap();
-        assert_eq!(got.expose_secret(), CANARY, "the canary round-trips");
-        note("get", format!("{got:?}"));
-        let stored = store.retrieve("alice", "openai").await.unwrap().unwrap();
-        note("stored", format!("{stored:?}"));
-        note("store", format!("{store:?}"));
-        note("list", format!("{:?}", byok.list_providers("alice").await));
-        note("summary", format!("{:?}", byok.key_summary("alice").await));
-        note(
-            "has",
-            format!("{:?}", byok.has_key("alice", "openai").await),
-        );
-        note("fingerprint", byok.keyed_fingerprint(CANARY));
+            let r = byok.set_key("alice", "openai", CANARY, Ttl::Default).await;
+            note("set", format!("{r:?}"));
+            let got = byok.get_key("alice", "openai").await.unwrap().unwrap();
+            assert_eq!(got.expose_secret(), CANARY, "the canary round-trips");
+            note("get", format!("{got:?}"));
+            let stored = store.retrieve("alice", "openai").await.unwrap().unwrap();
+            note("stored", format!("{stored:?}"));
+            note("store", format!("{store:?}"));
+            note("list", format!("{:?}", byok.list_providers("alice").await));
+            note("summary", format!("{:?}", byok.key_summary("alice").await));
+            note(
+                "has",
+                format!("{:?}", byok.has_key("alice", "openai").await),
+            );
+            note("fingerprint", byok.keyed_fingerprint(CANARY));
 
-        // Failure paths: bad keys, wrong master keys, missing ids.
-        for bad in [
-            format!("{CANARY}\n"),
-            format!("{CANARY}\u{0}"),
-            CANARY.repeat(400),
-        ] {
-            let e = byok
-                .set_key("alice", "groq", &bad, Ttl::Default)
+            // Failure paths: bad keys, wrong master keys, missing ids.
+            for bad in [
+                format!("{CANARY}\n"),
+                format!("{CANARY}\u{0}"),
+                CANARY.repeat(400),
+            ] {
+                let e = byok
+                    .set_key("alice", "groq", &bad, Ttl::Default)
+                    .await
+                    .unwrap_err();
+                note("bad key", format!("{e} / {e:?}"));
+            }
+            let wrong = Byok::new(
+                store.clone(),
+                Keyring::new(0, MasterKey::generate()),
+                ByokConfig {
+                    auto_cleanup: false,
+                    ..config.clone()
+                },
+            )
+            .unwrap();
+            let e = wrong.get_key("alice", "openai").await.unwrap_err();
+            note("wrong key", format!("{e} / {e:?}"));
+            let unknown = Byok::new(
+                store.clone(),
+                Keyring::new(5, MasterKey::generate()),
+                ByokConfig {
+                    auto_cleanup: false,
+                    ..config.clone()
+                },
+            )
+            .unwrap();
+            let e = unknown.get_key("alice", "openai").await.unwrap_err();
+            note("unknown id", format!("{e} / {e:?}"));
+            let e = byok.require_key("alice", "missing").await.unwrap_err();
+            note("missing", format!("{e} / {e:?}"));
+
+            // Rotation, with one undecryptable key on the way.
+            let foreign = Keyring::new(9, MasterKey::generate())
+                .encrypt("bob", "openai", CANARY.as_bytes())
+                .unwrap();
+            store
+                .store(&ApiKey::new("bob", "openai", foreign).unwrap())
                 .await
-                .unwrap_err();
-            note("bad key", format!("{e} / {e:?}"));
+                .unwrap();
+            let mut ring = Keyring::new(0, master.clone());
+            ring.add(1, MasterKey::generate())
+                .unwrap()
+                .set_primary(1)
+                .unwrap();
+            note("ring", format!("{ring:?}"));
+            let rotated = Byok::new(
+                store.clone(),
+                ring,
+                ByokConfig {
+                    auto_cleanup: false,
+                    ..config.clone()
+                },
+            )
+            .unwrap();
+            note("rotate", format!("{:?}", rotated.rotate().await));
+            note(
+                "after rotate",
+                format!("{:?}", rotated.get_key("alice", "openai").await),
+            );
+            note(
+                "transport",
+                format!("{:?}", rotated.check_transport("http://x.example", true)),
+            );
+            note(
+                "delete",
+                format!("{:?}", rotated.delete_key("alice", "openai").await),
+            );
+            note("clear", format!("{:?}", rotated.clear_keys("bob").await));
+            note("purge", format!("{:?}", rotated.purge_expired().await));
         }
-        let wrong = Byok::new(
-            store.clone(),
-            Keyring::new(0, MasterKey::generate()),
-            ByokConfig {
-                auto_cleanup: false,
-                ..config.clone()
-            },
-        )
-        .unwrap();
-        let e = wrong.get_key("alice", "openai").await.unwrap_err();
-        note("wrong key", format!("{e} / {e:?}"));
-        let unknown = Byok::new(
-            store.clone(),
-            Keyring::new(5, MasterKey::generate()),
-            ByokConfig {
-                auto_cleanup: false,
-                ..config.clone()
-            },
-        )
-        .unwrap();
-        let e = unknown.get_key("alice", "openai").await.unwrap_err();
-        note("unknown id", format!("{e} / {e:?}"));
-        let e = byok.require_key("alice", "missing").await.unwrap_err();
-        note("missing", format!("{e} / {e:?}"));
-
-        // Rotation, with one undecryptable key on the way.
-        let foreign = Keyring::new(9, MasterKey::generate())
-            .encrypt("bob", "openai", CANARY.as_bytes())
-            .unwrap();
-        store
-            .store(&ApiKey::new("bob", "openai", foreign).unwrap())
-            .await
-            .unwrap();
-        let mut ring = Keyring::new(0, master.clone());
-        ring.add(1, MasterKey::generate())
-            .unwrap()
-            .set_primary(1)
-            .unwrap();
-        note("ring", format!("{ring:?}"));
-        let rotated = Byok::new(
-            store.clone(),
-            ring,
-            ByokConfig {
-                auto_cleanup: false,
-                ..config.clone()
-            },
-        )
-        .unwrap();
-        note("rotate", format!("{:?}", rotated.rotate().await));
-        note(
-            "after rotate",
-            format!("{:?}", rotated.get_key("alice", "openai").await),
-        );
-        note(
-            "transport",
-            format!("{:?}", rotated.check_transport("http://x.example", true)),
-        );
-        note(
-            "delete",
-            format!("{:?}", rotated.delete_key("alice", "openai").await),
-        );
-        note("clear", format!("{:?}", rotated.clear_keys("bob").await));
-        note("purge", format!("{:?}", rotated.purge_expired().await));
     });
     drop(runtime);
 
@@ -163,6 +165,11 @@ fn canary_never_appears_in_any_output() {
         logs.contains("could not be decrypted") && logs.contains("key not rotated"),
         "the failure paths were logged (so the capture works): {logs}"
     );
+    #[cfg(feature = "sqlite")]
+    assert!(
+        logs.contains("sqlx::query"),
+        "the SQLite driver's statement logs were captured"
+    );
     let everything = format!("{}\n{logs}", out.join("\n"));
     for secret in [CANARY, "CANARY", master_b64.as_str(), master_hex.as_str()] {
         assert!(
@@ -170,6 +177,26 @@ fn canary_never_appears_in_any_output() {
             "a secret leaked into the output:\n{everything}"
         );
     }
+}
+
+/// Every store the canary goes through: memory, and SQLite when built in
+/// (whose driver logs every statement).
+async fn stores() -> Vec<Arc<dyn KeyStorage>> {
+    #[allow(unused_mut, reason = "only pushed to with the sqlite feature")]
+    let mut stores: Vec<Arc<dyn KeyStorage>> = vec![Arc::new(MemoryStorage::new())];
+    #[cfg(feature = "sqlite")]
+    {
+        let config = ByokConfig {
+            auto_cleanup: false,
+            ..ByokConfig::default()
+        };
+        let sqlite = byok::SqliteStorage::connect("sqlite::memory:", &config)
+            .await
+            .unwrap();
+        sqlite.migrate().await.unwrap();
+        stores.push(Arc::new(sqlite));
+    }
+    stores
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -536,7 +536,7 @@ case! {
     /// A short time to live elapses in real time.
     short_ttl_elapses_in_real_time(store, ns) {
         let user = ns.user("u");
-        let expires = in_future(chrono::Duration::milliseconds(1500));
+        let expires = in_future(chrono::Duration::milliseconds(2500));
         store.store(&key(&user, "p", vec![1])?.with_expires_at(Some(expires))).await?;
         ensure!(store.retrieve(&user, "p").await?.is_some(), "the key was gone before its expiry");
         let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(250);

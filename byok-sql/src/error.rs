@@ -57,6 +57,24 @@ pub(crate) fn corrupt(engine: Engine, op: &'static str, what: String) -> ByokErr
     .into()
 }
 
+/// An operation that did not finish within its deadline: retryable.
+///
+/// The elapsed timer is kept as the source, so that the error still has
+/// one to downcast, as every driver error does.
+pub(crate) fn timed_out(
+    engine: Engine,
+    op: &'static str,
+    elapsed: tokio::time::error::Elapsed,
+) -> ByokError {
+    StorageError::new(
+        engine.name(),
+        StorageErrorKind::Timeout,
+        format!("{op}: the database did not answer in time"),
+    )
+    .with_source(elapsed)
+    .into()
+}
+
 /// A connection URL or option that sqlx refused, before any connection.
 pub(crate) fn config(engine: Engine, err: sqlx::Error) -> ByokError {
     ConfigError::new(format!(

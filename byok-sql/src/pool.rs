@@ -43,13 +43,21 @@ pub(crate) fn options<DB: Database>() -> PoolOptions<DB> {
 /// acquire timeout and then reports only that it timed out, while the
 /// direct attempt fails at once with the real cause (connection refused,
 /// authentication failed, no such database) kept as the error's source.
+///
+/// The direct attempt gets the pool's acquire timeout as its deadline:
+/// sqlx puts none on a TCP connect or a handshake, so a server (or a
+/// firewall) that accepts the connection but never answers would otherwise
+/// hang `connect` for good.
 pub(crate) async fn connect<DB: Database>(
     engine: Engine,
     pool: PoolOptions<DB>,
     options: <DB::Connection as Connection>::Options,
 ) -> Result<Pool<DB>> {
     let fail = |e| error::storage(engine, "connect", e);
-    let probe = options.connect().await.map_err(fail)?;
+    let probe = tokio::time::timeout(pool.get_acquire_timeout(), options.connect())
+        .await
+        .map_err(|elapsed| error::timed_out(engine, "connect", elapsed))?
+        .map_err(fail)?;
     // A failed goodbye does not make the database unusable.
     let _ = probe.close().await;
     pool.connect_with(options).await.map_err(fail)

@@ -304,3 +304,22 @@ async fn debug_never_shows_the_connection_string() {
     let err = PostgresStorage::connect(&url, &config).await.unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_on_connect() {
+    // Needs no server: the listener accepts and then stays silent.
+    let (port, server) = common::silent_server().await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/test");
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let err = tokio::time::timeout(common::NO_HANG, PostgresStorage::connect(&url, &config))
+        .await
+        .expect("connect gave up by itself")
+        .unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    server.abort();
+}

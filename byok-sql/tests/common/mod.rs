@@ -133,3 +133,24 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
 pub(crate) fn closed_port() -> u16 {
     1
 }
+
+/// A loopback listener that accepts connections and never says a word, as
+/// a hung server or a black-holing middlebox would; it lives as long as
+/// the returned task, which holds every accepted socket open.
+pub(crate) async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("a bound address").port();
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (port, task)
+}
+
+/// The bound on a call that must fail by itself well before it: a
+/// regression fails the test instead of hanging it.
+pub(crate) const NO_HANG: Duration = Duration::from_secs(60);

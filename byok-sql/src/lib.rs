@@ -35,7 +35,8 @@
 //!
 //! Each backend has `connect(url, &config)` (makes a pool tuned for a key
 //! store, see below), `from_pool(pool, &config)` (uses yours),
-//! `with_table_name(name)`, `migrate()` and `pool()`. With
+//! `with_table_name(name)`, `with_operation_timeout(duration)`, `migrate()`
+//! and `pool()`. With
 //! `config.auto_cleanup` on, a background task purges expired keys every
 //! minute for as long as the storage lives.
 //!
@@ -86,6 +87,13 @@
 //! retryable error instead, and connections are recycled after 5 minutes
 //! idle or 30 minutes of life. Waiting for a connection times out after
 //! 5 s with a retryable error. Use `from_pool` to choose otherwise.
+//!
+//! Whatever the pool, each operation of [`KeyStorage`](byok_core::KeyStorage)
+//! has a deadline, 10 s by default (`with_operation_timeout`), after which
+//! it fails with a retryable `Timeout`: neither sqlx nor the servers bound a
+//! statement whose connection went silent, as when a server vanishes
+//! without closing the socket. `migrate` has no such deadline, as it may
+//! wait for another process's migration.
 //!
 //! # Errors
 //!

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use byok_core::Result;
+use byok_core::{ConfigError, Result};
 use sqlx::pool::PoolOptions;
 use sqlx::{ConnectOptions, Connection, Database, Pool};
 
@@ -61,4 +61,37 @@ pub(crate) async fn connect<DB: Database>(
     // A failed goodbye does not make the database unusable.
     let _ = probe.close().await;
     pool.connect_with(options).await.map_err(fail)
+}
+
+/// How long one operation of `KeyStorage` may take by default, waiting for
+/// a connection included: longer than the acquire timeout, so that a busy
+/// pool still reports itself as such.
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks a deadline given to `with_operation_timeout`.
+pub(crate) fn operation_timeout(timeout: Duration) -> Result<Duration> {
+    if timeout.is_zero() {
+        return Err(ConfigError::new("the operation timeout must be longer than zero").into());
+    }
+    Ok(timeout)
+}
+
+/// Runs one operation under its deadline: neither sqlx nor the servers put
+/// one on a statement whose connection went silent (a server that vanished
+/// without closing the socket), so without this a call could wait for the
+/// kernel to give up on the connection, many minutes later.
+///
+/// Dropping the operation's future on timeout leaves no half-read reply
+/// for the next caller: sqlx pings a connection as it goes back to the
+/// pool, which first drains what an interrupted statement left unread, and
+/// closes the connection if that fails.
+pub(crate) async fn bounded<T>(
+    engine: Engine,
+    op: &'static str,
+    timeout: Duration,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|elapsed| error::timed_out(engine, op, elapsed))?
 }

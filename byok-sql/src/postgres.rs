@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use byok_core::chrono::{DateTime, Utc};
@@ -36,6 +37,7 @@ pub struct PostgresStorage {
     table: TableName,
     sql: Arc<Statements>,
     sweeper: Option<Arc<Sweeper>>,
+    timeout: Duration,
 }
 
 struct Statements {
@@ -150,6 +152,7 @@ impl PostgresStorage {
             sql: Arc::new(Statements::new(&table)),
             table,
             sweeper: None,
+            timeout: pool::OPERATION_TIMEOUT,
         };
         if config.auto_cleanup {
             store.sweeper = Some(Arc::new(Sweeper::start(
@@ -167,6 +170,24 @@ impl PostgresStorage {
     pub fn with_table_name(mut self, name: &str) -> Result<Self> {
         self.table = TableName::new(name)?;
         self.sql = Arc::new(Statements::new(&self.table));
+        if let Some(sweeper) = self.sweeper.take() {
+            self.sweeper = Some(Arc::new(sweeper.restart(self.clone())));
+        }
+        Ok(self)
+    }
+
+    /// The same storage with another deadline for each operation of
+    /// [`KeyStorage`] (10 s by default), after which it fails with a
+    /// retryable [`Timeout`](byok_core::StorageErrorKind::Timeout).
+    ///
+    /// The deadline covers waiting for a connection and the statement's
+    /// round trip, so a server that vanished without closing the
+    /// connection fails the call instead of holding it until the kernel
+    /// gives up on the socket (many minutes). Use `Duration::MAX` for no
+    /// deadline. Fails with a [`ConfigError`](byok_core::ConfigError) for a
+    /// zero duration, which would fail every operation.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Result<Self> {
+        self.timeout = pool::operation_timeout(timeout)?;
         if let Some(sweeper) = self.sweeper.take() {
             self.sweeper = Some(Arc::new(sweeper.restart(self.clone())));
         }
@@ -237,107 +258,131 @@ fn decode(op: &'static str, r: &PgRow) -> Result<ApiKey> {
 #[async_trait]
 impl KeyStorage for PostgresStorage {
     async fn store(&self, k: &ApiKey) -> Result<()> {
-        sqlx::query(sql(&self.sql.store))
-            .bind(k.user_id())
-            .bind(k.provider())
-            .bind(k.encrypted_value())
-            .bind(k.hint())
-            .bind(k.created_at())
-            .bind(k.expires_at())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "store", e))?;
-        Ok(())
+        pool::bounded(ENGINE, "store", self.timeout, async {
+            sqlx::query(sql(&self.sql.store))
+                .bind(k.user_id())
+                .bind(k.provider())
+                .bind(k.encrypted_value())
+                .bind(k.hint())
+                .bind(k.created_at())
+                .bind(k.expires_at())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "store", e))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        validate::slot(user_id, provider)?;
-        let row = sqlx::query(sql(&self.sql.retrieve))
-            .bind(user_id)
-            .bind(provider)
-            .bind(key::now())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "retrieve", e))?;
-        row.map(|r| decode("retrieve", &r)).transpose()
+        pool::bounded(ENGINE, "retrieve", self.timeout, async {
+            validate::slot(user_id, provider)?;
+            let row = sqlx::query(sql(&self.sql.retrieve))
+                .bind(user_id)
+                .bind(provider)
+                .bind(key::now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "retrieve", e))?;
+            row.map(|r| decode("retrieve", &r)).transpose()
+        })
+        .await
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        validate::slot(user_id, provider)?;
-        let done = sqlx::query(sql(&self.sql.delete))
-            .bind(user_id)
-            .bind(provider)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "delete", e))?;
-        Ok(done.rows_affected() > 0)
+        pool::bounded(ENGINE, "delete", self.timeout, async {
+            validate::slot(user_id, provider)?;
+            let done = sqlx::query(sql(&self.sql.delete))
+                .bind(user_id)
+                .bind(provider)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "delete", e))?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        validate::user_id(user_id)?;
-        sqlx::query_scalar(sql(&self.sql.list))
-            .bind(user_id)
-            .bind(key::now())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "list_providers", e))
+        pool::bounded(ENGINE, "list_providers", self.timeout, async {
+            validate::user_id(user_id)?;
+            sqlx::query_scalar(sql(&self.sql.list))
+                .bind(user_id)
+                .bind(key::now())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "list_providers", e))
+        })
+        .await
     }
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        validate::user_id(user_id)?;
-        let done = sqlx::query(sql(&self.sql.clear))
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "clear_all", e))?;
-        Ok(done.rows_affected())
+        pool::bounded(ENGINE, "clear_all", self.timeout, async {
+            validate::user_id(user_id)?;
+            let done = sqlx::query(sql(&self.sql.clear))
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "clear_all", e))?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        let done = sqlx::query(sql(&self.sql.purge))
-            .bind(key::now())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "purge_expired", e))?;
-        Ok(done.rows_affected())
+        pool::bounded(ENGINE, "purge_expired", self.timeout, async {
+            let done = sqlx::query(sql(&self.sql.purge))
+                .bind(key::now())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "purge_expired", e))?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
-        check_same_slot(current, new)?;
-        let done = sqlx::query(sql(&self.sql.swap))
-            .bind(new.encrypted_value())
-            .bind(new.hint())
-            .bind(new.created_at())
-            .bind(new.expires_at())
-            .bind(current.user_id())
-            .bind(current.provider())
-            .bind(current.encrypted_value())
-            .bind(key::now())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "compare_and_swap", e))?;
-        Ok(done.rows_affected() == 1)
+        pool::bounded(ENGINE, "compare_and_swap", self.timeout, async {
+            check_same_slot(current, new)?;
+            let done = sqlx::query(sql(&self.sql.swap))
+                .bind(new.encrypted_value())
+                .bind(new.hint())
+                .bind(new.created_at())
+                .bind(new.expires_at())
+                .bind(current.user_id())
+                .bind(current.provider())
+                .bind(current.encrypted_value())
+                .bind(key::now())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "compare_and_swap", e))?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
-        validate::page_size(limit)?;
-        let after = cursor.map(Cursor::slot).transpose()?;
-        let query = match after {
-            Some((user_id, provider)) => sqlx::query(sql(&self.sql.scan_after))
-                .bind(user_id)
-                .bind(provider),
-            None => sqlx::query(sql(&self.sql.scan_first)),
-        };
-        let rows = query
-            .bind(key::now())
-            .bind(row::limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| error::storage(ENGINE, "scan", e))?;
-        let keys = rows
-            .iter()
-            .map(|r| decode("scan", r))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::page(keys, limit))
+        pool::bounded(ENGINE, "scan", self.timeout, async {
+            validate::page_size(limit)?;
+            let after = cursor.map(Cursor::slot).transpose()?;
+            let query = match after {
+                Some((user_id, provider)) => sqlx::query(sql(&self.sql.scan_after))
+                    .bind(user_id)
+                    .bind(provider),
+                None => sqlx::query(sql(&self.sql.scan_first)),
+            };
+            let rows = query
+                .bind(key::now())
+                .bind(row::limit(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| error::storage(ENGINE, "scan", e))?;
+            let keys = rows
+                .iter()
+                .map(|r| decode("scan", r))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(crate::page(keys, limit))
+        })
+        .await
     }
 }

@@ -314,3 +314,37 @@ async fn a_server_that_never_answers_times_out_on_connect() {
     assert!(err.is_retryable());
     server.abort();
 }
+
+#[tokio::test]
+async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
+    // Needs no server: the listener accepts and then stays silent, and the
+    // pool would wait far longer than the operation may.
+    let (port, server) = common::silent_server().await;
+    let url = format!("mysql://root@127.0.0.1:{port}/test");
+    let pool = MySqlPoolOptions::new()
+        .acquire_timeout(common::NO_HANG)
+        .connect_lazy(&url)
+        .unwrap();
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = MySqlStorage::from_pool(pool, &config)
+        .unwrap()
+        .with_operation_timeout(Duration::from_millis(200))
+        .unwrap();
+    let err = tokio::time::timeout(common::NO_HANG, store.retrieve("u", "p"))
+        .await
+        .expect("the operation gave up by itself")
+        .unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    let source = storage.source().expect("the timer is kept as the source");
+    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
+    assert!(matches!(
+        store.with_operation_timeout(Duration::ZERO),
+        Err(byok_core::ByokError::Config(_))
+    ));
+    server.abort();
+}

@@ -12,6 +12,7 @@
 )]
 
 use std::error::Error as _;
+use std::time::Duration;
 
 use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
 use byok_sql::SqliteStorage;
@@ -243,4 +244,41 @@ async fn swapping_for_an_identical_key_succeeds() {
     store.store(&key).await.unwrap();
     assert!(store.compare_and_swap(&key, &key).await.unwrap());
     assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(key));
+}
+
+#[tokio::test]
+async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
+    // The only connection is held here, and the pool would wait far longer
+    // for it than the operation may.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let store = SqliteStorage::from_pool(pool.clone(), &config)
+        .unwrap()
+        .with_operation_timeout(Duration::from_millis(100))
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), store.list_providers("u"))
+        .await
+        .expect("the operation gave up by itself")
+        .unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    let source = storage.source().expect("the timer is kept as the source");
+    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
+    drop(held);
+    store.migrate().await.unwrap();
+    assert!(store.list_providers("u").await.unwrap().is_empty());
+    assert!(matches!(
+        store.with_operation_timeout(Duration::ZERO),
+        Err(ByokError::Config(_))
+    ));
 }

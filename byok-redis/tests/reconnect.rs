@@ -24,46 +24,104 @@ struct Server {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
+}
+
+/// Why a started `redis-server` is not usable.
+enum NotReady {
+    /// It exited, usually because its port was taken.
+    Exited,
+    /// It is running, but did not answer in time, or another server answers
+    /// on its port.
+    NoAnswer,
 }
 
 impl Server {
-    fn start(port: u16, dir: PathBuf) -> Server {
-        Server::start_with(port, dir, &[])
+    /// Starts a server on a free loopback port, in `dir`, with `extra`
+    /// arguments, and waits (bounded) until it answers. A port that another
+    /// process takes before the server binds it is given up for a new one.
+    async fn start(dir: PathBuf, extra: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
+        };
+        for _ in 0..10 {
+            server.port = free_port();
+            server.spawn();
+            match server.wait_ready().await {
+                Ok(()) => return server,
+                Err(_) => server.kill(),
+            }
+        }
+        panic!("redis-server did not start on any of 10 free ports");
     }
 
-    fn start_with(port: u16, dir: PathBuf, extra: &[&str]) -> Server {
+    /// Starts the server again on the same port, with the same directory
+    /// and arguments, and waits (bounded) until it answers.
+    async fn restart(&mut self) {
+        self.kill();
+        // The port was ours a moment ago; give it a few tries in case the
+        // old socket lingers, but never accept another server on it.
+        for _ in 0..5 {
+            self.spawn();
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(NotReady::Exited) => {
+                    self.kill();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(NotReady::NoAnswer) => break,
+            }
+        }
+        panic!(
+            "redis-server did not start again on port {} (another process may have taken it)",
+            self.port
+        );
+    }
+
+    fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
+            .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
             .arg("--dir")
-            .arg(&dir)
-            .args(extra)
+            .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server");
-        Server {
-            child: Some(child),
-            port,
-            dir,
-        }
+        self.child = Some(child);
     }
 
-    /// Waits (bounded) until the server accepts connections.
-    async fn wait_ready(&self) {
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits (bounded) until our child answers on its port: the server
+    /// that answers must report our child's pid as its `process_id`, so a
+    /// foreign listener on the port is never taken for ours.
+    async fn wait_ready(&mut self) -> Result<(), NotReady> {
+        let url = self.url();
+        let child = self.child.as_mut().expect("a started server");
+        let pid = child.id();
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+            if !matches!(child.try_wait(), Ok(None)) {
+                return Err(NotReady::Exited);
+            }
+            // Another process's server may answer here: then ours cannot
+            // bind the port, exits, and the next round says so.
+            let answer = tokio::time::timeout(Duration::from_secs(1), server_pid(&url)).await;
+            if answer == Ok(Some(pid)) {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("redis-server on port {} did not start", self.port);
+        Err(NotReady::NoAnswer)
     }
 
     fn kill(&mut self) {
@@ -72,6 +130,20 @@ impl Server {
             let _ = child.wait();
         }
     }
+}
+
+/// The `process_id` that the Redis server at `url` reports, if one answers.
+async fn server_pid(url: &str) -> Option<u32> {
+    let client = byok_redis::redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = byok_redis::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
 }
 
 impl Drop for Server {
@@ -103,9 +175,17 @@ fn redis_server_installed() -> bool {
     found
 }
 
+/// A port that was free a moment ago; [`Server::start`] checks that the
+/// server it starts there is the one that answers.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("local address").port()
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,16 +193,12 @@ async fn operations_fail_retryably_then_recover_after_a_restart() {
     if !redis_server_installed() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let mut server = Server::start(port, dir.clone());
-    server.wait_ready().await;
+    let mut server = Server::start(temp_dir(), &[]).await;
 
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(500))
         .with_response_timeout(Duration::from_millis(500));
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = server.url();
     let store = RedisStorage::connect_with(&url, &common::config("byok_"), options)
         .await
         .unwrap();
@@ -142,8 +218,7 @@ async fn operations_fail_retryably_then_recover_after_a_restart() {
     }
 
     // The same port again: the same store must find it without being rebuilt.
-    let server = Server::start(port, dir);
-    server.wait_ready().await;
+    server.restart().await;
     let mut recovered = false;
     for _ in 0..100 {
         match store.store(&key).await {
@@ -168,12 +243,8 @@ async fn a_server_that_stops_answering_times_out() {
     if !redis_server_installed() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let server = Server::start(port, dir);
-    server.wait_ready().await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let server = Server::start(temp_dir(), &[]).await;
+    let url = server.url();
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));
@@ -183,8 +254,10 @@ async fn a_server_that_stops_answering_times_out() {
     let key = ApiKey::new("bob", "openai", vec![1]).unwrap();
     store.store(&key).await.unwrap();
 
-    // Every client's commands wait for 1.5 s: ours must give up first,
-    // and succeed again once the pause is over.
+    // Writes (scripts included) wait far longer than our deadline, so ours
+    // must give up first however slowly this machine runs; the pause is
+    // then ended from another connection. `WRITE` rather than `ALL`, since
+    // under `ALL` the server holds back `CLIENT UNPAUSE` itself.
     let mut raw = byok_redis::redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -192,23 +265,31 @@ async fn a_server_that_stops_answering_times_out() {
         .unwrap();
     let () = byok_redis::redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1500)
-        .arg("ALL")
+        .arg(30_000)
+        .arg("WRITE")
         .query_async(&mut raw)
         .await
         .unwrap();
-    let err = store.retrieve("bob", "openai").await.unwrap_err();
+    let newer = ApiKey::new("bob", "openai", vec![2]).unwrap();
+    let err = store.store(&newer).await.unwrap_err();
     assert!(err.is_retryable(), "{err} ({err:?})");
     assert_eq!(
         err.as_storage().map(|e| e.kind),
         Some(StorageErrorKind::Timeout),
         "{err:?}"
     );
-    let mut back = None;
+    let () = byok_redis::redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    // The held-back write may run once the pause ends; it writes the same.
+    let mut recovered = false;
     for _ in 0..100 {
-        match store.retrieve("bob", "openai").await {
-            Ok(k) => {
-                back = Some(k);
+        match store.store(&newer).await {
+            Ok(()) => {
+                recovered = true;
                 break;
             }
             Err(e) => {
@@ -217,7 +298,8 @@ async fn a_server_that_stops_answering_times_out() {
             }
         }
     }
-    assert_eq!(back, Some(Some(key)), "the store did not recover");
+    assert!(recovered, "the store did not recover");
+    assert_eq!(store.retrieve("bob", "openai").await.unwrap(), Some(newer));
     drop(server);
 }
 
@@ -235,12 +317,18 @@ async fn connecting_to_a_silent_port_fails_in_bounded_time() {
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(200))
         .with_response_timeout(Duration::from_millis(200));
-    let err = RedisStorage::connect_with(
-        &format!("redis://127.0.0.1:{port}"),
-        &common::config("byok_"),
-        options,
+    // The store gives up after its own deadline (0.4 s); the outer bound
+    // only turns a regression into a failure instead of a hang.
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        RedisStorage::connect_with(
+            &format!("redis://127.0.0.1:{port}"),
+            &common::config("byok_"),
+            options,
+        ),
     )
     .await
+    .expect("connecting to a silent port did not give up")
     .unwrap_err();
     assert!(err.is_retryable(), "{err} ({err:?})");
     accept.abort();
@@ -249,17 +337,19 @@ async fn connecting_to_a_silent_port_fails_in_bounded_time() {
 /// Waits (bounded) until a one-node cluster reports `cluster_state:ok`.
 #[cfg(feature = "cluster")]
 async fn wait_cluster_ok(url: &str) {
+    async fn cluster_info(url: &str) -> Option<String> {
+        let client = byok_redis::redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        byok_redis::redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut conn)
+            .await
+            .ok()
+    }
     for _ in 0..200 {
-        if let Ok(client) = byok_redis::redis::Client::open(url)
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let info: Result<String, _> = byok_redis::redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut conn)
-                .await;
-            if info.is_ok_and(|i| i.contains("cluster_state:ok")) {
-                return;
-            }
+        let info = tokio::time::timeout(Duration::from_secs(1), cluster_info(url)).await;
+        if info.is_ok_and(|i| i.is_some_and(|i| i.contains("cluster_state:ok"))) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -272,9 +362,7 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
     if !redis_server_installed() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("byok-redis-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let dir = temp_dir();
     let nodes_file = dir.join("nodes.conf");
     let nodes_file = nodes_file.to_str().unwrap().to_owned();
     let cluster_args = [
@@ -283,9 +371,8 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
         "--cluster-config-file",
         nodes_file.as_str(),
     ];
-    let mut server = Server::start_with(port, dir.clone(), &cluster_args);
-    server.wait_ready().await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut server = Server::start(dir, &cluster_args).await;
+    let url = server.url();
     let mut raw = byok_redis::redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -316,8 +403,7 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
     assert!(err.is_retryable(), "{err} ({err:?})");
 
     // The node comes back with its slots (its nodes.conf is kept).
-    let server = Server::start_with(port, dir, &cluster_args);
-    server.wait_ready().await;
+    server.restart().await;
     wait_cluster_ok(&url).await;
     let mut recovered = false;
     for _ in 0..100 {

@@ -93,7 +93,7 @@
 //! it fails with a retryable `Timeout`: neither sqlx nor the servers bound a
 //! statement whose connection went silent, as when a server vanishes
 //! without closing the socket. `migrate` has no such deadline, as it may
-//! wait for another process's migration.
+//! wait for another process's migration; it is safe to cancel.
 //!
 //! # Errors
 //!

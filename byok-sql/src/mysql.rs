@@ -215,11 +215,19 @@ impl MySqlStorage {
     /// Idempotent, and safe to run from several processes at once: the
     /// statement runs under a named lock (`GET_LOCK`, keyed by the table
     /// name), so later schema steps can never interleave either. It never
-    /// touches sqlx's `_sqlx_migrations`.
+    /// touches sqlx's `_sqlx_migrations`. It is safe to cancel: the
+    /// connection that took the lock is closed, not returned to the pool.
     pub async fn migrate(&self) -> Result<()> {
         let fail = |e| error::storage(ENGINE, "migrate", e);
         let lock = self.table.derived("byok_migrate", 64);
         let mut conn = self.pool.acquire().await.map_err(fail)?;
+        // A named lock belongs to the connection, not to a transaction: if
+        // this future is dropped between GET_LOCK and RELEASE_LOCK, the
+        // connection must not go back to the pool still holding it, or every
+        // later migration of the table would wait for it in vain. Closing
+        // the connection releases the lock; migrations are rare enough that
+        // the lost connection does not matter.
+        conn.close_on_drop();
         let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(&lock)
             .bind(MIGRATE_LOCK_TIMEOUT_SECS)
@@ -241,11 +249,6 @@ impl MySqlStorage {
             .bind(&lock)
             .execute(&mut *conn)
             .await;
-        if released.is_err() {
-            // Never hand a connection that may still hold the lock back to
-            // the pool; closing it releases the lock.
-            conn.close_on_drop();
-        }
         created.map_err(fail)?;
         released.map_err(fail)?;
         Ok(())

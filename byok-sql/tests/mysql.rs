@@ -348,3 +348,53 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
     ));
     server.abort();
 }
+
+#[tokio::test]
+async fn a_cancelled_migration_does_not_leave_its_lock_behind() {
+    let Some(s) = setup().await else { return };
+    let url = byok_testkit::services::mysql_url().await.unwrap();
+    let lock = format!("{}_byok_migrate", s.store.table_name());
+    let mut holder = MySqlConnection::connect(&url).await.unwrap();
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+        .bind(&lock)
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+
+    // The migration waits for the lock and is dropped while waiting; its
+    // GET_LOCK still runs on the server and takes the lock once it is free.
+    let cancelled = tokio::time::timeout(Duration::from_millis(500), s.store.migrate()).await;
+    assert!(
+        cancelled.is_err(),
+        "the migration did not wait for the lock"
+    );
+    sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(&lock)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    // Its connection is closed rather than pooled, so the lock comes free.
+    let start = std::time::Instant::now();
+    loop {
+        let free: Option<i64> = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
+            .bind(&lock)
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        if free == Some(1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the cancelled migration's connection still holds the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(common::NO_HANG, s.store.migrate())
+        .await
+        .expect("a later migration gets the lock")
+        .unwrap();
+    let _ = holder.close().await;
+}

@@ -59,13 +59,19 @@ trap 'exit 143' TERM
 
 # Whether something listens on 127.0.0.1:$1.
 in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
+# The process id reported by the Redis server on 127.0.0.1:$1, or nothing.
+server_pid() {
+    timeout 2 redis-cli -h 127.0.0.1 -p "$1" info server 2>/dev/null \
+        | tr -d '\r' | sed -n 's/^process_id://p'
 }
 
 # Starts one node on a free port (the cluster bus takes the port + 10000)
 # and appends it to pids and ports.
 start_node() {
-    local attempt port pid
+    local attempt port pid deadline
     for attempt in $(seq 1 20); do
         port=$((20000 + RANDOM % 10000))
         if in_use "$port" || in_use $((port + 10000)); then
@@ -78,13 +84,17 @@ start_node() {
             --save "" --appendonly no --daemonize no \
             --dir "$dir" --logfile "$dir/redis-$port.log" &
         pid=$!
-        for _ in $(seq 1 100); do
-            if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]; then
+        # Another run may have taken the port meanwhile: then our server
+        # exits (it cannot bind) while the other one answers. Only a server
+        # that reports our pid counts.
+        deadline=$((SECONDS + 10))
+        while [ "$SECONDS" -lt "$deadline" ]; do
+            kill -0 "$pid" 2>/dev/null || break
+            if [ "$(server_pid "$port")" = "$pid" ]; then
                 pids+=("$pid")
                 ports+=("$port")
                 return 0
             fi
-            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
         kill -KILL "$pid" 2>/dev/null || true
@@ -106,7 +116,7 @@ for port in "${ports[@]}"; do
     urls+=("redis://127.0.0.1:$port")
 done
 
-if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
+if ! timeout 120 redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
     >"$dir/create.log" 2>&1; then
     cat "$dir/create.log" >&2
     say "creating the cluster failed"
@@ -114,13 +124,17 @@ if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes
 fi
 
 ready=0
-for _ in $(seq 1 300); do
+deadline=$((SECONDS + 30))
+while [ "$SECONDS" -lt "$deadline" ]; do
     ready=1
     for port in "${ports[@]}"; do
-        if ! redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then
-            ready=0
-            break
-        fi
+        case "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null)" in
+            *cluster_state:ok*) ;;
+            *)
+                ready=0
+                break
+                ;;
+        esac
     done
     [ "$ready" -eq 1 ] && break
     sleep 0.1

@@ -56,8 +56,8 @@
 //! | `provider` | `TEXT` | `TEXT COLLATE "C"` | `VARBINARY(64)` (UTF-8 bytes) |
 //! | `encrypted_value` | `BLOB` | `BYTEA` | `MEDIUMBLOB` |
 //! | `hint` | `TEXT` | `TEXT` | `VARCHAR(64)` `utf8mb4_bin` |
-//! | `created_at` | `INTEGER` (Unix ms) | `TIMESTAMPTZ` | `DATETIME(3)` (UTC) |
-//! | `expires_at` | `INTEGER` (Unix ms), null = never | `TIMESTAMPTZ` | `DATETIME(3)` (UTC) |
+//! | `created_at` | `INTEGER` (Unix ms) | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
+//! | `expires_at` | `INTEGER` (Unix ms), null = never | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
 //!
 //! `(user_id, provider)` is `UNIQUE`; the SQLite table is `STRICT`.
 //!
@@ -67,9 +67,14 @@
 //! collation; on MySQL and MariaDB, whose text collations ignore case,
 //! accents or trailing spaces, the ids are stored as binary strings.
 //!
-//! Times keep their milliseconds. MySQL's `DATETIME(3)` holds UTC wall
-//! time, written and read by this crate only as UTC, so neither the
-//! server's nor the session's time zone ever shifts a key's expiry.
+//! Times keep their milliseconds, and every time that `chrono` can hold
+//! is stored and read back exactly on SQLite and MySQL. MySQL and MariaDB
+//! get integers rather than `DATETIME`, which stops at the year 9999 (a
+//! later expiry would be refused, or silently zeroed under a non-strict
+//! `sql_mode`) and which no time zone can then shift. PostgreSQL's
+//! `TIMESTAMPTZ` holds 4713 BC to 294276 AD: an earlier time is
+//! `Rejected` by the server, and a stored time that `chrono` cannot hold
+//! (such as `'infinity'`) reads back as `Corrupt`.
 //!
 //! # Table names
 //!

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use byok_core::chrono::NaiveDateTime;
 use byok_core::storage::check_same_slot;
 use byok_core::{
     ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, StorageError, StorageErrorKind,
@@ -31,9 +30,10 @@ const MIGRATE_LOCK_TIMEOUT_SECS: i64 = 30;
 /// The text collations of MySQL and MariaDB ignore case and accents, and
 /// on MariaDB even `utf8mb4_bin` ignores trailing spaces, so ids are stored
 /// as `VARBINARY` (their UTF-8 bytes) to compare and sort byte for byte.
-/// Times are `DATETIME(3)` holding UTC: a `DATETIME` is never converted by
-/// the session time zone (unlike `TIMESTAMP`), and this crate writes and
-/// reads it only as UTC and compares it only with a time bound from Rust.
+/// Times are `BIGINT` milliseconds since the Unix epoch, as on SQLite:
+/// `DATETIME` holds only the years 1000 to 9999 (a later expiry would be
+/// refused, or under a non-strict `sql_mode` silently zeroed), and
+/// integers are never shifted by a server's or session's time zone.
 ///
 /// `compare_and_swap` relies on `rows_affected` counting matched rows, not
 /// changed rows, which sqlx arranges by always connecting with the
@@ -76,8 +76,8 @@ impl Statements {
                  provider VARBINARY(64) NOT NULL, \
                  encrypted_value MEDIUMBLOB NOT NULL, \
                  hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
-                 created_at DATETIME(3) NOT NULL, \
-                 expires_at DATETIME(3) NULL, \
+                 created_at BIGINT NOT NULL, \
+                 expires_at BIGINT NULL, \
                  UNIQUE KEY user_provider (user_id, provider), \
                  KEY expires_at_idx (expires_at)\
                  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
@@ -131,9 +131,9 @@ fn sql(s: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(s))
 }
 
-/// Rust's now as the UTC wall time that `DATETIME(3)` columns hold.
-fn now() -> NaiveDateTime {
-    key::now().naive_utc()
+/// Rust's now as the milliseconds that the time columns hold.
+fn now() -> i64 {
+    key::now().timestamp_millis()
 }
 
 impl MySqlStorage {
@@ -278,16 +278,18 @@ fn decode(op: &'static str, r: &MySqlRow) -> Result<ApiKey> {
     let get = |e| error::storage(ENGINE, op, e);
     let user_id: Vec<u8> = r.try_get("user_id").map_err(get)?;
     let provider: Vec<u8> = r.try_get("provider").map_err(get)?;
-    let created_at: NaiveDateTime = r.try_get("created_at").map_err(get)?;
-    let expires_at: Option<NaiveDateTime> = r.try_get("expires_at").map_err(get)?;
+    let created_at: i64 = r.try_get("created_at").map_err(get)?;
+    let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
     let row = UserApiKey {
         id: r.try_get("id").map_err(get)?,
         user_id: row::id_from_bytes(ENGINE, op, "user id", user_id)?,
         provider: row::id_from_bytes(ENGINE, op, "provider", provider)?,
         encrypted_value: r.try_get("encrypted_value").map_err(get)?,
         hint: r.try_get("hint").map_err(get)?,
-        created_at: created_at.and_utc(),
-        expires_at: expires_at.map(|t| t.and_utc()),
+        created_at: row::from_millis(ENGINE, op, created_at)?,
+        expires_at: expires_at
+            .map(|ms| row::from_millis(ENGINE, op, ms))
+            .transpose()?,
     };
     row::into_key(ENGINE, op, row)
 }
@@ -301,8 +303,8 @@ impl KeyStorage for MySqlStorage {
                 .bind(k.provider().as_bytes())
                 .bind(k.encrypted_value())
                 .bind(k.hint())
-                .bind(k.created_at().naive_utc())
-                .bind(k.expires_at().map(|t| t.naive_utc()))
+                .bind(k.created_at().timestamp_millis())
+                .bind(k.expires_at_millis())
                 .execute(&self.pool)
                 .await
                 .map_err(|e| error::storage(ENGINE, "store", e))?;
@@ -388,8 +390,8 @@ impl KeyStorage for MySqlStorage {
             let done = sqlx::query(sql(&self.sql.swap))
                 .bind(new.encrypted_value())
                 .bind(new.hint())
-                .bind(new.created_at().naive_utc())
-                .bind(new.expires_at().map(|t| t.naive_utc()))
+                .bind(new.created_at().timestamp_millis())
+                .bind(new.expires_at_millis())
                 .bind(current.user_id().as_bytes())
                 .bind(current.provider().as_bytes())
                 .bind(current.encrypted_value())

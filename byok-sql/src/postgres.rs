@@ -11,8 +11,8 @@ use byok_core::storage::check_same_slot;
 use byok_core::{
     ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, UserApiKey, key, validate,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueFormat};
+use sqlx::{AssertSqlSafe, Decode, Postgres, Row, Type, ValueRef};
 
 use crate::error::{self, Engine};
 use crate::pool;
@@ -247,12 +247,48 @@ fn decode(op: &'static str, r: &PgRow) -> Result<ApiKey> {
         provider: r.try_get("provider").map_err(get)?,
         encrypted_value: r.try_get("encrypted_value").map_err(get)?,
         hint: r.try_get("hint").map_err(get)?,
-        created_at: r.try_get::<DateTime<Utc>, _>("created_at").map_err(get)?,
-        expires_at: r
-            .try_get::<Option<DateTime<Utc>>, _>("expires_at")
-            .map_err(get)?,
+        created_at: time(r, "created_at")
+            .map_err(get)?
+            .ok_or_else(|| error::corrupt(ENGINE, op, "a stored created_at is null".to_owned()))?,
+        expires_at: time(r, "expires_at").map_err(get)?,
     };
     row::into_key(ENGINE, op, row)
+}
+
+/// The Unix time of PostgreSQL's epoch, 2000-01-01, in microseconds.
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// A `TIMESTAMPTZ` column, decoded here rather than by sqlx, whose decoder
+/// panics on a stored time beyond `chrono`'s range (`'infinity'`, or after
+/// the year 262142, both of which PostgreSQL holds): such a time is a
+/// decode error, and so reads back as `Corrupt`.
+fn time(r: &PgRow, column: &'static str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let decode_error = |source| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source,
+    };
+    let value = r.try_get_raw(column)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    if !<DateTime<Utc> as Type<Postgres>>::compatible(&value.type_info()) {
+        return Err(decode_error(
+            format!("the column is {}, not TIMESTAMPTZ", value.type_info()).into(),
+        ));
+    }
+    if value.format() == PgValueFormat::Text {
+        // Text is parsed, not added up, so it cannot overflow.
+        return <DateTime<Utc> as Decode<Postgres>>::decode(value)
+            .map(Some)
+            .map_err(decode_error);
+    }
+    // Binary: microseconds since 2000-01-01.
+    let micros = <i64 as Decode<Postgres>>::decode(value).map_err(decode_error)?;
+    micros
+        .checked_add(PG_EPOCH_UNIX_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| decode_error("the stored time is out of chrono's range".into()))
 }
 
 #[async_trait]

@@ -16,8 +16,8 @@ pub(crate) fn into_key(engine: Engine, op: &'static str, row: UserApiKey) -> Res
         .map_err(|e| corrupt(engine, op, format!("a stored row is not a valid key ({e})")))
 }
 
-/// Milliseconds since the Unix epoch, as stored by SQLite.
-#[cfg(feature = "sqlite")]
+/// Milliseconds since the Unix epoch, as stored by SQLite and MySQL.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub(crate) fn from_millis(
     engine: Engine,
     op: &'static str,

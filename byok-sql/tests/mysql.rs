@@ -82,7 +82,7 @@ async fn setup() -> Option<Scratch<MySqlStorage>> {
 byok_testkit::conformance_tests!(maybe: setup().await);
 
 #[tokio::test]
-async fn ids_are_binary_and_times_keep_milliseconds() {
+async fn ids_are_binary_and_times_are_unix_milliseconds() {
     let Some(s) = setup().await else { return };
     let columns: Vec<(String, String)> = sqlx::query_as(
         "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) \
@@ -103,7 +103,9 @@ async fn ids_are_binary_and_times_keep_milliseconds() {
     assert_eq!(find("user_id"), "varbinary(255)");
     assert_eq!(find("provider"), "varbinary(64)");
     assert_eq!(find("encrypted_value"), "mediumblob");
-    assert_eq!(find("expires_at"), "datetime(3)");
+    // MySQL 8 shows `bigint`, MariaDB `bigint(20)`.
+    assert!(find("created_at").starts_with("bigint"), "{columns:?}");
+    assert!(find("expires_at").starts_with("bigint"), "{columns:?}");
 }
 
 #[tokio::test]
@@ -154,7 +156,7 @@ async fn a_non_utf8_id_reads_back_as_corrupt() {
     let Some(s) = setup().await else { return };
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {} (user_id, provider, encrypted_value, created_at) \
-         VALUES (X'FF00FE', 'p', X'00', '2026-01-01 00:00:00.000')",
+         VALUES (X'FF00FE', 'p', X'00', 1767225600000)",
         s.store.table_name()
     )))
     .execute(s.store.pool())
@@ -190,8 +192,8 @@ async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
 async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
     let Some(s) = setup().await else { return };
     let url = byok_testkit::services::mysql_url().await.unwrap();
-    // A session five hours east of UTC: comparing with NOW(), or reading
-    // the times as local, would be five hours off.
+    // A session five hours east of UTC: comparing with NOW() or
+    // UNIX_TIMESTAMP() of local time would be five hours off.
     let options = MySqlConnectOptions::from_str(&url)
         .unwrap()
         .timezone(Some("+05:00".to_owned()));
@@ -215,15 +217,15 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
     let now = byok_core::key::now();
     let half_hour = chrono::Duration::minutes(30);
     for (provider, expires) in [("past", now - half_hour), ("future", now + half_hour)] {
-        // Written by hand as UTC wall time, as another client would.
-        let text = expires.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+        // Written by hand as Unix milliseconds, as another client would.
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {} (user_id, provider, encrypted_value, created_at, expires_at) \
-             VALUES ('clock', ?, X'01', UTC_TIMESTAMP(3), CAST(? AS DATETIME(3)))",
+             VALUES ('clock', ?, X'01', ?, ?)",
             store.table_name()
         )))
         .bind(provider)
-        .bind(text)
+        .bind(now.timestamp_millis())
+        .bind(expires.timestamp_millis())
         .execute(store.pool())
         .await
         .unwrap();
@@ -397,4 +399,10 @@ async fn a_cancelled_migration_does_not_leave_its_lock_behind() {
         .expect("a later migration gets the lock")
         .unwrap();
     let _ = holder.close().await;
+}
+
+#[tokio::test]
+async fn times_after_the_year_9999_round_trip() {
+    let Some(s) = setup().await else { return };
+    common::far_future_times_round_trip(&s).await;
 }

@@ -357,3 +357,44 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
     ));
     server.abort();
 }
+
+#[tokio::test]
+async fn times_after_the_year_9999_round_trip() {
+    let Some(s) = setup().await else { return };
+    common::far_future_times_round_trip(&s).await;
+}
+
+#[tokio::test]
+async fn times_beyond_the_range_of_either_side_are_errors_not_panics() {
+    let Some(s) = setup().await else { return };
+    // Before 4713 BC: chrono holds it, PostgreSQL does not.
+    let ancient = ApiKey::new("range", "ancient", vec![1])
+        .unwrap()
+        .with_expires_at(Some(chrono::DateTime::<chrono::Utc>::MIN_UTC));
+    let err = s.store.store(&ancient).await.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Rejected, "{err}");
+    assert!(!err.is_retryable());
+
+    // 'infinity' and the year 270000: PostgreSQL holds them, chrono does not.
+    for (provider, time) in [
+        ("infinite", "infinity"),
+        ("late", "270000-01-01 00:00:00+00"),
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (user_id, provider, encrypted_value, created_at, expires_at) \
+             VALUES ('range', $1, '\\x01', now(), $2::text::timestamptz)",
+            s.store.table_name()
+        )))
+        .bind(provider)
+        .bind(time)
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+        let err = s.store.retrieve("range", provider).await.unwrap_err();
+        let storage = err.as_storage().expect("a storage error");
+        assert_eq!(storage.kind, StorageErrorKind::Corrupt, "{provider}: {err}");
+    }
+    let err = s.store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.as_storage().unwrap().kind, StorageErrorKind::Corrupt);
+}

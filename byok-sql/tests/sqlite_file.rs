@@ -12,6 +12,8 @@
     reason = "setup helpers are test code: a failure must fail the test"
 )]
 
+mod common;
+
 use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, async_trait};
 use byok_sql::SqliteStorage;
 use tempfile::TempDir;
@@ -120,4 +122,10 @@ async fn a_url_without_a_file_is_a_config_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn times_after_the_year_9999_round_trip() {
+    let Some(s) = setup().await else { return };
+    common::far_future_times_round_trip(&s).await;
 }

@@ -11,6 +11,8 @@
     reason = "setup helpers are test code: a failure must fail the test"
 )]
 
+mod common;
+
 use std::error::Error as _;
 use std::time::Duration;
 
@@ -281,4 +283,10 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
         store.with_operation_timeout(Duration::ZERO),
         Err(ByokError::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn times_after_the_year_9999_round_trip() {
+    let store = setup().await.unwrap();
+    common::far_future_times_round_trip(&store).await;
 }

@@ -1,4 +1,4 @@
-//! Helpers shared by the server tests (PostgreSQL, MySQL).
+//! Helpers shared by the tests of the engines.
 //!
 //! Every test gets its own table, `byok_test_<unix seconds>_<random>`, made
 //! by its setup and dropped when the test's store is dropped (also when
@@ -16,6 +16,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use byok_core::chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
 use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, async_trait};
 
 /// The prefix of every table the tests make.
@@ -154,3 +155,64 @@ pub(crate) async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
 /// The bound on a call that must fail by itself well before it: a
 /// regression fails the test instead of hanging it.
 pub(crate) const NO_HANG: Duration = Duration::from_secs(60);
+
+/// Keys created and expiring after the year 9999 (where MySQL's `DATETIME`
+/// stops), up to `chrono`'s last millisecond, are stored, found, swapped
+/// and read back exactly, and are not purged.
+pub(crate) async fn far_future_times_round_trip(store: &dyn KeyStorage) {
+    let year_10000 = Utc
+        .with_ymd_and_hms(10_000, 1, 1, 0, 0, 0)
+        .single()
+        .expect("chrono holds the year 10000")
+        + TimeDelta::milliseconds(123);
+    let times = [
+        year_10000,
+        Utc.with_ymd_and_hms(99_999, 12, 31, 23, 59, 59)
+            .single()
+            .expect("chrono holds the year 99999"),
+        DateTime::<Utc>::MAX_UTC,
+    ];
+    let mut providers = Vec::new();
+    for (i, at) in times.into_iter().enumerate() {
+        let provider = format!("far{i}");
+        let key = ApiKey::new("far", provider.as_str(), vec![1, 2, 3])
+            .expect("a valid key")
+            .with_created_at(at)
+            .with_expires_at(Some(at));
+        assert_eq!(
+            key.expires_at().map(|t| t.timestamp_millis()),
+            Some(at.timestamp_millis())
+        );
+        store.store(&key).await.expect("store a far-future key");
+        let back = store
+            .retrieve("far", &provider)
+            .await
+            .expect("retrieve a far-future key");
+        assert_eq!(back.as_ref(), Some(&key), "expiring at {at}");
+        providers.push(provider);
+    }
+    assert_eq!(store.list_providers("far").await.expect("list"), providers);
+    let page = store.scan(None, 10).await.expect("scan");
+    assert_eq!(page.keys.len(), times.len());
+
+    let current = store
+        .retrieve("far", "far0")
+        .await
+        .expect("retrieve")
+        .expect("the key is live");
+    let swapped = current
+        .clone()
+        .with_encrypted_value(vec![9])
+        .with_expires_at(Some(DateTime::<Utc>::MAX_UTC));
+    assert!(
+        store
+            .compare_and_swap(&current, &swapped)
+            .await
+            .expect("swap a far-future key")
+    );
+    assert_eq!(
+        store.retrieve("far", "far0").await.expect("retrieve"),
+        Some(swapped)
+    );
+    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+}

@@ -138,12 +138,16 @@ pub(crate) fn expiry_member(user_id: &str, provider: &str) -> String {
     format!("{}{provider}", expiry_member_prefix(user_id))
 }
 
-/// The slot of an expiry member, if it is well formed.
+/// The slot of an expiry member, if it is well formed: valid ids, written
+/// exactly as [`expiry_member`] writes them (no `05:` for `5:`).
 pub(crate) fn parse_expiry_member(member: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(member).ok()?;
     let cursor = Cursor::new(text);
     let (user, provider) = cursor.slot().ok()?;
     validate::slot(user, provider).ok()?;
+    if expiry_member(user, provider) != text {
+        return None;
+    }
     Some((user.to_owned(), provider.to_owned()))
 }
 
@@ -332,5 +336,7 @@ mod tests {
         }
         assert_eq!(parse_expiry_member(b"garbage"), None);
         assert_eq!(parse_expiry_member(b"1:a"), None);
+        assert_eq!(parse_expiry_member(b"01:ab"), None);
+        assert_eq!(parse_expiry_member(b"+1:ab"), None);
     }
 }

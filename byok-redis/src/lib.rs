@@ -101,6 +101,12 @@
 //! frees the memory of expired hashes by itself; purging keeps the indexes
 //! small. It costs at least one round trip per bucket.
 //!
+//! An expired member of an expiry set that names no slot of its bucket (not
+//! of the `<len>:<user><provider>` form, an invalid id, or a user of another
+//! bucket; byok never writes one) is removed as it is met, with a
+//! `tracing` warning, and is not counted: left in place it would stall
+//! every later purge of the bucket, or name keys of another hash slot.
+//!
 //! `list_providers` only reads: it leaves expired entries for the purge,
 //! so `delete` reports an expired key as stored, and the purge counts it,
 //! until a purge removes it. This store starts no background task, whatever
@@ -1011,33 +1017,52 @@ impl RedisStorage {
                 .arg(0)
                 .arg(PURGE_BATCH);
             let members: Vec<Vec<u8>> = self.query("reading expired keys failed", &read).await?;
+            if members.is_empty() {
+                break;
+            }
             let batch_full = members.len() == PURGE_BATCH;
+            // Members that name no slot of this bucket (written by hand, or
+            // by something else under our prefix) are removed, not skipped:
+            // left in place they would come first in every later batch, and
+            // a user of another bucket would name keys of another slot.
+            let mut slots = Vec::new();
+            let mut strays = Vec::new();
+            for member in &members {
+                match parse_expiry_member(member) {
+                    Some((user, provider)) if bucket_of(&user) == bucket => {
+                        slots.push((member, user, provider));
+                    }
+                    _ => strays.push(member),
+                }
+            }
             let mut inv = scripts::PURGE.prepare_invoke();
             inv.key(&expiries)
                 .key(self.layout.bucket_users(bucket))
-                .arg(now);
-            let mut slots = 0usize;
-            for member in &members {
-                let Some((user, provider)) = parse_expiry_member(member) else {
-                    tracing::warn!(bucket, "skipping a malformed entry of a byok expiry set");
-                    continue;
-                };
-                inv.key(self.layout.user_index(&user))
-                    .key(self.layout.key(&user, &provider))
-                    .arg(member.as_slice())
-                    .arg(&user)
-                    .arg(&provider);
-                slots += 1;
+                .arg(now)
+                .arg(strays.len());
+            for member in &strays {
+                inv.arg(member.as_slice());
             }
-            if slots == 0 {
-                break;
+            for (member, user, provider) in &slots {
+                inv.key(self.layout.user_index(user))
+                    .key(self.layout.key(user, provider))
+                    .arg(member.as_slice())
+                    .arg(user)
+                    .arg(provider);
+            }
+            if !strays.is_empty() {
+                tracing::warn!(
+                    bucket,
+                    count = strays.len(),
+                    "removing malformed entries from a byok expiry set"
+                );
             }
             let mut conn = self.conn.clone();
             let removed: i64 = self
                 .run("purging expired keys failed", inv.invoke_async(&mut conn))
                 .await?;
             purged += u64::try_from(removed).unwrap_or(0);
-            if !batch_full || removed == 0 {
+            if !batch_full || (removed == 0 && strays.is_empty()) {
                 break;
             }
         }

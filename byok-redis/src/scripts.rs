@@ -116,17 +116,24 @@ return n
 
 /// One batch of `purge_expired` in one bucket. KEYS: 1 bucket expiries,
 /// 2 bucket users, then per slot i: user index (2i+1), key (2i+2). ARGV:
-/// 1 now (ms), then per slot i: expiry member (3i-1), user (3i), provider
-/// (3i+1). Removes each slot whose expiry is still at or before now;
-/// returns how many.
+/// 1 now (ms), 2 the number `s` of stray members, 3..s+2 the stray members
+/// (members of the expiry set that name no valid slot of this bucket), then
+/// per slot i: expiry member (s+3i), user (s+3i+1), provider (s+3i+2).
+///
+/// Removes every stray member, and each slot whose expiry is still at or
+/// before now; returns how many slots it removed (strays are not counted).
 pub(crate) static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[1])
+local s = tonumber(ARGV[2])
+for i = 1, s do
+  redis.call('ZREM', KEYS[1], ARGV[i + 2])
+end
 local removed = 0
 local n = (#KEYS - 2) / 2
 for i = 1, n do
-  local m, u, p = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local m, u, p = ARGV[s + 3 * i], ARGV[s + 3 * i + 1], ARGV[s + 3 * i + 2]
   local e = redis.call('ZSCORE', KEYS[1], m)
   if e and tonumber(e) <= now then
     local idx = KEYS[2 * i + 1]

@@ -104,3 +104,16 @@ async fn a_cluster_url_opens_the_cluster() {
         assert_eq!(listed.clear_all(&format!("user-{u}")).await.unwrap(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_stray_members_and_gets_past_them() {
+    let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
+        return;
+    };
+    let store = RedisStorage::connect_cluster(&urls, &common::config(&common::fresh_prefix()))
+        .await
+        .unwrap();
+    let client = byok_redis::redis::cluster::ClusterClient::new(urls).unwrap();
+    let mut raw = client.get_async_connection().await.unwrap();
+    common::purge_gets_past_stray_members(&store, &mut raw).await;
+}

@@ -285,3 +285,11 @@ async fn a_saved_cursor_resumes_on_another_connection() {
         assert_eq!(store.clear_all(&format!("user-{u}")).await.unwrap(), 1);
     }
 }
+
+#[tokio::test]
+async fn purge_removes_stray_members_and_gets_past_them() {
+    let Some((store, mut raw)) = isolated().await else {
+        return;
+    };
+    common::purge_gets_past_stray_members(&store, &mut raw).await;
+}

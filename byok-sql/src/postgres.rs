@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::storage::check_same_slot;
 use byok_core::{
-    ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, UserApiKey, key, validate,
+    ApiKey, ByokConfig, ConfigError, Cursor, KeyStorage, Result, ScanPage, UserApiKey, key,
+    validate,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueFormat};
 use sqlx::{AssertSqlSafe, Decode, Postgres, Row, Type, ValueRef};
@@ -120,6 +121,72 @@ fn sql(s: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(s))
 }
 
+/// The query parameters that sqlx 0.9 reads from a PostgreSQL URL
+/// (`sqlx-postgres`, `options/parse.rs`), besides `options[…]`.
+const KNOWN_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a URL with a query parameter that sqlx does not know: sqlx
+/// would skip it with a `WARN` log line that holds its value, which may be
+/// a secret (`sslpassword=…`).
+///
+/// The error names the parameter only when it looks like one (`name=…`,
+/// with a short plain name): a stray `?hunter2` is a key too, and must not
+/// be echoed either.
+fn check_url_parameters(url: &str) -> Result<(), ConfigError> {
+    // A URL that does not parse is left to sqlx, whose error says so
+    // without repeating it.
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let query = parsed.query().unwrap_or("");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        // Decoded as sqlx decodes it, so that both agree on what is known.
+        let Some((key, _)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
+        let known = KNOWN_URL_PARAMETERS.contains(&&*key)
+            || (key.starts_with("options[") && key.ends_with(']'));
+        if known {
+            continue;
+        }
+        let plain = pair.contains('=')
+            && !key.is_empty()
+            && key.len() <= 32
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name = if plain {
+            format!("`{key}`")
+        } else {
+            "a query parameter".to_owned()
+        };
+        return Err(ConfigError::new(format!(
+            "the PostgreSQL URL has {name}, which sqlx does not support (it would log \
+             the value); set such options on PgConnectOptions and use from_pool"
+        )));
+    }
+    Ok(())
+}
+
 impl PostgresStorage {
     /// Connects to `url` (`postgres://user:password@host:5432/db`, with any
     /// option sqlx accepts) and uses the table `config.db_table_name`. Does
@@ -129,8 +196,20 @@ impl PostgresStorage {
     /// With `config.auto_cleanup` on, a background task on the current
     /// Tokio runtime purges expired keys every minute until the last clone
     /// of this storage is dropped.
+    ///
+    /// A query parameter that sqlx does not know (such as libpq's
+    /// `sslpassword` or `passfile`) is refused with a
+    /// [`ConfigError`](byok_core::ConfigError) that names the parameter but
+    /// not its value, because sqlx would otherwise ignore it and log it,
+    /// value included, at `WARN` level. sqlx knows `sslmode`,
+    /// `sslrootcert`, `sslcert`, `sslkey`, `statement-cache-capacity`,
+    /// `host`, `hostaddr`, `port`, `dbname`, `user`, `password`,
+    /// `application_name` and `options` (and their aliases). For anything
+    /// else, or to keep secrets out of a URL altogether, build a
+    /// [`PgConnectOptions`] in code and use [`from_pool`](Self::from_pool).
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         let table = TableName::new(&config.db_table_name)?;
+        check_url_parameters(url)?;
         let options = PgConnectOptions::from_str(url).map_err(|e| error::config(ENGINE, e))?;
         let pool = pool::connect(ENGINE, pool::options(), options).await?;
         Self::build(pool, table, config)
@@ -420,5 +499,38 @@ impl KeyStorage for PostgresStorage {
             Ok(crate::page(keys, limit))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_sqlx_would_log_are_refused_without_their_value() {
+        for ok in [
+            "postgres://u:p@h/db",
+            "postgres://u@h/db?sslmode=require&application_name=keys",
+            "postgres://u@h/db?options[search_path]=keys&statement-cache-capacity=10",
+            "postgres:///db?host=/run/postgresql",
+            "not a url",
+        ] {
+            assert!(check_url_parameters(ok).is_ok(), "{ok}");
+        }
+        let err =
+            check_url_parameters("postgres://u:hunter2@h/db?sslmode=require&sslpassword=s3cret")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`sslpassword`"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("hunter2"), "{err}");
+        for stray in [
+            "postgres://u@h/db?hunter2",
+            "postgres://u@h/db?sslmode=require&hunter2",
+            "postgres://u@h/db?hunter2%3D%26%20long+and+odd=1",
+        ] {
+            let err = check_url_parameters(stray).unwrap_err().to_string();
+            assert!(err.contains("a query parameter"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }

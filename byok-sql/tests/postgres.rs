@@ -398,3 +398,27 @@ async fn times_beyond_the_range_of_either_side_are_errors_not_panics() {
     let err = s.store.scan(None, 10).await.unwrap_err();
     assert_eq!(err.as_storage().unwrap().kind, StorageErrorKind::Corrupt);
 }
+
+#[tokio::test]
+async fn url_parameters_sqlx_would_log_are_refused_without_their_value() {
+    // Needs no server: the URL is refused before any connection.
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let url = "postgres://app:hunter2@127.0.0.1:1/test?sslmode=disable&sslpassword=s3cret";
+    let err = PostgresStorage::connect(url, &config).await.unwrap_err();
+    assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("`sslpassword`"), "{err}");
+    common::assert_hidden(&err, "s3cret");
+    common::assert_hidden(&err, "hunter2");
+
+    // Parameters that sqlx knows pass, and the connection is tried.
+    let url = "postgres://app:hunter2@127.0.0.1:1/test?sslmode=disable&application_name=keys";
+    let err = PostgresStorage::connect(url, &config).await.unwrap_err();
+    assert_eq!(
+        err.as_storage().map(|s| s.kind),
+        Some(StorageErrorKind::Unavailable),
+        "{err}"
+    );
+}

@@ -216,3 +216,20 @@ pub(crate) async fn far_future_times_round_trip(store: &dyn KeyStorage) {
     );
     assert_eq!(store.purge_expired().await.expect("purge"), 0);
 }
+
+/// Fails if `secret` shows in the `Display` or `Debug` of `err` or of any
+/// error in its `source()` chain.
+pub(crate) fn assert_hidden(err: &(dyn std::error::Error + 'static), secret: &str) {
+    let mut next = Some(err);
+    let mut depth = 0;
+    while let Some(e) = next {
+        let (display, debug) = (e.to_string(), format!("{e:?}"));
+        assert!(
+            !display.contains(secret),
+            "source {depth} shows it: {display}"
+        );
+        assert!(!debug.contains(secret), "source {depth} shows it: {debug}");
+        next = e.source();
+        depth += 1;
+    }
+}

@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::io::Write as _;
+
 use byok_core::error::Field;
 use byok_core::{ApiKey, ByokError, Cursor, KeyStorage, StorageErrorKind};
 use byok_redis::RedisStorage;
@@ -26,10 +28,21 @@ async fn setup() -> Option<RedisStorage> {
     )
 }
 
-/// A store under a prefix of its own, and a plain connection to the server.
-async fn isolated() -> Option<(RedisStorage, byok_redis::redis::aio::MultiplexedConnection)> {
+/// A store under a prefix of its own, a plain connection to the server,
+/// and a guard that deletes every key under the prefix when it is dropped,
+/// also when the test panics.
+async fn isolated() -> Option<(
+    RedisStorage,
+    byok_redis::redis::aio::MultiplexedConnection,
+    Cleanup,
+)> {
     let url = byok_testkit::services::redis_url().await?;
-    let store = RedisStorage::connect(&url, &common::config(&common::fresh_prefix()))
+    let prefix = common::fresh_prefix();
+    let cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let store = RedisStorage::connect(&url, &common::config(&prefix))
         .await
         .expect("connecting to the test Redis");
     let raw = byok_redis::redis::Client::open(url.as_str())
@@ -37,14 +50,72 @@ async fn isolated() -> Option<(RedisStorage, byok_redis::redis::aio::Multiplexed
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    Some((store, raw))
+    Some((store, raw, cleanup))
+}
+
+/// Deletes every key under `prefix` on drop.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        // A thread of its own, with a plain blocking connection: drop may run
+        // while a panic unwinds through the test's runtime.
+        let done = std::thread::spawn(move || delete_prefix(&url, &prefix)).join();
+        if !matches!(done, Ok(Ok(_))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not delete the test keys under {}",
+                self.prefix
+            );
+        }
+    }
+}
+
+/// Deletes every key under `prefix` (a test's own, so `SCAN` is fine here);
+/// returns how many.
+fn delete_prefix(url: &str, prefix: &str) -> byok_redis::redis::RedisResult<usize> {
+    use byok_redis::redis;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut conn = redis::Client::open(url)?.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    let mut pattern = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    let mut deleted = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL").arg(&keys).query::<usize>(&mut conn)?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
 
 #[tokio::test]
 async fn pairs_that_join_alike_stay_apart() {
-    let Some((store, mut raw)) = isolated().await else {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
         return;
     };
     let pairs = [
@@ -88,7 +159,7 @@ async fn pairs_that_join_alike_stay_apart() {
 
 #[tokio::test]
 async fn a_foreign_value_is_corrupt_and_left_alone() {
-    let Some((store, mut raw)) = isolated().await else {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
         return;
     };
     let string_key = store.redis_key("mallory", "openai").unwrap();
@@ -123,7 +194,7 @@ async fn a_foreign_value_is_corrupt_and_left_alone() {
 
 #[tokio::test]
 async fn purge_counts_exactly_what_it_removes() {
-    let Some((store, _raw)) = isolated().await else {
+    let Some((store, _raw, _cleanup)) = isolated().await else {
         return;
     };
     let past = Some(Utc::now() - chrono::Duration::seconds(10));
@@ -162,7 +233,7 @@ async fn purge_counts_exactly_what_it_removes() {
 
 #[tokio::test]
 async fn scan_walks_a_crowded_bucket_in_pages() {
-    let Some((store, _raw)) = isolated().await else {
+    let Some((store, _raw, _cleanup)) = isolated().await else {
         return;
     };
     // Users that share a bucket, so pages cut inside a bucket and a user.
@@ -218,7 +289,7 @@ async fn scan_walks_a_crowded_bucket_in_pages() {
 
 #[tokio::test]
 async fn debug_and_prefix_rules() {
-    let Some((store, _raw)) = isolated().await else {
+    let Some((store, _raw, _cleanup)) = isolated().await else {
         return;
     };
     let debug = format!("{store:?}");
@@ -239,7 +310,7 @@ async fn debug_and_prefix_rules() {
 
 #[tokio::test]
 async fn an_empty_ciphertext_round_trips_and_swaps() {
-    let Some((store, _raw)) = isolated().await else {
+    let Some((store, _raw, _cleanup)) = isolated().await else {
         return;
     };
     let empty = ApiKey::new("u", "p", Vec::new()).unwrap();
@@ -253,7 +324,7 @@ async fn an_empty_ciphertext_round_trips_and_swaps() {
 
 #[tokio::test]
 async fn a_saved_cursor_resumes_on_another_connection() {
-    let Some((store, _raw)) = isolated().await else {
+    let Some((store, _raw, _cleanup)) = isolated().await else {
         return;
     };
     for u in 0..10 {
@@ -288,8 +359,33 @@ async fn a_saved_cursor_resumes_on_another_connection() {
 
 #[tokio::test]
 async fn purge_removes_stray_members_and_gets_past_them() {
-    let Some((store, mut raw)) = isolated().await else {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
         return;
     };
     common::purge_gets_past_stray_members(&store, &mut raw).await;
+}
+
+#[tokio::test]
+async fn a_panicking_test_leaves_no_keys_behind() {
+    let Some((store, mut raw, cleanup)) = isolated().await else {
+        return;
+    };
+    let (url, prefix) = (cleanup.url.clone(), cleanup.prefix.clone());
+    let key = store.redis_key("u", "p").unwrap();
+    let task = tokio::spawn(async move {
+        let _cleanup = cleanup;
+        store
+            .store(&ApiKey::new("u", "p", vec![1]).unwrap())
+            .await
+            .unwrap();
+        panic!("a failing test");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    let exists: bool = raw.exists(&key).await.unwrap();
+    assert!(!exists, "{key} outlived the test");
+    let left = tokio::task::spawn_blocking(move || delete_prefix(&url, &prefix))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0, "keys under the test's prefix outlived it");
 }

@@ -87,10 +87,12 @@
 //! # Pools
 //!
 //! `connect` makes a pool of at most 10 connections that does not ping a
-//! connection before each use (that would double the round trips of every
-//! one-row query): a dropped connection fails its statement with a
-//! retryable error instead, and connections are recycled after 5 minutes
-//! idle or 30 minutes of life. Waiting for a connection times out after
+//! connection before handing it out: sqlx already pings each connection as
+//! it returns to the pool, off the caller's path, and a second ping on
+//! acquire would add a round trip before every operation. A connection
+//! that dies while idle fails its next statement with a retryable error
+//! instead, and connections are recycled after 5 minutes idle or 30
+//! minutes of life. Waiting for a connection times out after
 //! 5 s with a retryable error. Use `from_pool` to choose otherwise.
 //!
 //! Whatever the pool, each operation of [`KeyStorage`](byok_core::KeyStorage)

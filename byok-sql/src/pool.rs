@@ -18,11 +18,14 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// The pool of [`connect`](crate::SqliteStorage::connect), for a key
 /// store's traffic: short one-row statements, bursty, latency-bound.
 ///
-/// * No ping before handing out a connection (`test_before_acquire(false)`):
-///   sqlx's default would double the round trips of a one-row `SELECT`.
-///   A connection that died anyway fails its statement with a retryable
+/// * No ping before handing out a connection (`test_before_acquire(false)`).
+///   sqlx 0.9 already pings every connection as it goes back to the pool,
+///   in a task of its own and off the caller's path, and closes it if that
+///   fails; sqlx's default would add a second ping on acquire, a full round
+///   trip on the caller's path before every operation. A connection that
+///   dies while idle in the pool fails its next statement with a retryable
 ///   error (`Unavailable`), and connections are recycled before servers or
-///   middleboxes tend to drop them (`idle_timeout`, `max_lifetime`).
+///   middleboxes tend to drop idle ones (`idle_timeout`, `max_lifetime`).
 /// * `acquire_timeout` of 5 s: a saturated or unreachable database fails
 ///   fast with a retryable `Timeout` instead of hanging a request for the
 ///   default 30 s.

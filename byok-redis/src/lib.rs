@@ -90,7 +90,9 @@
 //!   until it is purged, and `purge_expired` removes and counts it.
 //! * Every command fails within a bounded time when Redis is unreachable
 //!   (see [`RedisOptions`]) with a retryable error, and the store reconnects
-//!   by itself when Redis is back.
+//!   by itself when Redis is back. A server busy with another client's
+//!   long script (`BUSY`) also gives a retryable
+//!   [`StorageErrorKind::Timeout`].
 //!
 //! ## `purge_expired`
 //!
@@ -688,7 +690,9 @@ fn timeout_error(deadline: Duration) -> ByokError {
 
 /// Maps a driver error to a storage error of the right kind.
 fn storage_error(e: RedisError, what: &'static str) -> ByokError {
-    let kind = if e.is_timeout() {
+    // BUSY: another client's script has run past the server's time limit;
+    // the server answers again once it ends or is killed.
+    let kind = if e.is_timeout() || e.code() == Some("BUSY") {
         StorageErrorKind::Timeout
     } else if e.is_io_error()
         || e.is_connection_dropped()
@@ -1193,6 +1197,30 @@ mod tests {
         assert!(matches!(err, ByokError::Config(_)), "{err:?}");
         assert!(err.to_string().contains("TLS"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn driver_errors_map_to_kinds() {
+        let kind_of = |e: RedisError| {
+            let err = storage_error(e, "test");
+            err.as_storage().map(|s| (s.kind, s.is_retryable()))
+        };
+        let busy = redis::make_extension_error(
+            "BUSY".to_owned(),
+            Some("Redis is busy running a script.".to_owned()),
+        );
+        assert_eq!(kind_of(busy), Some((StorageErrorKind::Timeout, true)));
+        let loading = RedisError::from((ServerErrorKind::BusyLoading.into(), "loading"));
+        assert_eq!(
+            kind_of(loading),
+            Some((StorageErrorKind::Unavailable, true))
+        );
+        let no_perm = RedisError::from((ServerErrorKind::NoPerm.into(), "no permission"));
+        assert_eq!(kind_of(no_perm), Some((StorageErrorKind::Rejected, false)));
+        let oom = redis::make_extension_error("OOM".to_owned(), None);
+        assert_eq!(kind_of(oom), Some((StorageErrorKind::Rejected, false)));
+        let other = redis::make_extension_error("SOMETHING".to_owned(), None);
+        assert_eq!(kind_of(other), Some((StorageErrorKind::Other, false)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use byok_core::{ApiKey, ByokConfig, KeyStorage, StorageErrorKind};
+use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
 use byok_sql::MySqlStorage;
 use byok_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
 use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
@@ -278,24 +278,44 @@ async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
 }
 
 #[tokio::test]
-async fn debug_never_shows_the_connection_string() {
+async fn neither_debug_nor_errors_show_the_connection_string() {
+    // Needs no server: nothing listens on port 1, and the other URLs are
+    // refused before any connection.
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
     let url = format!(
         "mysql://app:hunter2@127.0.0.1:{}/test",
         common::closed_port()
     );
     let pool = MySqlPoolOptions::new().connect_lazy(&url).unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
     let store = MySqlStorage::from_pool(pool, &config).unwrap();
     assert_eq!(
         format!("{store:?}"),
         "MySqlStorage { backend: \"mysql\", table: \"user_api_keys\", .. }"
     );
     let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
-    assert!(!err.to_string().contains("hunter2"), "{err}");
-    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    common::assert_hidden(&err, "hunter2");
+
+    for malformed in [
+        // A port out of range.
+        "mysql://app:hunter2@127.0.0.1:99999/test",
+        // A `#` in the password ends the authority: the password becomes
+        // the "port" of host `app`.
+        "mysql://app:hunter2#x@127.0.0.1:5432/test",
+        // An SSL mode that does not exist.
+        "mysql://app:hunter2@127.0.0.1:5432/test?sslmode=sometimes",
+    ] {
+        let err = MySqlStorage::connect(malformed, &config).await.unwrap_err();
+        assert!(matches!(err, ByokError::Config(_)), "{malformed}: {err:?}");
+        assert!(
+            err.source().is_some(),
+            "{malformed}: the sqlx error is kept"
+        );
+        common::assert_hidden(&err, "hunter2");
+    }
 }
 
 #[tokio::test]

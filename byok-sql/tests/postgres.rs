@@ -285,24 +285,46 @@ async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
 }
 
 #[tokio::test]
-async fn debug_never_shows_the_connection_string() {
+async fn neither_debug_nor_errors_show_the_connection_string() {
+    // Needs no server: nothing listens on port 1, and the other URLs are
+    // refused before any connection.
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
     let url = format!(
         "postgres://app:hunter2@127.0.0.1:{}/test",
         common::closed_port()
     );
     let pool = PgPoolOptions::new().connect_lazy(&url).unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
     let store = PostgresStorage::from_pool(pool, &config).unwrap();
-    let debug = format!("{store:?}");
     assert_eq!(
-        debug,
+        format!("{store:?}"),
         "PostgresStorage { backend: \"postgres\", table: \"user_api_keys\", .. }"
     );
     let err = PostgresStorage::connect(&url, &config).await.unwrap_err();
-    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(err.is_retryable(), "{err:?}");
+    common::assert_hidden(&err, "hunter2");
+
+    for malformed in [
+        // A port out of range.
+        "postgres://app:hunter2@127.0.0.1:99999/test",
+        // A `#` in the password ends the authority: the password becomes
+        // the "port" of host `app`.
+        "postgres://app:hunter2#x@127.0.0.1:5432/test",
+        // An SSL mode that does not exist.
+        "postgres://app:hunter2@127.0.0.1:5432/test?sslmode=sometimes",
+    ] {
+        let err = PostgresStorage::connect(malformed, &config)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ByokError::Config(_)), "{malformed}: {err:?}");
+        assert!(
+            err.source().is_some(),
+            "{malformed}: the sqlx error is kept"
+        );
+        common::assert_hidden(&err, "hunter2");
+    }
 }
 
 #[tokio::test]

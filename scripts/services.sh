@@ -7,8 +7,16 @@
 #   Redis       redis://127.0.0.1:6379 (standalone)
 #
 # Idempotent: it installs only what is missing (one `apt-get update` first),
-# starts only what is stopped, and changes logins only when the test login
-# fails. Runs as root, with or without systemd. Prints what it did.
+# starts only what is stopped, and prints what it did. Runs as root, with or
+# without systemd. Every probe of a server is bounded by a timeout, so a
+# hung server fails the script instead of stalling it.
+#
+# When a test login fails, the script opens it as below only on a server it
+# installed (or whose cluster or data directory it created) in this same
+# run, or when BYOK_SERVICES_CONFIGURE=1 is set. On a server that was
+# already there (a developer's own installation) it changes nothing: it
+# stops with a message that says which change the tests need, so that a
+# real installation is never weakened behind its owner's back.
 #
 # Logins, chosen for throwaway test servers on loopback, never for
 # production:
@@ -24,6 +32,13 @@
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*"; }
+
+# Whether the login changes below may be made on a server that this run did
+# not install.
+configure=0
+case "${BYOK_SERVICES_CONFIGURE:-}" in
+1 | true | yes) configure=1 ;;
+esac
 die() {
   printf 'services: error: %s\n' "$*" >&2
   exit 1
@@ -65,6 +80,16 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   missing+=(redis-server)
 fi
+# Servers installed in this run are throwaway test servers whose logins the
+# script may open; see the header.
+fresh_postgres=0
+fresh_mariadb=0
+for package in "${missing[@]}"; do
+  case "$package" in
+  postgresql) fresh_postgres=1 ;;
+  mariadb-server) fresh_mariadb=1 ;;
+  esac
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -76,13 +101,14 @@ fi
 
 # ------------------------------------------------------------- PostgreSQL
 
-pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
+pg_ready() { pg_isready -q -t 2 -h 127.0.0.1 -p 5432; }
 
 pg_version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1) || true
 if [ -z "$pg_version" ] || [ ! -d "/etc/postgresql/$pg_version/main" ]; then
   pg_version=$(newest_postgres) || die "no PostgreSQL server binary after installing"
   log "creating PostgreSQL $pg_version cluster main"
   pg_createcluster "$pg_version" main
+  fresh_postgres=1
 fi
 pg_ctl() { pg_ctlcluster --skip-systemctl-redirect "$pg_version" main "$@"; }
 
@@ -96,16 +122,25 @@ fi
 
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
-if [ "$(as_postgres psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'")" != 1 ]; then
+has_test_db=$(as_postgres timeout 10 psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'") ||
+  die "PostgreSQL $pg_version did not answer a query from the OS user postgres within 10s"
+if [ "$has_test_db" != 1 ]; then
   log "creating PostgreSQL database test"
-  as_postgres createdb test
+  as_postgres timeout 30 createdb test
 fi
 
-pg_login() { psql -w -h 127.0.0.1 -p 5432 -U postgres -d test -tAc 'SELECT 1'; }
+pg_login() { PGCONNECT_TIMEOUT=2 timeout 10 psql -w -h 127.0.0.1 -p 5432 -U postgres -d test -tAc 'SELECT 1'; }
+hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
 if pg_login >/dev/null 2>&1; then
   log "PostgreSQL login postgres@127.0.0.1/test works"
+elif [ "$fresh_postgres" = 0 ] && [ "$configure" = 0 ]; then
+  die "PostgreSQL login postgres@127.0.0.1/test without a password fails, and this server was not installed by this run, so its logins are left alone.
+  The tests need, first in $hba:
+    host test postgres 127.0.0.1/32 trust
+    host test postgres ::1/128 trust
+  and a reload; or point BYOK_TEST_POSTGRES_URL at a login that works.
+  Set BYOK_SERVICES_CONFIGURE=1 to let this script make that change."
 else
-  hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
   log "allowing postgres@127.0.0.1/test without a password in $hba"
   # First match wins, so these go before the scram-sha-256 host lines.
   sed -i '1i # Added by scripts/services.sh of byok: the test database on loopback.\nhost test postgres 127.0.0.1/32 trust\nhost test postgres ::1/128 trust' "$hba"
@@ -115,9 +150,9 @@ fi
 
 # ---------------------------------------------------------------- MariaDB
 
-maria_ready() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 ping; }
-maria_socket() { mariadb --protocol=socket -u root "$@"; }
-maria_login() { mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 -e 'SELECT 1' test; }
+maria_ready() { timeout 10 mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 ping; }
+maria_socket() { timeout 30 mariadb --protocol=socket -u root --connect-timeout=2 "$@"; }
+maria_login() { timeout 10 mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 -e 'SELECT 1' test; }
 
 # `mariadb-admin ping` succeeds as soon as the server answers, even when it
 # refuses the login.
@@ -128,6 +163,7 @@ else
   if [ ! -d /var/lib/mysql/mysql ]; then
     log "initializing the MariaDB data directory"
     mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fresh_mariadb=1
   fi
   log "starting MariaDB"
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
@@ -136,11 +172,18 @@ else
 fi
 
 maria_socket -e 'CREATE DATABASE IF NOT EXISTS test' 2>/dev/null ||
-  mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root -e 'CREATE DATABASE IF NOT EXISTS test' ||
+  timeout 10 mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 \
+    -e 'CREATE DATABASE IF NOT EXISTS test' ||
   die "cannot create the MariaDB database test"
 
 if maria_login >/dev/null 2>&1; then
   log "MariaDB login root@127.0.0.1/test works"
+elif [ "$fresh_mariadb" = 0 ] && [ "$configure" = 0 ]; then
+  die "MariaDB login root@127.0.0.1/test without a password fails, and this server was not installed by this run, so its logins are left alone.
+  The tests need root to log in over TCP from 127.0.0.1 and ::1 with an empty password
+  (for example root@127.0.0.1 and root@::1 IDENTIFIED VIA mysql_native_password USING PASSWORD('')),
+  or BYOK_TEST_MYSQL_URL pointed at a login that works.
+  Set BYOK_SERVICES_CONFIGURE=1 to let this script make that change."
 else
   log "letting root log in to MariaDB over TCP from loopback without a password"
   maria_socket <<'SQL'
@@ -159,7 +202,7 @@ fi
 
 # ------------------------------------------------------------------ Redis
 
-redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+redis_ready() { [ "$(timeout 2 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 
 if redis_ready; then
   log "Redis is running"

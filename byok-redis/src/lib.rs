@@ -129,7 +129,20 @@
 //! sparse store takes a few dozen round trips, not 1024. The walk does not
 //! use `SCAN`, whose duplicates and hints would break exactly-once.
 //!
-//! # Redis version
+//! # Server requirements
+//!
+//! **`maxmemory-policy noeviction`** (Redis's default). Under any other
+//! policy a full Redis evicts keys to make room: a key's hash before its
+//! expiry (a stored key is lost), or an index (`list_providers`,
+//! `clear_all`, `scan` and `purge_expired` then miss keys that are still
+//! stored). With `noeviction`, a full Redis refuses writes instead, which
+//! this store reports as a [`StorageErrorKind::Rejected`] error. `connect`
+//! and `connect_cluster` read the policy (`CONFIG GET`, on every master of
+//! a cluster) and log a `tracing` warning when it is not `noeviction`; when
+//! `CONFIG` is disabled, as on some managed services, they skip the check.
+//! They never fail because of it.
+//!
+//! ## Redis version
 //!
 //! **Minimum supported: Redis 7.0**, the version the tests run against,
 //! standalone and as a cluster. By the commands used the floor would be Redis 4.0
@@ -468,12 +481,14 @@ impl RedisStorage {
             Ok(Err(e)) => return Err(storage_error(e, "connecting to Redis failed")),
             Err(_) => return Err(timeout_error(deadline)),
         };
-        Ok(RedisStorage {
+        let store = RedisStorage {
             conn: Connection::Single(manager),
             layout,
             options,
             nodes: describe_nodes(&[url]).into(),
-        })
+        };
+        store.check_eviction_policy().await;
+        Ok(store)
     }
 
     /// Connects to a Redis Cluster through its seed nodes (`redis://` URLs),
@@ -511,12 +526,14 @@ impl RedisStorage {
             Ok(Err(e)) => return Err(storage_error(e, "connecting to Redis Cluster failed")),
             Err(_) => return Err(timeout_error(deadline)),
         };
-        Ok(RedisStorage {
+        let store = RedisStorage {
             conn: Connection::Cluster(conn),
             layout,
             options,
             nodes: describe_nodes(urls).into(),
-        })
+        };
+        store.check_eviction_policy().await;
+        Ok(store)
     }
 
     /// Connects to what `url` names (see [`parse_urls`]): one server, or a
@@ -602,6 +619,65 @@ impl RedisStorage {
         Ok(self.layout.user_index(user_id))
     }
 
+    /// Logs a warning for each server whose `maxmemory-policy` is not
+    /// `noeviction` (see the [crate docs](crate#server-requirements)).
+    /// Never fails: a server that refuses `CONFIG` is not checked.
+    async fn check_eviction_policy(&self) {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("maxmemory-policy");
+        let replies: Vec<(String, Value)> = match &self.conn {
+            Connection::Single(_) => match self
+                .query::<Value>("reading maxmemory-policy failed", &cmd)
+                .await
+            {
+                Ok(v) => vec![(self.nodes.join(","), v)],
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read Redis's maxmemory-policy");
+                    return;
+                }
+            },
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                let mut c = c.clone();
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                match self
+                    .run(
+                        "reading maxmemory-policy failed",
+                        c.route_command(cmd, routing),
+                    )
+                    .await
+                {
+                    Ok(Value::Map(per_node)) => per_node
+                        .into_iter()
+                        .map(|(node, v)| {
+                            let node = redis::from_redis_value_ref::<String>(&node)
+                                .unwrap_or_else(|_| "<unknown node>".to_owned());
+                            (node, v)
+                        })
+                        .collect(),
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not read Redis's maxmemory-policy");
+                        return;
+                    }
+                }
+            }
+        };
+        for (node, reply) in replies {
+            match eviction_policy(&reply) {
+                Some(policy) if policy != "noeviction" => tracing::warn!(
+                    node = %node,
+                    policy = %policy,
+                    "Redis's maxmemory-policy is not noeviction: a full Redis may evict \
+                     stored byok keys or their indexes"
+                ),
+                Some(_) => {}
+                None => tracing::debug!(node = %node, "could not read Redis's maxmemory-policy"),
+            }
+        }
+    }
+
     /// Runs one round trip with the command deadline.
     async fn run<T, F>(&self, what: &'static str, fut: F) -> Result<T>
     where
@@ -664,6 +740,24 @@ impl RedisStorage {
             .zip(providers)
             .map(|(fields, p)| decode(user, p, fields))
             .collect()
+    }
+}
+
+/// The policy in a `CONFIG GET maxmemory-policy` reply (an array of name
+/// and value over RESP2, a map over RESP3); `None` for anything else, such
+/// as the error a server with `CONFIG` disabled answers.
+fn eviction_policy(reply: &Value) -> Option<String> {
+    let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
+    match reply {
+        Value::Array(items) => match items.as_slice() {
+            [name, value] if text(name).as_deref() == Some("maxmemory-policy") => text(value),
+            _ => None,
+        },
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(name, _)| text(name).as_deref() == Some("maxmemory-policy"))
+            .and_then(|(_, value)| text(value)),
+        _ => None,
     }
 }
 
@@ -1221,6 +1315,21 @@ mod tests {
         assert_eq!(kind_of(oom), Some((StorageErrorKind::Rejected, false)));
         let other = redis::make_extension_error("SOMETHING".to_owned(), None);
         assert_eq!(kind_of(other), Some((StorageErrorKind::Other, false)));
+    }
+
+    #[test]
+    fn eviction_policy_is_read_from_both_protocols() {
+        let bulk = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let resp2 = Value::Array(vec![bulk("maxmemory-policy"), bulk("allkeys-lru")]);
+        assert_eq!(eviction_policy(&resp2).as_deref(), Some("allkeys-lru"));
+        let resp3 = Value::Map(vec![(bulk("maxmemory-policy"), bulk("noeviction"))]);
+        assert_eq!(eviction_policy(&resp3).as_deref(), Some("noeviction"));
+        assert_eq!(eviction_policy(&Value::Array(Vec::new())), None);
+        assert_eq!(
+            eviction_policy(&Value::Array(vec![bulk("maxmemory"), bulk("0")])),
+            None
+        );
+        assert_eq!(eviction_policy(&Value::Nil), None);
     }
 
     #[test]

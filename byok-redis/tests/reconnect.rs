@@ -356,22 +356,20 @@ async fn wait_cluster_ok(url: &str) {
     panic!("the one-node cluster at {url} did not become ready");
 }
 
+/// A one-node cluster that holds every slot, with `extra` arguments.
 #[cfg(feature = "cluster")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_connection_fails_retryably_then_recovers() {
-    if !redis_server_installed() {
-        return;
-    }
+async fn one_node_cluster(extra: &[&str]) -> Server {
     let dir = temp_dir();
     let nodes_file = dir.join("nodes.conf");
     let nodes_file = nodes_file.to_str().unwrap().to_owned();
-    let cluster_args = [
+    let mut args = vec![
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         nodes_file.as_str(),
     ];
-    let mut server = Server::start(dir, &cluster_args).await;
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &args).await;
     let url = server.url();
     let mut raw = byok_redis::redis::Client::open(url.as_str())
         .unwrap()
@@ -387,6 +385,17 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
         .unwrap();
     drop(raw);
     wait_cluster_ok(&url).await;
+    server
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_connection_fails_retryably_then_recovers() {
+    if !redis_server_installed() {
+        return;
+    }
+    let mut server = one_node_cluster(&[]).await;
+    let url = server.url();
 
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(500))
@@ -420,5 +429,120 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
     }
     assert!(recovered, "the cluster connection did not recover");
     assert_eq!(store.retrieve("carol", "openai").await.unwrap(), Some(key));
+    drop(server);
+}
+
+/// Warnings logged on this thread while it is alive.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connecting_warns_unless_the_server_never_evicts() {
+    if !redis_server_installed() {
+        return;
+    }
+    let warnings = Warnings::default();
+    let _logging = tracing::dispatcher::set_default(&tracing::Dispatch::new(warnings.clone()));
+    let config = common::config("byok_");
+
+    // Redis's default policy: no warning.
+    let server = Server::start(temp_dir(), &[]).await;
+    RedisStorage::connect(&server.url(), &config).await.unwrap();
+    assert_eq!(warnings.take(), Vec::<String>::new());
+    drop(server);
+
+    let server = Server::start(temp_dir(), &["--maxmemory-policy", "allkeys-lru"]).await;
+    let store = RedisStorage::connect(&server.url(), &config).await.unwrap();
+    let logged = warnings.take();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].contains("allkeys-lru") && logged[0].contains("noeviction"),
+        "{logged:?}"
+    );
+    // The store works all the same.
+    store
+        .store(&ApiKey::new("dave", "p", vec![4]).unwrap())
+        .await
+        .unwrap();
+    drop(server);
+
+    // A server without CONFIG, as some managed services run: not checked,
+    // and connecting still succeeds.
+    let server = Server::start(
+        temp_dir(),
+        &[
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--rename-command",
+            "CONFIG",
+            "",
+        ],
+    )
+    .await;
+    RedisStorage::connect(&server.url(), &config).await.unwrap();
+    assert_eq!(warnings.take(), Vec::<String>::new());
+    drop(server);
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "current_thread")]
+async fn connecting_to_a_cluster_warns_unless_its_masters_never_evict() {
+    if !redis_server_installed() {
+        return;
+    }
+    let warnings = Warnings::default();
+    let _logging = tracing::dispatcher::set_default(&tracing::Dispatch::new(warnings.clone()));
+    let config = common::config("byok_");
+
+    let server = one_node_cluster(&[]).await;
+    RedisStorage::connect_cluster(&[server.url()], &config)
+        .await
+        .unwrap();
+    assert_eq!(warnings.take(), Vec::<String>::new());
+    drop(server);
+
+    let server = one_node_cluster(&["--maxmemory-policy", "volatile-ttl"]).await;
+    RedisStorage::connect_cluster(&[server.url()], &config)
+        .await
+        .unwrap();
+    let logged = warnings.take();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("volatile-ttl"), "{logged:?}");
     drop(server);
 }

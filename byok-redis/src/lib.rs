@@ -795,15 +795,12 @@ fn storage_error(e: RedisError, what: &'static str) -> ByokError {
     {
         StorageErrorKind::Unavailable
     } else {
+        // MOVED, ASK, TRYAGAIN and CLUSTERDOWN are cluster errors, above.
         match e.kind() {
             ErrorKind::Server(
                 ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask,
+                | ServerErrorKind::ReadOnly,
             )
             | ErrorKind::ClusterConnectionNotFound => StorageErrorKind::Unavailable,
             ErrorKind::AuthenticationFailed
@@ -813,9 +810,7 @@ fn storage_error(e: RedisError, what: &'static str) -> ByokError {
             }
             ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StorageErrorKind::Corrupt,
             _ if is_wrong_type(&e) => StorageErrorKind::Corrupt,
-            _ if e.code() == Some("OOM") || e.code() == Some("NOPERM") => {
-                StorageErrorKind::Rejected
-            }
+            _ if e.code() == Some("OOM") => StorageErrorKind::Rejected,
             _ => StorageErrorKind::Other,
         }
     };
@@ -1311,6 +1306,17 @@ mod tests {
         );
         let no_perm = RedisError::from((ServerErrorKind::NoPerm.into(), "no permission"));
         assert_eq!(kind_of(no_perm), Some((StorageErrorKind::Rejected, false)));
+        for cluster in [
+            ServerErrorKind::Moved,
+            ServerErrorKind::Ask,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+        ] {
+            let e = RedisError::from((cluster.into(), "cluster"));
+            assert_eq!(kind_of(e), Some((StorageErrorKind::Unavailable, true)));
+        }
+        let cross = RedisError::from((ServerErrorKind::CrossSlot.into(), "cross slot"));
+        assert_eq!(kind_of(cross), Some((StorageErrorKind::Rejected, false)));
         let oom = redis::make_extension_error("OOM".to_owned(), None);
         assert_eq!(kind_of(oom), Some((StorageErrorKind::Rejected, false)));
         let other = redis::make_extension_error("SOMETHING".to_owned(), None);

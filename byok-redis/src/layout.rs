@@ -110,6 +110,19 @@ impl Layout {
         )
     }
 
+    /// Every key that a write or a delete of one slot touches, with the
+    /// user hashed and encoded once.
+    pub(crate) fn slot_keys(&self, user_id: &str, provider: &str) -> SlotKeys {
+        let tag = self.tag(bucket_of(user_id));
+        let user = encode_id(user_id);
+        SlotKeys {
+            key: format!("{tag}:k:{user}:{}", encode_id(provider)),
+            user_index: format!("{tag}:i:{user}"),
+            bucket_users: format!("{tag}:users"),
+            bucket_expiries: format!("{tag}:exp"),
+        }
+    }
+
     /// The sorted set (all scores 0) of one user's providers.
     pub(crate) fn user_index(&self, user_id: &str) -> String {
         format!("{}:i:{}", self.tag(bucket_of(user_id)), encode_id(user_id))
@@ -127,6 +140,16 @@ impl Layout {
     }
 }
 
+/// The keys of one slot, as [`Layout::key`], [`Layout::user_index`],
+/// [`Layout::bucket_users`] and [`Layout::bucket_expiries`] name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotKeys {
+    pub(crate) key: String,
+    pub(crate) user_index: String,
+    pub(crate) bucket_users: String,
+    pub(crate) bucket_expiries: String,
+}
+
 /// The start of the expiry member of every slot of a user: `<len>:<user>`.
 pub(crate) fn expiry_member_prefix(user_id: &str) -> String {
     format!("{}:{user_id}", user_id.len())
@@ -135,7 +158,7 @@ pub(crate) fn expiry_member_prefix(user_id: &str) -> String {
 /// The member of a slot in its bucket's expiry set: `<len>:<user><provider>`
 /// (the user's length in bytes, so any ids split back unambiguously).
 pub(crate) fn expiry_member(user_id: &str, provider: &str) -> String {
-    format!("{}{provider}", expiry_member_prefix(user_id))
+    format!("{}:{user_id}{provider}", user_id.len())
 }
 
 /// The slot of an expiry member, if it is well formed: valid ids, written
@@ -282,6 +305,24 @@ mod tests {
             assert!(k.starts_with(&tag), "{k}");
             assert_eq!(k.matches('{').count(), 1, "{k}");
             assert_eq!(k.matches('}').count(), 1, "{k}");
+        }
+    }
+
+    #[test]
+    fn slot_keys_name_the_same_keys() {
+        let layout = Layout::new("p:").unwrap();
+        for (user, provider) in [("alice", "openai"), ("a:b}{", "{c}"), ("日本", "*")] {
+            let bucket = bucket_of(user);
+            assert_eq!(
+                layout.slot_keys(user, provider),
+                SlotKeys {
+                    key: layout.key(user, provider),
+                    user_index: layout.user_index(user),
+                    bucket_users: layout.bucket_users(bucket),
+                    bucket_expiries: layout.bucket_expiries(bucket),
+                }
+            );
+            assert!(expiry_member(user, provider).starts_with(&expiry_member_prefix(user)));
         }
     }
 

@@ -703,11 +703,12 @@ impl RedisStorage {
         now: i64,
     ) -> redis::ScriptInvocation<'a> {
         let (user, provider) = (key.user_id(), key.provider());
+        let keys = self.layout.slot_keys(user, provider);
         let mut inv = script.prepare_invoke();
-        inv.key(self.layout.key(user, provider))
-            .key(self.layout.user_index(user))
-            .key(self.layout.bucket_users(bucket_of(user)))
-            .key(self.layout.bucket_expiries(bucket_of(user)))
+        inv.key(keys.key)
+            .key(keys.user_index)
+            .key(keys.bucket_users)
+            .key(keys.bucket_expiries)
             .arg(now)
             .arg(user)
             .arg(provider)
@@ -883,7 +884,7 @@ fn parse_millis(bytes: &[u8]) -> Option<DateTime<Utc>> {
 #[async_trait]
 impl KeyStorage for RedisStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
-        validate::slot(key.user_id(), key.provider())?;
+        // An `ApiKey` always holds a valid slot: no validation here.
         let mut conn = self.conn.clone();
         let inv = self.write_invocation(&scripts::STORE, key, now_millis());
         self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
@@ -902,12 +903,12 @@ impl KeyStorage for RedisStorage {
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         validate::slot(user_id, provider)?;
-        let bucket = bucket_of(user_id);
+        let keys = self.layout.slot_keys(user_id, provider);
         let mut inv = scripts::DELETE.prepare_invoke();
-        inv.key(self.layout.key(user_id, provider))
-            .key(self.layout.user_index(user_id))
-            .key(self.layout.bucket_users(bucket))
-            .key(self.layout.bucket_expiries(bucket))
+        inv.key(keys.key)
+            .key(keys.user_index)
+            .key(keys.bucket_users)
+            .key(keys.bucket_expiries)
             .arg(user_id)
             .arg(provider)
             .arg(expiry_member(user_id, provider));
@@ -982,7 +983,6 @@ impl KeyStorage for RedisStorage {
 
     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
         check_same_slot(current, new)?;
-        validate::slot(new.user_id(), new.provider())?;
         let mut inv = self.write_invocation(&scripts::COMPARE_AND_SWAP, new, now_millis());
         inv.arg(current.encrypted_value());
         let mut conn = self.conn.clone();

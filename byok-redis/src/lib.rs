@@ -256,7 +256,8 @@ pub struct RedisUrls {
 }
 
 impl RedisUrls {
-    /// The `redis://` or `rediss://` URL of each node.
+    /// The URL of each node: `redis://`, `rediss://`, or for one server on
+    /// a Unix socket `redis+unix://` or `unix://`.
     pub fn urls(&self) -> &[String] {
         &self.urls
     }
@@ -279,26 +280,55 @@ impl fmt::Debug for RedisUrls {
 /// Parses a storage URL for Redis.
 ///
 /// * `redis://…` or `rediss://…`: one server.
+/// * `redis+unix:///path/to/socket` (also `unix://`): one server on a Unix
+///   socket.
 /// * `redis+cluster://[user:password@]host1:port1,host2:port2[/]` (also
 ///   `rediss+cluster://`, `redis-cluster://`): the seed nodes of a cluster,
 ///   sharing the credentials.
 /// * Several `redis://` or `rediss://` URLs separated by commas: the seed
-///   nodes of a cluster.
+///   nodes of a cluster. Commas separate nodes only when every part starts
+///   with `redis://` or `rediss://`; otherwise the whole string is one URL,
+///   so a password may hold a comma (percent-encoding it as `%2C` is
+///   never ambiguous).
 ///
 /// Errors never repeat the URL, which may hold a password.
+///
+/// ```
+/// use byok_redis::parse_urls;
+///
+/// let one = parse_urls("redis://:pa,ss@db:6379")?;
+/// assert!(!one.is_cluster());
+/// assert_eq!(one.urls(), ["redis://:pa,ss@db:6379"]);
+///
+/// let list = parse_urls("redis://h1:7000,rediss://h2:7001")?;
+/// assert!(list.is_cluster());
+///
+/// let socket = parse_urls("redis+unix:///run/redis.sock")?;
+/// assert!(!socket.is_cluster());
+/// # Ok::<(), byok_core::ConfigError>(())
+/// ```
 pub fn parse_urls(url: &str) -> Result<RedisUrls, ConfigError> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| ConfigError::new("a Redis URL must start with redis:// or rediss://"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        ConfigError::new(
+            "a Redis URL must start with redis://, rediss://, redis+unix:// or redis+cluster://",
+        )
+    })?;
     let scheme = scheme.to_ascii_lowercase();
     let cluster_scheme = match scheme.as_str() {
         "redis+cluster" | "redis-cluster" => Some("redis"),
         "rediss+cluster" | "rediss-cluster" => Some("rediss"),
         "redis" | "rediss" => None,
+        "redis+unix" | "unix" => {
+            check_socket_url(url)?;
+            return Ok(RedisUrls {
+                urls: vec![url.to_owned()],
+                cluster: false,
+            });
+        }
         _ => {
             return Err(ConfigError::new(
-                "a Redis URL must start with redis://, rediss:// or redis+cluster://",
+                "a Redis URL must start with redis://, rediss://, redis+unix:// or redis+cluster://",
             ));
         }
     };
@@ -330,29 +360,55 @@ pub fn parse_urls(url: &str) -> Result<RedisUrls, ConfigError> {
             cluster: true,
         });
     }
-    let urls: Vec<String> = url
+    let parts: Vec<&str> = url
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
-        .map(str::to_owned)
         .collect();
-    for u in &urls {
-        let lower = u.to_ascii_lowercase();
-        if !(lower.starts_with("redis://") || lower.starts_with("rediss://")) {
-            return Err(ConfigError::new(
-                "each node of a comma-separated Redis URL list must start with redis:// or rediss://",
-            ));
+    let is_node = |u: &str| {
+        let lower = u.get(..9).unwrap_or(u).to_ascii_lowercase();
+        lower.starts_with("redis://") || lower.starts_with("rediss://")
+    };
+    if url.contains(',') && !parts.is_empty() && parts.iter().all(|u| is_node(u)) {
+        for u in &parts {
+            check_url(u)?;
         }
-        check_url(u)?;
+        let cluster = parts.len() > 1;
+        return Ok(RedisUrls {
+            urls: parts.into_iter().map(str::to_owned).collect(),
+            cluster,
+        });
     }
-    let cluster = urls.len() > 1;
-    Ok(RedisUrls { urls, cluster })
+    check_url(url).map_err(|e| {
+        if url.contains(',') {
+            ConfigError::new(
+                "a Redis URL could not be parsed (to list the nodes of a cluster, start every \
+                 comma-separated part with redis:// or rediss://, or use redis+cluster://)",
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(RedisUrls {
+        urls: vec![url.to_owned()],
+        cluster: false,
+    })
 }
 
 fn check_url(url: &str) -> Result<(), ConfigError> {
     match url::Url::parse(url) {
         Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
         Ok(_) => Err(ConfigError::new("a Redis URL must name a host")),
+        Err(e) => Err(ConfigError::new("a Redis URL could not be parsed").with_source(e)),
+    }
+}
+
+fn check_socket_url(url: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(url) {
+        Ok(u) if u.path().len() > 1 => Ok(()),
+        Ok(_) => Err(ConfigError::new(
+            "a redis+unix:// URL must name the socket's path",
+        )),
         Err(e) => Err(ConfigError::new("a Redis URL could not be parsed").with_source(e)),
     }
 }
@@ -536,8 +592,8 @@ impl RedisStorage {
         Ok(store)
     }
 
-    /// Connects to what `url` names (see [`parse_urls`]): one server, or a
-    /// cluster given as `redis+cluster://h1:p1,h2:p2` or as several
+    /// Connects to what `url` names (see [`parse_urls`]): one server (over
+    /// TCP, or a Unix socket with `redis+unix://`), or a cluster given as `redis+cluster://h1:p1,h2:p2` or as several
     /// comma-separated `redis://` URLs. A cluster needs the `cluster`
     /// feature.
     pub async fn open(url: &str, config: &ByokConfig) -> Result<Self> {
@@ -1223,12 +1279,56 @@ mod tests {
             "http://x",
             "redis+cluster://",
             "redis://a:1,http://b",
+            "redis://a:1, b:2",
+            "redis+unix://",
+            "unix:///",
         ] {
             assert!(parse_urls(bad).is_err(), "{bad:?}");
         }
+        let hint = parse_urls("redis://a:1, b:2").unwrap_err();
+        assert!(hint.to_string().contains("redis+cluster://"), "{hint}");
         let e = parse_urls("ftp://u:hunter2@h").unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{c:?}").contains("pw"), "{c:?}");
+    }
+
+    #[test]
+    fn commas_split_only_lists_of_urls() {
+        // A password with a comma, unencoded: one server.
+        let one = parse_urls("redis://user:p,a,ss@db:6379/1").unwrap();
+        assert!(!one.is_cluster());
+        assert_eq!(one.urls(), ["redis://user:p,a,ss@db:6379/1"]);
+        let c = redis::Client::open(one.urls()[0].as_str()).unwrap();
+        assert_eq!(
+            c.get_connection_info().redis_settings().password(),
+            Some("p,a,ss")
+        );
+
+        // Every part a URL: the nodes of a cluster, whatever their case.
+        let list = parse_urls("REDIS://a:1,rediss://b:2").unwrap();
+        assert!(list.is_cluster());
+        assert_eq!(list.urls(), ["REDIS://a:1", "rediss://b:2"]);
+
+        // A trailing comma after one URL: still one server.
+        let trailing = parse_urls("redis://a:1,").unwrap();
+        assert!(!trailing.is_cluster());
+        assert_eq!(trailing.urls(), ["redis://a:1"]);
+    }
+
+    #[test]
+    fn unix_socket_urls_name_one_server() {
+        for url in [
+            "redis+unix:///run/redis.sock",
+            "unix:///run/redis.sock?db=2",
+        ] {
+            let parsed = parse_urls(url).unwrap();
+            assert!(!parsed.is_cluster(), "{url}");
+            assert_eq!(parsed.urls(), [url]);
+            assert!(redis::Client::open(url).is_ok(), "{url}");
+        }
+        // A comma in a socket path is part of the path.
+        let odd = parse_urls("redis+unix:///tmp/a,b.sock").unwrap();
+        assert_eq!(odd.urls(), ["redis+unix:///tmp/a,b.sock"]);
     }
 
     #[test]

@@ -546,3 +546,22 @@ async fn connecting_to_a_cluster_warns_unless_its_masters_never_evict() {
     assert!(logged[0].contains("volatile-ttl"), "{logged:?}");
     drop(server);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn open_accepts_a_unix_socket_url() {
+    if !redis_server_installed() {
+        return;
+    }
+    let dir = temp_dir();
+    let socket = dir.join("redis.sock");
+    let socket = socket.to_str().unwrap().to_owned();
+    let server = Server::start(dir, &["--unixsocket", &socket, "--unixsocketperm", "700"]).await;
+    let store = RedisStorage::open(&format!("redis+unix://{socket}"), &common::config("byok_"))
+        .await
+        .unwrap();
+    assert!(!store.is_cluster());
+    let key = ApiKey::new("erin", "openai", vec![5]).unwrap();
+    store.store(&key).await.unwrap();
+    assert_eq!(store.retrieve("erin", "openai").await.unwrap(), Some(key));
+    drop(server);
+}

@@ -116,6 +116,8 @@ mod pool;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod row;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod storage;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sweeper;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod table;

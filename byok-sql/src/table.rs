@@ -1,8 +1,10 @@
 //! The table name: validated once, before it is ever formatted into SQL.
 
 use std::fmt;
+use std::sync::Arc;
 
 use byok_core::ConfigError;
+use sqlx::AssertSqlSafe;
 
 /// The longest table name, in bytes: PostgreSQL's identifier limit, and
 /// under MySQL's 64.
@@ -80,6 +82,14 @@ impl fmt::Debug for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
     }
+}
+
+/// A statement for sqlx.
+///
+/// Every statement of this crate is built once, from constant text and a
+/// validated [`TableName`]; values are always bound, never formatted in.
+pub(crate) fn sql(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
+    AssertSqlSafe(Arc::clone(statement))
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike `std`'s hasher.

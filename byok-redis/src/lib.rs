@@ -135,8 +135,10 @@
 //! policy a full Redis evicts keys to make room: a key's hash before its
 //! expiry (a stored key is lost), or an index (`list_providers`,
 //! `clear_all`, `scan` and `purge_expired` then miss keys that are still
-//! stored). With `noeviction`, a full Redis refuses writes instead, which
-//! this store reports as a [`StorageErrorKind::Rejected`] error. `connect`
+//! stored). With `noeviction`, a full Redis refuses `store` and
+//! `compare_and_swap` instead, before they change anything, with a
+//! [`StorageErrorKind::Rejected`] error; deleting, clearing and purging
+//! still work and free memory. `connect`
 //! and `connect_cluster` read the policy (`CONFIG GET`, on every master of
 //! a cluster) and log a `tracing` warning when it is not `noeviction`; when
 //! `CONFIG` is disabled, as on some managed services, they skip the check.

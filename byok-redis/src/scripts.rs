@@ -14,8 +14,15 @@ use redis::Script;
 ///
 /// A key that has already expired gets no hash, only its index entries, so
 /// that it reads as absent and `purge_expired` finds and counts it.
+///
+/// The first write is a `ZADD`, which Redis refuses (`OOM`) when it is over
+/// `maxmemory`: once a script has written, Redis lets every later command
+/// of it through, so a script that began with `DEL` would write past the
+/// limit.
 const WRITE: &str = r"
 local function write_key()
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
   redis.call('DEL', KEYS[1])
   local exp = ARGV[8]
   if exp == '' or tonumber(exp) > tonumber(ARGV[1]) then
@@ -29,8 +36,6 @@ local function write_key()
       redis.call('PEXPIREAT', KEYS[1], exp)
     end
   end
-  redis.call('ZADD', KEYS[2], 0, ARGV[3])
-  redis.call('ZADD', KEYS[3], 0, ARGV[2])
   if exp == '' then
     redis.call('ZREM', KEYS[4], ARGV[4])
   else

@@ -565,3 +565,56 @@ async fn open_accepts_a_unix_socket_url() {
     assert_eq!(store.retrieve("erin", "openai").await.unwrap(), Some(key));
     drop(server);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_server_that_never_evicts_refuses_writes_but_deletes() {
+    if !redis_server_installed() {
+        return;
+    }
+    let server = Server::start(temp_dir(), &[]).await;
+    let store = RedisStorage::connect(&server.url(), &common::config("byok_"))
+        .await
+        .unwrap();
+    let key = ApiKey::new("frank", "openai", vec![6]).unwrap();
+    store.store(&key).await.unwrap();
+
+    // One byte of memory: every write is over the limit.
+    let mut raw = byok_redis::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = byok_redis::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let newer = key.clone().with_encrypted_value(vec![7]);
+    let refused = [
+        store.store(&newer).await.unwrap_err(),
+        store.compare_and_swap(&key, &newer).await.unwrap_err(),
+        store
+            .store(&ApiKey::new("frank", "anthropic", vec![8]).unwrap())
+            .await
+            .unwrap_err(),
+    ];
+    for err in refused {
+        assert_eq!(
+            err.as_storage().map(|e| e.kind),
+            Some(StorageErrorKind::Rejected),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+    // Nothing was half written, and removing keys still works.
+    assert_eq!(store.retrieve("frank", "openai").await.unwrap(), Some(key));
+    assert_eq!(store.list_providers("frank").await.unwrap(), ["openai"]);
+    assert!(store.delete("frank", "openai").await.unwrap());
+    assert_eq!(
+        store.list_providers("frank").await.unwrap(),
+        Vec::<String>::new()
+    );
+    drop(server);
+}

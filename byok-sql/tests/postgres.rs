@@ -16,67 +16,30 @@
 mod common;
 
 use std::error::Error as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
 use byok_sql::PostgresStorage;
 use byok_sql::sqlx::postgres::{PgConnection, PgPoolOptions};
-use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
+use byok_sql::sqlx::{self, AssertSqlSafe};
 use common::Scratch;
 
-/// Drops tables that killed runs left behind, once per test binary.
-async fn drop_leftovers(url: &str) {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let Ok(mut conn) = PgConnection::connect(url).await else {
-        return;
-    };
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables \
-         WHERE schemaname = current_schema() AND tablename LIKE 'byok\\_test\\_%'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
-    for table in tables.iter().filter(|t| common::is_stale(t)) {
-        let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-            .execute(&mut conn)
-            .await;
-    }
-    let _ = conn.close().await;
-}
-
-fn drop_table(url: String, table: String) -> impl FnOnce() + Send + Sync + 'static {
-    move || {
-        common::run_detached(move || async move {
-            if let Ok(mut conn) = PgConnection::connect(&url).await {
-                let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            }
-        })
-    }
-}
+/// The tables of the tests, for the removal of leftovers.
+const LIST_TABLES: &str = "SELECT tablename::text FROM pg_tables \
+     WHERE schemaname = current_schema() AND tablename LIKE 'byok\\_test\\_%'";
 
 /// A migrated store on a fresh table, or `None` without a server.
 async fn setup() -> Option<Scratch<PostgresStorage>> {
     let url = byok_testkit::services::postgres_url().await?;
-    drop_leftovers(&url).await;
-    let table = common::table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        ..ByokConfig::default()
-    };
-    let store = PostgresStorage::connect(&url, &config)
-        .await
-        .expect("connect to PostgreSQL");
-    let scratch = Scratch::new(store, drop_table(url, table));
-    scratch.store.migrate().await.expect("migrate");
-    Some(scratch)
+    Some(
+        common::scratch::<PgConnection, _>(
+            url,
+            LIST_TABLES,
+            PostgresStorage::connect,
+            PostgresStorage::migrate,
+        )
+        .await,
+    )
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
@@ -124,7 +87,7 @@ async fn concurrent_migrations_from_two_pools_both_succeed() {
     };
     let a = PostgresStorage::connect(&url, &config).await.unwrap();
     let b = PostgresStorage::connect(&url, &config).await.unwrap();
-    let guard = Scratch::new((), drop_table(url, table));
+    let guard = Scratch::new((), common::drop_table::<PgConnection>(url, table));
     let (ra, rb, rc, rd) = tokio::join!(a.migrate(), b.migrate(), a.migrate(), b.migrate());
     for r in [ra, rb, rc, rd] {
         r.unwrap();

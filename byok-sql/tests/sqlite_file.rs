@@ -14,56 +14,24 @@
 
 mod common;
 
-use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, async_trait};
+use byok_core::{ApiKey, ByokConfig, KeyStorage};
 use byok_sql::SqliteStorage;
+use common::Scratch;
 use tempfile::TempDir;
-
-/// A store on a file in a temporary directory that lives as long as it.
-#[derive(Debug)]
-struct FileStore {
-    store: SqliteStorage,
-    _dir: TempDir,
-}
 
 fn url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.path().join("keys.db").display())
 }
 
-async fn setup() -> Option<FileStore> {
+/// A migrated store on a file in a temporary directory, which is removed
+/// when the store is dropped.
+async fn setup() -> Option<Scratch<SqliteStorage>> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = SqliteStorage::connect(&url(&dir), &ByokConfig::default())
         .await
         .expect("the database file opens");
     store.migrate().await.expect("migrate");
-    Some(FileStore { store, _dir: dir })
-}
-
-#[async_trait]
-impl KeyStorage for FileStore {
-    async fn store(&self, key: &ApiKey) -> Result<()> {
-        self.store.store(key).await
-    }
-    async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        self.store.retrieve(user_id, provider).await
-    }
-    async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        self.store.delete(user_id, provider).await
-    }
-    async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        self.store.list_providers(user_id).await
-    }
-    async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        self.store.clear_all(user_id).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.store.purge_expired().await
-    }
-    async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
-        self.store.compare_and_swap(current, new).await
-    }
-    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
-        self.store.scan(cursor, limit).await
-    }
+    Some(Scratch::new(store, move || drop(dir)))
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);

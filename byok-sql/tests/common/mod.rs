@@ -17,7 +17,12 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use byok_core::chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
-use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, async_trait};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, async_trait};
+use byok_sql::sqlx::{
+    self, AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Executor, IntoArguments, Type,
+};
 
 /// The prefix of every table the tests make.
 pub(crate) const TABLE_PREFIX: &str = "byok_test_";
@@ -68,6 +73,85 @@ where
         runtime.block_on(f());
     });
     let _ = worker.join();
+}
+
+/// A migrated store on a fresh table of the server at `url`, which is
+/// dropped with it. Before the first, the leftovers of killed runs that
+/// `list_tables` finds are dropped.
+///
+/// `C` is the engine's connection type; `connect` and `migrate` are the
+/// storage's own.
+pub(crate) async fn scratch<C, S>(
+    url: String,
+    list_tables: &'static str,
+    connect: impl AsyncFnOnce(&str, &ByokConfig) -> Result<S>,
+    migrate: impl AsyncFnOnce(&S) -> Result<()>,
+) -> Scratch<S>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    <C::Database as Database>::Arguments: IntoArguments<C::Database>,
+    String: Type<C::Database> + for<'r> Decode<'r, C::Database>,
+    usize: ColumnIndex<<C::Database as Database>::Row>,
+{
+    drop_leftovers::<C>(&url, list_tables).await;
+    let table = table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        ..ByokConfig::default()
+    };
+    let store = connect(&url, &config).await.expect("connect to the server");
+    let scratch = Scratch::new(store, drop_table::<C>(url, table));
+    migrate(&scratch.store).await.expect("migrate");
+    scratch
+}
+
+/// Drops the tables that killed runs left behind, once per test binary;
+/// `list_tables` selects the names of the tables of the tests.
+async fn drop_leftovers<C>(url: &str, list_tables: &'static str)
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    <C::Database as Database>::Arguments: IntoArguments<C::Database>,
+    String: Type<C::Database> + for<'r> Decode<'r, C::Database>,
+    usize: ColumnIndex<<C::Database as Database>::Row>,
+{
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(mut conn) = C::connect(url).await else {
+        return;
+    };
+    let tables: Vec<String> = sqlx::query_scalar(list_tables)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    for table in tables.iter().filter(|t| is_stale(t)) {
+        let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut conn)
+            .await;
+    }
+    let _ = conn.close().await;
+}
+
+/// What drops `table` of the server at `url`, from anywhere, `Drop` of an
+/// async test included.
+pub(crate) fn drop_table<C>(url: String, table: String) -> impl FnOnce() + Send + Sync + 'static
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    move || {
+        run_detached(move || async move {
+            if let Ok(mut conn) = C::connect(&url).await {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        })
+    }
 }
 
 /// The store under test, on its own table, which is dropped with it.

@@ -317,3 +317,96 @@ pub(crate) fn assert_hidden(err: &(dyn std::error::Error + 'static), secret: &st
         depth += 1;
     }
 }
+
+/// A loopback TCP proxy to `upstream` that can go silent: after
+/// [`SilentProxy::freeze`], it forwards nothing more either way but keeps
+/// every connection open, as a server that vanished without closing its
+/// sockets (a crashed host, a cut network) looks to a client.
+pub(crate) struct SilentProxy {
+    pub(crate) port: u16,
+    frozen: std::sync::Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentProxy {
+    pub(crate) async fn start(upstream: (String, u16)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("a bound address").port();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&frozen);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream.clone()).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(
+                    client_read,
+                    server_write,
+                    std::sync::Arc::clone(&flag),
+                ));
+                tokio::spawn(forward(
+                    server_read,
+                    client_write,
+                    std::sync::Arc::clone(&flag),
+                ));
+            }
+        });
+        SilentProxy { port, frozen, task }
+    }
+
+    /// From now on, nothing passes; the connections stay open.
+    pub(crate) fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if frozen.load(Ordering::SeqCst) {
+            // Hold both halves open and never answer again.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The host and port of a service URL.
+pub(crate) fn upstream(url: &str, default_port: u16) -> (String, u16) {
+    let parsed = url::Url::parse(url).expect("a service URL");
+    let host = parsed.host_str().expect("a host").to_owned();
+    (host, parsed.port().unwrap_or(default_port))
+}
+
+/// A service URL pointed at a port on loopback instead (a proxy's).
+pub(crate) fn on_loopback_port(url: &str, port: u16) -> String {
+    let mut parsed = url::Url::parse(url).expect("a service URL");
+    parsed
+        .set_host(Some("127.0.0.1"))
+        .expect("the URL takes a host");
+    parsed.set_port(Some(port)).expect("the URL takes a port");
+    parsed.into()
+}

@@ -35,10 +35,10 @@
 //!
 //! Each backend has `connect(url, &config)` (makes a pool tuned for a key
 //! store, see below), `from_pool(pool, &config)` (uses yours),
-//! `with_table_name(name)`, `with_operation_timeout(duration)`, `migrate()`
-//! and `pool()`. With
-//! `config.auto_cleanup` on, a background task purges expired keys every
-//! minute for as long as the storage lives.
+//! `with_table_name(name)`, `with_operation_timeout(duration)`,
+//! `migrate()`, `pool()` and `table_name()`. With `config.auto_cleanup`
+//! on, a background task purges expired keys every minute for as long as
+//! the storage lives.
 //!
 //! # Schema
 //!
@@ -92,8 +92,9 @@
 //! acquire would add a round trip before every operation. A connection
 //! that dies while idle fails its next statement with a retryable error
 //! instead, and connections are recycled after 5 minutes idle or 30
-//! minutes of life. Waiting for a connection times out after
-//! 5 s with a retryable error. Use `from_pool` to choose otherwise.
+//! minutes of life. Waiting for a connection times out after 5 s with a
+//! retryable error, and so does `connect` when the server accepts the
+//! connection but never answers. Use `from_pool` to choose otherwise.
 //!
 //! Whatever the pool, each operation of [`KeyStorage`](byok_core::KeyStorage)
 //! has a deadline, 10 s by default (`with_operation_timeout`), after which

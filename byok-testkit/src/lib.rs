@@ -346,9 +346,22 @@ macro_rules! suite {
         /// lines). The calling crate needs `tokio` with the `macros` and
         /// `rt-multi-thread` features among its dev-dependencies.
         ///
-        /// ```ignore
-        /// byok_testkit::conformance_tests!(MemoryStorage::new());
-        /// byok_testkit::conformance_tests!(maybe: setup_redis().await);
+        /// ```
+        /// mod memory {
+        ///     use byok_memory::MemoryStorage;
+        ///     byok_testkit::conformance_tests!(MemoryStorage::new());
+        /// }
+        ///
+        /// mod server {
+        ///     # use byok_memory::MemoryStorage;
+        ///     /// `None`, with a skip line, when the server is not there.
+        ///     async fn setup() -> Option<MemoryStorage> {
+        ///         byok_testkit::services::redis_url().await?;
+        ///         Some(MemoryStorage::new())
+        ///     }
+        ///     byok_testkit::conformance_tests!(maybe: setup().await);
+        /// }
+        /// # fn main() {}
         /// ```
         #[macro_export]
         macro_rules! conformance_tests {

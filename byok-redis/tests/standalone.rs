@@ -389,3 +389,28 @@ async fn a_panicking_test_leaves_no_keys_behind() {
         .unwrap();
     assert_eq!(left, 0, "keys under the test's prefix outlived it");
 }
+
+/// The crate docs promise Redis 7.0 as the minimum; the server these tests
+/// run against must be at least that, or the promise is untested.
+#[tokio::test]
+async fn the_test_server_meets_the_documented_minimum_version() {
+    let Some((_store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let info: String = byok_redis::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("INFO server names the version")
+        .trim();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!(
+        (major, minor) >= (7, 0),
+        "the test Redis is {version}, older than the documented minimum 7.0"
+    );
+}

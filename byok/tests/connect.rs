@@ -6,7 +6,7 @@
     reason = "test helpers fail the test"
 )]
 
-use byok::{ApiKey, ByokConfig, ByokError};
+use byok::{ApiKey, ByokConfig, ByokError, KeyStorage};
 
 #[tokio::test]
 async fn memory_urls_open_a_memory_store() {
@@ -70,51 +70,22 @@ async fn sqlite_urls_open_a_migrated_sqlite_store() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[cfg(feature = "postgres")]
-#[tokio::test]
-async fn postgres_urls_open_a_migrated_store() {
-    let Some(url) = byok_testkit::services::postgres_url().await else {
-        return;
-    };
-    let config = ByokConfig {
-        db_table_name: format!("byok_connect_{:x}", rand_suffix()),
+/// A configuration whose table name and Redis prefix belong to this test
+/// alone, so tests share servers safely.
+#[allow(dead_code, reason = "used by the tests of some features only")]
+fn isolated_config() -> ByokConfig {
+    let suffix = rand_suffix();
+    ByokConfig {
+        db_table_name: format!("byok_connect_{suffix:x}"),
+        session_key_prefix: format!("byok_connect_{suffix:x}_"),
         auto_cleanup: false,
         ..ByokConfig::default()
-    };
-    let store = byok::connect_with(&url, &config).await.unwrap();
-    let user = format!("connect-{:x}", rand_suffix());
-    store
-        .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(store.clear_all(&user).await.unwrap(), 1);
-    drop(store);
-    drop_table(&url, &config.db_table_name).await;
+    }
 }
 
-#[cfg(feature = "postgres")]
-async fn drop_table(url: &str, table: &str) {
-    use byok::byok_sql::sqlx;
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
-    // The name was made by this test from hex digits.
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-}
-
-#[cfg(feature = "redis")]
-#[tokio::test]
-async fn redis_urls_open_a_redis_store() {
-    let Some(url) = byok_testkit::services::redis_url().await else {
-        return;
-    };
-    let config = ByokConfig {
-        session_key_prefix: format!("byok_connect_{:x}_", rand_suffix()),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
-    let store = byok::connect_with(&url, &config).await.unwrap();
+/// Writes, lists and clears one key of a fresh user through `store`.
+#[allow(dead_code, reason = "used by the tests of some features only")]
+async fn write_list_clear(store: &dyn KeyStorage) {
     let user = format!("connect-{:x}", rand_suffix());
     store
         .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
@@ -124,25 +95,70 @@ async fn redis_urls_open_a_redis_store() {
     assert_eq!(store.clear_all(&user).await.unwrap(), 1);
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_urls_open_a_migrated_store() {
+    use byok::byok_sql::sqlx;
+    let Some(url) = byok_testkit::services::postgres_url().await else {
+        return;
+    };
+    let config = isolated_config();
+    let store = byok::connect_with(&url, &config).await.unwrap();
+    write_list_clear(store.as_ref()).await;
+    drop(store);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(drop_table(&config.db_table_name))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn mysql_urls_open_a_migrated_store() {
+    use byok::byok_sql::sqlx;
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    let config = isolated_config();
+    let store = byok::connect_with(&url, &config).await.unwrap();
+    write_list_clear(store.as_ref()).await;
+    drop(store);
+    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    sqlx::query(drop_table(&config.db_table_name))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+/// The statement that drops a test's table; the name was made by the test
+/// from hex digits.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn drop_table(table: &str) -> byok::byok_sql::sqlx::AssertSqlSafe<String> {
+    byok::byok_sql::sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}"))
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_urls_open_a_redis_store() {
+    let Some(url) = byok_testkit::services::redis_url().await else {
+        return;
+    };
+    let store = byok::connect_with(&url, &isolated_config()).await.unwrap();
+    write_list_clear(store.as_ref()).await;
+}
+
 #[cfg(feature = "redis-cluster")]
 #[tokio::test]
 async fn cluster_urls_open_a_cluster_store() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let config = ByokConfig {
-        session_key_prefix: format!("byok_connect_{:x}_", rand_suffix()),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
-    let store = byok::connect_with(&urls.join(","), &config).await.unwrap();
-    let user = format!("connect-{:x}", rand_suffix());
-    store
-        .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
+    let store = byok::connect_with(&urls.join(","), &isolated_config())
         .await
         .unwrap();
     assert!(format!("{store:?}").contains("luster"), "{store:?}");
-    assert_eq!(store.clear_all(&user).await.unwrap(), 1);
+    write_list_clear(store.as_ref()).await;
 }
 
 #[allow(dead_code, reason = "used by the tests of some features only")]

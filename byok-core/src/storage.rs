@@ -75,6 +75,27 @@ pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
     /// the walk may or may not be. Cursors can be saved and used later, so
     /// a walk can resume after a restart.
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage>;
+
+    /// Every key of this user, sorted by provider (by bytes), in as few
+    /// round trips as the backend allows.
+    ///
+    /// Keys that have expired but are not purged yet may be included, each
+    /// with its `expires_at`, so that a summary can show them as expired;
+    /// callers that want only live keys check [`ApiKey::is_expired`].
+    ///
+    /// The default makes one [`list_providers`](KeyStorage::list_providers)
+    /// call and one [`retrieve`](KeyStorage::retrieve) per provider, and so
+    /// returns only unexpired keys; backends override it with one read.
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        let providers = self.list_providers(user_id).await?;
+        let mut keys = Vec::with_capacity(providers.len());
+        for provider in providers {
+            if let Some(key) = self.retrieve(user_id, &provider).await? {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
 }
 
 /// A position in a [`KeyStorage::scan`] walk: an opaque token of the backend
@@ -155,6 +176,9 @@ macro_rules! forward_key_storage {
             }
             async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
                 (**self).scan(cursor, limit).await
+            }
+            async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+                (**self).user_keys(user_id).await
             }
         }
     )*};

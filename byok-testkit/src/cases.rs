@@ -512,6 +512,44 @@ case! {
 }
 
 case! {
+    /// `user_keys` returns every live key of the user, whole and sorted by
+    /// provider, nobody else's, and an expired key only as expired.
+    user_keys_returns_the_users_keys_sorted(store, ns) {
+        let user = ns.user("u");
+        let other = ns.user("other");
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        let later = Some(in_future(chrono::Duration::hours(1)));
+        let mut live = Vec::new();
+        for (p, value) in [("zeta", 3u8), ("alpha", 1), ("mid", 2)] {
+            let k = key(&user, p, vec![value; 20])?
+                .with_hint(Some(format!("hint-{p}")))
+                .map_err(|e| Failure::new(format!("building a hint: {e}")))?
+                .with_expires_at(later);
+            store.store(&k).await?;
+            live.push(k);
+        }
+        store.store(&key(&user, "gone", vec![9])?.with_expires_at(past)).await?;
+        store.store(&key(&other, "alpha", vec![7])?).await?;
+        ensure_eq!(store.user_keys(&ns.user("nobody")).await?.len(), 0, "keys of a user without keys");
+        let got = store.user_keys(&user).await?;
+        let providers: Vec<&str> = got.iter().map(ApiKey::provider).collect();
+        let mut sorted = providers.clone();
+        sorted.sort_unstable();
+        ensure_eq!(providers, sorted, "user_keys order");
+        for k in &got {
+            ensure_eq!(k.user_id(), user.as_str(), "user of a returned key");
+            if k.provider() == "gone" {
+                ensure!(k.is_expired(), "the expired key came back as live");
+            }
+        }
+        let live_got: Vec<&ApiKey> = got.iter().filter(|k| !k.is_expired()).collect();
+        live.sort_by(|a, b| a.provider().cmp(b.provider()));
+        ensure_eq!(live_got, live.iter().collect::<Vec<_>>(), "live keys from user_keys");
+        Ok(())
+    }
+}
+
+case! {
     /// Purge removes expired keys (of every user) and counts at least ours;
     /// it leaves unexpired keys alone.
     purge_removes_only_expired_keys(store, ns) {

@@ -15,6 +15,27 @@
 //! Decryption reads the key id from the header and uses that key of the
 //! [`Keyring`]; it never tries keys one after another.
 //!
+//! # Nonces
+//!
+//! Each ciphertext gets a fresh 96-bit random nonce from `rand`'s
+//! [`ThreadRng`](rand::rngs::ThreadRng): a ChaCha-based CSPRNG per thread,
+//! seeded from the operating system and reseeded from it periodically. It is
+//! a correct source for random nonces and costs a few nanoseconds where a
+//! system call per nonce costs a few hundred. With 96-bit random nonces the
+//! chance that two ciphertexts under one master key share a nonce stays
+//! below 2^-32 for 2^32 encryptions; AES-GCM-SIV is also nonce-misuse
+//! resistant, so even a repeated nonce reveals only whether the two
+//! plaintexts (with their user and provider) were equal, never a key.
+//! Rotate to a new master key well before 2^32 writes under one key.
+//!
+//! # Wiping
+//!
+//! Every copy of master-key material is wiped when dropped: the
+//! [`MasterKey`] bytes, the AES key schedule kept per keyring entry (whose
+//! first round key is the master key itself), the per-message keys, the
+//! POLYVAL state, and the HMAC-SHA256 states of HKDF and of
+//! [`Keyring::keyed_fingerprint`].
+//!
 //! # Which master key to use
 //!
 //! * [`MasterKey::generate`] once, then keep its [`to_base64`](MasterKey::to_base64)
@@ -30,12 +51,12 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use aes_gcm_siv::aead::inout::InOutBuf;
-use aes_gcm_siv::aead::{AeadInOut, Generate, KeyInit};
+use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use rand::Rng as _;
 use secrecy::SecretString;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
@@ -71,11 +92,8 @@ impl MasterKey {
 
     /// A new key from the operating system's random number generator.
     pub fn generate() -> Self {
-        let key = aes_gcm_siv::Key::<Aes256GcmSiv>::generate();
         let mut bytes = Box::new(Zeroizing::new([0u8; 32]));
-        bytes.copy_from_slice(&key[..]);
-        let mut key = key;
-        key.zeroize();
+        rand::rand_core::UnwrapErr(rand::rngs::SysRng).fill_bytes(&mut bytes[..]);
         MasterKey { bytes }
     }
 
@@ -346,7 +364,9 @@ impl Keyring {
         provider: &str,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, EncryptionError> {
-        self.seal(user_id, provider, plaintext, &Nonce::generate())
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        self.seal(user_id, provider, plaintext, &Nonce::from(nonce))
     }
 
     fn seal(
@@ -367,7 +387,7 @@ impl Keyring {
         out.extend_from_slice(plaintext);
         let tag = entry
             .cipher
-            .encrypt_inout_detached(nonce, &aad, InOutBuf::from(&mut out[start..]))
+            .encrypt_in_place_detached(nonce, &aad, &mut out[start..])
             .map_err(|_| {
                 out.zeroize();
                 EncryptionError::EncryptFailed
@@ -395,14 +415,14 @@ impl Keyring {
             .keys
             .get(&key_id)
             .ok_or(EncryptionError::UnknownKeyId { key_id })?;
-        let nonce =
-            Nonce::try_from(&ciphertext[HEADER_LEN..HEADER_LEN + NONCE_LEN]).map_err(|_| {
-                EncryptionError::Malformed {
-                    reason: "bad nonce",
-                }
+        let nonce = <[u8; NONCE_LEN]>::try_from(&ciphertext[HEADER_LEN..HEADER_LEN + NONCE_LEN])
+            .map(Nonce::from)
+            .map_err(|_| EncryptionError::Malformed {
+                reason: "bad nonce",
             })?;
         let body_end = ciphertext.len() - TAG_LEN;
-        let tag = Tag::try_from(&ciphertext[body_end..])
+        let tag = <[u8; TAG_LEN]>::try_from(&ciphertext[body_end..])
+            .map(Tag::from)
             .map_err(|_| EncryptionError::Malformed { reason: "bad tag" })?;
         let aad = associated_data(&ciphertext[..HEADER_LEN], user_id, provider);
         // Exactly the plaintext's length, so that turning it into a string
@@ -410,7 +430,7 @@ impl Keyring {
         let mut buf = Zeroizing::new(ciphertext[HEADER_LEN + NONCE_LEN..body_end].to_vec());
         entry
             .cipher
-            .decrypt_inout_detached(&nonce, &aad, InOutBuf::from(&mut buf[..]), &tag)
+            .decrypt_in_place_detached(&nonce, &aad, &mut buf[..], &tag)
             .map_err(|_| EncryptionError::AuthenticationFailed { key_id })?;
         Ok(buf)
     }
@@ -443,7 +463,7 @@ impl Keyring {
     /// without the master key. It changes when the primary key changes.
     pub fn keyed_fingerprint(&self, api_key: &str) -> String {
         let entry = &self.keys[&self.primary];
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&entry.fingerprint_key[..])
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&entry.fingerprint_key[..])
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(api_key.as_bytes());
         let digest = mac.finalize().into_bytes();
@@ -682,6 +702,33 @@ mod tests {
         );
     }
 
+    /// Each keyring entry keeps an AES key schedule whose first round key is
+    /// the master key, and HKDF and the keyed fingerprint run HMAC-SHA256
+    /// states keyed by master-key material. Each of these types must wipe
+    /// itself when dropped; this does not compile when the `zeroize`
+    /// features of `aes`, `sha2` or `hmac` are off.
+    #[test]
+    fn master_key_material_is_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<aes::Aes256>();
+        wiped_on_drop::<Sha256>();
+        // The state an HMAC (and so HKDF) keeps for its inner and outer keys.
+        wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+        wiped_on_drop::<Zeroizing<[u8; 32]>>();
+    }
+
+    #[test]
+    fn nonces_are_fresh_per_ciphertext() {
+        let ring = Keyring::new(1, key(1));
+        let nonces: std::collections::HashSet<Vec<u8>> = (0..1000)
+            .map(|_| {
+                let ct = ring.encrypt("u", "p", b"k").unwrap();
+                ct[HEADER_LEN..HEADER_LEN + NONCE_LEN].to_vec()
+            })
+            .collect();
+        assert_eq!(nonces.len(), 1000);
+    }
+
     #[test]
     fn keyed_fingerprint_depends_on_master_key() {
         let a = Keyring::new(1, key(1));
@@ -720,7 +767,8 @@ mod tests {
                 key_id.parse().unwrap(),
                 MasterKey::from_hex(key_hex).unwrap(),
             );
-            let nonce = Nonce::try_from(&hex::decode(nonce).unwrap()[..]).unwrap();
+            let nonce =
+                Nonce::from(<[u8; NONCE_LEN]>::try_from(&hex::decode(nonce).unwrap()[..]).unwrap());
             let user = String::from_utf8(hex::decode(user).unwrap()).unwrap();
             let provider = String::from_utf8(hex::decode(provider).unwrap()).unwrap();
             let plaintext = hex::decode(plaintext).unwrap();
@@ -756,20 +804,19 @@ mod tests {
             .filter(|l| !l.starts_with('#') && !l.is_empty())
         {
             let f: Vec<Vec<u8>> = line.split(' ').map(h).collect();
-            let cipher =
-                Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::try_from(&f[0][..]).unwrap());
-            let nonce = Nonce::try_from(&f[1][..]).unwrap();
+            let cipher = Aes256GcmSiv::new_from_slice(&f[0]).unwrap();
+            let nonce = Nonce::from(<[u8; NONCE_LEN]>::try_from(&f[1][..]).unwrap());
             let mut buf = f[3].clone();
             let tag = cipher
-                .encrypt_inout_detached(&nonce, &f[2], InOutBuf::from(&mut buf[..]))
+                .encrypt_in_place_detached(&nonce, &f[2], &mut buf[..])
                 .unwrap();
             buf.extend_from_slice(&tag);
             assert_eq!(buf, f[4]);
             let n = buf.len() - TAG_LEN;
-            let tag = Tag::try_from(&buf[n..]).unwrap();
+            let tag = Tag::from(<[u8; TAG_LEN]>::try_from(&buf[n..]).unwrap());
             let mut body = buf[..n].to_vec();
             cipher
-                .decrypt_inout_detached(&nonce, &f[2], InOutBuf::from(&mut body[..]), &tag)
+                .decrypt_in_place_detached(&nonce, &f[2], &mut body[..], &tag)
                 .unwrap();
             assert_eq!(body, f[3]);
             seen += 1;

@@ -231,6 +231,8 @@ pub(crate) enum RowResult {
     Timing(Comparison),
     /// Bytes per key: byok, the hand-written map.
     Bytes(f64, f64),
+    /// The comparison failed with this error.
+    Failed(String),
 }
 
 pub(crate) fn fmt_ns(ns: f64) -> String {
@@ -275,10 +277,17 @@ impl Row {
                     hand.map_or("—".to_owned(), pct),
                 )
             }
+            RowResult::Failed(e) => (
+                format!("failed: {e}"),
+                "—".to_owned(),
+                "—".to_owned(),
+                "—".to_owned(),
+                "—".to_owned(),
+            ),
             RowResult::Bytes(b, h) => (
                 format!("{b:.0} B/key"),
                 format!("{h:.0} B/key"),
-                format!("{:.2}× (+{:.0} B/key)", b / h, b - h),
+                format!("{:.2}× ({:+.0} B/key)", b / h, b - h),
                 "—".to_owned(),
                 "—".to_owned(),
             ),

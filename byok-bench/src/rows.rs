@@ -65,7 +65,7 @@ fn record(value: Vec<u8>, expires_at_ms: Option<i64>) -> Record {
     }
 }
 
-/// Stores `n` keys through `store` on 64 tasks.
+/// Stores `n` keys through `store` on 16 tasks.
 async fn fill<F, Fut>(n: usize, store: F) -> BResult<()>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
@@ -78,7 +78,7 @@ where
         rounds: 1,
         ops: n,
         batch: 1,
-        tasks: 64.min(n),
+        tasks: 16.min(n),
     };
     let per_task = n / plan.tasks;
     let store = Arc::new(store);
@@ -102,6 +102,29 @@ impl<H: HandStore> Backend<H> {
             ops,
             batch,
             tasks,
+        }
+    }
+
+    /// Emits the row, or a row naming the error when the comparison failed
+    /// (the run goes on with the next row).
+    fn emit_result(
+        &self,
+        out: &mut Vec<Row>,
+        operation: &str,
+        tasks: usize,
+        c: BResult<harness::Comparison>,
+    ) {
+        match c {
+            Ok(c) => crate::emit(out, self.row(operation, tasks, c)),
+            Err(e) => crate::emit(
+                out,
+                Row {
+                    backend: self.name.clone(),
+                    operation: operation.to_owned(),
+                    tasks,
+                    result: RowResult::Failed(e.to_string()),
+                },
+            ),
         }
     }
 
@@ -172,8 +195,8 @@ impl<H: HandStore> Backend<H> {
                         }
                     },
                 )
-                .await?;
-                crate::emit(out, self.row("retrieve", tasks, c));
+                .await;
+                self.emit_result(out, "retrieve", tasks, c);
             }
             if sizes.wants("get_key") {
                 let (b, us) = (byok.clone(), Arc::clone(&users));
@@ -204,8 +227,8 @@ impl<H: HandStore> Backend<H> {
                         }
                     },
                 )
-                .await?;
-                crate::emit(out, self.row("get_key", tasks, cmp));
+                .await;
+                self.emit_result(out, "get_key", tasks, cmp);
             }
             if sizes.wants("store") {
                 let value: Arc<Vec<u8>> = Arc::new(cipher.seal("u", "p", &[b'k'; 100])?);
@@ -240,8 +263,8 @@ impl<H: HandStore> Backend<H> {
                         }
                     },
                 )
-                .await?;
-                crate::emit(out, self.row("store", tasks, c));
+                .await;
+                self.emit_result(out, "store", tasks, c);
             }
             if sizes.wants("set_key") {
                 let (b, us) = (byok.clone(), Arc::clone(&users));
@@ -270,8 +293,8 @@ impl<H: HandStore> Backend<H> {
                         }
                     },
                 )
-                .await?;
-                crate::emit(out, self.row("set_key", tasks, cmp));
+                .await;
+                self.emit_result(out, "set_key", tasks, cmp);
             }
         }
         if sizes.wants("list") || sizes.wants("clear") || sizes.wants("purge") {

@@ -26,9 +26,12 @@ pub fn mask_key(key: &str) -> String {
     if chars < VISIBLE_CHARS * 4 {
         return "********".to_owned();
     }
-    let head: String = key.chars().take(VISIBLE_CHARS).collect();
-    let tail: String = key.chars().skip(chars - VISIBLE_CHARS).collect();
-    format!("{head}...{tail}")
+    // One allocation: this runs on every set_key.
+    let mut masked = String::with_capacity(2 * VISIBLE_CHARS * 4 + 3);
+    masked.extend(key.chars().take(VISIBLE_CHARS));
+    masked.push_str("...");
+    masked.extend(key.chars().skip(chars - VISIBLE_CHARS));
+    masked
 }
 
 /// The Python library's fingerprint: the first 16 hex digits of SHA-256.

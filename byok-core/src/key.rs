@@ -1,6 +1,7 @@
 //! The stored form of an API key: [`ApiKey`] and its SQL row shape [`UserApiKey`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -52,12 +53,18 @@ pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
 /// assert_eq!(back, key);
 /// # Ok::<(), byok_core::error::InvalidInput>(())
 /// ```
+///
+/// # Cost
+///
+/// The ids, the ciphertext and the hint are shared, immutable buffers:
+/// cloning an `ApiKey` copies no bytes and allocates nothing, which is what
+/// an in-memory store does on every read.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
-    user_id: String,
-    provider: String,
-    encrypted_value: Vec<u8>,
-    hint: Option<String>,
+    user_id: Arc<str>,
+    provider: Arc<str>,
+    encrypted_value: Arc<[u8]>,
+    hint: Option<Arc<str>>,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
 }
@@ -75,13 +82,34 @@ impl ApiKey {
         let provider = provider.into();
         validate::slot(&user_id, &provider)?;
         Ok(ApiKey {
-            user_id,
-            provider,
-            encrypted_value: encrypted_value.into(),
+            user_id: user_id.into(),
+            provider: provider.into(),
+            encrypted_value: encrypted_value.into().into(),
             hint: None,
             created_at: now(),
             expires_at: None,
         })
+    }
+
+    /// A key from parts the caller has already validated: the manager's
+    /// write path, which checks the slot before encrypting and derives the
+    /// hint from a validated key, so nothing is checked twice.
+    pub(crate) fn from_checked(
+        user_id: &str,
+        provider: &str,
+        encrypted_value: Vec<u8>,
+        hint: String,
+        created_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        ApiKey {
+            user_id: user_id.into(),
+            provider: provider.into(),
+            encrypted_value: encrypted_value.into(),
+            hint: Some(hint.into()),
+            created_at,
+            expires_at,
+        }
     }
 
     /// Sets the creation time (truncated to milliseconds).
@@ -102,19 +130,25 @@ impl ApiKey {
         if let Some(h) = &hint {
             validate::hint(h)?;
         }
-        self.hint = hint;
+        self.hint = hint.map(Arc::from);
         Ok(self)
     }
 
     /// Replaces the ciphertext, keeping the slot and metadata.
     pub fn with_encrypted_value(mut self, encrypted_value: impl Into<Vec<u8>>) -> Self {
-        self.encrypted_value = encrypted_value.into();
+        self.encrypted_value = encrypted_value.into().into();
         self
     }
 
     /// The user the key belongs to.
     pub fn user_id(&self) -> &str {
         &self.user_id
+    }
+
+    /// The user id as a shared buffer: cloning it copies nothing. A store
+    /// that indexes keys by user can keep this one copy of the id.
+    pub fn user_id_shared(&self) -> Arc<str> {
+        Arc::clone(&self.user_id)
     }
 
     /// The provider, such as `openai`.
@@ -160,7 +194,7 @@ impl ApiKey {
 
     /// Takes the ciphertext out.
     pub fn into_encrypted_value(self) -> Vec<u8> {
-        self.encrypted_value
+        self.encrypted_value.to_vec()
     }
 }
 
@@ -201,12 +235,12 @@ struct ApiKeyJson {
 impl Serialize for ApiKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         ApiKeyJson {
-            provider: self.provider.clone(),
-            encrypted_value: self.encrypted_value.clone(),
+            provider: self.provider.to_string(),
+            encrypted_value: self.encrypted_value.to_vec(),
             created_at: self.created_at,
             expires_at: self.expires_at,
-            user_id: Some(self.user_id.clone()),
-            hint: self.hint.clone(),
+            user_id: Some(self.user_id.to_string()),
+            hint: self.hint.as_deref().map(str::to_owned),
         }
         .serialize(s)
     }
@@ -324,10 +358,10 @@ impl From<ApiKey> for UserApiKey {
     fn from(k: ApiKey) -> Self {
         UserApiKey {
             id: None,
-            user_id: k.user_id,
-            provider: k.provider,
-            encrypted_value: k.encrypted_value,
-            hint: k.hint,
+            user_id: k.user_id.to_string(),
+            provider: k.provider.to_string(),
+            encrypted_value: k.encrypted_value.to_vec(),
+            hint: k.hint.as_deref().map(str::to_owned),
             created_at: k.created_at,
             expires_at: k.expires_at,
         }
@@ -343,10 +377,10 @@ impl TryFrom<UserApiKey> for ApiKey {
             validate::hint(h)?;
         }
         Ok(ApiKey {
-            user_id: row.user_id,
-            provider: row.provider,
-            encrypted_value: row.encrypted_value,
-            hint: row.hint,
+            user_id: row.user_id.into(),
+            provider: row.provider.into(),
+            encrypted_value: row.encrypted_value.into(),
+            hint: row.hint.map(Arc::from),
             created_at: to_millis(row.created_at),
             expires_at: row.expires_at.map(to_millis),
         })
@@ -417,6 +451,15 @@ mod tests {
             ..row
         };
         assert_eq!(ApiKey::try_from(bad).unwrap_err().field, Field::UserId);
+    }
+
+    #[test]
+    fn clones_share_their_buffers() {
+        let k = sample();
+        let c = k.clone();
+        assert!(Arc::ptr_eq(&k.user_id_shared(), &c.user_id_shared()));
+        assert_eq!(k.encrypted_value().as_ptr(), c.encrypted_value().as_ptr());
+        assert_eq!(k.hint().map(str::as_ptr), c.hint().map(str::as_ptr));
     }
 
     #[test]

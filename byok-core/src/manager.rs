@@ -302,7 +302,7 @@ impl Byok {
         &self.inner.config
     }
 
-    fn expiry(&self, ttl: Ttl) -> Result<Option<DateTime<Utc>>> {
+    fn expiry(&self, ttl: Ttl, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         let ttl = match ttl {
             Ttl::Default => self.inner.config.default_ttl,
             Ttl::Never => None,
@@ -314,8 +314,7 @@ impl Byok {
             return Err(bad("must be at least one millisecond"));
         }
         let ttl = chrono::Duration::from_std(ttl).map_err(|_| bad("is too long"))?;
-        key::now()
-            .checked_add_signed(ttl)
+        now.checked_add_signed(ttl)
             .map(Some)
             .ok_or_else(|| bad("is too long"))
     }
@@ -334,14 +333,23 @@ impl Byok {
     ) -> Result<()> {
         validate::slot(user_id, provider)?;
         validate::api_key(api_key)?;
-        let expires_at = self.expiry(ttl.into())?;
+        // One clock read for both timestamps.
+        let now = key::now();
+        let expires_at = self.expiry(ttl.into(), now)?;
         let ciphertext = self
             .inner
             .keyring
             .encrypt(user_id, provider, api_key.as_bytes())?;
-        let key = ApiKey::new(user_id, provider, ciphertext)?
-            .with_hint(Some(mask_key(api_key)))?
-            .with_expires_at(expires_at);
+        // The slot and the key were checked above, and the hint of a valid
+        // key is a valid hint: nothing is checked twice.
+        let key = ApiKey::from_checked(
+            user_id,
+            provider,
+            ciphertext,
+            mask_key(api_key),
+            now,
+            expires_at,
+        );
         self.inner.storage.store(&key).await?;
         tracing::debug!(
             user_id,

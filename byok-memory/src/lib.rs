@@ -23,7 +23,7 @@
 //! Nothing survives a restart of the process; keys are lost with it by
 //! design. Use a SQL or Redis backend for keys that must last.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -37,8 +37,52 @@ use dashmap::DashMap;
 /// How often the background sweeper purges expired keys by default.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Keys of one user, by provider. A `BTreeMap` so providers list sorted.
-type UserKeys = BTreeMap<String, ApiKey>;
+/// Keys of one user, sorted by provider.
+///
+/// A vector rather than a map: users hold a handful of keys (often one, a
+/// session's), a binary search over a few entries is as fast as a map, and
+/// it costs one allocation of exactly the keys held. Each `ApiKey` shares
+/// its buffers, so reading one copies no bytes.
+#[derive(Default)]
+struct UserKeys(Vec<ApiKey>);
+
+impl UserKeys {
+    fn find(&self, provider: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|k| k.provider().cmp(provider))
+    }
+
+    fn get(&self, provider: &str) -> Option<&ApiKey> {
+        self.find(provider).ok().map(|i| &self.0[i])
+    }
+
+    fn put(&mut self, key: &ApiKey) {
+        match self.find(key.provider()) {
+            Ok(i) => self.0[i] = key.clone(),
+            Err(i) => {
+                // Grow by one: most users keep one to four keys.
+                self.0.reserve_exact(1);
+                self.0.insert(i, key.clone());
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Whether `key` is live at `now`, reading the clock only for keys that
+/// expire at all.
+fn is_live(key: &ApiKey, now: &mut Option<chrono::DateTime<chrono::Utc>>) -> bool {
+    match key.expires_at() {
+        None => true,
+        Some(at) => at > *now.get_or_insert_with(chrono::Utc::now),
+    }
+}
 
 /// In-memory [`KeyStorage`].
 ///
@@ -50,7 +94,9 @@ pub struct MemoryStorage {
 
 #[derive(Default)]
 struct Inner {
-    users: DashMap<String, UserKeys>,
+    /// The map's key shares its buffer with the `user_id` of the user's
+    /// first key, so each id is held once.
+    users: DashMap<Arc<str>, UserKeys>,
 }
 
 impl MemoryStorage {
@@ -113,7 +159,7 @@ impl Inner {
         let mut purged = 0u64;
         self.users.retain(|_, keys| {
             let before = keys.len();
-            keys.retain(|_, k| !k.is_expired_at(now));
+            keys.0.retain(|k| !k.is_expired_at(now));
             purged += (before - keys.len()) as u64;
             !keys.is_empty()
         });
@@ -132,27 +178,52 @@ impl fmt::Debug for MemoryStorage {
 #[async_trait]
 impl KeyStorage for MemoryStorage {
     async fn store(&self, k: &ApiKey) -> Result<()> {
-        let mut keys = self.inner.users.entry(k.user_id().to_owned()).or_default();
-        keys.insert(k.provider().to_owned(), k.clone());
+        // The user usually exists: look it up by reference first, and make
+        // a map key only for a new user.
+        if let Some(mut keys) = self.inner.users.get_mut(k.user_id()) {
+            keys.put(k);
+            return Ok(());
+        }
+        self.inner
+            .users
+            .entry(k.user_id_shared())
+            .or_default()
+            .put(k);
         Ok(())
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
+        if let Some(keys) = self.inner.users.get(user_id)
+            && let Some(k) = keys.get(provider)
+        {
+            // Found, so both ids equal stored, valid ones: no validation.
+            return Ok(is_live(k, &mut None).then(|| k.clone()));
+        }
+        // Not found: invalid input is still an error, not a miss.
         validate::slot(user_id, provider)?;
+        Ok(None)
+    }
+
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        validate::user_id(user_id)?;
         let Some(keys) = self.inner.users.get(user_id) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let now = chrono::Utc::now();
-        Ok(keys
-            .get(provider)
-            .filter(|k| !k.is_expired_at(now))
-            .cloned())
+        // Sorted by provider already; expired keys are included, as the
+        // contract allows, for a summary that can show them.
+        Ok(keys.0.clone())
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         validate::slot(user_id, provider)?;
         let removed = match self.inner.users.get_mut(user_id) {
-            Some(mut keys) => keys.remove(provider).is_some(),
+            Some(mut keys) => match keys.find(provider) {
+                Ok(i) => {
+                    keys.0.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
             None => return Ok(false),
         };
         self.inner
@@ -166,11 +237,12 @@ impl KeyStorage for MemoryStorage {
         let Some(keys) = self.inner.users.get(user_id) else {
             return Ok(Vec::new());
         };
-        let now = chrono::Utc::now();
+        let mut now = None;
         Ok(keys
+            .0
             .iter()
-            .filter(|(_, k)| !k.is_expired_at(now))
-            .map(|(p, _)| p.clone())
+            .filter(|k| is_live(k, &mut now))
+            .map(|k| k.provider().to_owned())
             .collect())
     }
 
@@ -193,7 +265,11 @@ impl KeyStorage for MemoryStorage {
             return Ok(false);
         };
         let now = chrono::Utc::now();
-        match keys.get_mut(current.provider()) {
+        match keys
+            .find(current.provider())
+            .ok()
+            .and_then(|i| keys.0.get_mut(i))
+        {
             Some(stored)
                 if !stored.is_expired_at(now)
                     && stored.encrypted_value() == current.encrypted_value() =>
@@ -213,12 +289,13 @@ impl KeyStorage for MemoryStorage {
         // one pass over the keys, cloning only those that enter the heap.
         let mut heap: BinaryHeap<(String, String)> = BinaryHeap::with_capacity(limit + 1);
         for user in self.inner.users.iter() {
-            let user_id = user.key().as_str();
+            let user_id: &str = user.key();
             if after.is_some_and(|(u, _)| user_id < u) {
                 continue;
             }
-            for (provider, k) in user.value() {
-                let slot = (user_id, provider.as_str());
+            for k in &user.value().0 {
+                let provider = k.provider();
+                let slot = (user_id, provider);
                 if after.is_some_and(|a| slot <= a) || k.is_expired_at(now) {
                     continue;
                 }
@@ -230,7 +307,7 @@ impl KeyStorage for MemoryStorage {
                         _ => continue,
                     }
                 }
-                heap.push((user_id.to_owned(), provider.clone()));
+                heap.push((user_id.to_owned(), provider.to_owned()));
             }
         }
         let full = heap.len() == limit;
@@ -246,7 +323,7 @@ impl KeyStorage for MemoryStorage {
                 self.inner
                     .users
                     .get(u.as_str())
-                    .and_then(|keys| keys.get(p.as_str()).cloned())
+                    .and_then(|keys| keys.get(p).cloned())
             })
             .collect();
         Ok(ScanPage { keys, next })
@@ -278,6 +355,38 @@ mod tests {
         assert_eq!(store.purge_expired().await.unwrap(), 3);
         assert_eq!(store.len(), 1);
         assert_eq!(store.inner.users.len(), 1, "empty users are dropped");
+    }
+
+    #[tokio::test]
+    async fn reads_copy_nothing_and_ids_are_held_once() {
+        let store = MemoryStorage::new();
+        let k = ApiKey::new("u", "p", vec![1; 64]).unwrap();
+        store.store(&k).await.unwrap();
+        let got = store.retrieve("u", "p").await.unwrap().unwrap();
+        assert_eq!(got, k);
+        assert_eq!(got.encrypted_value().as_ptr(), k.encrypted_value().as_ptr());
+        let entry = store.inner.users.iter().next().unwrap();
+        assert!(Arc::ptr_eq(entry.key(), &k.user_id_shared()));
+        drop(entry);
+        // A miss still rejects bad input with a typed error.
+        assert!(store.retrieve("", "p").await.is_err());
+        assert!(store.retrieve("u", "bad\u{7}").await.is_err());
+        assert!(store.retrieve("u", "other").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn user_keys_is_one_lookup_sorted_by_provider() {
+        let store = MemoryStorage::new();
+        for p in ["openai", "anthropic", "mistral"] {
+            store
+                .store(&ApiKey::new("u", p, vec![1]).unwrap())
+                .await
+                .unwrap();
+        }
+        let keys = store.user_keys("u").await.unwrap();
+        let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
+        assert_eq!(providers, ["anthropic", "mistral", "openai"]);
+        assert!(store.user_keys("").await.is_err());
     }
 
     #[tokio::test]

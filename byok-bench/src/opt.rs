@@ -39,13 +39,13 @@ pub(crate) struct Opt {
     #[arg(long, value_delimiter = ',', default_values_t = ROWS.map(String::from))]
     pub(crate) rows: Vec<String>,
     /// Other users' keys in the store for the scaling rows (default
-    /// 1,000,000; 10,000 with --quick). A tenth of them expire.
+    /// 1,000,000; 2,000 with --quick). A tenth of them expire.
     #[arg(long)]
     pub(crate) others: Option<usize>,
-    /// Keys of the rotation row (default 10,000; 1,000 with --quick).
+    /// Keys of the rotation row (default 10,000; 200 with --quick).
     #[arg(long)]
     pub(crate) rotate_keys: Option<usize>,
-    /// Rounds of each comparison (default 9; 5 with --quick).
+    /// Rounds of each comparison (default 9; 3 with --quick).
     #[arg(long)]
     pub(crate) rounds: Option<usize>,
     /// Measures the memory of one map in this process and prints it:
@@ -79,14 +79,14 @@ impl Sizes {
     pub(crate) fn of(opt: &Opt) -> Self {
         let quick = opt.quick;
         Sizes {
-            rounds: opt.rounds.unwrap_or(if quick { 5 } else { 9 }).max(1),
+            rounds: opt.rounds.unwrap_or(if quick { 3 } else { 9 }).max(1),
             in_process_ops: if quick { 16_384 } else { 131_072 },
-            server_ops: if quick { 256 } else { 2_048 },
-            others: opt.others.unwrap_or(if quick { 10_000 } else { 1_000_000 }),
+            server_ops: if quick { 128 } else { 2_048 },
+            others: opt.others.unwrap_or(if quick { 2_000 } else { 1_000_000 }),
             rotate_keys: opt
                 .rotate_keys
-                .unwrap_or(if quick { 1_000 } else { 10_000 }),
-            users: if quick { 1_000 } else { 10_000 },
+                .unwrap_or(if quick { 200 } else { 10_000 }),
+            users: if quick { 200 } else { 10_000 },
             footprint_keys: if quick { 100_000 } else { 1_000_000 },
             namespace: format!("bench-{:08x}-", rand::random::<u32>()),
             rows: opt.rows.clone(),

@@ -11,6 +11,7 @@
 //!   so a failure reads `conformance::expired_key_is_invisible`.
 //! * [`run_all`] runs every case against a live store and returns a
 //!   [`Report`], for tools and health checks.
+//! * [`layers`] wraps a store to fail calls on demand or count them.
 //! * [`services`] finds the test servers (Redis, PostgreSQL, MySQL) and
 //!   skips, or fails, when they are not there.
 //!
@@ -155,6 +156,7 @@ use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
 pub mod cases;
+pub mod layers;
 pub mod services;
 
 #[doc(hidden)]

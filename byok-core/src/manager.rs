@@ -323,8 +323,12 @@ impl Byok {
     /// Encrypts and stores a user's key for `provider`, replacing any key
     /// they had for it, with a masked hint for display.
     ///
-    /// The key must be non-empty, at most 8 KiB and free of control
-    /// characters; an error says which rule it broke, never the key.
+    /// Whitespace around the key (spaces, tabs, line breaks, any Unicode
+    /// whitespace) is dropped before it is stored, so a key pasted with a
+    /// trailing newline works. What remains must be non-empty, at most
+    /// 8 KiB and free of control characters: a blank key is an
+    /// [`InvalidInput`] error for the API key field. An error says which
+    /// rule the key broke, never the key (see [`validate::api_key`]).
     pub async fn set_key(
         &self,
         user_id: &str,
@@ -333,7 +337,7 @@ impl Byok {
         ttl: impl Into<Ttl>,
     ) -> Result<()> {
         validate::slot(user_id, provider)?;
-        validate::api_key(api_key)?;
+        let api_key = validate::api_key(api_key)?;
         let expires_at = self.expiry(ttl.into())?;
         let ciphertext = self
             .inner

@@ -68,10 +68,29 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
-/// [`ConfigError`] that names the feature; errors never repeat the URL,
-/// which may hold a password.
+/// [`ConfigError`] that names the feature, and so is a URL whose scheme
+/// names another backend than [`ByokConfig::storage_backend`], when that
+/// is set; errors never repeat the URL, which may hold a password.
+///
+/// The store starts no background purge of its own, whatever
+/// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
+/// [`Byok`] over this store runs the one purge task. Without a manager,
+/// call [`KeyStorage::purge_expired`] from a periodic job.
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
+    if let Some(expected) = config.storage_backend
+        && expected != backend
+    {
+        return Err(ConfigError::new(format!(
+            "ByokConfig::storage_backend is {expected} but the URL's scheme names {backend}"
+        ))
+        .into());
+    }
+    // The manager's task is the one purge per store; see auto_cleanup.
+    let config = &ByokConfig {
+        auto_cleanup: false,
+        ..config.clone()
+    };
     match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
@@ -104,7 +123,6 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
 
 #[cfg(feature = "memory")]
 fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    // With auto_cleanup this starts the sweeper on the current Tokio runtime.
     Ok(Arc::new(MemoryStorage::from_config(config)?))
 }
 

@@ -423,28 +423,32 @@ impl Byok {
         self.inner.storage.purge_expired().await
     }
 
-    /// What a settings page shows for each of a user's keys: name, masked
-    /// hint, age and expiry. It decrypts nothing, so it works even when the
-    /// master key is wrong.
+    /// What a settings page shows for each of a user's keys, sorted by
+    /// provider: name, masked hint, age and expiry. It decrypts nothing, so
+    /// it works even when the master key is wrong.
+    ///
+    /// It reads the keys with one [`KeyStorage::user_keys`] call, a single
+    /// round trip on backends that override it. The summary may include
+    /// keys that have expired but are not purged yet, when the store
+    /// returns them: those have `is_expired` set and read `Expired`, so a
+    /// user can see that a key needs renewing. [`get_key`](Self::get_key)
+    /// never returns them.
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
+        let keys = self.inner.storage.user_keys(user_id).await?;
         let now = Utc::now();
-        let mut out = Vec::new();
-        for provider in self.inner.storage.list_providers(user_id).await? {
-            let Some(k) = self.inner.storage.retrieve(user_id, &provider).await? else {
-                continue;
-            };
-            out.push(KeySummary {
-                display_name: ProviderInfo::of(&provider).name,
+        Ok(keys
+            .into_iter()
+            .map(|k| KeySummary {
+                provider: k.provider().to_owned(),
+                display_name: ProviderInfo::of(k.provider()).name,
                 hint: k.hint().unwrap_or("N/A").to_owned(),
                 created: format_key_age(k.created_at(), now),
                 expires: format_expiration(k.expires_at(), now),
                 is_expired: k.is_expired_at(now),
                 created_at: k.created_at(),
                 expires_at: k.expires_at(),
-                provider,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// A keyed fingerprint of an API key (see [`Keyring::keyed_fingerprint`]).

@@ -3,8 +3,9 @@
 //! Every backend of byok runs this suite, and yours can too. It checks the
 //! contract of [`KeyStorage`]: round-trips of every field, one slot per
 //! (user, provider), expiry, isolation of users and providers under
-//! hostile-but-legal ids, atomic writes under concurrency, compare-and-swap
-//! and the paged walk.
+//! hostile-but-legal ids, typed refusal of invalid ones (NUL, control
+//! characters, 1 MiB ids), absurd timestamps, atomic writes under
+//! concurrency, compare-and-swap and the paged walk.
 //!
 //! * [`cases`] holds one `pub async fn` per case, taking `&dyn KeyStorage`.
 //! * [`conformance_tests!`] expands to one named `#[tokio::test]` per case,
@@ -418,4 +419,6 @@ suite!($;
     compare_and_swap_is_atomic,
     scan_visits_every_key_once,
     user_with_500_providers,
+    hostile_ids_are_refused_or_isolated,
+    absurd_times_are_stored_exactly_or_refused,
 );

@@ -57,12 +57,18 @@ const WHOLE_USER: &str = "";
 /// are lost if the process stops while the fast store is down. Processes
 /// that write the durable store without going through a `TieredStorage`
 /// over the same fast store leave stale copies until the keys expire.
+///
+/// Where that window is not acceptable, [`with_strict_writes`](Self::with_strict_writes)
+/// refuses a write whose eviction fails, before the durable store is
+/// touched: then no process can read a stale copy, at the price of writes
+/// failing while the fast store is down (reads still fall back).
 #[derive(Debug)]
 pub struct TieredStorage {
     fast: Arc<dyn KeyStorage>,
     durable: Arc<dyn KeyStorage>,
     stripes: Box<[Mutex<()>]>,
     marks: Marks,
+    strict: bool,
 }
 
 /// Slots (or whole users) whose copy in the fast store could not be
@@ -140,7 +146,19 @@ impl TieredStorage {
             durable,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             marks: Marks::default(),
+            strict: false,
         }
+    }
+
+    /// With `true`, a write (`store`, `delete`, `compare_and_swap`,
+    /// `clear_all`) whose eviction from the fast store fails returns that
+    /// error, retryable if the fast store's was, and leaves the durable
+    /// store untouched. Use it when other processes share the fast store
+    /// and must never read a copy older than the durable store. Default:
+    /// `false`, writes succeed on the durable store alone.
+    pub fn with_strict_writes(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
     }
 
     /// The fast store.
@@ -186,15 +204,17 @@ impl TieredStorage {
         self.stripes[(h.finish() as usize) % STRIPES].lock().await
     }
 
-    /// Removes the slot from the fast store; marks it when that fails.
-    /// Returns whether the fast store is known to hold nothing stale.
-    async fn evict(&self, user_id: &str, provider: &str) -> bool {
+    /// Removes the slot from the fast store; when that fails, returns the
+    /// error with strict writes, else marks the slot. Returns whether the
+    /// fast store is known to hold nothing stale.
+    async fn evict(&self, user_id: &str, provider: &str) -> Result<bool> {
         match self.fast.delete(user_id, provider).await {
-            Ok(_) => true,
+            Ok(_) => Ok(true),
+            Err(e) if self.strict => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "fast store eviction failed; reads of the slot go to the durable store");
                 self.marks.mark(user_id, provider);
-                false
+                Ok(false)
             }
         }
     }
@@ -238,7 +258,7 @@ impl TieredStorage {
 impl KeyStorage for TieredStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
         let _slot = self.lock_slot(key.user_id(), key.provider()).await;
-        let evicted = self.evict(key.user_id(), key.provider()).await;
+        let evicted = self.evict(key.user_id(), key.provider()).await?;
         self.durable.store(key).await?;
         if evicted {
             self.refill(key).await;
@@ -281,7 +301,7 @@ impl KeyStorage for TieredStorage {
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         validate::slot(user_id, provider)?;
         let _slot = self.lock_slot(user_id, provider).await;
-        self.evict(user_id, provider).await;
+        self.evict(user_id, provider).await?;
         self.durable.delete(user_id, provider).await
     }
 
@@ -297,6 +317,9 @@ impl KeyStorage for TieredStorage {
             guards.push(stripe.lock().await);
         }
         if let Err(e) = self.fast.clear_all(user_id).await {
+            if self.strict {
+                return Err(e);
+            }
             tracing::warn!(error = %e, "fast store eviction failed; reads of the user go to the durable store");
             self.marks.mark(user_id, WHOLE_USER);
         }
@@ -319,7 +342,7 @@ impl KeyStorage for TieredStorage {
         let _slot = self.lock_slot(current.user_id(), current.provider()).await;
         // Evicted first whatever the outcome: the fast store may hold what
         // the caller believed current.
-        let evicted = self.evict(current.user_id(), current.provider()).await;
+        let evicted = self.evict(current.user_id(), current.provider()).await?;
         let swapped = self.durable.compare_and_swap(current, new).await?;
         if swapped && evicted {
             self.refill(new).await;

@@ -192,6 +192,48 @@ async fn durable_failure_fails_the_write(durable: Arc<dyn KeyStorage>) {
     assert_eq!(value(&store).await, Some(vec![1; 8]));
 }
 
+/// With strict writes, a write whose eviction fails is refused and the
+/// durable store keeps the old key, which every read then agrees on.
+async fn strict_writes_refuse_during_outage(durable: Arc<dyn KeyStorage>) {
+    let fast = FaultyStorage::new(MemoryStorage::new());
+    let t = Tiers {
+        store: TieredStorage::new(Arc::new(fast.clone()), durable.clone()).with_strict_writes(true),
+        fast,
+        durable,
+    };
+    t.store.store(&key(1)).await.unwrap();
+    assert_eq!(value(&t.store).await, Some(vec![1; 8]));
+
+    t.fast.fail_all();
+    assert!(t.store.store(&key(2)).await.unwrap_err().is_retryable());
+    assert!(t.store.delete("u", "p").await.unwrap_err().is_retryable());
+    assert!(t.store.clear_all("u").await.unwrap_err().is_retryable());
+    assert!(
+        t.store
+            .compare_and_swap(&key(1), &key(3))
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert_eq!(
+        value(&*t.durable).await,
+        Some(vec![1; 8]),
+        "the durable tier is untouched"
+    );
+    assert_eq!(
+        value(&t.store).await,
+        Some(vec![1; 8]),
+        "a read during the outage"
+    );
+
+    t.fast.recover();
+    assert_eq!(t.store.pending_evictions(), 0);
+    assert_agrees_with_durable(&t).await;
+    t.store.store(&key(4)).await.unwrap();
+    assert_eq!(value(t.fast.inner()).await, Some(vec![4; 8]));
+    assert_agrees_with_durable(&t).await;
+}
+
 macro_rules! scenarios {
     ($durable:expr) => {
         #[tokio::test]
@@ -221,6 +263,10 @@ macro_rules! scenarios {
         #[tokio::test]
         async fn purge_repairs_slots_never_read_again() {
             super::purge_repairs_slots_never_read_again($durable).await;
+        }
+        #[tokio::test]
+        async fn strict_writes_refuse_during_outage() {
+            super::strict_writes_refuse_during_outage($durable).await;
         }
         #[tokio::test]
         async fn durable_failure_fails_the_write() {

@@ -4,12 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use byok::chrono::Utc;
 use byok::{Cursor, KeyStorage as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{self, Schema, Store};
+use crate::context::{self, Concrete, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
 use crate::opt::{CopyOpts, KeyringOpts, RotateOpts, StoreOpts};
 
@@ -27,13 +26,17 @@ struct Stats {
     by_key_id: BTreeMap<String, u64>,
     by_provider: BTreeMap<String, u64>,
     users: u64,
-    expired_not_purged: u64,
+    /// `None` where the store drops expired keys by itself (Redis, memory).
+    expired_not_purged: Option<u64>,
     never_expire: u64,
 }
 
 /// `byok stats`.
 pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     let store = Store::open(opts, Schema::AsItIs).await?;
+    let (_, concrete) = Concrete::open(&opts.url, &context::config(&opts.table, &opts.prefix))
+        .await
+        .map_err(store.fail("cannot open the store"))?;
     let what = "reading the keys failed";
     let mut stats = Stats {
         store: store.name.clone(),
@@ -69,17 +72,17 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
             None => break,
         }
     }
-    // A walk sees only live keys; a user's own listing also shows expired
-    // keys that are still stored.
-    let now = Utc::now();
-    for user in &users {
-        let keys = store
-            .storage
-            .user_keys(user)
-            .await
-            .map_err(store.fail(what))?;
-        stats.expired_not_purged += keys.iter().filter(|k| k.is_expired_at(now)).count() as u64;
-    }
+    // A walk sees only live keys: expired rows are counted by the store.
+    stats.expired_not_purged = match concrete.count_expired().await {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            return Err(CliError::new(
+                Exit::Store,
+                format!("counting expired keys at {} failed: {e}", store.name),
+            ));
+        }
+        None => None,
+    };
     bar.finish_and_clear();
     stats.users = users.len() as u64;
     if json {
@@ -90,10 +93,10 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
         "{} live key(s) of {} user(s), {} without expiry",
         stats.keys, stats.users, stats.never_expire
     );
-    println!(
-        "{} expired key(s) still stored among those users (`byok purge` removes them)",
-        stats.expired_not_purged
-    );
+    match stats.expired_not_purged {
+        Some(n) => println!("{n} expired key(s) still stored (`byok purge` removes them)"),
+        None => println!("expired keys: removed by the store itself"),
+    }
     let mut t = context::new_table();
     t.set_header(["master key id", "keys"]);
     for (id, n) in &stats.by_key_id {

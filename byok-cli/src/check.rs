@@ -4,24 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use byok::byok_sql::sqlx;
-use byok::{ApiKey, ByokConfig, KeyStorage, StorageBackend};
+use byok::{ApiKey, ByokConfig, KeyStorage};
 use serde::Serialize;
 
-use crate::context::{self, redact};
+use crate::context::{self, Concrete, redact};
 use crate::error::{CliError, CliResult};
 use crate::opt::{BenchOpts, ScratchOpts, StoreOpts};
-
-/// How a scratch namespace is removed.
-#[derive(Debug)]
-enum Cleanup {
-    /// Drop this table.
-    Sqlite(byok::SqliteStorage),
-    Postgres(byok::PostgresStorage),
-    MySql(byok::MySqlStorage),
-    /// Keys under a scratch prefix, removed user by user by the cases.
-    Nothing,
-}
 
 /// A store of its own table (SQL) or key prefix (Redis) on a live server.
 #[derive(Debug)]
@@ -29,7 +17,9 @@ struct Scratch {
     store: Arc<dyn KeyStorage>,
     name: String,
     namespace: String,
-    cleanup: Cleanup,
+    /// A SQL table is dropped at the end; keys under a Redis prefix are
+    /// removed user by user by the cases themselves.
+    cleanup: Concrete,
 }
 
 impl Scratch {
@@ -44,43 +34,14 @@ impl Scratch {
         let fail = |e: byok::ByokError| {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
-        let backend = StorageBackend::from_url(url).map_err(|e| fail(e.into()))?;
-        let (store, cleanup): (Arc<dyn KeyStorage>, Cleanup) = match backend {
-            StorageBackend::Sqlite => {
-                let s = byok::SqliteStorage::connect(url, &config)
-                    .await
-                    .map_err(fail)?;
-                (Arc::new(s.clone()), Cleanup::Sqlite(s))
-            }
-            StorageBackend::Postgres => {
-                let s = byok::PostgresStorage::connect(url, &config)
-                    .await
-                    .map_err(fail)?;
-                (Arc::new(s.clone()), Cleanup::Postgres(s))
-            }
-            StorageBackend::MySql => {
-                let s = byok::MySqlStorage::connect(url, &config)
-                    .await
-                    .map_err(fail)?;
-                (Arc::new(s.clone()), Cleanup::MySql(s))
-            }
-            _ => (
-                byok::open_with(url, &config).await.map_err(fail)?,
-                Cleanup::Nothing,
-            ),
-        };
+        let (store, cleanup) = Concrete::open(url, &config).await.map_err(fail)?;
         let scratch = Scratch {
             store,
             name,
             namespace,
             cleanup,
         };
-        let migrated = match &scratch.cleanup {
-            Cleanup::Sqlite(s) => s.migrate().await,
-            Cleanup::Postgres(s) => s.migrate().await,
-            Cleanup::MySql(s) => s.migrate().await,
-            Cleanup::Nothing => Ok(()),
-        };
+        let migrated = scratch.cleanup.migrate().await;
         if let Err(e) = migrated {
             scratch.remove().await;
             return Err(CliError::from_byok(
@@ -94,45 +55,30 @@ impl Scratch {
 
     /// What the namespace is, for people.
     fn describe(&self) -> String {
-        match self.cleanup {
-            Cleanup::Nothing => format!("key prefix {}:", self.namespace),
-            _ => format!("table {}", self.namespace),
+        if self.cleanup.is_sql() {
+            format!("table {}", self.namespace)
+        } else {
+            format!("key prefix {}:", self.namespace)
         }
     }
 
     /// Removes the namespace; returns what is left behind (live keys).
     async fn remove(&self) -> u64 {
-        let drop = format!("DROP TABLE IF EXISTS {}", self.namespace);
-        let dropped = match &self.cleanup {
-            Cleanup::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(drop.as_str()))
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-            Cleanup::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(drop.as_str()))
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-            Cleanup::MySql(s) => sqlx::query(sqlx::AssertSqlSafe(drop.as_str()))
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-            Cleanup::Nothing => Ok(()),
-        };
-        if let Err(e) = dropped {
+        if let Err(e) = self.cleanup.drop_table().await {
             eprintln!(
                 "warning: could not drop the scratch table {}: {e}",
                 self.namespace
             );
             return 1;
         }
-        if matches!(self.cleanup, Cleanup::Nothing) {
-            // The cases clear their own users; anything left would show here.
-            return match self.store.scan(None, 100).await {
-                Ok(page) => page.keys.len() as u64,
-                Err(_) => 0,
-            };
+        if self.cleanup.is_sql() {
+            return 0;
         }
-        0
+        // The cases clear their own users; anything left would show here.
+        match self.store.scan(None, 100).await {
+            Ok(page) => page.keys.len() as u64,
+            Err(_) => 0,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use byok::byok_sql::sqlx;
 use byok::{Byok, ByokConfig, KeyStorage, Keyring};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -237,4 +238,116 @@ pub(crate) fn new_table() -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     table
+}
+
+/// A store by its concrete type, for what the [`KeyStorage`] trait does
+/// not offer: SQL statements on its pool (dropping a scratch table,
+/// counting expired rows).
+#[derive(Debug)]
+pub(crate) enum Concrete {
+    Sqlite(byok::SqliteStorage),
+    Postgres(byok::PostgresStorage),
+    MySql(byok::MySqlStorage),
+    /// Redis or memory.
+    Other,
+}
+
+impl Concrete {
+    /// Opens the store at `url` without running DDL.
+    pub(crate) async fn open(
+        url: &str,
+        config: &ByokConfig,
+    ) -> byok::Result<(Arc<dyn KeyStorage>, Concrete)> {
+        Ok(match byok::StorageBackend::from_url(url)? {
+            byok::StorageBackend::Sqlite => {
+                let s = byok::SqliteStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::Sqlite(s))
+            }
+            byok::StorageBackend::Postgres => {
+                let s = byok::PostgresStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::Postgres(s))
+            }
+            byok::StorageBackend::MySql => {
+                let s = byok::MySqlStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::MySql(s))
+            }
+            _ => (byok::open_with(url, config).await?, Concrete::Other),
+        })
+    }
+
+    /// Whether this is a SQL store.
+    pub(crate) fn is_sql(&self) -> bool {
+        !matches!(self, Concrete::Other)
+    }
+
+    /// Creates the schema of a SQL store.
+    pub(crate) async fn migrate(&self) -> byok::Result<()> {
+        match self {
+            Concrete::Sqlite(s) => s.migrate().await,
+            Concrete::Postgres(s) => s.migrate().await,
+            Concrete::MySql(s) => s.migrate().await,
+            Concrete::Other => Ok(()),
+        }
+    }
+
+    /// Drops the table of a SQL store.
+    pub(crate) async fn drop_table(&self) -> Result<(), sqlx::Error> {
+        let drop = |table: &str| format!("DROP TABLE IF EXISTS {table}");
+        // Table names are checked as plain identifiers when the store opens.
+        match self {
+            Concrete::Sqlite(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::Postgres(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::MySql(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::Other => {}
+        }
+        Ok(())
+    }
+
+    /// How many expired keys a SQL store still holds; `None` for other
+    /// stores (Redis drops expired keys by itself).
+    pub(crate) async fn count_expired(&self) -> Option<Result<u64, sqlx::Error>> {
+        let now_ms = byok::chrono::Utc::now().timestamp_millis();
+        let count = |table: &str, bound: &str| {
+            format!(
+                "SELECT COUNT(*) FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {bound}"
+            )
+        };
+        let n: Result<i64, sqlx::Error> = match self {
+            Concrete::Sqlite(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
+                    .bind(now_ms)
+                    .fetch_one(s.pool())
+                    .await
+            }
+            Concrete::Postgres(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(
+                    s.table_name(),
+                    "to_timestamp($1::bigint / 1000.0)",
+                )))
+                .bind(now_ms)
+                .fetch_one(s.pool())
+                .await
+            }
+            Concrete::MySql(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
+                    .bind(now_ms)
+                    .fetch_one(s.pool())
+                    .await
+            }
+            Concrete::Other => return None,
+        };
+        Some(n.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
 }

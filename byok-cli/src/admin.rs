@@ -295,13 +295,12 @@ pub(crate) async fn rotate(
             )));
         }
         Some(s) => {
-            if !json {
-                eprintln!(
-                    "resuming the rotation saved in {} ({} key(s) done)",
-                    path.display(),
-                    s.seen
-                );
-            }
+            // On standard error, so that --json output stays clean.
+            eprintln!(
+                "resuming the rotation saved in {} ({} key(s) done)",
+                path.display(),
+                s.seen
+            );
             s
         }
         None => RotationState {

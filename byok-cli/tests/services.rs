@@ -59,7 +59,7 @@ fn with(server: &Server, args: &[&str]) -> Vec<String> {
     all
 }
 
-fn check(url: &str) {
+fn check(url: &str) -> String {
     let env = Env::new();
     let out = env.run(&["check", url], "");
     let text = out.ok();
@@ -69,6 +69,17 @@ fn check(url: &str) {
     );
     assert!(text.contains(" passed, 0 failed; scratch "), "{text}");
     assert!(!text.contains("FAILED"), "{text}");
+    text.to_owned()
+}
+
+/// The scratch table a check names in its summary.
+fn scratch_table(output: &str) -> String {
+    let start = output.find("scratch table ").unwrap() + "scratch table ".len();
+    output[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 fn verify_and_rotate(url: &str) {
@@ -124,15 +135,42 @@ fn verify_and_rotate(url: &str) {
 
 #[test]
 fn check_passes_on_postgres() {
-    if let Some(url) = rt().block_on(services::postgres_url()) {
-        check(&url);
+    let rt = rt();
+    if let Some(url) = rt.block_on(services::postgres_url()) {
+        let table = scratch_table(&check(&url));
+        let left: i64 = rt.block_on(async {
+            use byok::byok_sql::sqlx;
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1",
+            )
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        });
+        assert_eq!(left, 0, "{table} was left behind");
     }
 }
 
 #[test]
 fn check_passes_on_mariadb() {
-    if let Some(url) = rt().block_on(services::mysql_url()) {
-        check(&url);
+    let rt = rt();
+    if let Some(url) = rt.block_on(services::mysql_url()) {
+        let table = scratch_table(&check(&url));
+        let left: i64 = rt.block_on(async {
+            use byok::byok_sql::sqlx;
+            let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ?",
+            )
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        });
+        assert_eq!(left, 0, "{table} was left behind");
     }
 }
 

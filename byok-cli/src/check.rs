@@ -106,35 +106,37 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
             scratch.describe()
         );
     }
-    let report = byok_testkit::run_all(scratch.store.as_ref()).await;
+    // The cases of `byok_testkit::run_all`, one by one, so that each line
+    // shows as soon as its case ends.
+    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
+    for (name, case) in byok_testkit::CASES {
+        let start = Instant::now();
+        let outcome = case(scratch.store.as_ref()).await;
+        let line = CaseLine {
+            case: name,
+            passed: outcome.is_ok(),
+            millis: start.elapsed().as_millis(),
+            failure: outcome.err().map(|f| f.message().to_owned()),
+        };
+        if !json {
+            match &line.failure {
+                None => println!("ok      {} ({} ms)", line.case, line.millis),
+                Some(f) => println!("FAILED  {} ({} ms): {f}", line.case, line.millis),
+            }
+        }
+        lines.push(line);
+    }
     let left = scratch.remove().await;
-    let lines: Vec<CaseLine> = report
-        .results()
-        .iter()
-        .map(|r| CaseLine {
-            case: r.name,
-            passed: r.outcome.is_ok(),
-            millis: r.elapsed.as_millis(),
-            failure: r.outcome.as_ref().err().map(|f| f.message().to_owned()),
-        })
-        .collect();
-    let failed = lines.len() - report.passed();
+    let passed = lines.iter().filter(|l| l.passed).count();
+    let failed = lines.len() - passed;
     if json {
         context::print_json(&serde_json::json!({
-            "store": scratch.name, "cases": lines, "passed": report.passed(),
+            "store": scratch.name, "cases": lines, "passed": passed,
             "failed": failed, "left_behind": left,
         }))?;
     } else {
-        for l in &lines {
-            match &l.failure {
-                None => println!("ok      {} ({} ms)", l.case, l.millis),
-                Some(f) => println!("FAILED  {} ({} ms): {f}", l.case, l.millis),
-            }
-        }
         println!(
-            "{} passed, {} failed; scratch {} removed{}",
-            report.passed(),
-            failed,
+            "{passed} passed, {failed} failed; scratch {} removed{}",
             scratch.describe(),
             if left > 0 {
                 format!(", but {left} key(s) were left behind")

@@ -177,7 +177,13 @@ fn check_passes_on_mariadb() {
 #[test]
 fn check_passes_on_redis() {
     if let Some(url) = rt().block_on(services::redis_url()) {
-        check(&url);
+        let env = Env::new();
+        let report = env.run(&["--json", "check", &url], "").json();
+        assert_eq!(report["failed"], 0, "{report}");
+        assert_eq!(report["passed"], byok_testkit::CASES.len(), "{report}");
+        assert_eq!(report["left_behind"], 0, "{report}");
+        let cases = report["cases"].as_array().unwrap();
+        assert!(cases.iter().all(|c| c["passed"] == true), "{report}");
     }
 }
 

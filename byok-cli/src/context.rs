@@ -39,12 +39,10 @@ pub(crate) fn passwords(url: &str) -> Vec<String> {
             && !p.is_empty()
         {
             out.push(p.to_owned());
-            if let Ok(decoded) = url::form_urlencoded::parse(format!("x={p}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .ok_or(())
+            if let Some((_, decoded)) =
+                url::form_urlencoded::parse(format!("x={p}").as_bytes()).next()
             {
-                out.push(decoded);
+                out.push(decoded.into_owned());
             }
         }
     }
@@ -349,5 +347,40 @@ impl Concrete {
             Concrete::Other => return None,
         };
         Some(n.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_printed_without_passwords() {
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/keys"),
+            "postgres://app:***@db:5432/keys"
+        );
+        assert_eq!(redact("sqlite://./byok.db"), "sqlite://./byok.db");
+        let cluster = redact("redis://:hunter2@h1:7000,redis://:hunter2@h2:7001");
+        assert!(!cluster.contains("hunter2"), "{cluster}");
+        assert!(!redact("postgres://app:hunter2@[::1/x").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_are_found_raw_and_decoded() {
+        let found = passwords("mysql://app:p%40ss@h/db,redis://:other@h2");
+        assert!(found.contains(&"p%40ss".to_owned()), "{found:?}");
+        assert!(found.contains(&"p@ss".to_owned()), "{found:?}");
+        assert!(found.contains(&"other".to_owned()), "{found:?}");
+        assert!(passwords("sqlite://./byok.db").is_empty());
+    }
+
+    #[test]
+    fn sqlite_files_are_told_from_memory_databases() {
+        assert_eq!(sqlite_file("sqlite://./a.db"), Some("./a.db".into()));
+        assert_eq!(sqlite_file("sqlite:a.db?mode=rwc"), Some("a.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
     }
 }

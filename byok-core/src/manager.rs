@@ -257,7 +257,9 @@ impl Byok {
     ///
     /// With `config.auto_cleanup` (the default) this starts a background
     /// task that purges expired keys every [`DEFAULT_CLEANUP_INTERVAL`],
-    /// which needs a running Tokio runtime.
+    /// which needs a running Tokio runtime. It is meant to be the only
+    /// purge of the store (see [`ByokConfig::auto_cleanup`]); stores opened
+    /// with `byok::connect` run none of their own.
     pub fn new(storage: Arc<dyn KeyStorage>, keyring: Keyring, config: ByokConfig) -> Result<Self> {
         Self::builder(storage, keyring).config(config).build()
     }

@@ -174,6 +174,8 @@ impl TieredStorage {
     /// How many slots (or whole users) are marked because their copy in
     /// the fast store could not be evicted; their reads go to the durable
     /// store until [`repair`](Self::repair) or a later read evicts them.
+    /// Each mark holds its ids, so the marks of a long outage take memory
+    /// in proportion to the slots written during it.
     pub fn pending_evictions(&self) -> usize {
         self.marks.count.load(Ordering::SeqCst)
     }

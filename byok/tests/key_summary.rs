@@ -40,6 +40,27 @@ async fn one_storage_call_per_summary() {
     assert_eq!(counted.total(), 1, "storage calls for one summary");
 }
 
+/// TieredStorage overrides `user_keys`: one call reaches the durable
+/// store, none the fast one.
+#[tokio::test]
+async fn one_durable_call_per_summary_through_tiered_storage() {
+    let fast = CountingStorage::new(MemoryStorage::new());
+    let durable = CountingStorage::new(MemoryStorage::new());
+    let tiered = byok::TieredStorage::new(Arc::new(fast.clone()), Arc::new(durable.clone()));
+    let byok = manager(Arc::new(tiered));
+    for p in ["openai", "anthropic", "groq"] {
+        byok.set_key("u", p, "sk-0123456789abcdefghij", Ttl::Default)
+            .await
+            .unwrap();
+    }
+    fast.reset();
+    durable.reset();
+    assert_eq!(byok.key_summary("u").await.unwrap().len(), 3);
+    assert_eq!(durable.calls(Op::UserKeys), 1);
+    assert_eq!(durable.total(), 1, "durable store calls for one summary");
+    assert_eq!(fast.total(), 0, "fast store calls for one summary");
+}
+
 /// A store whose `user_keys` also returns keys that expired but are not
 /// purged yet, as the SQL and Redis backends may.
 #[derive(Debug, Default)]

@@ -134,7 +134,7 @@ pub(crate) fn settings_page(
                         }
                     }
                     @if let Some(url) = row.info.docs_url {
-                        p.meta { a href=(url) rel="noopener noreferrer" target="_blank" { "Get a " (row.info.name) " key" } }
+                        p.meta { a href=(url) rel="noopener noreferrer" target="_blank" { "Get your " (row.info.name) " key" } }
                     }
                 }
             }

@@ -13,7 +13,8 @@ h1{font-size:1.6rem}
 .meta{color:#4b5563;font-size:.92rem;margin:.2rem 0 .7rem}
 .hint{font-family:ui-monospace,monospace;background:#eef1f4;padding:.1rem .35rem;border-radius:.25rem}
 form{display:inline-flex;gap:.5rem;margin:.2rem .5rem .2rem 0}
-input[type=password]{padding:.4rem .5rem;border:1px solid #b8bec7;border-radius:.3rem;min-width:18rem}
+input[type=password],select{padding:.4rem .5rem;border:1px solid #b8bec7;border-radius:.3rem;background:#fff}
+input[type=password]{min-width:18rem}
 button{padding:.4rem .9rem;border:0;border-radius:.3rem;background:#2563eb;color:#fff;cursor:pointer}
 button.delete{background:#b91c1c}
 .notice{padding:.6rem .9rem;border-radius:.4rem;background:#e7f6ec;border:1px solid #a6d8b5}
@@ -64,9 +65,11 @@ pub(crate) fn error_page(
                 }
             }
             @if let Some(path) = settings_path {
-                p { a #settings-link href=(path) { "Add your API key in the settings" } }
-            } @else {
-                p { a href="javascript:history.back()" { "Back" } }
+                @if providers.is_empty() {
+                    p { a #settings-link href=(path) { "Back to your API keys" } }
+                } @else {
+                    p { a #settings-link href=(path) { "Add your API key in the settings" } }
+                }
             }
         },
     )
@@ -135,6 +138,21 @@ pub(crate) fn settings_page(
                     }
                     @if let Some(url) = row.info.docs_url {
                         p.meta { a href=(url) rel="noopener noreferrer" target="_blank" { "Get your " (row.info.name) " key" } }
+                    }
+                }
+            }
+            @if rows.len() > 1 {
+                section.card #add-key {
+                    h2 { "Add a key" }
+                    form method="post" action=(base) {
+                        select name="provider" aria-label="Provider" required {
+                            @for row in rows {
+                                option value=(row.info.id) { (row.info.name) }
+                            }
+                        }
+                        input type="password" name="api_key" autocomplete="off" required
+                            aria-label="API key" placeholder="Your API key";
+                        button type="submit" { "Save" }
                     }
                 }
             }

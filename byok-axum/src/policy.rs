@@ -98,3 +98,72 @@ pub(crate) fn check_key_transport(web: &ByokWeb, parts: &Parts) -> Result<(), By
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(method: Method, headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder()
+            .method(method)
+            .uri("/settings/api-keys/openai");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn same_origin_rules() {
+        let host = ("host", "app.test:8443");
+        let ok = [
+            vec![],
+            vec![("sec-fetch-site", "same-origin")],
+            vec![("sec-fetch-site", "none")],
+            vec![host, ("origin", "https://app.test:8443")],
+            vec![host, ("origin", "https://APP.test:8443")],
+            // Sec-Fetch-Site decides when present.
+            vec![
+                host,
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://x.test"),
+            ],
+        ];
+        for headers in ok {
+            assert!(
+                check_same_origin(&parts(Method::POST, &headers)).is_ok(),
+                "{headers:?}"
+            );
+        }
+        let refused = [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![
+                host,
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://app.test:8443"),
+            ],
+            vec![host, ("origin", "https://app.test")],
+            vec![host, ("origin", "https://app.test:8443.evil.test")],
+            vec![host, ("origin", "null")],
+            vec![("origin", "https://app.test:8443")],
+        ];
+        for headers in refused {
+            let r = check_same_origin(&parts(Method::DELETE, &headers)).unwrap_err();
+            assert_eq!(r.status(), axum::http::StatusCode::FORBIDDEN, "{headers:?}");
+            assert_eq!(r.kind(), crate::RejectionKind::CrossSiteRequest);
+        }
+        // Reads are never refused.
+        let cross = [("sec-fetch-site", "cross-site")];
+        assert!(check_same_origin(&parts(Method::GET, &cross)).is_ok());
+    }
+
+    #[test]
+    fn forwarded_proto_takes_the_nearest_proxy() {
+        let p = parts(Method::PUT, &[("x-forwarded-proto", "https, http")]);
+        assert_eq!(forwarded_proto(&p.headers), Some("https"));
+        let p = parts(Method::PUT, &[]);
+        assert_eq!(forwarded_proto(&p.headers), None);
+    }
+}

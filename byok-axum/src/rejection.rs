@@ -167,6 +167,13 @@ impl ByokRejection {
         self.html(wants_html(headers))
     }
 
+    /// Answers a browser with a page that links back to the settings page
+    /// at `settings_path`.
+    pub(crate) fn back_to(mut self, settings_path: &str) -> Self {
+        self.0.settings_path = Some(settings_path.to_owned());
+        self
+    }
+
     /// `403`: none of `providers` has a key; the page links to the settings
     /// at `settings_path`.
     pub fn api_key_required(providers: Vec<ProviderInfo>, settings_path: &str) -> Self {
@@ -385,7 +392,11 @@ impl IntoResponse for ByokRejection {
                 detail: &self.0.detail,
                 field: self.0.field.as_deref(),
                 providers: self.0.providers.iter().map(|p| p.id.as_str()).collect(),
-                settings_url: self.0.settings_path.as_deref(),
+                settings_url: self
+                    .0
+                    .settings_path
+                    .as_deref()
+                    .filter(|_| !self.0.providers.is_empty()),
             };
             let body = serde_json::to_vec(&problem).unwrap_or_default();
             let mut r = (self.0.status, body).into_response();
@@ -401,5 +412,92 @@ impl IntoResponse for ByokRejection {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byok_core::error::{
+        EncryptionError, Field, InvalidInput, Problem, StorageError, StorageErrorKind,
+    };
+
+    #[test]
+    fn byok_errors_map_to_statuses() {
+        let cases: Vec<(ByokError, StatusCode, RejectionKind)> = vec![
+            (
+                ByokError::KeyNotFound {
+                    user_id: "u".into(),
+                    provider: "openai".into(),
+                },
+                StatusCode::NOT_FOUND,
+                RejectionKind::KeyNotFound,
+            ),
+            (
+                InvalidInput::new(Field::ApiKey, Problem::Empty).into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                RejectionKind::InvalidInput,
+            ),
+            (
+                StorageError::new("t", StorageErrorKind::Timeout, "slow").into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                RejectionKind::StorageUnavailable,
+            ),
+            (
+                StorageError::new("t", StorageErrorKind::Corrupt, "bad row").into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RejectionKind::Internal,
+            ),
+            (
+                EncryptionError::AuthenticationFailed { key_id: 1 }.into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RejectionKind::DecryptionFailed,
+            ),
+            (
+                byok_core::ConfigError::new("bad").into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RejectionKind::Internal,
+            ),
+        ];
+        for (error, status, kind) in cases {
+            let r = ByokRejection::from(&error);
+            assert_eq!((r.status(), r.kind()), (status, kind), "{error}");
+            let response = r.into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == StatusCode::SERVICE_UNAVAILABLE
+            );
+        }
+        let r = ByokRejection::from(ByokError::from(InvalidInput::new(
+            Field::ApiKey,
+            Problem::ControlCharacter { at: 3 },
+        )));
+        assert_eq!(r.field(), Some("api_key"));
+        assert_eq!(
+            r.detail(),
+            "invalid API key: contains a control character at byte 3"
+        );
+    }
+
+    #[test]
+    fn html_is_chosen_by_accept() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_html(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_html(&headers));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9"),
+        );
+        assert!(wants_html(&headers));
+        let r = ByokRejection::unauthenticated()
+            .for_request(&headers)
+            .into_response();
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
     }
 }

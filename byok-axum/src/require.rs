@@ -283,3 +283,21 @@ impl<S: Send + Sync> FromRequestParts<S> for ByokUser {
         Ok(ByokUser { web, user })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = ProviderKey {
+            provider: "openai".into(),
+            user_id: "alice".into(),
+            key: SecretString::from("sk-secret-value-123456"),
+        };
+        assert_eq!(
+            format!("{key:?}"),
+            r#"ProviderKey { provider: "openai", user_id: "alice", key: "[REDACTED]" }"#
+        );
+    }
+}

@@ -86,9 +86,11 @@ pub struct KeyList {
     pub providers: Vec<ProviderView>,
 }
 
-/// The form of the settings page.
+/// The forms of the settings page; `provider` only on the provider picker.
 #[derive(Deserialize)]
 struct KeyForm {
+    #[serde(default)]
+    provider: Option<String>,
     api_key: SecretString,
 }
 
@@ -121,6 +123,7 @@ impl ByokWeb {
     /// | method and path | answer |
     /// |---|---|
     /// | `GET /` | the settings page (HTML) |
+    /// | `POST /` (form `provider`, `api_key`) | the provider picker: stores the key; `303` back to the page |
     /// | `POST /{provider}` (form `api_key`) | stores the key; `303` back to the page |
     /// | `POST /{provider}/delete` | deletes the key; `303` back to the page |
     /// | `GET /api` | every provider with the user's key ([`KeyList`]) |
@@ -130,14 +133,15 @@ impl ByokWeb {
     ///
     /// Errors are [`ByokRejection`]s: `401` without a user, `403` for a
     /// cross-site request or a key over plain HTTP in production, `404` for
-    /// a provider that is not configured, `400`/`415`/`422` for a malformed
+    /// a provider that is not configured (`422` naming `provider` on the
+    /// picker), `400`/`415`/`422` for a malformed
     /// body, `422` for an invalid key (naming the field), `413` for a body
     /// over the limit, `503` with `Retry-After` when the store is
     /// unavailable. Every answer carries `Cache-Control: no-store`; no
     /// answer ever contains a key.
     pub fn settings_router(&self) -> Router {
         Router::new()
-            .route("/", get(page))
+            .route("/", get(page).post(form_add))
             .route("/api", get(api_list))
             .route(
                 "/api/{provider}",
@@ -275,21 +279,60 @@ fn query_value(s: &str) -> String {
 }
 
 async fn form_set(
-    ByokUser { web, user }: ByokUser,
+    user: ByokUser,
     Path(provider): Path<String>,
     parts: Parts,
     form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let back = user.web.settings_path().to_owned();
+    store_from_form(user, Some(provider), parts, form)
+        .await
+        .unwrap_or_else(|r| r.html(true).back_to(&back).into_response())
+}
+
+async fn form_add(
+    user: ByokUser,
+    parts: Parts,
+    form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let back = user.web.settings_path().to_owned();
+    store_from_form(user, None, parts, form)
+        .await
+        .unwrap_or_else(|r| r.html(true).back_to(&back).into_response())
+}
+
+/// Stores the key of a form post, for the provider of the path or, on the
+/// page's provider picker, of the form's `provider` field.
+async fn store_from_form(
+    ByokUser { web, user }: ByokUser,
+    path_provider: Option<String>,
+    parts: Parts,
+    form: Result<Form<KeyForm>, FormRejection>,
 ) -> Result<Response, ByokRejection> {
-    let reject = |e: ByokError| ByokRejection::from(e).html(true);
-    configured(&web, &provider, &parts.headers)?;
+    if let Some(provider) = &path_provider {
+        configured(&web, provider, &parts.headers)?;
+    }
     policy::check_key_transport(&web, &parts)?;
-    let Form(form) = form.map_err(|e| ByokRejection::malformed_body(e.status()).html(true))?;
-    let key = submitted_key(&form.api_key).map_err(reject)?;
-    let ttl = key_ttl(&web, &user, None).map_err(reject)?;
+    let Form(form) = form.map_err(|e| ByokRejection::malformed_body(e.status()))?;
+    let provider = match path_provider {
+        Some(provider) => provider,
+        None => {
+            let provider = form.provider.unwrap_or_default();
+            if web.provider(&provider).is_none() {
+                return Err(ByokError::from(InvalidInput::new(
+                    Field::Provider,
+                    Problem::Other("is not one that this application offers"),
+                ))
+                .into());
+            }
+            provider
+        }
+    };
+    let key = submitted_key(&form.api_key)?;
+    let ttl = key_ttl(&web, &user, None)?;
     web.byok()
         .set_key(&user.user_id, &provider, key, ttl)
-        .await
-        .map_err(reject)?;
+        .await?;
     let to = format!("{}?saved={}", web.settings_path(), query_value(&provider));
     Ok(Redirect::to(&to).into_response())
 }
@@ -299,11 +342,12 @@ async fn form_delete(
     Path(provider): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ByokRejection> {
-    configured(&web, &provider, &headers)?;
+    let back = |r: ByokRejection| r.html(true).back_to(web.settings_path());
+    configured(&web, &provider, &headers).map_err(back)?;
     web.byok()
         .delete_key(&user.user_id, &provider)
         .await
-        .map_err(|e| ByokRejection::from(e).html(true))?;
+        .map_err(|e| back(e.into()))?;
     let to = format!("{}?deleted={}", web.settings_path(), query_value(&provider));
     Ok(Redirect::to(&to).into_response())
 }

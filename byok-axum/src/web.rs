@@ -265,3 +265,56 @@ pub(crate) fn from_parts(parts: &Parts) -> Result<ByokWeb, ByokRejection> {
         ByokRejection::internal("byok is not set up on this route")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrustedHeader;
+    use byok_core::{ByokConfig, Keyring, MasterKey};
+
+    fn builder() -> ByokWebBuilder {
+        let config = ByokConfig {
+            auto_cleanup: false,
+            ..ByokConfig::default()
+        };
+        let byok = Byok::new(
+            Arc::new(byok_memory::MemoryStorage::new()),
+            Keyring::new(1, MasterKey::generate()),
+            config,
+        )
+        .unwrap();
+        ByokWeb::builder(byok, TrustedHeader::new("x-user".parse().unwrap()))
+    }
+
+    #[test]
+    fn builder_checks_its_settings() {
+        let web = builder().build().unwrap();
+        assert_eq!(web.settings_path(), DEFAULT_SETTINGS_PATH);
+        assert!(web.provider("openai").is_some() && web.provider("xai").is_some());
+        assert!(web.is_production());
+
+        let web = builder()
+            .providers(["groq", "anthropic"])
+            .settings_path("/keys/")
+            .build()
+            .unwrap();
+        assert_eq!(web.settings_path(), "/keys");
+        let names: Vec<&str> = web.providers().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["Groq", "Anthropic"]);
+
+        for bad in [
+            builder().providers(["openai", "openai"]),
+            builder().providers([""]),
+            builder().providers(["tab\there"]),
+            builder().settings_path("settings"),
+            builder().settings_path("/"),
+        ] {
+            assert!(bad.build().is_err());
+        }
+        let debug = format!("{:?}", builder().build().unwrap());
+        assert!(
+            debug.contains("settings_path: \"/settings/api-keys\""),
+            "{debug}"
+        );
+    }
+}

@@ -1187,3 +1187,54 @@ async fn canary_key_never_appears_in_responses_logs_or_errors() {
     let r = byok_axum::ByokRejection::from(byok_core::ByokError::from(e));
     assert!(!format!("{r} {r:?}").contains("CANARY"));
 }
+
+#[tokio::test]
+async fn provider_picker_stores_for_the_chosen_provider_only() {
+    let t = app();
+    let page = send(
+        &t.app,
+        browser(Method::GET, SETTINGS, "alice")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(page.body.contains(r#"<select name="provider""#));
+    assert!(
+        page.body
+            .contains(r#"<option value="anthropic">Anthropic</option>"#)
+    );
+
+    let a = send(
+        &t.app,
+        form_post(
+            SETTINGS,
+            "alice",
+            &format!(
+                "provider=anthropic&{}",
+                form_body("sk-ant-abcdefghijklmnop")
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(
+        a.headers[header::LOCATION],
+        "/settings/api-keys?saved=anthropic"
+    );
+    assert_eq!(providers_of(&t.byok, "alice").await, ["anthropic"]);
+
+    for body in [
+        format!("provider=mistral&{}", form_body(OPENAI_KEY)),
+        form_body(OPENAI_KEY),
+    ] {
+        let a = send(&t.app, form_post(SETTINGS, "bob", &body)).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        assert!(a.body.contains("invalid provider"), "{}", a.body);
+        assert!(
+            a.body.contains(r#"href="/settings/api-keys""#),
+            "a way back"
+        );
+        assert!(!a.body.contains("abcdefghijklmnop"));
+        assert!(providers_of(&t.byok, "bob").await.is_empty());
+    }
+}

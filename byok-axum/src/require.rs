@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use byok_core::secrecy::SecretString;
 use tower::{Layer, Service};
@@ -102,7 +103,8 @@ impl ByokWeb {
     ///
     /// Without a key, a browser gets an "API key required" page that links
     /// to the settings page, and an API client a `403` problem document of
-    /// type `…:api-key-required`.
+    /// type `…:api-key-required`. A guarded response without a
+    /// `Cache-Control` header of its own gets `no-store`.
     ///
     /// ```
     /// use byok_axum::axum::{Router, routing::get};
@@ -187,7 +189,14 @@ where
                 Ok(key) => {
                     parts.extensions.insert(key);
                     parts.extensions.insert(web);
-                    inner.call(Request::from_parts(parts, body)).await
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    // The page was made with one user's key: no cache keeps it
+                    // unless the handler says otherwise.
+                    response
+                        .headers_mut()
+                        .entry(header::CACHE_CONTROL)
+                        .or_insert(HeaderValue::from_static("no-store"));
+                    Ok(response)
                 }
                 Err(rejection) => Ok(rejection.into_response()),
             }

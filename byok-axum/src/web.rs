@@ -159,6 +159,17 @@ impl ByokWebBuilder {
                 "the settings path must start with '/' and not be the root",
             ));
         }
+        if self.production
+            && self.byok.config().require_https
+            && !self.served_over_tls
+            && !self.trust_forwarded_proto
+        {
+            tracing::warn!(
+                "byok-axum runs in production with require_https, but neither served_over_tls \
+                 nor trust_forwarded_proto is set: only requests whose URI says https can \
+                 submit keys, so every form post will be refused"
+            );
+        }
         Ok(ByokWeb {
             inner: Arc::new(Inner {
                 byok: self.byok,

@@ -832,6 +832,7 @@ async fn guards_answer_browsers_and_api_clients() {
         .unwrap();
     let a = send(&t.app, html("/chat", "alice")).await;
     assert_eq!(a.status, StatusCode::OK);
+    assert_no_store(&a);
     assert_eq!(
         a.body,
         format!("chat with openai ({} bytes)", OPENAI_KEY.len())

@@ -163,7 +163,9 @@ pub const SESSION_USER_KEY: &str = "byok.user_id";
 /// keys survive [`Session::cycle_id`] at login. Each key is stored with
 /// the time left in the session as its TTL, so it expires with the session
 /// (with an inactivity expiry, it lives as long as the session would if
-/// the user were idle from the moment the key was set). When the user
+/// the user were idle from the moment the key was set; with
+/// `Expiry::OnSessionEnd`, whose end the server cannot see, it lives for
+/// tower-sessions' default of two weeks). When the user
 /// logs out, [`SessionKeys::end`] deletes their keys at once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionKeys;

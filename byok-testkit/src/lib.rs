@@ -155,6 +155,7 @@ use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
 pub mod cases;
+pub mod faults;
 pub mod proxy;
 pub mod services;
 

@@ -13,6 +13,9 @@
 //!   [`Report`], for tools and health checks.
 //! * [`services`] finds the test servers (Redis, PostgreSQL, MySQL) and
 //!   skips, or fails, when they are not there.
+//! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
+//!   the connections between a store and its server, and [`faults`] checks
+//!   what a store does during such an outage and after it.
 //!
 //! Each case works in its own random namespace of user ids and removes
 //! what it wrote, so cases run in parallel against one shared server.
@@ -155,9 +158,10 @@ use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
 pub mod cases;
+pub mod services;
+
 pub mod faults;
 pub mod proxy;
-pub mod services;
 
 #[doc(hidden)]
 pub mod __private {

@@ -16,6 +16,8 @@
 //! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
 //!   the connections between a store and its server, and [`faults`] checks
 //!   what a store does during such an outage and after it.
+//! * [`soak`] runs many tasks of random operations on one store and checks
+//!   every answer against a model, compare-and-swap races included.
 //!
 //! Each case works in its own random namespace of user ids and removes
 //! what it wrote, so cases run in parallel against one shared server.
@@ -162,6 +164,7 @@ pub mod services;
 
 pub mod faults;
 pub mod proxy;
+pub mod soak;
 
 #[doc(hidden)]
 pub mod __private {

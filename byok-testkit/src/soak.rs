@@ -5,7 +5,7 @@
 //! a few users of a random namespace and keeps a model of their slots, so
 //! every answer about them can be checked exactly: `store`, `retrieve`,
 //! `delete`, `list_providers`, `user_keys`, `clear_all` and
-//! `compare_and_swap`, with keys that never expire, expire far in the
+//! `compare_and_swap` (and, now and then, `purge_expired`), with keys that never expire, expire far in the
 //! future, or have already expired (which must then be invisible).
 //!
 //! All tasks also race on a few shared counter slots: read the counter,
@@ -304,6 +304,7 @@ enum Op {
     ClearAll,
     Swap,
     Increment,
+    Purge,
 }
 
 /// Operations and their weights.
@@ -316,6 +317,7 @@ const OPS: &[(Op, u32)] = &[
     (Op::ClearAll, 2),
     (Op::Swap, 12),
     (Op::Increment, 18),
+    (Op::Purge, 1),
 ];
 
 struct Worker {
@@ -518,6 +520,11 @@ impl Worker {
             }
             Op::Swap => self.swap(u, p, &user, slot).await?,
             Op::Increment => self.increment().await?,
+            Op::Purge => {
+                // Removes expired keys of every task: slots the models
+                // hold as `Expired` may or may not be stored, either way.
+                self.call(self.store.purge_expired()).await?;
+            }
         }
         Ok(())
     }

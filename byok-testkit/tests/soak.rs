@@ -86,10 +86,10 @@ fn config() -> SoakConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_soaks_clean() {
-    let report = soak(Arc::new(MemoryStorage::new()), &config()).await;
+    let report = soak(Arc::new(MemoryStorage::new()), &SoakConfig::default()).await;
     let _ = writeln!(std::io::stderr(), "soak memory: {report}");
     assert!(report.is_clean(), "{report}");
-    assert_eq!(report.ops, 16 * 200);
+    assert_eq!(report.ops, 16 * 320);
     assert!(
         report.increments > 0 && report.expired_checks > 0,
         "{report}"

@@ -1,5 +1,6 @@
 //! The model-checked soak of `byok_testkit::soak` (16 tasks, about 5,000
-//! operations, compare-and-swap races on shared counters) on the shared
+//! operations unless `BYOK_TEST_SOAK_OPS` asks for more, compare-and-swap
+//! races on shared counters) on the shared
 //! test Redis and, when one is given, Redis Cluster, each under a key
 //! prefix of its own. Each test prints its figures on a `soak …:` line and
 //! fails on any mismatch with the model or any error that is not
@@ -20,7 +21,7 @@ use byok_redis::RedisStorage;
 use byok_testkit::soak::{SoakConfig, soak};
 
 async fn check(name: &str, store: RedisStorage) {
-    let report = soak(Arc::new(store), &SoakConfig::default()).await;
+    let report = soak(Arc::new(store), &SoakConfig::from_env()).await;
     let _ = writeln!(std::io::stderr(), "soak {name}: {report}");
     assert!(report.is_clean(), "soak {name}: {report}");
     assert!(report.increments > 0, "no counter increment succeeded");

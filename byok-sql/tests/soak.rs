@@ -1,5 +1,6 @@
 //! The model-checked soak of `byok_testkit::soak` (16 tasks, about 5,000
-//! operations, compare-and-swap races on shared counters) on each engine:
+//! operations unless `BYOK_TEST_SOAK_OPS` asks for more, compare-and-swap
+//! races on shared counters) on each engine:
 //! a SQLite file, and a table of its own on the shared PostgreSQL and
 //! MariaDB. Each test prints its figures on a `soak <engine>: …` line and
 //! fails on any mismatch with the model or any error that is not
@@ -22,7 +23,7 @@ use byok_core::KeyStorage;
 use byok_testkit::soak::{SoakConfig, soak};
 
 async fn check(engine: &str, store: Arc<dyn KeyStorage>) {
-    let report = soak(store, &SoakConfig::default()).await;
+    let report = soak(store, &SoakConfig::from_env()).await;
     let _ = writeln!(std::io::stderr(), "soak {engine}: {report}");
     assert!(report.is_clean(), "soak {engine}: {report}");
     assert!(report.increments > 0, "no counter increment succeeded");

@@ -79,6 +79,26 @@ impl Default for SoakConfig {
     }
 }
 
+/// The variable that sizes the soaks of the test suites: the total number
+/// of operations, split evenly among the tasks (see
+/// [`SoakConfig::from_env`]).
+pub const OPS_VAR: &str = "BYOK_TEST_SOAK_OPS";
+
+impl SoakConfig {
+    /// The default, sized for CI, unless [`OPS_VAR`] gives a total number
+    /// of operations (for a longer run by hand: `BYOK_TEST_SOAK_OPS=110000`).
+    pub fn from_env() -> Self {
+        let mut config = SoakConfig::default();
+        if let Some(total) = std::env::var(OPS_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            config.ops_per_task = total.div_ceil(config.tasks).max(1);
+        }
+        config
+    }
+}
+
 /// What a [`soak`] ran and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -19,7 +19,7 @@
 //! never touch the keys whose survival is checked.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use byok_testkit::faults::{outage, Fault};
 //! use byok_testkit::proxy::FaultProxy;
 //!
@@ -40,7 +40,7 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use byok_core::{ApiKey, ByokError, KeyStorage};
 use chrono::Utc;
@@ -119,6 +119,9 @@ pub struct OutageReport {
     pub calls_checked: u32,
     /// How many of them failed (retryably: anything else is a failure).
     pub errors_during: u32,
+    /// The longest any of them took: a figure for reports, never checked
+    /// against anything but the hang bound.
+    pub longest_call: Duration,
     /// Retryable errors after the fault ended, before the store answered.
     pub errors_after: u32,
     /// Keys acknowledged before the fault and read back after it.
@@ -130,12 +133,14 @@ impl fmt::Display for OutageReport {
         write!(
             f,
             "{}: {} fault actions, {} connections reset, {} calls checked during the fault \
-             ({} retryable errors), {} retryable errors after it, {} acknowledged keys read back",
+             ({} retryable errors, longest {:.2?}), {} retryable errors after it, {} acknowledged \
+             keys read back",
             self.fault,
             self.faults_injected,
             self.connections_reset,
             self.calls_checked,
             self.errors_during,
+            self.longest_call,
             self.errors_after,
             self.keys_read_back,
         )
@@ -241,31 +246,33 @@ async fn run_outage(
         }
         Ok::<(), Failure>(())
     };
-    let first = &kept[0];
-    let r = call(bound, "retrieve", store.retrieve(&kept_user, "p0")).await;
-    check("retrieve", r.map(|r| r.map(|k| k.as_ref() == Some(first))))?;
-    let r = call(bound, "list_providers", store.list_providers(&kept_user)).await;
-    check("list_providers", r.map(|r| r.map(|l| l == providers)))?;
-    let r = call(bound, "user_keys", store.user_keys(&kept_user)).await;
-    check("user_keys", r.map(|r| r.map(|k| k == kept)))?;
-    let r = call(bound, "scan", store.scan(None, 10)).await;
-    check("scan", r.map(|r| r.map(|_| true)))?;
-    let r = call(bound, "store", store.store(&during)).await;
-    check("store", r.map(|r| r.map(|()| true)))?;
-    let r = call(
-        bound,
+    let mut longest = Duration::ZERO;
+    // Calls one operation under the hang bound, times it, and checks its
+    // outcome, mapped to whether its answer was right.
+    macro_rules! during {
+        ($name:literal, $work:expr, $right:expr) => {{
+            let start = Instant::now();
+            let outcome = call(bound, $name, $work).await;
+            longest = longest.max(start.elapsed());
+            check($name, outcome.map(|r| r.map($right)))?;
+        }};
+    }
+    let is_first = |k: Option<ApiKey>| k.as_ref() == Some(&kept[0]);
+    let is_all = |l: Vec<String>| l == providers;
+    during!("retrieve", store.retrieve(&kept_user, "p0"), is_first);
+    during!("list_providers", store.list_providers(&kept_user), is_all);
+    during!("user_keys", store.user_keys(&kept_user), |k| k == kept);
+    during!("scan", store.scan(None, 10), |_| true);
+    during!("store", store.store(&during), |()| true);
+    // Right either way: after a cut, the store before it may not have landed.
+    during!(
         "compare_and_swap",
         store.compare_and_swap(&during, &swapped),
-    )
-    .await;
-    // Right if the store before it landed; after a cut it may not have.
-    check("compare_and_swap", r.map(|r| r.map(|_| true)))?;
-    let r = call(bound, "delete", store.delete(&other_user, "p")).await;
-    check("delete", r.map(|r| r.map(|_| true)))?;
-    let r = call(bound, "clear_all", store.clear_all(&other_user)).await;
-    check("clear_all", r.map(|r| r.map(|_| true)))?;
-    let r = call(bound, "purge_expired", store.purge_expired()).await;
-    check("purge_expired", r.map(|r| r.map(|_| true)))?;
+        |_| true
+    );
+    during!("delete", store.delete(&other_user, "p"), |_| true);
+    during!("clear_all", store.clear_all(&other_user), |_| true);
+    during!("purge_expired", store.purge_expired(), |_| true);
 
     proxy.resume();
     let after = proxy.stats();
@@ -311,6 +318,7 @@ async fn run_outage(
         connections_reset: (after.cut + after.refused) - (before.cut + before.refused),
         calls_checked,
         errors_during,
+        longest_call: longest,
         errors_after,
         keys_read_back: kept.len(),
     })

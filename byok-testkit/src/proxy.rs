@@ -264,9 +264,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Closes `socket` with a reset rather than an orderly goodbye, as the
 /// kernel does for a connection to a closed port or to a dead process.
 fn reset(socket: TcpStream, counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
     let _ = socket.set_zero_linger();
     drop(socket);
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 async fn connect_upstream(client: TcpStream, shared: Arc<Shared>) {
@@ -284,12 +284,14 @@ async fn connect_upstream(client: TcpStream, shared: Arc<Shared>) {
     let down = forward(server_read, client_write, &shared, generation);
     let (up, down) = tokio::join!(up, down);
     if let (Some(a), Some(b)) = (up, down) {
+        // Counted before the sockets close, so that whoever sees the
+        // connection end also sees it counted.
+        shared.counters.cut.fetch_add(1, Ordering::Relaxed);
         // Both halves of both sockets are back: reset the two sockets.
         if let (Ok(client), Ok(server)) = (a.0.reunite(b.1), b.0.reunite(a.1)) {
             let _ = client.set_zero_linger();
             let _ = server.set_zero_linger();
         }
-        shared.counters.cut.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -202,6 +202,20 @@ impl ProviderInfo {
     }
 }
 
+/// Every provider byok knows, with display names, key prefixes, docs links
+/// and input placeholders, in a stable order (for settings pages and
+/// provider pickers).
+///
+/// ```
+/// use byok_core::display::known_providers;
+/// let openai = known_providers().find(|p| p.id == "openai").expect("known");
+/// assert_eq!(openai.name, "OpenAI");
+/// assert_eq!(openai.placeholder, "sk-...");
+/// ```
+pub fn known_providers() -> impl Iterator<Item = ProviderInfo> {
+    KNOWN.iter().map(|k| ProviderInfo::of(k.id))
+}
+
 /// The display name of a provider: its name in the table of known
 /// providers (`openai` → `OpenAI`), else its id with `_` and `-` turned
 /// into spaces and each word title-cased, as the Python library's

@@ -130,6 +130,7 @@ impl RedisStorage {
             nodes: describe_nodes(&[url]).into(),
         };
         store.check_eviction_policy().await;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -175,6 +176,7 @@ impl RedisStorage {
             nodes: describe_nodes(urls).into(),
         };
         store.check_eviction_policy().await;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -248,17 +250,12 @@ impl RedisStorage {
         }
     }
 
-    /// The Redis key that holds the key of a slot (a hash), for tools and
-    /// tests. Fails on invalid ids.
-    pub fn redis_key(&self, user_id: &str, provider: &str) -> Result<String> {
-        validate::slot(user_id, provider)?;
-        Ok(self.layout.key(user_id, provider))
-    }
-
-    /// The Redis key of a user's index of providers. Fails on an invalid id.
-    pub fn redis_index_key(&self, user_id: &str) -> Result<String> {
+    /// The Redis key of the hash that holds a user's keys, one field per
+    /// provider (see the [crate docs](crate#key-layout)), for tools and
+    /// tests. Fails on an invalid id.
+    pub fn redis_user_key(&self, user_id: &str) -> Result<String> {
         validate::user_id(user_id)?;
-        Ok(self.layout.user_index(user_id))
+        Ok(self.layout.user_hash(user_id))
     }
 
     /// Logs a warning for each server whose `maxmemory-policy` is not

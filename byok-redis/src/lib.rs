@@ -2,9 +2,11 @@
 //! and (with the `cluster` feature) for Redis Cluster, through one type and
 //! one code path.
 //!
-//! Keys are kept as Redis hashes with Redis's own expiry on them, and every
-//! multi-key change is one Lua script, so a store, a delete, a clear or a
-//! compare-and-swap is atomic on a single server and on a cluster alike.
+//! A user's keys are kept in one Redis hash, a small binary record per
+//! provider, so reading a key is one `HGET` and listing a user's keys one
+//! `HGETALL`; every multi-key change is one Lua script, so a store, a
+//! delete, a clear or a compare-and-swap is atomic on a single server and
+//! on a cluster alike.
 //!
 //! ```no_run
 //! use byok_core::{ApiKey, ByokConfig, KeyStorage};
@@ -55,23 +57,51 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P{B}:k:<user>:<provider>` | hash | one key: `v` ciphertext, `c` created (Unix ms), `h` hint (optional), `e` expires (Unix ms, optional); Redis expires the hash at `e` (`PEXPIREAT`) |
-//! | `P{B}:i:<user>` | sorted set, scores 0 | the user's providers, in byte order |
+//! | `P{B}:u:<user>` | hash | the user's keys: one field per provider (the provider's own bytes), holding the key's [record](#records) |
 //! | `P{B}:users` | sorted set, scores 0 | the users of the bucket that have keys, in byte order |
-//! | `P{B}:exp` | sorted set | the bucket's expiring slots, scored by expiry (Unix ms) |
+//! | `P{B}:exp` | sorted set | the bucket's expiring slots, scored by expiry (Unix ms); members `<len>:<user><provider>`, the user's length in bytes first |
+//! | `Pformat` | string | the format of the data under the prefix, `2` (see [upgrading](#upgrading-from-format-1)) |
 //!
 //! [`encode_id`] keeps letters, digits and `-._~@+` and percent-encodes
 //! every other byte, so encoded ids never hold `{`, `}` or `:`, and no two
-//! (user, provider) pairs share a key, whatever characters they hold. The
-//! prefix may not hold braces either ([`check_prefix`]); the hash tag is
-//! always `{B}`. Listing and clearing read the user's own index, never
-//! `KEYS` or `SCAN`, and never touch another user's keys.
+//! users share a hash, whatever characters their ids hold; a provider is a
+//! field of its user's hash, so no two (user, provider) pairs share a
+//! record. The prefix may not hold braces either ([`check_prefix`]); the
+//! hash tag is always `{B}`, and `Pformat`, which has none, can be the name
+//! of no other key. Reading, listing and clearing touch the user's own hash,
+//! never `KEYS` or `SCAN`, and never another user's keys.
 //!
-//! The layout — the bucket count, the hash, the encoding — is part of the
-//! stored format and will not change within a major version. A cluster
-//! spreads the 1024 bucket slots over its masters, which balances well up
-//! to a few dozen masters. Scripts run one at a time on their server: a
-//! `clear_all` of a user with many keys is one script over all of them.
+//! The layout — the bucket count, the hash, the encoding, the record — is
+//! part of the stored format and will not change within a major version
+//! without a migration. A cluster spreads the 1024 bucket slots over its
+//! masters, which balances well up to a few dozen masters. Scripts run one
+//! at a time on their server: a `clear_all` of a user with many keys is one
+//! script over all of them.
+//!
+//! ## Records
+//!
+//! A key's record is one binary value: a version byte (1), a flags byte
+//! (bit 0: expires, bit 1: has a hint), created and expires as big-endian
+//! Unix milliseconds (8 bytes each, expires 0 when it never expires), the
+//! hint's length (1 byte) and the hint, then the ciphertext to the end. A
+//! read decodes it without a second lookup; the fixed offsets let the
+//! compare-and-swap script find the expiry and the ciphertext.
+//!
+//! ## Upgrading from format 1
+//!
+//! Before format 2, byok-redis kept a hash per key (`P{B}:k:<user>:<provider>`
+//! with the fields `v`, `c`, `h`, `e`) and a sorted set of each user's
+//! providers (`P{B}:i:<user>`); the bucket sets are the same in both
+//! formats. [`RedisStorage::connect`] (and every other way of connecting)
+//! reads `Pformat`; when it is not there, it runs
+//! [`RedisStorage::migrate`], which walks the buckets' user sets, moves each
+//! user's format-1 keys into the user's hash in one script per user (a key
+//! already written in format 2 wins), deletes the format-1 keys, and then
+//! writes `Pformat`. On an empty prefix this is one read per bucket, once.
+//! Stop processes of the older version before the first connect of this
+//! one: keys they write in format 1 afterwards are not seen. A prefix
+//! marked with a format this version does not know is refused with a
+//! config error.
 //!
 //! # Guarantees
 //!
@@ -79,15 +109,15 @@
 //!   `purge_expired` are single Lua scripts (through
 //!   [`redis::Script::invoke_async`], which reloads a script the server lost),
 //!   naming every key in `KEYS`: atomic on a server and on a cluster.
-//!   `clear_all` first reads the user's index, then runs its script only if
-//!   the index is unchanged (and reads again if not).
-//! * Expiry is checked at read time against this process's clock, and Redis
-//!   also expires the hash itself (against the server's clock), so an
-//!   expired key is never returned; keep the clocks in sync, as a server
-//!   whose clock runs ahead drops keys early.
-//! * A key stored with an expiry already in the past is written as index
-//!   entries only: it reads as absent at once, `delete` still reports it
-//!   until it is purged, and `purge_expired` removes and counts it.
+//!   Replacing a key costs Redis two commands (`HSET` and the expiry set's
+//!   `ZADD` or `ZREM`); a user's first key of a provider adds one more.
+//! * Expiry is checked at read time against this process's clock, so an
+//!   expired key is never returned, whatever the server's clock says.
+//!   Redis does not expire records by itself (a hash field has no expiry
+//!   before Redis 7.4): an expired key stays in Redis, unreadable, until
+//!   `purge_expired` removes it. `delete` reports it as stored until then,
+//!   and the purge counts it. [`KeyStorage::user_keys`](byok_core::KeyStorage::user_keys)
+//!   returns it, with its expiry, so a summary can show it as expired.
 //! * Every command fails within a bounded time when Redis is unreachable
 //!   (see [`RedisOptions`]) with a retryable error, and the store reconnects
 //!   by itself when Redis is back. A server busy with another client's
@@ -97,11 +127,10 @@
 //! ## `purge_expired`
 //!
 //! Walks the expiry set of each of the 1024 buckets and removes every slot
-//! whose expiry has passed: the hash (which Redis has usually dropped by
-//! then), the provider from the user's index, and the user from the bucket
-//! when that was its last key. It returns how many slots it removed. Redis
-//! frees the memory of expired hashes by itself; purging keeps the indexes
-//! small. It costs at least one round trip per bucket.
+//! whose expiry has passed: the record from the user's hash, and the user
+//! from the bucket when that was its last key. It returns how many slots it
+//! removed. It is what frees the memory of expired keys, so run it
+//! regularly. It costs at least one round trip per bucket.
 //!
 //! An expired member of an expiry set that names no slot of its bucket (not
 //! of the `<len>:<user><provider>` form, an invalid id, or a user of another
@@ -109,9 +138,8 @@
 //! `tracing` warning, and is not counted: left in place it would stall
 //! every later purge of the bucket, or name keys of another hash slot.
 //!
-//! `list_providers` only reads: it leaves expired entries for the purge,
-//! so `delete` reports an expired key as stored, and the purge counts it,
-//! until a purge removes it. This store starts no background task, whatever
+//! `list_providers` only reads: it leaves expired keys for the purge. This
+//! store starts no background task, whatever
 //! [`ByokConfig::auto_cleanup`] says: call `purge_expired` from a periodic
 //! job.
 //!
@@ -124,7 +152,8 @@
 //! a cluster (also across a resharding, which moves whole slots), whatever
 //! is written in parallel; keys written or removed during the walk may or
 //! may not be returned. A page may be short, even empty, before the end:
-//! one call stops after a bounded number of round trips. Runs of empty
+//! one call stops after a bounded number of round trips. Each user's hash
+//! is read whole, once per page that reaches the user. Runs of empty
 //! buckets are read in growing concurrent batches, so walking an empty or
 //! sparse store takes a few dozen round trips, not 1024. The walk does not
 //! use `SCAN`, whose duplicates and hints would break exactly-once.
@@ -132,10 +161,9 @@
 //! # Server requirements
 //!
 //! **`maxmemory-policy noeviction`** (Redis's default). Under any other
-//! policy a full Redis evicts keys to make room: a key's hash before its
-//! expiry (a stored key is lost), or an index (`list_providers`,
-//! `clear_all`, `scan` and `purge_expired` then miss keys that are still
-//! stored). With `noeviction`, a full Redis refuses `store` and
+//! policy a full Redis evicts keys to make room: a user's hash (the user's
+//! keys are lost), or a bucket's set (`scan` and `purge_expired` then miss
+//! keys that are still stored). With `noeviction`, a full Redis refuses `store` and
 //! `compare_and_swap` instead, before they change anything, with a
 //! [`StorageErrorKind::Rejected`] error; deleting, clearing and purging
 //! still work and free memory. `connect`
@@ -147,11 +175,11 @@
 //! ## Redis version
 //!
 //! **Minimum supported: Redis 7.0**, the version the tests run against,
-//! standalone and as a cluster. By the commands used the floor would be Redis 4.0
-//! (multi-field `HSET` is the newest of them): `HSET`, `HGETALL`, `HMGET`,
-//! `DEL`, `EXISTS`, `PEXPIREAT`, `ZADD`, `ZREM`, `ZCARD`, `ZSCORE`,
-//! `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`, plus
-//! `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
+//! standalone and as a cluster. The commands used are all older than
+//! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HKEYS`,
+//! `HGETALL`, `GET`, `SET`, `DEL`, `EXISTS`, `ZADD`, `ZREM`, `ZCARD`,
+//! `ZSCORE`, `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`,
+//! plus `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
 //! comes from the client), so they replicate the same way under any
 //! replication mode. Versions before 7.0 are not tested.
 //!
@@ -163,6 +191,7 @@
 mod connection;
 mod error;
 mod layout;
+mod migrate;
 mod options;
 mod purge;
 mod record;

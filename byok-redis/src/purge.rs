@@ -65,8 +65,7 @@ impl RedisStorage {
                 inv.arg(member.as_slice());
             }
             for (member, user, provider) in &slots {
-                inv.key(self.layout.user_index(user))
-                    .key(self.layout.key(user, provider))
+                inv.key(self.layout.user_hash(user))
                     .arg(member.as_slice())
                     .arg(user)
                     .arg(provider);

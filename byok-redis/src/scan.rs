@@ -1,13 +1,15 @@
 //! `scan`: the walk over buckets, users and providers.
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 
 use byok_core::{ApiKey, Cursor, Result, ScanPage, validate};
-use chrono::Utc;
 
 use crate::connection::RedisStorage;
 use crate::error::corrupt;
 use crate::layout::{BUCKETS, Position};
+use crate::record::{self, now_millis};
+use crate::storage::provider_of;
 
 /// How many round trips one `scan` call makes at most before it returns a
 /// (possibly short) page.
@@ -34,7 +36,7 @@ impl RedisStorage {
         let mut next_users: VecDeque<String> = VecDeque::new();
         let mut trips = 0usize;
         let mut probe: u16 = 1;
-        let now = Utc::now();
+        let now = now_millis();
         loop {
             if pos.bucket >= BUCKETS {
                 return Ok(ScanPage { keys, next: None });
@@ -48,35 +50,26 @@ impl RedisStorage {
             match pos.after.clone() {
                 Some((user, after_provider)) => {
                     let need = limit - keys.len();
-                    let mut read = redis::cmd("ZRANGEBYLEX");
-                    read.arg(self.layout.user_index(&user))
-                        .arg(exclusive_after(&after_provider))
-                        .arg("+")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(need);
-                    let raw: Vec<Vec<u8>> = self.query("scanning failed", &read).await?;
+                    // The whole hash is read: a user has few keys, and a
+                    // hash cannot be read from a field on in order.
+                    let records = self.user_records(&user).await?;
                     trips += 1;
-                    let providers = raw
-                        .into_iter()
-                        .map(|p| {
-                            String::from_utf8(p)
-                                .map_err(|_| corrupt("a provider index holds non-UTF-8"))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    let found = self.read_keys(&user, &providers).await?;
-                    if !providers.is_empty() {
-                        trips += 1;
-                    }
-                    keys.extend(
-                        found
-                            .into_iter()
-                            .flatten()
-                            .filter(|k| !k.is_expired_at(now)),
+                    let after = (
+                        Bound::Excluded(after_provider.into_bytes()),
+                        Bound::Unbounded,
                     );
-                    if providers.len() == need {
-                        if let Some(last) = providers.last() {
-                            pos.after = Some((user, last.clone()));
+                    let mut rest = records.range::<Vec<u8>, _>(after);
+                    let mut last = None;
+                    for (field, stored) in rest.by_ref().take(need) {
+                        let provider = provider_of(field.clone())?;
+                        if !record::is_expired_at(stored, now)? {
+                            keys.push(record::decode(&user, &provider, stored)?);
+                        }
+                        last = Some(provider);
+                    }
+                    if rest.next().is_some() {
+                        if let Some(last) = last {
+                            pos.after = Some((user, last));
                         }
                         continue;
                     }
@@ -126,7 +119,11 @@ impl RedisStorage {
     }
 
     /// Up to [`SCAN_USER_BATCH`] users of a bucket after `after`, in byte order.
-    async fn users_after(&self, bucket: u16, after: Option<&str>) -> Result<VecDeque<String>> {
+    pub(crate) async fn users_after(
+        &self,
+        bucket: u16,
+        after: Option<&str>,
+    ) -> Result<VecDeque<String>> {
         let mut read = redis::cmd("ZRANGEBYLEX");
         read.arg(self.layout.bucket_users(bucket))
             .arg(exclusive_after(after.unwrap_or("")))

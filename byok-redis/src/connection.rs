@@ -12,6 +12,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use crate::error::{storage_error, timeout_error};
 use crate::layout::Layout;
 use crate::options::RedisOptions;
+use crate::tls;
 use crate::url::{describe_nodes, parse_urls};
 
 /// A connection to one server or to a cluster. Clones share it.
@@ -83,9 +84,10 @@ impl fmt::Debug for RedisStorage {
 }
 
 impl RedisStorage {
-    /// Connects to one Redis server (`redis://` or `rediss://`; TLS needs the
-    /// `redis` crate's TLS features), with the key prefix of `config` and
-    /// default [`RedisOptions`].
+    /// Connects to one Redis server (`redis://`, or `rediss://` with a TLS
+    /// feature: see [TLS](crate#tls)), with the key prefix of `config` and
+    /// default [`RedisOptions`], and moves data of an older format (see
+    /// [upgrading](crate#upgrading-from-format-1)).
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         Self::connect_with(url, config, RedisOptions::default()).await
     }
@@ -98,15 +100,7 @@ impl RedisStorage {
     ) -> Result<Self> {
         options.check()?;
         let layout = Layout::new(&config.session_key_prefix)?;
-        let client = redis::Client::open(url).map_err(|e| {
-            let message = if url.trim_start().to_ascii_lowercase().starts_with("rediss:") {
-                "the Redis URL is not usable (rediss:// needs TLS support, which this build \
-                 of the redis crate may lack: enable one of its TLS features)"
-            } else {
-                "the Redis URL is not usable"
-            };
-            ConfigError::new(message).with_source(e)
-        })?;
+        let client = tls::client(url, &options)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connection_timeout()))
             .set_response_timeout(Some(options.response_timeout()))
@@ -120,7 +114,7 @@ impl RedisStorage {
         .await
         {
             Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(storage_error(e, "connecting to Redis failed")),
+            Ok(Err(e)) => return Err(connect_error(e, "connecting to Redis failed")),
             Err(_) => return Err(timeout_error(deadline)),
         };
         let store = RedisStorage {
@@ -154,7 +148,8 @@ impl RedisStorage {
             return Err(ConfigError::new("a Redis Cluster needs at least one node URL").into());
         }
         let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied());
+        let client = tls::cluster_builder(builder, &nodes, &options)?
             .connection_timeout(options.connection_timeout())
             .response_timeout(options.response_timeout())
             .retries(2)
@@ -166,7 +161,7 @@ impl RedisStorage {
         let deadline = options.command_deadline();
         let conn = match tokio::time::timeout(deadline, client.get_async_connection()).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(storage_error(e, "connecting to Redis Cluster failed")),
+            Ok(Err(e)) => return Err(connect_error(e, "connecting to Redis Cluster failed")),
             Err(_) => return Err(timeout_error(deadline)),
         };
         let store = RedisStorage {
@@ -340,6 +335,24 @@ impl RedisStorage {
     }
 }
 
+/// A failed connection as a storage error: a refused certificate is
+/// [`StorageErrorKind::Rejected`](byok_core::error::StorageErrorKind::Rejected)
+/// (retrying cannot help), anything else as [`storage_error`] maps it.
+fn connect_error(e: redis::RedisError, what: &'static str) -> byok_core::ByokError {
+    if tls::is_certificate_error(&e) {
+        return byok_core::error::StorageError::new(
+            crate::error::BACKEND,
+            byok_core::error::StorageErrorKind::Rejected,
+            "the Redis server's TLS certificate was not accepted: it does not verify against \
+             the trusted certificate authorities (see RedisOptions::with_root_certificates) \
+             or does not name the host connected to",
+        )
+        .with_source(e)
+        .into();
+    }
+    storage_error(e, what)
+}
+
 /// The policy in a `CONFIG GET maxmemory-policy` reply (an array of name
 /// and value over RESP2, a map over RESP3); `None` for anything else, such
 /// as the error a server with `CONFIG` disabled answers.
@@ -384,6 +397,19 @@ mod tests {
         );
     }
 
+    #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+    #[tokio::test]
+    async fn tls_without_a_tls_feature_is_a_config_error() {
+        let options = RedisOptions::default().with_root_certificates(b"PEM".to_vec());
+        let err =
+            RedisStorage::connect_with("redis://127.0.0.1:1", &ByokConfig::default(), options)
+                .await
+                .unwrap_err();
+        assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("TLS feature"), "{err}");
+    }
+
+    #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
     #[tokio::test]
     async fn tls_urls_without_tls_support_are_a_config_error() {
         let err = RedisStorage::connect("rediss://:hunter2@127.0.0.1:1", &ByokConfig::default())

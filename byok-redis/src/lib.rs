@@ -103,6 +103,51 @@
 //! marked with a format this version does not know is refused with a
 //! config error.
 //!
+//! # TLS
+//!
+//! `rediss://` needs one of the TLS features of this crate, which follow
+//! the `redis` crate's own:
+//!
+//! | feature | TLS through | trusts |
+//! |---|---|---|
+//! | `tls` (= `tls-rustls`) | rustls, with the `ring` provider | the system's certificate authorities |
+//! | `tls-rustls-webpki-roots` | rustls | the Mozilla roots of `webpki-roots` |
+//! | `tls-rustls-insecure` | rustls | as `tls`, and accepts `#insecure` |
+//! | `tls-native-tls` | the platform's library (OpenSSL on Linux) | the system's; accepts `#insecure` |
+//!
+//! [`RedisOptions::with_root_certificates`] trusts the certificate
+//! authorities of a PEM file instead, as for a server with a certificate of
+//! your own authority (on a Redis Cluster this needs `tls-rustls`). The
+//! server's certificate must verify and name the host in the URL; when it
+//! does not, connecting fails with [`StorageErrorKind::Rejected`] and a
+//! message that says so. The URL forms:
+//!
+//! * `rediss://[[user]:password@]host[:port][/db]`: one server, verified.
+//! * `rediss+cluster://[[user]:password@]h1:p1,h2:p2` or comma-separated
+//!   `rediss://` URLs: a cluster, every node verified.
+//! * `rediss://host:port/#insecure`: encrypted but **not verified** (any
+//!   certificate is accepted, so anyone on the path can read the traffic);
+//!   only with `tls-rustls-insecure` or `tls-native-tls`, for tests.
+//!
+//! With rustls, a crypto provider installed by the application
+//! (`rustls::crypto::CryptoProvider::install_default`) is used; when there
+//! is none, connecting over TLS installs `ring`'s.
+//!
+//! ```no_run
+//! use byok_core::ByokConfig;
+//! use byok_redis::{RedisOptions, RedisStorage};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = std::fs::read("/etc/ssl/redis-ca.pem")?;
+//! let options = RedisOptions::default().with_root_certificates(ca);
+//! let store =
+//!     RedisStorage::connect_with("rediss://:secret@redis.internal:6380", &ByokConfig::default(), options)
+//!         .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Guarantees
 //!
 //! * `store`, `delete`, `clear_all`, `compare_and_swap` and each batch of
@@ -198,6 +243,7 @@ mod record;
 mod scan;
 mod scripts;
 mod storage;
+mod tls;
 mod url;
 
 pub use connection::RedisStorage;

@@ -1,18 +1,42 @@
 //! Connection settings.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::error::ConfigError;
 
+/// Connection settings of a [`RedisStorage`](crate::RedisStorage).
 ///
 /// Every command sent to Redis, including waiting for a reconnect, fails
 /// with a retryable [`StorageErrorKind::Timeout`](byok_core::error::StorageErrorKind::Timeout) once
 /// `connection_timeout + response_timeout` has passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// For `rediss://`, [`with_root_certificates`](Self::with_root_certificates)
+/// names the certificate authorities to trust; without it, the system's
+/// are trusted (or, with the `tls-rustls-webpki-roots` feature, the
+/// Mozilla roots).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisOptions {
     connection_timeout: Duration,
     response_timeout: Duration,
+    root_certificates: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RedisOptions");
+        d.field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout);
+        if let Some(pem) = &self.root_certificates {
+            d.field(
+                "root_certificates",
+                &format_args!("<{} bytes of PEM>", pem.len()),
+            );
+        }
+        d.finish()
+    }
 }
 
 impl Default for RedisOptions {
@@ -20,6 +44,7 @@ impl Default for RedisOptions {
         RedisOptions {
             connection_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(3),
+            root_certificates: None,
         }
     }
 }
@@ -35,6 +60,21 @@ impl RedisOptions {
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
+    }
+
+    /// Trusts the certificate authorities in `pem` (one or more
+    /// certificates in PEM format) for `rediss://` connections, instead of
+    /// the system's. Needs a TLS feature (`tls`, `tls-rustls` or
+    /// `tls-native-tls`); connecting fails with a config error without one.
+    pub fn with_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(Arc::from(pem.into()));
+        self
+    }
+
+    /// The certificate authorities given by
+    /// [`with_root_certificates`](Self::with_root_certificates), in PEM.
+    pub fn root_certificates(&self) -> Option<&[u8]> {
+        self.root_certificates.as_deref()
     }
 
     /// How long one attempt to connect may take.
@@ -63,6 +103,21 @@ impl RedisOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_size_of_the_root_certificates_only() {
+        assert_eq!(
+            format!("{:?}", RedisOptions::default()),
+            "RedisOptions { connection_timeout: 2s, response_timeout: 3s }"
+        );
+        let with = RedisOptions::default().with_root_certificates(b"-----BEGIN".to_vec());
+        assert_eq!(with.root_certificates(), Some(b"-----BEGIN".as_slice()));
+        assert_eq!(
+            format!("{with:?}"),
+            "RedisOptions { connection_timeout: 2s, response_timeout: 3s, \
+             root_certificates: <10 bytes of PEM> }"
+        );
+    }
 
     #[test]
     fn options_are_checked() {

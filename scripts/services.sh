@@ -80,6 +80,10 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   missing+=(redis-server)
 fi
+# Builds with every feature (tls-native-tls) link against OpenSSL.
+if ! pkg-config --exists openssl >/dev/null 2>&1; then
+  missing+=(libssl-dev pkg-config)
+fi
 # Servers installed in this run are throwaway test servers whose logins the
 # script may open; see the header.
 fresh_postgres=0
@@ -96,7 +100,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q "${missing[@]}"
 else
-  log "PostgreSQL, MariaDB and Redis are installed"
+  log "PostgreSQL, MariaDB, Redis and the OpenSSL headers are installed"
 fi
 
 # ------------------------------------------------------------- PostgreSQL

@@ -373,8 +373,6 @@ fn eviction_policy(reply: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use byok_core::ByokError;
-
     use super::*;
 
     #[tokio::test]
@@ -405,7 +403,7 @@ mod tests {
             RedisStorage::connect_with("redis://127.0.0.1:1", &ByokConfig::default(), options)
                 .await
                 .unwrap_err();
-        assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+        assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
         assert!(err.to_string().contains("TLS feature"), "{err}");
     }
 
@@ -415,7 +413,7 @@ mod tests {
         let err = RedisStorage::connect("rediss://:hunter2@127.0.0.1:1", &ByokConfig::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+        assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
         assert!(err.to_string().contains("TLS"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }

@@ -63,6 +63,10 @@ pub struct RedisStorage {
     pub(crate) layout: Layout,
     pub(crate) options: RedisOptions,
     pub(crate) nodes: Arc<[String]>,
+    /// Whether the driver's own timeouts already bound every command by
+    /// [`RedisOptions::command_deadline`], so that [`run`](Self::run) needs
+    /// no timer of its own (one timer less per command).
+    pub(crate) bounded_by_driver: bool,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -104,7 +108,13 @@ impl RedisStorage {
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connection_timeout()))
             .set_response_timeout(Some(options.response_timeout()))
-            .set_number_of_retries(2)
+            // One connection attempt per reconnect: a command then waits at
+            // most `connection_timeout` for the connection and
+            // `response_timeout` for its answer, which is the documented
+            // deadline without a timer of our own. A failed attempt fails
+            // the commands waiting on it (retryably); the next command
+            // starts a new one.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_secs(1));
         let deadline = options.command_deadline();
         let manager = match tokio::time::timeout(
@@ -122,6 +132,7 @@ impl RedisStorage {
             layout,
             options,
             nodes: describe_nodes(&[url]).into(),
+            bounded_by_driver: true,
         };
         store.check_eviction_policy().await;
         store.migrate().await?;
@@ -169,6 +180,7 @@ impl RedisStorage {
             layout,
             options,
             nodes: describe_nodes(urls).into(),
+            bounded_by_driver: false,
         };
         store.check_eviction_policy().await;
         store.migrate().await?;
@@ -217,6 +229,7 @@ impl RedisStorage {
             layout: Layout::new(&config.session_key_prefix)?,
             options: RedisOptions::default(),
             nodes: Arc::from(vec!["<given connection>".to_owned()]),
+            bounded_by_driver: false,
         })
     }
 
@@ -317,6 +330,9 @@ impl RedisStorage {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        if self.bounded_by_driver {
+            return fut.await.map_err(|e| storage_error(e, what));
+        }
         let deadline = self.options.command_deadline();
         match tokio::time::timeout(deadline, fut).await {
             Ok(Ok(v)) => Ok(v),
@@ -387,6 +403,7 @@ mod tests {
             layout: Layout::new("byok_").unwrap(),
             options: RedisOptions::default(),
             nodes: describe_nodes(&[url]).into(),
+            bounded_by_driver: true,
         };
         assert_eq!(
             format!("{store:?}"),

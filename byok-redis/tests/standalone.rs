@@ -584,3 +584,44 @@ async fn an_unknown_format_is_refused() {
     assert!(matches!(err, ByokError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("format"), "{err}");
 }
+
+#[tokio::test]
+async fn two_processes_migrating_at_once_move_each_key_once() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let prefix = common::fresh_prefix();
+    let url = byok_testkit::services::redis_url().await.unwrap();
+    let _cleanup_old = Cleanup {
+        url,
+        prefix: prefix.clone(),
+    };
+    let now = byok_core::key::to_millis(Utc::now());
+    let keys: Vec<ApiKey> = (0..40)
+        .map(|i| {
+            ApiKey::new(format!("user-{}", i % 20), format!("p{i}"), vec![i as u8])
+                .unwrap()
+                .with_created_at(now)
+        })
+        .collect();
+    for key in &keys {
+        write_format_1(&mut raw, &prefix, key).await;
+    }
+    // Stores made by `with_prefix` have not migrated: both do it now.
+    let a = store.clone().with_prefix(&prefix).unwrap();
+    let b = store.with_prefix(&prefix).unwrap();
+    let (moved_a, moved_b) = tokio::join!(a.migrate(), b.migrate());
+    assert_eq!(moved_a.unwrap() + moved_b.unwrap(), 40);
+    for key in &keys {
+        assert_eq!(
+            a.retrieve(key.user_id(), key.provider())
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(key)
+        );
+    }
+    for u in 0..20 {
+        assert_eq!(a.clear_all(&format!("user-{u}")).await.unwrap(), 2);
+    }
+}

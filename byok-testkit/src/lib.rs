@@ -3,16 +3,23 @@
 //! Every backend of byok runs this suite, and yours can too. It checks the
 //! contract of [`KeyStorage`]: round-trips of every field, one slot per
 //! (user, provider), expiry, isolation of users and providers under
-//! hostile-but-legal ids, atomic writes under concurrency, compare-and-swap
-//! and the paged walk.
+//! hostile-but-legal ids, typed refusal of invalid ones (NUL, control
+//! characters, 1 MiB ids), absurd timestamps, atomic writes under
+//! concurrency, compare-and-swap and the paged walk.
 //!
 //! * [`cases`] holds one `pub async fn` per case, taking `&dyn KeyStorage`.
 //! * [`conformance_tests!`] expands to one named `#[tokio::test]` per case,
 //!   so a failure reads `conformance::expired_key_is_invisible`.
 //! * [`run_all`] runs every case against a live store and returns a
 //!   [`Report`], for tools and health checks.
+//! * [`layers`] wraps a store to fail calls on demand or count them.
 //! * [`services`] finds the test servers (Redis, PostgreSQL, MySQL) and
 //!   skips, or fails, when they are not there.
+//! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
+//!   the connections between a store and its server, and [`faults`] checks
+//!   what a store does during such an outage and after it.
+//! * [`soak`] runs many tasks of random operations on one store and checks
+//!   every answer against a model, compare-and-swap races included.
 //!
 //! Each case works in its own random namespace of user ids and removes
 //! what it wrote, so cases run in parallel against one shared server.
@@ -155,7 +162,12 @@ use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
 pub mod cases;
+pub mod layers;
 pub mod services;
+
+pub mod faults;
+pub mod proxy;
+pub mod soak;
 
 #[doc(hidden)]
 pub mod __private {
@@ -416,4 +428,6 @@ suite!($;
     compare_and_swap_is_atomic,
     scan_visits_every_key_once,
     user_with_500_providers,
+    hostile_ids_are_refused_or_isolated,
+    absurd_times_are_stored_exactly_or_refused,
 );

@@ -34,6 +34,11 @@
 //! | `redis` | `RedisStorage` | `redis://host:6379` |
 //! | `redis-cluster` | `RedisStorage` over a cluster | `redis+cluster://h1:p1,h2:p2,h3:p3`, or node URLs joined by commas |
 //!
+//! The `axum` feature adds `byok::axum` (the `byok-axum`
+//! crate): a settings page where users manage their keys, route guards
+//! that hand handlers a user's key, and the HTTPS policy for keys in
+//! transit.
+//!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.
@@ -55,23 +60,93 @@ pub use byok_sql::SqliteStorage;
 #[cfg(feature = "redis")]
 pub use byok_redis::{self, RedisStorage};
 
+/// The axum integration ([`byok_axum`]): the key settings page and its JSON
+/// API, route guards, and the HTTPS policy.
+#[cfg(feature = "axum")]
+pub use byok_axum as axum;
+
 use std::sync::Arc;
 
-/// Opens the store a URL names, with the default [`ByokConfig`]; see
-/// [`connect_with`].
+/// Opens the store a URL names, with the default [`ByokConfig`], creating
+/// its schema where it has one; see [`connect_with`].
 pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
     connect_with(url, &ByokConfig::default()).await
 }
 
 /// Opens the store a URL names, among the backends compiled in, with its
-/// schema migrated where it has one.
+/// schema migrated where it has one: [`open_with`], then the backend's
+/// idempotent `migrate()`.
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
-/// [`ConfigError`] that names the feature; errors never repeat the URL,
-/// which may hold a password.
+/// [`ConfigError`] that names the feature, and so is a URL whose scheme
+/// names another backend than [`ByokConfig::storage_backend`], when that
+/// is set; errors never repeat the URL, which may hold a password.
+///
+/// The store starts no background purge of its own, whatever
+/// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
+/// [`Byok`] over this store runs the one purge task. Without a manager,
+/// call [`KeyStorage::purge_expired`] from a periodic job.
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    open_backend(url, config, Schema::Migrate).await
+}
+
+/// Opens the store a URL names with the default [`ByokConfig`], without
+/// creating or changing its schema; see [`open_with`].
+pub async fn open(url: &str) -> Result<Arc<dyn KeyStorage>> {
+    open_with(url, &ByokConfig::default()).await
+}
+
+/// Opens the store a URL names, like [`connect_with`], but runs no DDL:
+/// a SQL store whose table is missing stays without it, and its operations
+/// fail with a [`StorageError`] until the schema is created.
+///
+/// Use it where schema changes are an explicit, separate step (a
+/// deployment's migration job, an operator's `byok migrate`), or to read
+/// from a store without writing to it. Creating the schema is
+/// [`connect_with`]'s job; it is idempotent and safe to run from several
+/// processes at once. Redis and memory stores have no schema, so for them
+/// both functions do the same.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> byok::Result<()> {
+/// let store = byok::open("memory:").await?;
+/// assert!(store.list_providers("alice").await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    open_backend(url, config, Schema::AsItIs).await
+}
+
+/// Whether opening a store creates its schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    Migrate,
+    AsItIs,
+}
+
+#[allow(unused_variables, reason = "`schema` is unused without SQL backends")]
+async fn open_backend(
+    url: &str,
+    config: &ByokConfig,
+    schema: Schema,
+) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
+    if let Some(expected) = config.storage_backend
+        && expected != backend
+    {
+        return Err(ConfigError::new(format!(
+            "ByokConfig::storage_backend is {expected} but the URL's scheme names {backend}"
+        ))
+        .into());
+    }
+    // The manager's task is the one purge per store; see auto_cleanup.
+    let config = &ByokConfig {
+        auto_cleanup: false,
+        ..config.clone()
+    };
     match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
@@ -79,19 +154,25 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
         #[cfg(feature = "sqlite")]
         StorageBackend::Sqlite => {
             let store = byok_sql::SqliteStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
         StorageBackend::Postgres => {
             let store = byok_sql::PostgresStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         #[cfg(feature = "mysql")]
         StorageBackend::MySql => {
             let store = byok_sql::MySqlStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         StorageBackend::Hybrid => Err(ConfigError::new(
@@ -104,7 +185,6 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
 
 #[cfg(feature = "memory")]
 fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    // With auto_cleanup this starts the sweeper on the current Tokio runtime.
     Ok(Arc::new(MemoryStorage::from_config(config)?))
 }
 

@@ -83,9 +83,7 @@ impl Sizes {
             in_process_ops: if quick { 16_384 } else { 131_072 },
             server_ops: if quick { 128 } else { 2_048 },
             others: opt.others.unwrap_or(if quick { 2_000 } else { 1_000_000 }),
-            rotate_keys: opt
-                .rotate_keys
-                .unwrap_or(if quick { 200 } else { 10_000 }),
+            rotate_keys: opt.rotate_keys.unwrap_or(if quick { 200 } else { 10_000 }),
             users: if quick { 200 } else { 10_000 },
             footprint_keys: if quick { 100_000 } else { 1_000_000 },
             namespace: format!("bench-{:08x}-", rand::random::<u32>()),

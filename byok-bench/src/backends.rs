@@ -189,6 +189,13 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
     for row in &rows {
         println!("{}", row.markdown());
     }
+    let failed = rows
+        .iter()
+        .filter(|r| matches!(r.result, harness::RowResult::Failed(_)))
+        .count();
+    if failed > 0 {
+        return Err(format!("{failed} rows failed (see the table)").into());
+    }
     Ok(())
 }
 

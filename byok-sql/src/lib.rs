@@ -115,6 +115,8 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod pool;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod retry;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod row;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod storage;

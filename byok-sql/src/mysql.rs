@@ -4,16 +4,34 @@ use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind, UserApiKey};
-use sqlx::Row;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlQueryResult, MySqlRow};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
+};
+use sqlx::{Executor, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
 use crate::row::{self, COLUMNS};
-use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
+use crate::storage::{Dialect, PURGE_BATCH, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
 const ENGINE: Engine = Engine::MySql;
+
+/// The largest value a `MEDIUMBLOB` holds: 16 MiB less one byte.
+const MEDIUMBLOB_MAX: usize = (1 << 24) - 1;
+
+/// What every connection of [`MySqlStorage::connect`] runs first.
+///
+/// A strict `sql_mode` makes the server refuse a value that does not fit
+/// its column instead of storing it cut short with a warning. `READ
+/// COMMITTED` takes no gap locks for searches: at the default `REPEATABLE
+/// READ`, a delete of a missing row or of one user's keys locks the gap
+/// next to it, which blocks inserts of other users' keys and let writes on
+/// different users deadlock each other.
+const SESSION_SETUP: [&str; 2] = [
+    "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
 
 /// How long `migrate` waits for another process's migration of the table.
 const MIGRATE_LOCK_TIMEOUT_SECS: i64 = 30;
@@ -79,7 +97,19 @@ fn statements(table: &TableName) -> Statements {
         list: format!("SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider")
             .into(),
         clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
-        purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
+        // No ORDER BY: the expiry index yields the first batch as it is,
+        // where sorting every expired key for each batch would not scale.
+        purge: format!("SELECT user_id, provider FROM {t} WHERE expires_at <= ? LIMIT ?").into(),
+        // `expires_at + 0` keeps the optimizer off the expiry index, so that
+        // rows are found (and locked) by primary key, in its order.
+        purge_batch: Some(
+            format!(
+                "DELETE FROM {t} WHERE (user_id, provider) IN ({}) AND expires_at + 0 <= ?",
+                vec!["(?, ?)"; PURGE_BATCH].join(", ")
+            )
+            .into(),
+        ),
+        user_keys: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider").into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
              WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
@@ -112,7 +142,15 @@ impl MySqlStorage {
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         let table = TableName::new(&config.db_table_name)?;
         let options = MySqlConnectOptions::from_str(url).map_err(|e| error::config(ENGINE, e))?;
-        let pool = pool::connect(ENGINE, pool::options(), options).await?;
+        let pool = pool::options().after_connect(|conn: &mut MySqlConnection, _| {
+            Box::pin(async move {
+                for statement in SESSION_SETUP {
+                    conn.execute(statement).await?;
+                }
+                Ok(())
+            })
+        });
+        let pool = pool::connect(ENGINE, pool, options).await?;
         Ok(MySqlStorage {
             inner: SqlStorage::new(pool, table, config)?,
         })
@@ -171,6 +209,9 @@ public_storage!(MySqlStorage, MySqlPool);
 
 impl Dialect for MySql {
     const ENGINE: Engine = ENGINE;
+    const MAX_VALUE_LEN: Option<usize> = Some(MEDIUMBLOB_MAX);
+    const PACKET_LIMIT: Option<&'static str> =
+        Some("SELECT CAST(@@session.max_allowed_packet AS SIGNED)");
 
     fn statements(table: &TableName) -> Statements {
         statements(table)

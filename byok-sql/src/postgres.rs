@@ -70,6 +70,8 @@ fn statements(table: &TableName) -> Statements {
         .into(),
         clear: format!("DELETE FROM {t} WHERE user_id = $1").into(),
         purge: format!("DELETE FROM {t} WHERE expires_at <= $1").into(),
+        purge_batch: None,
+        user_keys: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = $1 ORDER BY provider").into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = $1, hint = $2, created_at = $3, expires_at = $4 \
              WHERE user_id = $5 AND provider = $6 AND encrypted_value = $7 \

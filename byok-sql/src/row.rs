@@ -1,6 +1,7 @@
 //! Rows to keys: the checks every engine shares.
 
-use byok_core::{ApiKey, Result, UserApiKey};
+use byok_core::error::{Field, Problem};
+use byok_core::{ApiKey, Cursor, InvalidInput, Result, UserApiKey, validate};
 
 use crate::error::{Engine, corrupt};
 
@@ -45,4 +46,19 @@ pub(crate) fn id_from_bytes(
 pub(crate) fn limit(limit: usize) -> i64 {
     // `validate::page_size` already bounded it to 10 000.
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The slot a scan cursor starts after, checked as an id is before it is
+/// bound: a cursor is input like any other, and one holding a NUL or a
+/// control character would otherwise reach the database (PostgreSQL
+/// refuses a NUL in text, which would read as a storage error).
+pub(crate) fn cursor_slot(cursor: &Cursor) -> Result<(&str, &str), InvalidInput> {
+    let (user_id, provider) = cursor.slot()?;
+    validate::slot(user_id, provider).map_err(|_| {
+        InvalidInput::new(
+            Field::Cursor,
+            Problem::Other("does not name a valid (user, provider) slot"),
+        )
+    })?;
+    Ok((user_id, provider))
 }

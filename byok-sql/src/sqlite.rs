@@ -73,6 +73,8 @@ fn statements(table: &TableName) -> Statements {
             .into(),
         clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
         purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
+        purge_batch: None,
+        user_keys: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider").into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
              WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"

@@ -455,3 +455,15 @@ async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout(
     let source = storage.source().expect("the timer is kept as the source");
     assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
 }
+
+#[tokio::test]
+async fn bad_scan_cursors_are_invalid_input() {
+    let Some(s) = setup().await else { return };
+    common::bad_cursors_are_invalid_input(&s).await;
+}
+
+#[tokio::test]
+async fn user_keys_is_one_read_that_includes_expired_keys() {
+    let Some(s) = setup().await else { return };
+    common::user_keys_include_expired_keys_in_byte_order(&s).await;
+}

@@ -209,6 +209,9 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.store.scan(cursor, limit).await
     }
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        self.store.user_keys(user_id).await
+    }
 }
 
 /// A loopback port where nothing listens: port 1 (tcpmux) is privileged
@@ -409,4 +412,47 @@ pub(crate) fn on_loopback_port(url: &str, port: u16) -> String {
         .expect("the URL takes a host");
     parsed.set_port(Some(port)).expect("the URL takes a port");
     parsed.into()
+}
+
+/// A scan cursor that is malformed, or that names a slot no key can have
+/// (an id with NUL or another control character, an empty id), is refused
+/// as invalid input naming the cursor, before anything reaches the
+/// database.
+pub(crate) async fn bad_cursors_are_invalid_input(store: &dyn KeyStorage) {
+    use byok_core::ByokError;
+    use byok_core::error::Field;
+    let bad = [
+        Cursor::after_slot("a\0b", "p"),
+        Cursor::after_slot("u", "p\0"),
+        Cursor::after_slot("u\n", "p"),
+        Cursor::after_slot("", "p"),
+        Cursor::after_slot("u", ""),
+        Cursor::new("no length"),
+        Cursor::new("99:short"),
+    ];
+    for cursor in &bad {
+        let result = store.scan(Some(cursor), 10).await;
+        assert!(
+            matches!(&result, Err(ByokError::InvalidInput(e)) if e.field == Field::Cursor),
+            "{cursor:?}: {result:?}"
+        );
+    }
+}
+
+/// `user_keys` answers with one read that includes a key which has expired
+/// but is not purged yet (the fallback of the trait, a `list_providers`
+/// and a `retrieve` per provider, never does), sorted by provider bytes.
+pub(crate) async fn user_keys_include_expired_keys_in_byte_order(store: &dyn KeyStorage) {
+    let past = Some(byok_core::key::now() - TimeDelta::seconds(5));
+    for (provider, expires) in [("b", None), ("B", past), ("a", None), ("é", None)] {
+        let key = ApiKey::new("keys", provider, vec![1])
+            .expect("a valid key")
+            .with_expires_at(expires);
+        store.store(&key).await.expect("store");
+    }
+    let keys = store.user_keys("keys").await.expect("user_keys");
+    let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
+    assert_eq!(providers, ["B", "a", "b", "é"]);
+    assert!(keys[0].is_expired());
+    assert!(keys[1..].iter().all(|k| !k.is_expired()));
 }

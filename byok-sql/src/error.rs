@@ -98,22 +98,23 @@ pub(crate) fn too_large(
 /// transaction, which the database rolled back, so running the same
 /// statement again is safe and will usually succeed.
 pub(crate) fn is_lock_conflict(engine: Engine, err: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = err else {
-        return false;
-    };
-    match engine {
-        #[cfg(feature = "sqlite")]
+    match (engine, err) {
         // SQLite waits for locks itself (the busy timeout) and has no
         // deadlocks between single statements.
-        Engine::Sqlite => false,
-        #[cfg(feature = "postgres")]
+        #[cfg(feature = "sqlite")]
+        (Engine::Sqlite, _) => false,
         // deadlock_detected, serialization_failure
-        Engine::Postgres => matches!(db.code().as_deref(), Some("40P01" | "40001")),
-        #[cfg(feature = "mysql")]
+        #[cfg(feature = "postgres")]
+        (Engine::Postgres, sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
         // deadlock, lock wait timeout
-        Engine::MySql => db
+        #[cfg(feature = "mysql")]
+        (Engine::MySql, sqlx::Error::Database(db)) => db
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
             .is_some_and(|e| matches!(e.number(), 1213 | 1205)),
+        #[allow(unreachable_patterns, reason = "with SQLite alone, its arm takes all")]
+        _ => false,
     }
 }
 

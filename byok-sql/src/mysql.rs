@@ -7,11 +7,11 @@ use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind, User
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
 };
-use sqlx::{Executor, Row};
+use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, COLUMNS};
+use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
 use crate::storage::{Dialect, PURGE_BATCH, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
@@ -62,18 +62,20 @@ fn statements(table: &TableName) -> Statements {
     let live = "(expires_at IS NULL OR expires_at > ?)";
     Statements {
         // Indexes are declared inside CREATE TABLE: MySQL has no
-        // CREATE INDEX IF NOT EXISTS, and their names are per table.
+        // CREATE INDEX IF NOT EXISTS, and their names are per table. The
+        // slot is the primary key, so InnoDB keeps each row in the slot's
+        // own B-tree: a read is one lookup, and a write touches two indexes
+        // (one if the expiry stays the same), not three.
         schema: vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
-                 id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
                  user_id VARBINARY(255) NOT NULL, \
                  provider VARBINARY(64) NOT NULL, \
                  encrypted_value MEDIUMBLOB NOT NULL, \
                  hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
                  created_at BIGINT NOT NULL, \
                  expires_at BIGINT NULL, \
-                 UNIQUE KEY user_provider (user_id, provider), \
+                 PRIMARY KEY (user_id, provider), \
                  KEY expires_at_idx (expires_at)\
                  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
             )
@@ -90,7 +92,7 @@ fn statements(table: &TableName) -> Statements {
         )
         .into(),
         retrieve: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )
         .into(),
         delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
@@ -109,20 +111,23 @@ fn statements(table: &TableName) -> Statements {
             )
             .into(),
         ),
-        user_keys: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider").into(),
+        user_keys: format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
+        )
+        .into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
              WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
         )
         .into(),
         scan_first: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
+            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
         )
         .into(),
         // The expanded form of (user_id, provider) > (?, ?), which
         // MySQL and MariaDB turn into an index range scan.
         scan_after: format!(
-            "SELECT {COLUMNS} FROM {t} \
+            "SELECT {SLOT_COLUMNS} FROM {t} \
              WHERE (user_id > ? OR (user_id = ? AND provider > ?)) AND {live} \
              ORDER BY user_id, provider LIMIT ?"
         )
@@ -156,13 +161,20 @@ impl MySqlStorage {
         })
     }
 
-    /// Creates the table and its indexes if they are missing.
+    /// Creates the table and its indexes if they are missing, and brings a
+    /// table of an earlier layout up to date.
     ///
     /// Idempotent, and safe to run from several processes at once: the
-    /// statement runs under a named lock (`GET_LOCK`, keyed by the table
-    /// name), so later schema steps can never interleave either. It never
-    /// touches sqlx's `_sqlx_migrations`. It is safe to cancel: the
-    /// connection that took the lock is closed, not returned to the pool.
+    /// statements run under a named lock (`GET_LOCK`, keyed by the table
+    /// name), so two migrations never interleave. It never touches sqlx's
+    /// `_sqlx_migrations`. It is safe to cancel: the connection that took
+    /// the lock is closed, not returned to the pool.
+    ///
+    /// A table made by byok-sql 0.1 (with an `id` column) gets (user_id,
+    /// provider) as its primary key in place of `id` and of the unique key
+    /// `user_provider`, in one `ALTER TABLE`. InnoDB rebuilds the table
+    /// for that, letting reads and writes go on meanwhile; until then the
+    /// old layout keeps working, only slower.
     pub async fn migrate(&self) -> Result<()> {
         let fail = |e| error::storage(ENGINE, "migrate", e);
         let lock = self.inner.table.derived("byok_migrate", 64);
@@ -191,6 +203,23 @@ impl MySqlStorage {
         let created = async {
             for statement in &self.inner.sql.schema {
                 sqlx::query(sql(statement)).execute(&mut *conn).await?;
+            }
+            let old: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
+            )
+            .bind(self.inner.table.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+            if old > 0 {
+                // One statement, so that the table is never left half done.
+                let t = self.inner.table.as_str();
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "ALTER TABLE {t} DROP PRIMARY KEY, DROP COLUMN id, \
+                     DROP INDEX user_provider, ADD PRIMARY KEY (user_id, provider)"
+                )))
+                .execute(&mut *conn)
+                .await?;
             }
             Ok::<_, sqlx::Error>(())
         }
@@ -251,16 +280,23 @@ impl Dialect for MySql {
         done.rows_affected()
     }
 
-    fn decode(op: &'static str, r: &MySqlRow) -> Result<ApiKey> {
+    fn decode(
+        op: &'static str,
+        r: &MySqlRow,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey> {
         let get = |e| error::storage(ENGINE, op, e);
-        let user_id: Vec<u8> = r.try_get("user_id").map_err(get)?;
-        let provider: Vec<u8> = r.try_get("provider").map_err(get)?;
+        let id = |given: Option<&str>, column: &'static str, what: &'static str| match given {
+            Some(id) => Ok(id.to_owned()),
+            None => row::id_from_bytes(ENGINE, op, what, r.try_get(column).map_err(get)?),
+        };
         let created_at: i64 = r.try_get("created_at").map_err(get)?;
         let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
         let row = UserApiKey {
-            id: r.try_get("id").map_err(get)?,
-            user_id: row::id_from_bytes(ENGINE, op, "user id", user_id)?,
-            provider: row::id_from_bytes(ENGINE, op, "provider", provider)?,
+            id: None,
+            user_id: id(user_id, "user_id", "user id")?,
+            provider: id(provider, "provider", "provider")?,
             encrypted_value: r.try_get("encrypted_value").map_err(get)?,
             hint: r.try_get("hint").map_err(get)?,
             created_at: row::from_millis(ENGINE, op, created_at)?,

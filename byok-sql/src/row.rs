@@ -5,9 +5,16 @@ use byok_core::{ApiKey, Cursor, InvalidInput, Result, UserApiKey, validate};
 
 use crate::error::{Engine, corrupt};
 
-/// The columns every `SELECT` of a key reads, in this order.
-pub(crate) const COLUMNS: &str =
-    "id, user_id, provider, encrypted_value, hint, created_at, expires_at";
+/// The columns of a key that a `SELECT` reads when it knows the slot: a
+/// read fetches only what the caller does not already have.
+pub(crate) const VALUE_COLUMNS: &str = "encrypted_value, hint, created_at, expires_at";
+
+/// The columns of a key that a `SELECT` of one user's keys reads.
+pub(crate) const PROVIDER_COLUMNS: &str = "provider, encrypted_value, hint, created_at, expires_at";
+
+/// The columns of a key that a `SELECT` of anyone's keys reads.
+pub(crate) const SLOT_COLUMNS: &str =
+    "user_id, provider, encrypted_value, hint, created_at, expires_at";
 
 /// A row read back, turned into an `ApiKey`; a row that breaks the input
 /// rules (written by hand or by something else) is corrupt, not invalid

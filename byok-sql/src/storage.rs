@@ -33,7 +33,7 @@ pub(crate) struct Statements {
     pub(crate) schema: Vec<Arc<str>>,
     /// Upsert: user, provider, value, hint, created, expires.
     pub(crate) store: Arc<str>,
-    /// User, provider, now.
+    /// User, provider, now; selects [`VALUE_COLUMNS`](crate::row::VALUE_COLUMNS).
     pub(crate) retrieve: Arc<str>,
     /// User, provider.
     pub(crate) delete: Arc<str>,
@@ -48,12 +48,12 @@ pub(crate) struct Statements {
     /// Deletes the keys of one batch of [`PURGE_BATCH`] slots that are
     /// still expired: `PURGE_BATCH` times user, provider, then now.
     pub(crate) purge_batch: Option<Arc<str>>,
-    /// User; selects every key of the user, expired ones included, sorted
-    /// by provider.
+    /// User; selects [`PROVIDER_COLUMNS`](crate::row::PROVIDER_COLUMNS)
+    /// of every key of the user, expired ones included, sorted by provider.
     pub(crate) user_keys: Arc<str>,
     /// New value, hint, created, expires; user, provider, current value, now.
     pub(crate) swap: Arc<str>,
-    /// Now, limit.
+    /// Now, limit; selects [`SLOT_COLUMNS`](crate::row::SLOT_COLUMNS).
     pub(crate) scan_first: Arc<str>,
     /// [`Dialect::bind_after`], now, limit.
     pub(crate) scan_after: Arc<str>,
@@ -110,8 +110,15 @@ pub(crate) trait Dialect: Database {
     /// How many rows a statement wrote (or, for MySQL, matched).
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// A row of the `SELECT`s of keys, as a key.
-    fn decode(op: &'static str, row: &Self::Row) -> Result<ApiKey>;
+    /// A row of the `SELECT`s of keys, as a key. The user id and the
+    /// provider are read from the row unless given (the statement then
+    /// does not select them).
+    fn decode(
+        op: &'static str,
+        row: &Self::Row,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey>;
 
     /// A row of the `SELECT` of `list_providers`, as a provider.
     fn decode_provider(row: &Self::Row) -> Result<String>;
@@ -367,7 +374,8 @@ where
             })
             .await
             .map_err(Self::fail("retrieve"))?;
-            row.map(|r| D::decode("retrieve", &r)).transpose()
+            row.map(|r| D::decode("retrieve", &r, Some(user_id), Some(provider)))
+                .transpose()
         })
         .await
     }
@@ -479,7 +487,7 @@ where
             .map_err(Self::fail("scan"))?;
             let keys = rows
                 .iter()
-                .map(|r| D::decode("scan", r))
+                .map(|r| D::decode("scan", r, None, None))
                 .collect::<Result<Vec<_>>>()?;
             Ok(crate::page(keys, limit))
         })
@@ -494,7 +502,9 @@ where
             })
             .await
             .map_err(Self::fail("user_keys"))?;
-            rows.iter().map(|r| D::decode("user_keys", r)).collect()
+            rows.iter()
+                .map(|r| D::decode("user_keys", r, Some(user_id), None))
+                .collect()
         })
         .await
     }

@@ -754,3 +754,105 @@ async fn a_value_over_max_allowed_packet_is_refused_and_not_retryable() {
     // The pools still work: nothing was sent that made a server hang up.
     assert_eq!(s.store.list_providers("big").await.unwrap(), ["p"]);
 }
+
+/// The columns of the primary key of `table`, in order, and the names of
+/// its other indexes.
+async fn indexes(pool: &sqlx::MySqlPool, table: &str) -> (Vec<String>, Vec<String>) {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) \
+         FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name = ? ORDER BY index_name, seq_in_index",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let primary = rows
+        .iter()
+        .filter(|r| r.0 == "PRIMARY")
+        .map(|r| r.1.clone())
+        .collect();
+    let mut others: Vec<String> = rows
+        .into_iter()
+        .filter(|r| r.0 != "PRIMARY")
+        .map(|r| r.0)
+        .collect();
+    others.dedup();
+    (primary, others)
+}
+
+#[tokio::test]
+async fn the_slot_is_the_primary_key_and_there_is_no_id() {
+    let Some(s) = setup().await else { return };
+    let (primary, others) = indexes(s.store.pool(), s.store.table_name()).await;
+    assert_eq!(primary, ["user_id", "provider"]);
+    assert_eq!(others, ["expires_at_idx"]);
+}
+
+/// The table as byok-sql 0.1 made it.
+const FIRST_LAYOUT: &str = "CREATE TABLE {t} (\
+     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+     user_id VARBINARY(255) NOT NULL, \
+     provider VARBINARY(64) NOT NULL, \
+     encrypted_value MEDIUMBLOB NOT NULL, \
+     hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
+     created_at BIGINT NOT NULL, \
+     expires_at BIGINT NULL, \
+     UNIQUE KEY user_provider (user_id, provider), \
+     KEY expires_at_idx (expires_at)\
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+#[tokio::test]
+async fn migrate_upgrades_a_table_of_the_first_layout_once() {
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let a = MySqlStorage::connect(&url, &config).await.unwrap();
+    let b = MySqlStorage::connect(&url, &config).await.unwrap();
+    let guard = Scratch::new(
+        (),
+        common::drop_table::<MySqlConnection>(url, table.clone()),
+    );
+    sqlx::raw_sql(AssertSqlSafe(FIRST_LAYOUT.replace("{t}", &table)))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+         VALUES ('alice', 'openai', X'0102', 'sk-...abcd', ?, NULL), \
+         ('alice', 'anthropic', X'03', NULL, ?, ?), ('bob', 'openai', X'04', NULL, ?, 1000)"
+    )))
+    .bind(common::OLD_CREATED_MS)
+    .bind(common::OLD_CREATED_MS)
+    .bind(common::OLD_EXPIRES_MS)
+    .bind(common::OLD_CREATED_MS)
+    .execute(a.pool())
+    .await
+    .unwrap();
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    a.migrate().await.unwrap();
+    let (primary, others) = indexes(a.pool(), &table).await;
+    assert_eq!(primary, ["user_id", "provider"]);
+    assert_eq!(others, ["expires_at_idx"]);
+    let id: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
+    )
+    .bind(&table)
+    .fetch_one(a.pool())
+    .await
+    .unwrap();
+    assert_eq!(id, 0);
+    common::old_layout_rows_read_back(&b).await;
+    drop(guard);
+}

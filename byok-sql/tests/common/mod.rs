@@ -456,3 +456,68 @@ pub(crate) async fn user_keys_include_expired_keys_in_byte_order(store: &dyn Key
     assert!(keys[0].is_expired());
     assert!(keys[1..].iter().all(|k| !k.is_expired()));
 }
+
+/// Unix milliseconds of 2026-01-01, the creation time of the rows that
+/// [`old_layout_rows_read_back`] checks.
+pub(crate) const OLD_CREATED_MS: i64 = 1_767_225_600_000;
+/// Unix milliseconds of 2100-01-01, the expiry of one of those rows.
+pub(crate) const OLD_EXPIRES_MS: i64 = 4_102_444_800_000;
+
+/// After `migrate` of a table of the first layout that held, written by
+/// hand, alice/openai (value 01 02, hint `sk-...abcd`, no expiry),
+/// alice/anthropic (value 03, no hint, expiring in 2100) and bob/openai
+/// (value 04, expired in 1970), all created at [`OLD_CREATED_MS`]: every
+/// row reads back whole, and the migrated table takes writes and purges.
+pub(crate) async fn old_layout_rows_read_back(store: &dyn KeyStorage) {
+    let created = Utc
+        .timestamp_millis_opt(OLD_CREATED_MS)
+        .single()
+        .expect("a time");
+    let expires = Utc
+        .timestamp_millis_opt(OLD_EXPIRES_MS)
+        .single()
+        .expect("a time");
+    let keys = store.user_keys("alice").await.expect("user_keys");
+    let expected = [
+        ApiKey::new("alice", "anthropic", vec![3])
+            .expect("a key")
+            .with_created_at(created)
+            .with_expires_at(Some(expires)),
+        ApiKey::new("alice", "openai", vec![1, 2])
+            .expect("a key")
+            .with_hint(Some("sk-...abcd".to_owned()))
+            .expect("a hint")
+            .with_created_at(created),
+    ];
+    assert_eq!(keys, expected);
+    assert_eq!(
+        store.retrieve("alice", "openai").await.expect("retrieve"),
+        Some(expected[1].clone())
+    );
+    assert_eq!(
+        store.retrieve("bob", "openai").await.expect("retrieve"),
+        None
+    );
+    let page = store.scan(None, 10).await.expect("scan");
+    assert_eq!(page.keys, expected);
+
+    // The slot is still unique: a store replaces, it does not add.
+    let new = ApiKey::new("alice", "openai", vec![9]).expect("a key");
+    store.store(&new).await.expect("store");
+    assert_eq!(
+        store.retrieve("alice", "openai").await.expect("retrieve"),
+        Some(new.clone())
+    );
+    assert_eq!(
+        store.list_providers("alice").await.expect("list"),
+        ["anthropic", "openai"]
+    );
+    assert!(
+        store
+            .compare_and_swap(&new, &new.clone().with_encrypted_value(vec![8]))
+            .await
+            .expect("swap")
+    );
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert!(store.delete("alice", "anthropic").await.expect("delete"));
+}

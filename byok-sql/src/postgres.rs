@@ -31,11 +31,12 @@ pub struct PostgresStorage {
 
 /// The statements of `table`, in PostgreSQL's words.
 ///
-/// The slot is the primary key, the only unique index. The index on
-/// `expires_at` is partial: keys that never expire are not in it, and a
-/// write that leaves `expires_at` as it was changes no indexed column, so
-/// PostgreSQL can update the row in place (a HOT update) instead of adding
-/// index entries for it.
+/// The slot is the primary key, the only unique index, so a write that
+/// cannot update its row in place (a HOT update) adds entries to two
+/// indexes, not three. The index on `expires_at` is partial: keys that
+/// never expire are not in it and never touch it. (A write that changes
+/// `expires_at`, as every `set_key` with a time to live does, is never HOT
+/// while that column is indexed at all; purges need the index.)
 fn statements(table: &TableName) -> Statements {
     let t = table.as_str();
     let index = table.derived("expiring_idx", MAX_IDENTIFIER_LEN);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
 use byok_sql::PostgresStorage;
 use byok_sql::sqlx::postgres::{PgConnection, PgPoolOptions};
-use byok_sql::sqlx::{self, AssertSqlSafe};
+use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
 use common::Scratch;
 
 /// The tables of the tests, for the removal of leftovers.
@@ -575,4 +575,65 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     assert_current_layout(a.pool(), &table).await;
     common::old_layout_rows_read_back(&b).await;
     drop(guard);
+}
+
+/// A statement that the server fails as a deadlock victim is run again,
+/// and the caller sees only its success: `clear_all` locks one key of its
+/// user and waits for the other, which another transaction holds and which
+/// then asks for the first. The waiter that checks first (after
+/// `deadlock_timeout`) is the store's, which has waited longer, so it is
+/// the one PostgreSQL fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_statement_is_run_again() {
+    let Some(s) = setup().await else { return };
+    let url = byok_testkit::services::postgres_url().await.unwrap();
+    let table = s.store.table_name().to_owned();
+    for p in ["p1", "p2"] {
+        s.store
+            .store(&ApiKey::new("victim", p, vec![1]).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut other = PgConnection::connect(&url).await.unwrap();
+    let update =
+        format!("UPDATE {table} SET hint = 'x' WHERE user_id = 'victim' AND provider = $1");
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(AssertSqlSafe(update.clone()))
+        .bind("p2")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let store = s.store.clone();
+    let clear = tokio::spawn(async move { store.clear_all("victim").await });
+    let start = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(format!("DELETE FROM {table} %"))
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(start.elapsed() < common::NO_HANG, "clear_all never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Closes the cycle.
+    sqlx::query(AssertSqlSafe(update))
+        .bind("p1")
+        .execute(&mut other)
+        .await
+        .expect("the other transaction survives the deadlock");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let cleared = clear
+        .await
+        .unwrap()
+        .expect("clear_all ran again and succeeded");
+    assert_eq!(cleared, 2);
+    assert!(s.store.list_providers("victim").await.unwrap().is_empty());
+    let _ = other.close().await;
 }

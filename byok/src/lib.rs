@@ -34,6 +34,11 @@
 //! | `redis` | `RedisStorage` | `redis://host:6379` |
 //! | `redis-cluster` | `RedisStorage` over a cluster | `redis+cluster://h1:p1,h2:p2,h3:p3`, or node URLs joined by commas |
 //!
+//! The `axum` feature adds `byok::axum` (the `byok-axum`
+//! crate): a settings page where users manage their keys, route guards
+//! that hand handlers a user's key, and the HTTPS policy for keys in
+//! transit.
+//!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.
@@ -55,6 +60,11 @@ pub use byok_sql::SqliteStorage;
 #[cfg(feature = "redis")]
 pub use byok_redis::{self, RedisStorage};
 
+/// The axum integration ([`byok_axum`]): the key settings page and its JSON
+/// API, route guards, and the HTTPS policy.
+#[cfg(feature = "axum")]
+pub use byok_axum as axum;
+
 use std::sync::Arc;
 
 /// Opens the store a URL names, with the default [`ByokConfig`], creating
@@ -69,8 +79,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
-/// [`ConfigError`] that names the feature; errors never repeat the URL,
-/// which may hold a password.
+/// [`ConfigError`] that names the feature, and so is a URL whose scheme
+/// names another backend than [`ByokConfig::storage_backend`], when that
+/// is set; errors never repeat the URL, which may hold a password.
+///
+/// The store starts no background purge of its own, whatever
+/// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
+/// [`Byok`] over this store runs the one purge task. Without a manager,
+/// call [`KeyStorage::purge_expired`] from a periodic job.
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
     open_backend(url, config, Schema::Migrate).await
 }
@@ -118,6 +134,19 @@ async fn open_backend(
     schema: Schema,
 ) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
+    if let Some(expected) = config.storage_backend
+        && expected != backend
+    {
+        return Err(ConfigError::new(format!(
+            "ByokConfig::storage_backend is {expected} but the URL's scheme names {backend}"
+        ))
+        .into());
+    }
+    // The manager's task is the one purge per store; see auto_cleanup.
+    let config = &ByokConfig {
+        auto_cleanup: false,
+        ..config.clone()
+    };
     match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
@@ -156,7 +185,6 @@ async fn open_backend(
 
 #[cfg(feature = "memory")]
 fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    // With auto_cleanup this starts the sweeper on the current Tokio runtime.
     Ok(Arc::new(MemoryStorage::from_config(config)?))
 }
 

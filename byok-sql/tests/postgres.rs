@@ -567,6 +567,10 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     .await
     .unwrap();
 
+    // The old layout still serves reads before its upgrade.
+    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
+    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
+
     // Two processes upgrading at once, then once more.
     let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
     ra.unwrap();

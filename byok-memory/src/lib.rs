@@ -209,9 +209,15 @@ impl KeyStorage for MemoryStorage {
         let Some(keys) = self.inner.users.get(user_id) else {
             return Ok(Vec::new());
         };
-        // Sorted by provider already; expired keys are included, as the
-        // contract allows, for a summary that can show them.
-        Ok(keys.0.clone())
+        // Sorted by provider already. Only live keys, as `retrieve` and
+        // `list_providers` of this store see them.
+        let mut now = None;
+        Ok(keys
+            .0
+            .iter()
+            .filter(|k| is_live(k, &mut now))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
@@ -383,9 +389,22 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let past = Some(Utc::now() - chrono::Duration::seconds(5));
+        store
+            .store(
+                &ApiKey::new("u", "groq", vec![1])
+                    .unwrap()
+                    .with_expires_at(past),
+            )
+            .await
+            .unwrap();
         let keys = store.user_keys("u").await.unwrap();
         let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
-        assert_eq!(providers, ["anthropic", "mistral", "openai"]);
+        assert_eq!(
+            providers,
+            ["anthropic", "mistral", "openai"],
+            "live keys only"
+        );
         assert!(store.user_keys("").await.is_err());
     }
 

@@ -178,8 +178,19 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
             }
             _ => continue,
         };
-        result.map_err(|e| format!("{name}: {e}"))?;
-        eprintln!("{name}: done in {}", harness::fmt_duration(t.elapsed()));
+        match result {
+            Ok(()) => eprintln!("{name}: done in {}", harness::fmt_duration(t.elapsed())),
+            // Go on with the other backends; the failure is a row of its own.
+            Err(e) => crate::emit(
+                &mut rows,
+                Row {
+                    backend: name.to_owned(),
+                    operation: "setup or cleanup".to_owned(),
+                    tasks: 1,
+                    result: harness::RowResult::Failed(e.to_string()),
+                },
+            ),
+        }
     }
     println!(
         "\nThe whole table ({} in all):\n\n{}",

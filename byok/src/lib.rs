@@ -34,6 +34,16 @@
 //! | `redis` | `RedisStorage` | `redis://host:6379` |
 //! | `redis-cluster` | `RedisStorage` over a cluster | `redis+cluster://h1:p1,h2:p2,h3:p3`, or node URLs joined by commas |
 //!
+//! PostgreSQL and MySQL/MariaDB speak TLS when the URL asks for it, in the
+//! driver's words: `postgres://…?sslmode=verify-full` (add
+//! `&sslrootcert=ca.pem` for a private CA), `mysql://…?ssl-mode=VERIFY_IDENTITY`
+//! (`&ssl-ca=ca.pem`). The `tls-rustls` feature (default) brings rustls
+//! with Mozilla's root certificates; `tls-native-tls` the platform's
+//! library instead (with the default features off, as the driver prefers
+//! native-tls when both are on). A server whose certificate does not
+//! verify is refused: `connect` fails with a [`StorageError`] that is not
+//! retryable.
+//!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.

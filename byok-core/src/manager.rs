@@ -17,6 +17,7 @@ use crate::error::{
     SecurityWarning,
 };
 use crate::key::{self, ApiKey};
+use crate::observe;
 use crate::storage::{Cursor, KeyStorage};
 use crate::validate;
 
@@ -332,24 +333,27 @@ impl Byok {
         api_key: &str,
         ttl: impl Into<Ttl>,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
-        validate::api_key(api_key)?;
-        let expires_at = self.expiry(ttl.into())?;
-        let ciphertext = self
-            .inner
-            .keyring
-            .encrypt(user_id, provider, api_key.as_bytes())?;
-        let key = ApiKey::new(user_id, provider, ciphertext)?
-            .with_hint(Some(mask_key(api_key)))?
-            .with_expires_at(expires_at);
-        self.inner.storage.store(&key).await?;
-        tracing::debug!(
-            user_id,
-            provider,
-            key_id = self.inner.keyring.primary_id(),
-            "stored API key"
-        );
-        Ok(())
+        observe::manager("set_key", async move {
+            validate::slot(user_id, provider)?;
+            validate::api_key(api_key)?;
+            let expires_at = self.expiry(ttl.into())?;
+            let ciphertext = self
+                .inner
+                .keyring
+                .encrypt(user_id, provider, api_key.as_bytes())?;
+            let key = ApiKey::new(user_id, provider, ciphertext)?
+                .with_hint(Some(mask_key(api_key)))?
+                .with_expires_at(expires_at);
+            self.inner.storage.store(&key).await?;
+            tracing::debug!(
+                user_id,
+                provider,
+                key_id = self.inner.keyring.primary_id(),
+                "stored API key"
+            );
+            Ok(())
+        })
+        .await
     }
 
     /// A user's key for `provider`, decrypted; `None` when there is none or
@@ -360,20 +364,23 @@ impl Byok {
     /// the Python library deleted it, so that a change of secret destroyed
     /// every user's keys on their next request.
     pub async fn get_key(&self, user_id: &str, provider: &str) -> Result<Option<SecretString>> {
-        let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
-            return Ok(None);
-        };
-        match self
-            .inner
-            .keyring
-            .decrypt_string(user_id, provider, stored.encrypted_value())
-        {
-            Ok(secret) => Ok(Some(secret)),
-            Err(e) => {
-                tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
-                Err(e.into())
+        observe::manager("get_key", async move {
+            let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
+                return Ok(None);
+            };
+            match self
+                .inner
+                .keyring
+                .decrypt_string(user_id, provider, stored.encrypted_value())
+            {
+                Ok(secret) => Ok(Some(secret)),
+                Err(e) => {
+                    tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
+                    Err(e.into())
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Like [`get_key`](Self::get_key), but a missing key is a
@@ -389,58 +396,76 @@ impl Byok {
 
     /// Whether the user has an unexpired key for `provider`; decrypts nothing.
     pub async fn has_key(&self, user_id: &str, provider: &str) -> Result<bool> {
-        Ok(self
-            .inner
-            .storage
-            .retrieve(user_id, provider)
-            .await?
-            .is_some())
+        observe::manager("has_key", async move {
+            Ok(self
+                .inner
+                .storage
+                .retrieve(user_id, provider)
+                .await?
+                .is_some())
+        })
+        .await
     }
 
     /// Removes a user's key for `provider`; returns whether there was one.
     pub async fn delete_key(&self, user_id: &str, provider: &str) -> Result<bool> {
-        let removed = self.inner.storage.delete(user_id, provider).await?;
-        tracing::debug!(user_id, provider, removed, "deleted API key");
-        Ok(removed)
+        observe::manager("delete_key", async move {
+            let removed = self.inner.storage.delete(user_id, provider).await?;
+            tracing::debug!(user_id, provider, removed, "deleted API key");
+            Ok(removed)
+        })
+        .await
     }
 
     /// The providers a user has unexpired keys for, sorted.
     pub async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        self.inner.storage.list_providers(user_id).await
+        observe::manager("list_providers", async move {
+            self.inner.storage.list_providers(user_id).await
+        })
+        .await
     }
 
     /// Removes every key of a user; returns how many.
     pub async fn clear_keys(&self, user_id: &str) -> Result<u64> {
-        self.inner.storage.clear_all(user_id).await
+        observe::manager("clear_keys", async move {
+            self.inner.storage.clear_all(user_id).await
+        })
+        .await
     }
 
     /// Removes every expired key of every user; returns how many.
     pub async fn purge_expired(&self) -> Result<u64> {
-        self.inner.storage.purge_expired().await
+        observe::manager("purge_expired", async move {
+            self.inner.storage.purge_expired().await
+        })
+        .await
     }
 
     /// What a settings page shows for each of a user's keys: name, masked
     /// hint, age and expiry. It decrypts nothing, so it works even when the
     /// master key is wrong.
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
-        let now = Utc::now();
-        let mut out = Vec::new();
-        for provider in self.inner.storage.list_providers(user_id).await? {
-            let Some(k) = self.inner.storage.retrieve(user_id, &provider).await? else {
-                continue;
-            };
-            out.push(KeySummary {
-                display_name: ProviderInfo::of(&provider).name,
-                hint: k.hint().unwrap_or("N/A").to_owned(),
-                created: format_key_age(k.created_at(), now),
-                expires: format_expiration(k.expires_at(), now),
-                is_expired: k.is_expired_at(now),
-                created_at: k.created_at(),
-                expires_at: k.expires_at(),
-                provider,
-            });
-        }
-        Ok(out)
+        observe::manager("key_summary", async move {
+            let now = Utc::now();
+            let mut out = Vec::new();
+            for provider in self.inner.storage.list_providers(user_id).await? {
+                let Some(k) = self.inner.storage.retrieve(user_id, &provider).await? else {
+                    continue;
+                };
+                out.push(KeySummary {
+                    display_name: ProviderInfo::of(&provider).name,
+                    hint: k.hint().unwrap_or("N/A").to_owned(),
+                    created: format_key_age(k.created_at(), now),
+                    expires: format_expiration(k.expires_at(), now),
+                    is_expired: k.is_expired_at(now),
+                    created_at: k.created_at(),
+                    expires_at: k.expires_at(),
+                    provider,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// A keyed fingerprint of an API key (see [`Keyring::keyed_fingerprint`]).
@@ -458,21 +483,24 @@ impl Byok {
     /// [`is_complete`](RotationReport::is_complete), old master keys can be
     /// removed. Plaintext never leaves the process.
     pub async fn rotate(&self) -> Result<RotationReport> {
-        let mut total = RotationReport {
-            primary_key_id: self.inner.keyring.primary_id(),
-            ..RotationReport::default()
-        };
-        let mut cursor = None;
-        loop {
-            let page = self
-                .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
-                .await?;
-            cursor = page.resume_from.clone();
-            total.merge(page);
-            if cursor.is_none() {
-                return Ok(total);
+        observe::manager("rotate", async move {
+            let mut total = RotationReport {
+                primary_key_id: self.inner.keyring.primary_id(),
+                ..RotationReport::default()
+            };
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
+                    .await?;
+                cursor = page.resume_from.clone();
+                total.merge(page);
+                if cursor.is_none() {
+                    return Ok(total);
+                }
             }
-        }
+        })
+        .await
     }
 
     /// One page of a rotation, for operators who want to pace it or resume
@@ -483,59 +511,63 @@ impl Byok {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<RotationReport> {
-        let ring = &self.inner.keyring;
-        let primary = ring.primary_id();
-        let page = self.inner.storage.scan(cursor, limit).await?;
-        let mut report = RotationReport {
-            primary_key_id: primary,
-            resume_from: page.next,
-            ..RotationReport::default()
-        };
-        for stored in page.keys {
-            let key_id = match key_id_of(stored.encrypted_value()) {
-                Ok(id) => id,
-                Err(_) => {
-                    report.malformed += 1;
-                    continue;
-                }
+        observe::manager("rotate_page", async move {
+            let ring = &self.inner.keyring;
+            let primary = ring.primary_id();
+            let page = self.inner.storage.scan(cursor, limit).await?;
+            let mut report = RotationReport {
+                primary_key_id: primary,
+                resume_from: page.next,
+                ..RotationReport::default()
             };
-            if key_id == primary {
-                report.already_current += 1;
-                continue;
-            }
-            let (user, provider) = (stored.user_id(), stored.provider());
-            let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
-                user,
-                provider,
-                stored.encrypted_value(),
-            ) {
-                Ok(p) => p,
-                Err(
-                    EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
-                ) => {
-                    report.malformed += 1;
+            for stored in page.keys {
+                let key_id = match key_id_of(stored.encrypted_value()) {
+                    Ok(id) => id,
+                    Err(_) => {
+                        report.malformed += 1;
+                        continue;
+                    }
+                };
+                if key_id == primary {
+                    report.already_current += 1;
                     continue;
                 }
-                Err(e) => {
-                    tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
-                    *report.failed.entry(key_id).or_default() += 1;
-                    continue;
+                let (user, provider) = (stored.user_id(), stored.provider());
+                let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
+                    user,
+                    provider,
+                    stored.encrypted_value(),
+                ) {
+                    Ok(p) => p,
+                    Err(
+                        EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
+                    ) => {
+                        report.malformed += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        observe::decryption_failure();
+                        tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
+                        *report.failed.entry(key_id).or_default() += 1;
+                        continue;
+                    }
+                };
+                let ciphertext = ring.encrypt(user, provider, &plain)?;
+                let rotated = stored.clone().with_encrypted_value(ciphertext);
+                if self
+                    .inner
+                    .storage
+                    .compare_and_swap(&stored, &rotated)
+                    .await?
+                {
+                    *report.rotated.entry(key_id).or_default() += 1;
+                } else {
+                    report.changed_concurrently += 1;
                 }
-            };
-            let ciphertext = ring.encrypt(user, provider, &plain)?;
-            let rotated = stored.clone().with_encrypted_value(ciphertext);
-            if self
-                .inner
-                .storage
-                .compare_and_swap(&stored, &rotated)
-                .await?
-            {
-                *report.rotated.entry(key_id).or_default() += 1;
-            } else {
-                report.changed_concurrently += 1;
             }
-        }
-        Ok(report)
+            Ok(report)
+        })
+        .await
     }
 
     /// Imports keys from environment variables named `<prefix><PROVIDER>`

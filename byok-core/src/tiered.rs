@@ -9,6 +9,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::Result;
 use crate::key::ApiKey;
+use crate::observe;
 use crate::storage::{Cursor, KeyStorage, ScanPage, check_same_slot};
 use crate::validate;
 
@@ -96,13 +97,16 @@ impl KeyStorage for TieredStorage {
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         validate::slot(user_id, provider)?;
         if let Some(hit) = self.fast.retrieve(user_id, provider).await? {
+            observe::tiered_lookup(true);
             return Ok(Some(hit));
         }
         let _slot = self.lock_slot(user_id, provider).await;
         // Another reader may have filled the slot while this one waited.
         if let Some(hit) = self.fast.retrieve(user_id, provider).await? {
+            observe::tiered_lookup(true);
             return Ok(Some(hit));
         }
+        observe::tiered_lookup(false);
         let found = self.durable.retrieve(user_id, provider).await?;
         if let Some(key) = &found
             && let Err(e) = self.fast.store(key).await

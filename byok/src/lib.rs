@@ -92,7 +92,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 /// which may hold a password.
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
-    match backend {
+    let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
         StorageBackend::Redis => Ok(Arc::new(byok_redis::RedisStorage::open(url, config).await?)),
@@ -119,6 +119,22 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
         )
         .into()),
         other => Err(missing_feature(other)),
+    };
+    Ok(Arc::new(ObservedStorage::new(
+        opened?,
+        backend_name(backend),
+    )))
+}
+
+/// The backend's name in spans and metrics.
+fn backend_name(backend: StorageBackend) -> &'static str {
+    match backend {
+        StorageBackend::Memory => "memory",
+        StorageBackend::Redis => "redis",
+        StorageBackend::Sqlite => "sqlite",
+        StorageBackend::Postgres => "postgres",
+        StorageBackend::MySql => "mysql",
+        _ => "other",
     }
 }
 

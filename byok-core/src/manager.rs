@@ -31,9 +31,23 @@ pub const DEFAULT_ROTATION_PAGE: usize = 500;
 pub const DEFAULT_ENV_PREFIX: &str = "API_KEY_";
 
 /// How long a key set with [`Byok::set_key`] lives.
+///
+/// **`Ttl::Default` is 24 hours** unless [`ByokConfig::default_ttl`] says
+/// otherwise (the Python library's default): a key that a user pastes into
+/// a settings page with `Ttl::Default` is gone the next day. Keys that
+/// should stay until the user removes them take [`Ttl::Never`]; keys of a
+/// session or a trial take [`Ttl::After`].
+///
+/// ```
+/// use std::time::Duration;
+/// use byok_core::Ttl;
+/// let settings_page = Ttl::Never;
+/// let trial = Ttl::After(Duration::from_secs(7 * 24 * 3600));
+/// # let _ = (settings_page, trial);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ttl {
-    /// [`ByokConfig::default_ttl`].
+    /// [`ByokConfig::default_ttl`]: 24 hours unless configured otherwise.
     #[default]
     Default,
     /// Never expires.
@@ -74,7 +88,8 @@ impl From<Option<Duration>> for Ttl {
 /// let keyring = Keyring::new(1, MasterKey::generate());
 /// let byok = Byok::new(storage, keyring, ByokConfig::default())?;
 ///
-/// byok.set_key("alice", "openai", "sk-proj-abcdefghijklmnop", Ttl::Default).await?;
+/// // Kept until the user removes it; Ttl::Default would expire it in 24 h.
+/// byok.set_key("alice", "openai", "sk-proj-abcdefghijklmnop", Ttl::Never).await?;
 /// let key = byok.get_key("alice", "openai").await?.expect("just set");
 /// assert_eq!(key.expose_secret(), "sk-proj-abcdefghijklmnop");
 /// assert_eq!(byok.key_summary("alice").await?[0].hint, "sk-p...mnop");
@@ -572,7 +587,8 @@ impl Byok {
 
     /// Imports keys from environment variables named `<prefix><PROVIDER>`
     /// (`API_KEY_OPENAI` with the default prefix [`DEFAULT_ENV_PREFIX`]),
-    /// with the default TTL; returns what happened per provider.
+    /// with the default TTL ([`Ttl::Default`], 24 hours unless configured);
+    /// returns what happened per provider.
     pub async fn import_from_env(
         &self,
         user_id: &str,

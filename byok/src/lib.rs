@@ -14,7 +14,9 @@
 //! let keyring = Keyring::new(1, MasterKey::generate());
 //! let byok = Byok::new(storage, keyring, ByokConfig::default())?;
 //!
-//! byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Default).await?;
+//! // Kept until the user removes it. Ttl::Default is ByokConfig::default_ttl,
+//! // 24 hours unless configured: a key set with it is gone the next day.
+//! byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Never).await?;
 //! let key = byok.require_key("alice", "openai").await?;
 //! assert_eq!(key.expose_secret(), "sk-proj-0123456789abcdef");
 //! assert!(byok.get_key("bob", "openai").await?.is_none());

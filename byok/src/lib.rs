@@ -79,20 +79,71 @@ pub use byok_redis::{self, RedisStorage};
 
 use std::sync::Arc;
 
-/// Opens the store a URL names, with the default [`ByokConfig`]; see
-/// [`connect_with`].
+/// Opens the store a URL names, with the default [`ByokConfig`], creating
+/// its schema where it has one; see [`connect_with`].
 pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
     connect_with(url, &ByokConfig::default()).await
 }
 
 /// Opens the store a URL names, among the backends compiled in, with its
-/// schema migrated where it has one.
+/// schema migrated where it has one: [`open_with`], then the backend's
+/// idempotent `migrate()`.
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
 /// [`ConfigError`] that names the feature; errors never repeat the URL,
 /// which may hold a password.
+///
+/// The store comes wrapped in an [`ObservedStorage`] named after the
+/// backend (`postgres`, `redis`, …), so every operation has a tracing span
+/// and, with the `metrics` feature, its metrics; see [`observe`]. So does
+/// the store of [`open_with`].
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    open_backend(url, config, Schema::Migrate).await
+}
+
+/// Opens the store a URL names with the default [`ByokConfig`], without
+/// creating or changing its schema; see [`open_with`].
+pub async fn open(url: &str) -> Result<Arc<dyn KeyStorage>> {
+    open_with(url, &ByokConfig::default()).await
+}
+
+/// Opens the store a URL names, like [`connect_with`], but runs no DDL:
+/// a SQL store whose table is missing stays without it, and its operations
+/// fail with a [`StorageError`] until the schema is created.
+///
+/// Use it where schema changes are an explicit, separate step (a
+/// deployment's migration job, an operator's `byok migrate`), or to read
+/// from a store without writing to it. Creating the schema is
+/// [`connect_with`]'s job; it is idempotent and safe to run from several
+/// processes at once. Redis and memory stores have no schema, so for them
+/// both functions do the same.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> byok::Result<()> {
+/// let store = byok::open("memory:").await?;
+/// assert!(store.list_providers("alice").await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
+    open_backend(url, config, Schema::AsItIs).await
+}
+
+/// Whether opening a store creates its schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    Migrate,
+    AsItIs,
+}
+
+#[allow(unused_variables, reason = "`schema` is unused without SQL backends")]
+async fn open_backend(
+    url: &str,
+    config: &ByokConfig,
+    schema: Schema,
+) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
     let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
@@ -101,19 +152,25 @@ pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyS
         #[cfg(feature = "sqlite")]
         StorageBackend::Sqlite => {
             let store = byok_sql::SqliteStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
         StorageBackend::Postgres => {
             let store = byok_sql::PostgresStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         #[cfg(feature = "mysql")]
         StorageBackend::MySql => {
             let store = byok_sql::MySqlStorage::connect(url, config).await?;
-            store.migrate().await?;
+            if schema == Schema::Migrate {
+                store.migrate().await?;
+            }
             Ok(Arc::new(store))
         }
         StorageBackend::Hybrid => Err(ConfigError::new(

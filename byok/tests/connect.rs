@@ -70,6 +70,30 @@ async fn sqlite_urls_open_a_migrated_sqlite_store() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn open_runs_no_ddl_and_connect_creates_the_schema() {
+    let dir = std::env::temp_dir().join(format!("byok-open-{:x}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let key = ApiKey::new("u", "p", vec![7]).unwrap();
+    let opened = byok::open_with(&url, &config).await.unwrap();
+    // No table: the store answers with a storage error, not an empty list.
+    let err = opened.list_providers("u").await.unwrap_err();
+    assert!(matches!(err, ByokError::Storage(_)), "{err:?}");
+    assert!(opened.store(&key).await.is_err());
+    byok::connect_with(&url, &config).await.unwrap();
+    // The same handle, opened before the migration, now works.
+    opened.store(&key).await.unwrap();
+    assert_eq!(opened.list_providers("u").await.unwrap(), ["p"]);
+    drop(opened);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A configuration whose table name and Redis prefix belong to this test
 /// alone, so tests share servers safely.
 #[allow(dead_code, reason = "used by the tests of some features only")]

@@ -1,0 +1,507 @@
+//! Whole-store work: `stats`, `verify`, `rotate`, `copy`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use byok::{Cursor, KeyStorage as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::context::{self, Concrete, Schema, Store};
+use crate::error::{CliError, CliResult, Exit};
+use crate::opt::{CopyOpts, KeyringOpts, RotateOpts, StoreOpts};
+
+const SCAN_PAGE: usize = 500;
+
+fn key_id_label(id: Option<u32>) -> String {
+    id.map_or_else(|| "not a byok ciphertext".to_owned(), |id| id.to_string())
+}
+
+/// What `byok stats` prints.
+#[derive(Debug, Default, Serialize)]
+struct Stats {
+    store: String,
+    keys: u64,
+    by_key_id: BTreeMap<String, u64>,
+    by_provider: BTreeMap<String, u64>,
+    users: u64,
+    /// `None` where the store drops expired keys by itself (Redis, memory).
+    expired_not_purged: Option<u64>,
+    never_expire: u64,
+}
+
+/// `byok stats`.
+pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
+    let store = Store::open(opts, Schema::AsItIs).await?;
+    let (_, concrete) = Concrete::open(&opts.url, &context::config(&opts.table, &opts.prefix))
+        .await
+        .map_err(store.fail("cannot open the store"))?;
+    let what = "reading the keys failed";
+    let mut stats = Stats {
+        store: store.name.clone(),
+        ..Stats::default()
+    };
+    let mut users = BTreeSet::new();
+    let mut cursor = None;
+    let bar = context::progress(None, "counting");
+    loop {
+        let page = store
+            .storage
+            .scan(cursor.as_ref(), SCAN_PAGE)
+            .await
+            .map_err(store.fail(what))?;
+        for key in &page.keys {
+            stats.keys += 1;
+            let id = byok::crypto::key_id_of(key.encrypted_value()).ok();
+            *stats.by_key_id.entry(key_id_label(id)).or_default() += 1;
+            *stats
+                .by_provider
+                .entry(key.provider().to_owned())
+                .or_default() += 1;
+            if key.expires_at().is_none() {
+                stats.never_expire += 1;
+            }
+            if !users.contains(key.user_id()) {
+                users.insert(key.user_id().to_owned());
+            }
+        }
+        bar.inc(page.keys.len() as u64);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    // A walk sees only live keys: expired rows are counted by the store.
+    stats.expired_not_purged = match concrete.count_expired().await {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            return Err(CliError::new(
+                Exit::Store,
+                format!("counting expired keys at {} failed: {e}", store.name),
+            ));
+        }
+        None => None,
+    };
+    bar.finish_and_clear();
+    stats.users = users.len() as u64;
+    if json {
+        return context::print_json(&stats);
+    }
+    println!("store: {}", stats.store);
+    println!(
+        "{} live key(s) of {} user(s), {} without expiry",
+        stats.keys, stats.users, stats.never_expire
+    );
+    match stats.expired_not_purged {
+        Some(n) => println!("{n} expired key(s) still stored (`byok purge` removes them)"),
+        None => println!("expired keys: removed by the store itself"),
+    }
+    let mut t = context::new_table();
+    t.set_header(["master key id", "keys"]);
+    for (id, n) in &stats.by_key_id {
+        t.add_row([id.clone(), n.to_string()]);
+    }
+    println!("{t}");
+    let mut t = context::new_table();
+    t.set_header(["provider", "keys"]);
+    for (p, n) in &stats.by_provider {
+        t.add_row([p.clone(), n.to_string()]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// A key that did not decrypt, named without anything secret.
+#[derive(Debug, Serialize)]
+struct Failed {
+    user: String,
+    provider: String,
+    key_id: Option<u32>,
+    reason: String,
+}
+
+/// What `byok verify` prints.
+#[derive(Debug, Default, Serialize)]
+struct Verification {
+    store: String,
+    checked: u64,
+    ok_by_key_id: BTreeMap<String, u64>,
+    failed_by_key_id: BTreeMap<String, u64>,
+    failed: Vec<Failed>,
+}
+
+/// `byok verify`.
+pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) -> CliResult {
+    let ring = context::keyring(keyring)?;
+    let store = Store::open(opts, Schema::AsItIs).await?;
+    let total = context::count_keys(&store, SCAN_PAGE).await?;
+    let bar = context::progress(Some(total), "verifying");
+    let mut v = Verification {
+        store: store.name.clone(),
+        ..Verification::default()
+    };
+    let mut cursor = None;
+    loop {
+        let page = store
+            .storage
+            .scan(cursor.as_ref(), SCAN_PAGE)
+            .await
+            .map_err(store.fail("reading the keys failed"))?;
+        for key in &page.keys {
+            v.checked += 1;
+            let id = byok::crypto::key_id_of(key.encrypted_value()).ok();
+            match ring.decrypt(key.user_id(), key.provider(), key.encrypted_value()) {
+                Ok(_plain) => *v.ok_by_key_id.entry(key_id_label(id)).or_default() += 1,
+                Err(e) => {
+                    *v.failed_by_key_id.entry(key_id_label(id)).or_default() += 1;
+                    v.failed.push(Failed {
+                        user: key.user_id().to_owned(),
+                        provider: key.provider().to_owned(),
+                        key_id: id,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        bar.inc(page.keys.len() as u64);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    let failed = v.failed.len();
+    if json {
+        context::print_json(&v)?;
+    } else {
+        for f in &v.failed {
+            println!(
+                "FAILED  {} {} (master key id {}): {}",
+                f.user,
+                f.provider,
+                key_id_label(f.key_id),
+                f.reason
+            );
+        }
+        for (id, n) in &v.ok_by_key_id {
+            println!("master key id {id}: {n} key(s) decrypt");
+        }
+        for (id, n) in &v.failed_by_key_id {
+            println!("master key id {id}: {n} key(s) do NOT decrypt");
+        }
+        println!("verified {} key(s): {} failed", v.checked, failed);
+    }
+    if failed > 0 {
+        return Err(CliError::problem(format!(
+            "{failed} key(s) do not decrypt with this keyring; nothing was changed in the store"
+        )));
+    }
+    Ok(())
+}
+
+/// The saved progress of a rotation.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RotationState {
+    /// Which store and namespace this belongs to (a hash; no URL is saved).
+    store: String,
+    primary_key_id: u32,
+    cursor: Option<Cursor>,
+    seen: u64,
+    already_current: u64,
+    rotated: BTreeMap<u32, u64>,
+    changed_concurrently: u64,
+    failed: BTreeMap<u32, u64>,
+    malformed: u64,
+}
+
+fn store_fingerprint(opts: &StoreOpts) -> String {
+    let mut h = Sha256::new();
+    for part in [&opts.url, &opts.table, &opts.prefix] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+fn state_path(opts: &RotateOpts, store: &StoreOpts) -> PathBuf {
+    opts.state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".byok-rotate-{}.json", store_fingerprint(store))))
+}
+
+fn save_state(path: &Path, state: &RotationState) -> CliResult {
+    let fail = |e: &dyn std::fmt::Display| {
+        CliError::new(
+            Exit::Config,
+            format!("cannot save the rotation state to {}: {e}", path.display()),
+        )
+    };
+    let text = serde_json::to_vec_pretty(state).map_err(|e| fail(&e))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
+    std::io::Write::write_all(&mut tmp, &text).map_err(|e| fail(&e))?;
+    tmp.persist(path).map_err(|e| fail(&e.error))?;
+    Ok(())
+}
+
+fn load_state(path: &Path) -> CliResult<Option<RotationState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            CliError::usage(format!(
+                "the rotation state {} is not readable ({e}); remove it to start over",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::new(
+            Exit::Config,
+            format!("cannot read the rotation state {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// `byok rotate`.
+pub(crate) async fn rotate(
+    opts: &RotateOpts,
+    store_opts: &StoreOpts,
+    ring: &KeyringOpts,
+    json: bool,
+) -> CliResult {
+    let page_size = context::page_size(opts.page_size)?;
+    let ring = context::keyring(ring)?;
+    let store = Store::open(store_opts, Schema::AsItIs).await?;
+    let primary = ring.primary_id();
+    let key_ids: Vec<u32> = ring.key_ids().collect();
+    let byok = context::manager(&store, ring)?;
+    let path = state_path(opts, store_opts);
+    let fingerprint = store_fingerprint(store_opts);
+    let mut state = match load_state(&path)? {
+        Some(s) if s.store != fingerprint => {
+            return Err(CliError::usage(format!(
+                "the rotation state {} belongs to another store; pass --state FILE, or remove it",
+                path.display()
+            )));
+        }
+        Some(s) if s.primary_key_id != primary => {
+            return Err(CliError::usage(format!(
+                "the rotation state {} is of a rotation to master key id {}, but the primary \
+                 key is now {primary}; remove it to start a new rotation",
+                path.display(),
+                s.primary_key_id
+            )));
+        }
+        Some(s) => {
+            // On standard error, so that --json output stays clean.
+            eprintln!(
+                "resuming the rotation saved in {} ({} key(s) done)",
+                path.display(),
+                s.seen
+            );
+            s
+        }
+        None => RotationState {
+            store: fingerprint,
+            primary_key_id: primary,
+            ..RotationState::default()
+        },
+    };
+    let total = context::count_keys(&store, SCAN_PAGE).await?;
+    let bar = context::progress(Some(total.max(state.seen)), "rotating");
+    bar.set_position(state.seen);
+    loop {
+        let page = byok
+            .rotate_page(state.cursor.as_ref(), page_size)
+            .await
+            .map_err(store.fail("rotating failed (the saved state lets you resume)"))?;
+        let n = page.already_current
+            + page.changed_concurrently
+            + page.malformed
+            + page.rotated.values().sum::<u64>()
+            + page.failed.values().sum::<u64>();
+        state.seen += n;
+        state.already_current += page.already_current;
+        state.changed_concurrently += page.changed_concurrently;
+        state.malformed += page.malformed;
+        for (id, k) in &page.rotated {
+            *state.rotated.entry(*id).or_default() += k;
+        }
+        for (id, k) in &page.failed {
+            *state.failed.entry(*id).or_default() += k;
+        }
+        state.cursor = page.resume_from;
+        bar.inc(n);
+        if state.cursor.is_none() {
+            break;
+        }
+        save_state(&path, &state)?;
+        if opts.pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(opts.pause_ms)).await;
+        }
+    }
+    bar.finish_and_clear();
+    // The walk is over: the state has served its purpose.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!(
+            "warning: could not remove the finished rotation state {}: {e}",
+            path.display()
+        ),
+    }
+    let failed: u64 = state.failed.values().sum();
+    let complete = failed == 0 && state.malformed == 0;
+    let advice: BTreeMap<u32, String> = key_ids
+        .iter()
+        .filter(|id| **id != primary)
+        .map(|id| {
+            let text = match state.failed.get(id) {
+                Some(n) => {
+                    format!("keep it: {n} key(s) under it did not decrypt (run `byok verify`)")
+                }
+                None if complete => {
+                    "can be removed from the keyring now: no live key is under it".to_owned()
+                }
+                None => "keep it until every key rotates (some keys were not rotated)".to_owned(),
+            };
+            (*id, text)
+        })
+        .collect();
+    if json {
+        context::print_json(&serde_json::json!({
+            "store": store.name,
+            "primary_key_id": primary,
+            "keys": state.seen,
+            "already_current": state.already_current,
+            "rotated": state.rotated,
+            "changed_concurrently": state.changed_concurrently,
+            "failed": state.failed,
+            "malformed": state.malformed,
+            "complete": complete,
+            "old_keys": advice,
+        }))?;
+    } else {
+        println!(
+            "rotated {} of {} key(s) to master key id {primary}; {} were already under it, \
+             {} changed meanwhile (and are under it)",
+            state.rotated.values().sum::<u64>(),
+            state.seen,
+            state.already_current,
+            state.changed_concurrently
+        );
+        for (id, n) in &state.rotated {
+            println!("  from master key id {id}: {n} key(s)");
+        }
+        for (id, n) in &state.failed {
+            println!("  master key id {id}: {n} key(s) could not be decrypted; left as they were");
+        }
+        if state.malformed > 0 {
+            println!(
+                "  {} stored value(s) are not byok ciphertexts; left as they were",
+                state.malformed
+            );
+        }
+        for (id, text) in &advice {
+            println!("master key id {id}: {text}");
+        }
+    }
+    if complete {
+        Ok(())
+    } else {
+        Err(CliError::problem(
+            "the rotation did not cover every key; see above, fix the keyring, and run it again",
+        ))
+    }
+}
+
+/// `byok copy`.
+pub(crate) async fn copy(opts: &CopyOpts, store: &StoreOpts, json: bool) -> CliResult {
+    let page_size = context::page_size(opts.page_size)?;
+    let source = Store::open(store, Schema::AsItIs).await?;
+    let target = Store::open_url(&opts.to, &opts.to_table, &opts.to_prefix, Schema::Create).await?;
+    let total = context::count_keys(&source, page_size).await?;
+    let bar = context::progress(Some(total), "copying");
+    let mut cursor = None;
+    let mut copied = 0u64;
+    // Keys spread evenly over the walk, compared at the end.
+    let stride = (total / opts.sample.max(1) as u64).max(1);
+    let mut sample = Vec::new();
+    loop {
+        let page = source
+            .storage
+            .scan(cursor.as_ref(), page_size)
+            .await
+            .map_err(source.fail("reading the source failed"))?;
+        for key in &page.keys {
+            target
+                .storage
+                .store(key)
+                .await
+                .map_err(target.fail("writing to the target failed (re-running is safe)"))?;
+            if copied.is_multiple_of(stride) && sample.len() < opts.sample {
+                sample.push(key.clone());
+            }
+            copied += 1;
+            bar.inc(1);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    let in_target = context::count_keys(&target, page_size).await?;
+    let mut mismatched = Vec::new();
+    for key in &sample {
+        let there = target
+            .storage
+            .retrieve(key.user_id(), key.provider())
+            .await
+            .map_err(target.fail("reading the target failed"))?;
+        let same = there.is_some_and(|t| {
+            t.encrypted_value() == key.encrypted_value()
+                && t.hint() == key.hint()
+                && t.expires_at() == key.expires_at()
+                && t.created_at() == key.created_at()
+        });
+        if !same {
+            mismatched.push(format!("{} {}", key.user_id(), key.provider()));
+        }
+    }
+    let counts_ok = in_target >= copied;
+    if json {
+        context::print_json(&serde_json::json!({
+            "from": source.name, "to": target.name, "copied": copied,
+            "target_keys": in_target, "sampled": sample.len(),
+            "sample_mismatches": mismatched, "verified": counts_ok && mismatched.is_empty(),
+        }))?;
+    } else {
+        println!(
+            "copied {copied} key(s) from {} to {}",
+            source.name, target.name
+        );
+        println!(
+            "target holds {in_target} live key(s); {} sampled key(s) compared byte for byte, \
+             {} differ",
+            sample.len(),
+            mismatched.len()
+        );
+        for m in &mismatched {
+            println!("  differs: {m}");
+        }
+    }
+    if !counts_ok {
+        return Err(CliError::problem(format!(
+            "the target holds {in_target} keys, fewer than the {copied} copied; run the copy again"
+        )));
+    }
+    if !mismatched.is_empty() {
+        return Err(CliError::problem(
+            "some copied keys differ in the target (written meanwhile?); run the copy again",
+        ));
+    }
+    Ok(())
+}

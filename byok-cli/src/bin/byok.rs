@@ -1,0 +1,5 @@
+//! The `byok` binary; everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    byok_cli::main()
+}

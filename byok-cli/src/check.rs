@@ -1,0 +1,284 @@
+//! `byok check` and `byok bench`: work against a live store in a scratch
+//! namespace that is removed afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use byok::{ApiKey, ByokConfig, KeyStorage};
+use serde::Serialize;
+
+use crate::context::{self, Concrete, redact};
+use crate::error::{CliError, CliResult};
+use crate::opt::{BenchOpts, ScratchOpts, StoreOpts};
+
+/// A store of its own table (SQL) or key prefix (Redis) on a live server.
+#[derive(Debug)]
+struct Scratch {
+    store: Arc<dyn KeyStorage>,
+    name: String,
+    namespace: String,
+    /// A SQL table is dropped at the end; keys under a Redis prefix are
+    /// removed user by user by the cases themselves.
+    cleanup: Concrete,
+}
+
+impl Scratch {
+    async fn open(url: &str) -> CliResult<Scratch> {
+        let name = redact(url);
+        let namespace = format!("byok_scratch_{:016x}", rand::random::<u64>());
+        let config = ByokConfig {
+            db_table_name: namespace.clone(),
+            session_key_prefix: format!("{namespace}:"),
+            ..context::config("unused", "unused")
+        };
+        let fail = |e: byok::ByokError| {
+            CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
+        };
+        let (store, cleanup) = Concrete::open(url, &config).await.map_err(fail)?;
+        let scratch = Scratch {
+            store,
+            name,
+            namespace,
+            cleanup,
+        };
+        let migrated = scratch.cleanup.migrate().await;
+        if let Err(e) = migrated {
+            scratch.remove().await;
+            return Err(CliError::from_byok(
+                "cannot create the scratch table",
+                &e,
+                Some(&scratch.name),
+            ));
+        }
+        Ok(scratch)
+    }
+
+    /// What the namespace is, for people.
+    fn describe(&self) -> String {
+        if self.cleanup.is_sql() {
+            format!("table {}", self.namespace)
+        } else {
+            format!("key prefix {}:", self.namespace)
+        }
+    }
+
+    /// Removes the namespace; returns what is left behind (live keys).
+    async fn remove(&self) -> u64 {
+        if let Err(e) = self.cleanup.drop_table().await {
+            eprintln!(
+                "warning: could not drop the scratch table {}: {e}",
+                self.namespace
+            );
+            return 1;
+        }
+        if self.cleanup.is_sql() {
+            return 0;
+        }
+        // The cases clear their own users; anything left would show here.
+        match self.store.scan(None, 100).await {
+            Ok(page) => page.keys.len() as u64,
+            Err(_) => 0,
+        }
+    }
+}
+
+fn url_of<'a>(opts: &'a ScratchOpts, store: &'a StoreOpts) -> &'a str {
+    opts.url.as_deref().unwrap_or(&store.url)
+}
+
+/// One case's outcome, as printed.
+#[derive(Debug, Serialize)]
+struct CaseLine {
+    case: &'static str,
+    passed: bool,
+    millis: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
+/// `byok check`.
+pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> CliResult {
+    let scratch = Scratch::open(url_of(opts, store)).await?;
+    if !json {
+        println!(
+            "conformance suite against {} ({})",
+            scratch.name,
+            scratch.describe()
+        );
+    }
+    // The cases of `byok_testkit::run_all`, one by one, so that each line
+    // shows as soon as its case ends.
+    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
+    for (name, case) in byok_testkit::CASES {
+        let start = Instant::now();
+        let outcome = case(scratch.store.as_ref()).await;
+        let line = CaseLine {
+            case: name,
+            passed: outcome.is_ok(),
+            millis: start.elapsed().as_millis(),
+            failure: outcome.err().map(|f| f.message().to_owned()),
+        };
+        if !json {
+            match &line.failure {
+                None => println!("ok      {} ({} ms)", line.case, line.millis),
+                Some(f) => println!("FAILED  {} ({} ms): {f}", line.case, line.millis),
+            }
+        }
+        lines.push(line);
+    }
+    let left = scratch.remove().await;
+    let passed = lines.iter().filter(|l| l.passed).count();
+    let failed = lines.len() - passed;
+    if json {
+        context::print_json(&serde_json::json!({
+            "store": scratch.name, "cases": lines, "passed": passed,
+            "failed": failed, "left_behind": left,
+        }))?;
+    } else {
+        println!(
+            "{passed} passed, {failed} failed; scratch {} removed{}",
+            scratch.describe(),
+            if left > 0 {
+                format!(", but {left} key(s) were left behind")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if failed > 0 {
+        return Err(CliError::problem(format!(
+            "{failed} conformance case(s) failed against {}",
+            scratch.name
+        )));
+    }
+    if left > 0 {
+        return Err(CliError::problem("the check left keys behind"));
+    }
+    Ok(())
+}
+
+/// Latency figures of one operation.
+#[derive(Debug, Serialize)]
+struct Figures {
+    operation: &'static str,
+    ops: usize,
+    ops_per_sec: f64,
+    p50_us: u128,
+    p99_us: u128,
+}
+
+fn figures(operation: &'static str, mut samples: Vec<Duration>, total: Duration) -> Figures {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0, Duration::as_micros)
+    };
+    Figures {
+        operation,
+        ops: samples.len(),
+        ops_per_sec: samples.len() as f64 / total.as_secs_f64().max(1e-9),
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
+}
+
+/// `byok bench`.
+pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> CliResult {
+    if opts.ops == 0 {
+        return Err(CliError::usage("--ops must be at least 1"));
+    }
+    let scratch = Scratch::open(url_of(&opts.target, store)).await?;
+    let result = run_bench(&scratch, opts.ops).await;
+    let users = opts.ops.div_ceil(PROVIDERS.len());
+    for u in 0..users {
+        let _ = scratch.store.clear_all(&bench_user(&scratch, u)).await;
+    }
+    scratch.remove().await;
+    let results = result?;
+    if json {
+        return context::print_json(&serde_json::json!({
+            "store": scratch.name, "results": results,
+        }));
+    }
+    let mut t = context::new_table();
+    t.set_header(["operation", "ops", "ops/s", "p50", "p99"]);
+    for f in &results {
+        t.add_row([
+            f.operation.to_owned(),
+            f.ops.to_string(),
+            format!("{:.0}", f.ops_per_sec),
+            format!("{} µs", f.p50_us),
+            format!("{} µs", f.p99_us),
+        ]);
+    }
+    println!(
+        "against {} ({}), one operation at a time:",
+        scratch.name,
+        scratch.describe()
+    );
+    println!("{t}");
+    Ok(())
+}
+
+const PROVIDERS: [&str; 4] = ["openai", "anthropic", "mistral", "groq"];
+
+fn bench_user(scratch: &Scratch, u: usize) -> String {
+    format!("{}-user-{u}", scratch.namespace)
+}
+
+async fn run_bench(scratch: &Scratch, ops: usize) -> CliResult<Vec<Figures>> {
+    let store = scratch.store.as_ref();
+    let fail = |what: &'static str| {
+        move |e: byok::ByokError| CliError::from_byok(what, &e, Some(&scratch.name))
+    };
+    let slot = |i: usize| {
+        (
+            bench_user(scratch, i / PROVIDERS.len()),
+            PROVIDERS[i % PROVIDERS.len()],
+        )
+    };
+    let mut results = Vec::new();
+    let bar = context::progress(Some(3 * ops as u64), "benchmarking");
+    // A ciphertext of a typical API key's size; the store never decrypts.
+    let value = vec![0x5a_u8; 80];
+    let mut samples = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops {
+        let (user, provider) = slot(i);
+        let key = ApiKey::new(&user, provider, value.clone())
+            .map_err(|e| fail("making a key failed")(e.into()))?;
+        let t = Instant::now();
+        store.store(&key).await.map_err(fail("set failed"))?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    results.push(figures("set", samples, start.elapsed()));
+    let mut samples = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops {
+        let (user, provider) = slot(i);
+        let t = Instant::now();
+        store
+            .retrieve(&user, provider)
+            .await
+            .map_err(fail("get failed"))?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    results.push(figures("get", samples, start.elapsed()));
+    let mut samples = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops {
+        let (user, _) = slot(i);
+        let t = Instant::now();
+        store
+            .list_providers(&user)
+            .await
+            .map_err(fail("list failed"))?;
+        samples.push(t.elapsed());
+        bar.inc(1);
+    }
+    results.push(figures("list", samples, start.elapsed()));
+    bar.finish_and_clear();
+    Ok(results)
+}

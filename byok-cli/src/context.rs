@@ -1,0 +1,386 @@
+//! What every command needs: the store, the keyring, redaction, output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use byok::byok_sql::sqlx;
+use byok::{Byok, ByokConfig, KeyStorage, Keyring};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::{CliError, CliResult, Exit};
+use crate::opt::{KeyringOpts, StoreOpts};
+
+/// The variable that holds the keyring text.
+pub(crate) const KEYRING_VAR: &str = "BYOK_KEYRING";
+
+/// The URL with any password replaced by `***`, fit for printing.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // A Redis Cluster list or a plain path: redact each part.
+        Err(_) if url.contains(',') => url.split(',').map(redact).collect::<Vec<_>>().join(","),
+        Err(_) if url.contains('@') => "<a URL that could not be parsed>".to_owned(),
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The passwords in a URL (or a comma-separated list), raw and decoded, so
+/// that they can be scrubbed from any message.
+pub(crate) fn passwords(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in url.split(',') {
+        if let Ok(u) = url::Url::parse(part.trim())
+            && let Some(p) = u.password()
+            && !p.is_empty()
+        {
+            out.push(p.to_owned());
+            if let Some((_, decoded)) =
+                url::form_urlencoded::parse(format!("x={p}").as_bytes()).next()
+            {
+                out.push(decoded.into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The file of a `sqlite:` URL, unless it names an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// The configuration the command opens stores with: no background purge
+/// (a command is short-lived), the table and prefix of `store`.
+pub(crate) fn config(table: &str, prefix: &str) -> ByokConfig {
+    ByokConfig {
+        auto_cleanup: false,
+        db_table_name: table.to_owned(),
+        session_key_prefix: prefix.to_owned(),
+        ..ByokConfig::default()
+    }
+}
+
+/// An open store and how to name it in messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    /// The store.
+    pub(crate) storage: Arc<dyn KeyStorage>,
+    /// Its URL, redacted.
+    pub(crate) name: String,
+}
+
+/// Whether opening a store may create its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    /// Run the backend's idempotent migration.
+    Create,
+    /// Leave the schema as it is.
+    AsItIs,
+}
+
+impl Store {
+    /// Opens the store of `opts`.
+    pub(crate) async fn open(opts: &StoreOpts, schema: Schema) -> CliResult<Store> {
+        Self::open_url(&opts.url, &opts.table, &opts.prefix, schema).await
+    }
+
+    /// Opens the store at `url` with this table and prefix.
+    pub(crate) async fn open_url(
+        url: &str,
+        table: &str,
+        prefix: &str,
+        schema: Schema,
+    ) -> CliResult<Store> {
+        let name = redact(url);
+        if schema == Schema::AsItIs
+            && let Some(path) = sqlite_file(url)
+            && !path.exists()
+        {
+            return Err(CliError::new(
+                Exit::Store,
+                format!(
+                    "there is no SQLite database at {}; create it with `byok migrate`, or \
+                     name another with --store",
+                    path.display()
+                ),
+            ));
+        }
+        let config = config(table, prefix);
+        let opened = match schema {
+            Schema::Create => byok::connect_with(url, &config).await,
+            Schema::AsItIs => byok::open_with(url, &config).await,
+        };
+        let storage = opened
+            .map_err(|e| CliError::from_byok(&format!("cannot open the store {name}"), &e, None))?;
+        Ok(Store { storage, name })
+    }
+
+    /// `what` failed on this store.
+    pub(crate) fn fail(&self, what: &str) -> impl Fn(byok::ByokError) -> CliError + '_ {
+        let what = what.to_owned();
+        move |e| CliError::from_byok(&what, &e, Some(&self.name))
+    }
+}
+
+/// Reads the keyring of `opts`, or of `BYOK_KEYRING`.
+pub(crate) fn keyring(opts: &KeyringOpts) -> CliResult<Keyring> {
+    if let Some(path) = &opts.keyring {
+        return Keyring::from_file(path).map_err(|e| {
+            CliError::new(
+                Exit::Config,
+                format!(
+                    "cannot use the keyring file {}: {}{}",
+                    path.display(),
+                    e.message(),
+                    std::error::Error::source(&e)
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ),
+            )
+        });
+    }
+    match std::env::var_os(KEYRING_VAR) {
+        None => Err(CliError::new(
+            Exit::Config,
+            format!(
+                "no keyring: set {KEYRING_VAR} to a keyring or pass --keyring FILE \
+                 (make one with `byok keygen --out keyring.txt`)"
+            ),
+        )),
+        Some(_) => Keyring::from_env(KEYRING_VAR).map_err(|e| {
+            CliError::new(
+                Exit::Config,
+                format!("cannot use the keyring in {KEYRING_VAR}: {}", e.message()),
+            )
+        }),
+    }
+}
+
+/// A manager over `store` with `keyring`, without background tasks.
+pub(crate) fn manager(store: &Store, keyring: Keyring) -> CliResult<Byok> {
+    Byok::builder(store.storage.clone(), keyring)
+        .config(config("user_api_keys", "byok_"))
+        .build()
+        .map_err(|e| CliError::from_byok("cannot start", &e, None))
+}
+
+/// Prints `value` as pretty JSON on standard output.
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> CliResult {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(Exit::Problem, format!("cannot print JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A progress bar on standard error; invisible when that is not a terminal.
+pub(crate) fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} keys ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Counts the unexpired keys of a store, page by page, decrypting nothing.
+pub(crate) async fn count_keys(store: &Store, page_size: usize) -> CliResult<u64> {
+    let mut cursor = None;
+    let mut n = 0;
+    loop {
+        let page = store
+            .storage
+            .scan(cursor.as_ref(), page_size)
+            .await
+            .map_err(store.fail("counting the keys failed"))?;
+        n += page.keys.len() as u64;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(n),
+        }
+    }
+}
+
+/// A page size within what every backend accepts.
+pub(crate) fn page_size(n: usize) -> CliResult<usize> {
+    if (1..=byok::validate::MAX_PAGE_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(CliError::usage(format!(
+            "the page size must be from 1 to {}",
+            byok::validate::MAX_PAGE_SIZE
+        )))
+    }
+}
+
+/// An empty table in the house style.
+pub(crate) fn new_table() -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table
+}
+
+/// A store by its concrete type, for what the [`KeyStorage`] trait does
+/// not offer: SQL statements on its pool (dropping a scratch table,
+/// counting expired rows).
+#[derive(Debug)]
+pub(crate) enum Concrete {
+    Sqlite(byok::SqliteStorage),
+    Postgres(byok::PostgresStorage),
+    MySql(byok::MySqlStorage),
+    /// Redis or memory.
+    Other,
+}
+
+impl Concrete {
+    /// Opens the store at `url` without running DDL.
+    pub(crate) async fn open(
+        url: &str,
+        config: &ByokConfig,
+    ) -> byok::Result<(Arc<dyn KeyStorage>, Concrete)> {
+        Ok(match byok::StorageBackend::from_url(url)? {
+            byok::StorageBackend::Sqlite => {
+                let s = byok::SqliteStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::Sqlite(s))
+            }
+            byok::StorageBackend::Postgres => {
+                let s = byok::PostgresStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::Postgres(s))
+            }
+            byok::StorageBackend::MySql => {
+                let s = byok::MySqlStorage::connect(url, config).await?;
+                (Arc::new(s.clone()), Concrete::MySql(s))
+            }
+            _ => (byok::open_with(url, config).await?, Concrete::Other),
+        })
+    }
+
+    /// Whether this is a SQL store.
+    pub(crate) fn is_sql(&self) -> bool {
+        !matches!(self, Concrete::Other)
+    }
+
+    /// Creates the schema of a SQL store.
+    pub(crate) async fn migrate(&self) -> byok::Result<()> {
+        match self {
+            Concrete::Sqlite(s) => s.migrate().await,
+            Concrete::Postgres(s) => s.migrate().await,
+            Concrete::MySql(s) => s.migrate().await,
+            Concrete::Other => Ok(()),
+        }
+    }
+
+    /// Drops the table of a SQL store.
+    pub(crate) async fn drop_table(&self) -> Result<(), sqlx::Error> {
+        let drop = |table: &str| format!("DROP TABLE IF EXISTS {table}");
+        // Table names are checked as plain identifiers when the store opens.
+        match self {
+            Concrete::Sqlite(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::Postgres(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::MySql(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
+                    .execute(s.pool())
+                    .await?;
+            }
+            Concrete::Other => {}
+        }
+        Ok(())
+    }
+
+    /// How many expired keys a SQL store still holds; `None` for other
+    /// stores (Redis drops expired keys by itself).
+    pub(crate) async fn count_expired(&self) -> Option<Result<u64, sqlx::Error>> {
+        let now_ms = byok::chrono::Utc::now().timestamp_millis();
+        let count = |table: &str, bound: &str| {
+            format!(
+                "SELECT COUNT(*) FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {bound}"
+            )
+        };
+        let n: Result<i64, sqlx::Error> = match self {
+            Concrete::Sqlite(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
+                    .bind(now_ms)
+                    .fetch_one(s.pool())
+                    .await
+            }
+            Concrete::Postgres(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(
+                    s.table_name(),
+                    "to_timestamp($1::bigint / 1000.0)",
+                )))
+                .bind(now_ms)
+                .fetch_one(s.pool())
+                .await
+            }
+            Concrete::MySql(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
+                    .bind(now_ms)
+                    .fetch_one(s.pool())
+                    .await
+            }
+            Concrete::Other => return None,
+        };
+        Some(n.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_printed_without_passwords() {
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/keys"),
+            "postgres://app:***@db:5432/keys"
+        );
+        assert_eq!(redact("sqlite://./byok.db"), "sqlite://./byok.db");
+        let cluster = redact("redis://:hunter2@h1:7000,redis://:hunter2@h2:7001");
+        assert!(!cluster.contains("hunter2"), "{cluster}");
+        assert!(!redact("postgres://app:hunter2@[::1/x").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_are_found_raw_and_decoded() {
+        let found = passwords("mysql://app:p%40ss@h/db,redis://:other@h2");
+        assert!(found.contains(&"p%40ss".to_owned()), "{found:?}");
+        assert!(found.contains(&"p@ss".to_owned()), "{found:?}");
+        assert!(found.contains(&"other".to_owned()), "{found:?}");
+        assert!(passwords("sqlite://./byok.db").is_empty());
+    }
+
+    #[test]
+    fn sqlite_files_are_told_from_memory_databases() {
+        assert_eq!(sqlite_file("sqlite://./a.db"), Some("./a.db".into()));
+        assert_eq!(sqlite_file("sqlite:a.db?mode=rwc"), Some("a.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
+}

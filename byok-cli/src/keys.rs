@@ -1,0 +1,315 @@
+//! The everyday commands: `migrate`, `set`, `get`, `list`, `rm`, `clear`,
+//! `purge`.
+
+use std::io::{IsTerminal as _, Read as _};
+
+use byok::chrono::{DateTime, Utc};
+use byok::display::{format_expiration, format_key_age};
+use byok::secrecy::ExposeSecret;
+use byok::{ApiKey, Ttl};
+use comfy_table::Table;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::context::{self, Schema, Store};
+use crate::error::{CliError, CliResult};
+use crate::opt::{GetOpts, KeyringOpts, ListOpts, SetOpts, StoreOpts};
+
+/// `byok migrate`.
+pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
+    let store = Store::open(opts, Schema::Create).await?;
+    if json {
+        context::print_json(&serde_json::json!({ "store": store.name, "migrated": true }))
+    } else {
+        println!("the schema of {} is up to date", store.name);
+        Ok(())
+    }
+}
+
+/// Reads an API key from standard input: a prompt without echo on a
+/// terminal, else everything up to the end, less the trailing newline.
+pub(crate) fn read_key() -> CliResult<Zeroizing<String>> {
+    let stdin = std::io::stdin();
+    let mut key = if stdin.is_terminal() {
+        Zeroizing::new(
+            rpassword::prompt_password("API key (not shown): ")
+                .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?,
+        )
+    } else {
+        let mut text = Zeroizing::new(String::new());
+        stdin.lock().read_to_string(&mut text).map_err(|_| {
+            CliError::usage("cannot read the key from standard input: it is not UTF-8 text")
+        })?;
+        text
+    };
+    while key.ends_with('\n') || key.ends_with('\r') {
+        key.pop();
+    }
+    if key.is_empty() {
+        return Err(CliError::usage(
+            "no key on standard input; pipe it in (`byok set PROVIDER --user U < key.txt`) \
+             or type it at the prompt",
+        ));
+    }
+    Ok(key)
+}
+
+fn ttl(opts: &SetOpts) -> CliResult<Ttl> {
+    if opts.no_expiry {
+        return Ok(Ttl::Never);
+    }
+    match &opts.ttl {
+        None => Ok(Ttl::Default),
+        Some(text) => humantime::parse_duration(text)
+            .map(Ttl::After)
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "--ttl {text:?} is not a duration ({e}); try 30d or 12h"
+                ))
+            }),
+    }
+}
+
+/// `byok set`.
+pub(crate) async fn set(
+    opts: &SetOpts,
+    store: &StoreOpts,
+    ring: &KeyringOpts,
+    json: bool,
+) -> CliResult {
+    let ttl = ttl(opts)?;
+    let keyring = context::keyring(ring)?;
+    let key = read_key()?;
+    let store = Store::open(store, Schema::Create).await?;
+    let byok = context::manager(&store, keyring)?;
+    byok.set_key(&opts.user, &opts.provider, &key, ttl)
+        .await
+        .map_err(store.fail("storing the key failed"))?;
+    let stored = store
+        .storage
+        .retrieve(&opts.user, &opts.provider)
+        .await
+        .map_err(store.fail("reading the key back failed"))?;
+    let row = stored.as_ref().map(Row::of);
+    if json {
+        context::print_json(&row)
+    } else {
+        match row {
+            Some(r) => println!(
+                "stored {}'s {} key {} (expires: {})",
+                r.user, r.provider, r.hint, r.expires
+            ),
+            None => println!("stored {}'s {} key", opts.user, opts.provider),
+        }
+        Ok(())
+    }
+}
+
+/// `byok get`.
+pub(crate) async fn get(
+    opts: &GetOpts,
+    store: &StoreOpts,
+    ring: &KeyringOpts,
+    json: bool,
+) -> CliResult {
+    let keyring = context::keyring(ring)?;
+    let store = Store::open(store, Schema::AsItIs).await?;
+    let byok = context::manager(&store, keyring)?;
+    let what = "reading the key failed";
+    let stored = store
+        .storage
+        .retrieve(&opts.user, &opts.provider)
+        .await
+        .map_err(store.fail(what))?;
+    let Some(stored) = stored else {
+        return Err(CliError::from_byok(
+            what,
+            &byok::ByokError::KeyNotFound {
+                user_id: opts.user.clone(),
+                provider: opts.provider.clone(),
+            },
+            None,
+        ));
+    };
+    // Decrypting proves the key is usable, even when it is not revealed.
+    let secret = byok
+        .require_key(&opts.user, &opts.provider)
+        .await
+        .map_err(store.fail(what))?;
+    let row = Row::of(&stored);
+    if opts.reveal {
+        if json {
+            context::print_json(&serde_json::json!({
+                "user": row.user, "provider": row.provider, "key": secret.expose_secret(),
+            }))
+        } else {
+            println!("{}", secret.expose_secret());
+            Ok(())
+        }
+    } else if json {
+        context::print_json(&row)
+    } else {
+        println!(
+            "{} {}: {} (created {}, expires: {})",
+            row.user, row.provider, row.hint, row.created, row.expires
+        );
+        Ok(())
+    }
+}
+
+/// One key as listings show it: nothing secret.
+#[derive(Debug, Serialize)]
+pub(crate) struct Row {
+    /// The user id.
+    pub(crate) user: String,
+    /// The provider.
+    pub(crate) provider: String,
+    /// The masked hint.
+    pub(crate) hint: String,
+    /// The key id of the master key it is encrypted under, if readable.
+    pub(crate) key_id: Option<u32>,
+    /// When it was stored.
+    pub(crate) created_at: DateTime<Utc>,
+    /// When it expires.
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// Whether it has expired (but is still stored).
+    pub(crate) expired: bool,
+    /// Its age, for people.
+    #[serde(skip)]
+    pub(crate) created: String,
+    /// Its expiry, for people.
+    #[serde(skip)]
+    pub(crate) expires: String,
+}
+
+impl Row {
+    /// The row of a stored key.
+    pub(crate) fn of(key: &ApiKey) -> Row {
+        let now = Utc::now();
+        Row {
+            user: key.user_id().to_owned(),
+            provider: key.provider().to_owned(),
+            hint: key.hint().unwrap_or("N/A").to_owned(),
+            key_id: byok::crypto::key_id_of(key.encrypted_value()).ok(),
+            created_at: key.created_at(),
+            expires_at: key.expires_at(),
+            expired: key.is_expired_at(now),
+            created: format_key_age(key.created_at(), now),
+            expires: format_expiration(key.expires_at(), now),
+        }
+    }
+}
+
+/// A table of rows, for people.
+pub(crate) fn table(rows: &[Row]) -> Table {
+    let mut table = context::new_table();
+    table.set_header(["user", "provider", "key", "key id", "created", "expires"]);
+    for r in rows {
+        table.add_row([
+            r.user.clone(),
+            r.provider.clone(),
+            r.hint.clone(),
+            r.key_id.map_or("?".to_owned(), |id| id.to_string()),
+            r.created.clone(),
+            r.expires.clone(),
+        ]);
+    }
+    table
+}
+
+/// `byok list`.
+pub(crate) async fn list(opts: &ListOpts, store: &StoreOpts, json: bool) -> CliResult {
+    let page_size = context::page_size(opts.page_size)?;
+    let store = Store::open(store, Schema::AsItIs).await?;
+    let what = "listing the keys failed";
+    let mut rows = Vec::new();
+    match &opts.user {
+        Some(user) => {
+            let keys = store
+                .storage
+                .user_keys(user)
+                .await
+                .map_err(store.fail(what))?;
+            rows.extend(keys.iter().map(Row::of));
+        }
+        None => {
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .storage
+                    .scan(cursor.as_ref(), page_size)
+                    .await
+                    .map_err(store.fail(what))?;
+                rows.extend(page.keys.iter().map(Row::of));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+    if json {
+        return context::print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no keys");
+    } else {
+        println!("{}", table(&rows));
+        println!("{} key(s)", rows.len());
+    }
+    Ok(())
+}
+
+/// `byok rm`.
+pub(crate) async fn rm(opts: &StoreOpts, user: &str, provider: &str, json: bool) -> CliResult {
+    let store = Store::open(opts, Schema::AsItIs).await?;
+    let removed = store
+        .storage
+        .delete(user, provider)
+        .await
+        .map_err(store.fail("removing the key failed"))?;
+    if json {
+        return context::print_json(&serde_json::json!({ "removed": removed }));
+    }
+    if removed {
+        println!("removed {user}'s {provider} key");
+        Ok(())
+    } else {
+        Err(CliError::new(
+            crate::error::Exit::NotFound,
+            format!("{user} has no {provider} key; nothing was removed"),
+        ))
+    }
+}
+
+/// `byok clear`.
+pub(crate) async fn clear(opts: &StoreOpts, user: &str, json: bool) -> CliResult {
+    let store = Store::open(opts, Schema::AsItIs).await?;
+    let removed = store
+        .storage
+        .clear_all(user)
+        .await
+        .map_err(store.fail("clearing the user's keys failed"))?;
+    if json {
+        context::print_json(&serde_json::json!({ "removed": removed }))
+    } else {
+        println!("removed {removed} key(s) of {user}");
+        Ok(())
+    }
+}
+
+/// `byok purge`.
+pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
+    let store = Store::open(opts, Schema::AsItIs).await?;
+    let purged = store
+        .storage
+        .purge_expired()
+        .await
+        .map_err(store.fail("purging expired keys failed"))?;
+    if json {
+        context::print_json(&serde_json::json!({ "purged": purged }))
+    } else {
+        println!("purged {purged} expired key(s)");
+        Ok(())
+    }
+}

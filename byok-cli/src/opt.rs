@@ -1,0 +1,249 @@
+//! The whole command-line surface, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  byok demo                                   # a tour on a temporary store
+  byok keygen --out keyring.txt               # a first master key, mode 0600
+  byok --keyring keyring.txt migrate          # create the schema of ./byok.db
+  echo \"$OPENAI_KEY\" | byok --keyring keyring.txt set openai --user alice
+  byok --keyring keyring.txt list
+  byok keygen --add-to keyring.txt --primary  # a new master key, then:
+  byok --keyring keyring.txt rotate
+  byok --store postgres://app@db/keys check
+
+Exit codes:
+  0  success
+  1  the command ran and found a problem: keys that do not decrypt (verify),
+     failed cases (check), a copy that does not match, an incomplete rotation
+  2  bad input: a malformed URL or argument, an empty key on standard input,
+     an --out file that already exists
+  3  configuration: no keyring, or a keyring that cannot be read
+  4  the store failed or cannot be reached
+  5  a key did not decrypt: wrong master key, or tampered data
+  6  the key asked for does not exist";
+
+/// Run and operate a byok key store: users' API keys, encrypted at rest.
+///
+/// The store is named by a URL (--store or BYOK_STORE): sqlite://FILE,
+/// postgres://…, mysql://…, redis://…, redis+cluster://h1:p1,h2:p2, memory:.
+/// The master keys come from a keyring: --keyring FILE, or the keyring text
+/// itself in BYOK_KEYRING (`ID:KEY` entries, `*` marks the primary key).
+#[derive(Debug, Parser)]
+#[command(name = "byok", version, after_help = EXAMPLES)]
+pub struct Opt {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreOpts,
+    /// The master keys.
+    #[command(flatten)]
+    pub keyring: KeyringOpts,
+}
+
+/// Where the keys are.
+#[derive(Debug, Clone, Args)]
+pub struct StoreOpts {
+    /// The store's URL. A password in it is never printed.
+    #[arg(
+        long = "store",
+        global = true,
+        env = "BYOK_STORE",
+        default_value = "sqlite://./byok.db",
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// The table of a SQL store.
+    #[arg(
+        long,
+        global = true,
+        env = "BYOK_TABLE",
+        default_value = "user_api_keys"
+    )]
+    pub table: String,
+    /// The key prefix of a Redis store.
+    #[arg(long, global = true, env = "BYOK_PREFIX", default_value = "byok_")]
+    pub prefix: String,
+}
+
+/// Where the master keys are.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringOpts {
+    /// A keyring file; without it, the keyring text is read from the
+    /// BYOK_KEYRING environment variable.
+    #[arg(long, global = true, env = "BYOK_KEYRING_FILE", value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a new master key: prints `ID:KEY`, or writes or adds it to a file.
+    Keygen(KeygenOpts),
+    /// Create or upgrade the store's schema (other commands never do,
+    /// except `set` and the target of `copy`).
+    Migrate,
+    /// Store a user's key, read from standard input (never an argument).
+    Set(SetOpts),
+    /// Show a user's key: its masked hint, or the key with --reveal.
+    Get(GetOpts),
+    /// List keys (masked): one user's, or every user's, page by page.
+    List(ListOpts),
+    /// Remove a user's key for a provider.
+    Rm {
+        /// The provider, such as `openai`.
+        provider: String,
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove every key of a user.
+    Clear {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete expired keys and print how many; fit for cron.
+    Purge,
+    /// Count keys per master-key id and per provider, decrypting nothing.
+    Stats,
+    /// Decrypt every key (printing nothing secret); fail if any does not.
+    Verify,
+    /// Re-encrypt every key under the primary master key; resumable.
+    Rotate(RotateOpts),
+    /// Copy every key to another store, ciphertexts as they are.
+    Copy(CopyOpts),
+    /// Run the conformance suite against a live store, in a scratch
+    /// namespace that is removed afterwards.
+    Check(ScratchOpts),
+    /// Measure set/get/list throughput and latency against a live store.
+    Bench(BenchOpts),
+    /// A tour on a temporary SQLite store with a fresh keyring.
+    Demo,
+}
+
+/// `byok keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenOpts {
+    /// The key id (default: 1, or one more than the largest id of --add-to).
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// Write the entry to this new file (mode 0600); never overwrites.
+    #[arg(long, conflicts_with = "add_to")]
+    pub out: Option<PathBuf>,
+    /// Add the entry to this keyring file (created if missing).
+    #[arg(long)]
+    pub add_to: Option<PathBuf>,
+    /// With --add-to: make the new key the primary key.
+    #[arg(long, requires = "add_to")]
+    pub primary: bool,
+}
+
+/// `byok set`.
+#[derive(Debug, Args)]
+pub struct SetOpts {
+    /// The provider, such as `openai`.
+    pub provider: String,
+    /// The user id.
+    #[arg(long)]
+    pub user: String,
+    /// How long the key lives: `30d`, `12h`, `90min` (default: 24h).
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub ttl: Option<String>,
+    /// The key never expires.
+    #[arg(long)]
+    pub no_expiry: bool,
+}
+
+/// `byok get`.
+#[derive(Debug, Args)]
+pub struct GetOpts {
+    /// The provider, such as `openai`.
+    pub provider: String,
+    /// The user id.
+    #[arg(long)]
+    pub user: String,
+    /// Print the key itself.
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+/// `byok list`.
+#[derive(Debug, Args)]
+pub struct ListOpts {
+    /// Only this user's keys (expired ones included, marked).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Keys fetched per round trip when listing every user.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: usize,
+}
+
+/// `byok rotate`.
+#[derive(Debug, Args)]
+pub struct RotateOpts {
+    /// Where the cursor is saved after each page (default: a file named
+    /// after the store in the current directory).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Keys per page.
+    #[arg(long, default_value_t = 100)]
+    pub page_size: usize,
+    /// Milliseconds to pause between pages, to spare a busy store.
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
+}
+
+/// `byok copy`.
+#[derive(Debug, Args)]
+pub struct CopyOpts {
+    /// The target store's URL; its schema is created if missing.
+    #[arg(long)]
+    pub to: String,
+    /// The table of a SQL target.
+    #[arg(long, default_value = "user_api_keys")]
+    pub to_table: String,
+    /// The key prefix of a Redis target.
+    #[arg(long, default_value = "byok_")]
+    pub to_prefix: String,
+    /// Keys per page.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: usize,
+    /// How many copied keys to compare byte for byte at the end.
+    #[arg(long, default_value_t = 100)]
+    pub sample: usize,
+}
+
+/// A store given as an optional positional URL, for `check`.
+#[derive(Debug, Args)]
+pub struct ScratchOpts {
+    /// The store's URL (default: --store, BYOK_STORE, or ./byok.db).
+    pub url: Option<String>,
+}
+
+/// `byok bench`.
+#[derive(Debug, Args)]
+pub struct BenchOpts {
+    /// The store to measure.
+    #[command(flatten)]
+    pub target: ScratchOpts,
+    /// Operations of each kind.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub ops: usize,
+}

@@ -11,6 +11,10 @@
 use std::time::Duration;
 
 use byok::{Byok, ByokConfig, Keyring, MasterKey, Ttl};
+
+#[cfg(feature = "metrics")]
+#[path = "../tests/support/metrics.rs"]
+mod recorder;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 #[tokio::main(flavor = "current_thread")]
@@ -24,14 +28,13 @@ async fn main() -> byok::Result<()> {
         .with_target(false)
         .without_time()
         .init();
+    // In an application: a Prometheus exporter, for instance.
     #[cfg(feature = "metrics")]
-    let snapshotter = {
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder
-            .install()
+    let recorder = {
+        let recorder = recorder::Capture::default();
+        metrics::set_global_recorder(recorder.clone())
             .map_err(|_| byok::ConfigError::new("a metrics recorder is already installed"))?;
-        snapshotter
+        recorder
     };
 
     // `connect` wraps the store in an ObservedStorage named after its backend.
@@ -52,13 +55,8 @@ async fn main() -> byok::Result<()> {
     #[cfg(feature = "metrics")]
     {
         println!("--- metrics recorded so far:");
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
-                .collect();
-            println!("{}{{{}}} {value:?}", key.name(), labels.join(","));
+        for (metric, value) in recorder.snapshot() {
+            println!("{metric} {value:?}");
         }
     }
     Ok(())

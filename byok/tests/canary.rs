@@ -17,6 +17,10 @@ use byok::{
     ApiKey, Byok, ByokConfig, KeyStorage, Keyring, MasterKey, MemoryStorage, ObservedStorage, Ttl,
 };
 
+#[cfg(feature = "metrics")]
+#[path = "support/metrics.rs"]
+mod recorder;
+
 const CANARY: &str = "sk-CANARY-7f3a9c1e5b2d4f60-do-not-print";
 
 #[derive(Clone, Default)]
@@ -50,10 +54,9 @@ fn canary_never_appears_in_any_output() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     #[cfg(feature = "metrics")]
     let metrics = {
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder.install().unwrap();
-        snapshotter
+        let recorder = recorder::Capture::default();
+        metrics::set_global_recorder(recorder.clone()).unwrap();
+        recorder
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -185,7 +188,7 @@ fn canary_never_appears_in_any_output() {
     );
     #[cfg(feature = "metrics")]
     {
-        let metrics = format!("{:?}", metrics.snapshot().into_vec());
+        let metrics = format!("{:?}", metrics.snapshot());
         assert!(
             metrics.contains("byok_decryption_failures_total")
                 && metrics.contains("byok_storage_operations_total"),

@@ -241,15 +241,18 @@ fn every_manager_operation_has_a_span() {
 }
 
 #[cfg(feature = "metrics")]
+#[path = "support/metrics.rs"]
+mod recorder;
+
+#[cfg(feature = "metrics")]
 mod metrics {
     use super::*;
+    use crate::recorder::{Capture, Value};
     use byok::{KeyStorage, MemoryStorage, ObservedStorage, TieredStorage};
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     /// The metrics `f` recorded, as `name{label=value,…}` and their values.
-    fn recorded(f: impl AsyncFnOnce()) -> BTreeMap<String, DebugValue> {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
+    fn recorded(f: impl AsyncFnOnce()) -> BTreeMap<String, Value> {
+        let recorder = Capture::default();
         ::metrics::with_local_recorder(&recorder, || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -257,32 +260,19 @@ mod metrics {
                 .unwrap()
                 .block_on(f())
         });
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(key, _, _, value)| {
-                let key = key.key();
-                let mut labels: Vec<String> = key
-                    .labels()
-                    .map(|l| format!("{}={}", l.key(), l.value()))
-                    .collect();
-                labels.sort();
-                (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-            })
-            .collect()
+        recorder.snapshot()
     }
 
-    fn counter(metrics: &BTreeMap<String, DebugValue>, key: &str) -> u64 {
+    fn counter(metrics: &BTreeMap<String, Value>, key: &str) -> u64 {
         match metrics.get(key) {
-            Some(DebugValue::Counter(n)) => *n,
+            Some(Value::Counter(n)) => *n,
             other => panic!("{key}: {other:?} in {metrics:#?}"),
         }
     }
 
-    fn samples(metrics: &BTreeMap<String, DebugValue>, key: &str) -> usize {
+    fn samples(metrics: &BTreeMap<String, Value>, key: &str) -> usize {
         match metrics.get(key) {
-            Some(DebugValue::Histogram(v)) => v.len(),
+            Some(Value::Histogram(v)) => v.len(),
             other => panic!("{key}: {other:?} in {metrics:#?}"),
         }
     }

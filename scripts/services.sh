@@ -6,6 +6,10 @@
 #   MariaDB     mysql://root@127.0.0.1:3306/test
 #   Redis       redis://127.0.0.1:6379 (standalone)
 #
+# It also installs Chromium and chromedriver (Debian's chromium and
+# chromium-driver) for the browser test of byok-axum, which starts them
+# itself.
+#
 # Idempotent: it installs only what is missing (one `apt-get update` first),
 # starts only what is stopped, and prints what it did. Runs as root, with or
 # without systemd. Every probe of a server is bounded by a timeout, so a
@@ -80,6 +84,13 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   missing+=(redis-server)
 fi
+# Not a server: the headless browser and WebDriver of byok-axum's browser test.
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium-driver)
+fi
 # Servers installed in this run are throwaway test servers whose logins the
 # script may open; see the header.
 fresh_postgres=0
@@ -96,7 +107,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q "${missing[@]}"
 else
-  log "PostgreSQL, MariaDB and Redis are installed"
+  log "PostgreSQL, MariaDB, Redis and Chromium with chromedriver are installed"
 fi
 
 # ------------------------------------------------------------- PostgreSQL

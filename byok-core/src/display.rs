@@ -200,6 +200,20 @@ impl ProviderInfo {
     }
 }
 
+/// Every provider byok knows, with display names, key prefixes, docs links
+/// and input placeholders, in a stable order (for settings pages and
+/// provider pickers).
+///
+/// ```
+/// use byok_core::display::known_providers;
+/// let openai = known_providers().find(|p| p.id == "openai").expect("known");
+/// assert_eq!(openai.name, "OpenAI");
+/// assert_eq!(openai.placeholder, "sk-...");
+/// ```
+pub fn known_providers() -> impl Iterator<Item = ProviderInfo> {
+    KNOWN.iter().map(|k| ProviderInfo::of(k.id))
+}
+
 /// The display name of a provider: `openai` → `OpenAI`.
 pub fn format_provider_name(provider: &str) -> String {
     ProviderInfo::of(provider).name

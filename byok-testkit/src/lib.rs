@@ -13,6 +13,11 @@
 //!   [`Report`], for tools and health checks.
 //! * [`services`] finds the test servers (Redis, PostgreSQL, MySQL) and
 //!   skips, or fails, when they are not there.
+//! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
+//!   the connections between a store and its server, and [`faults`] checks
+//!   what a store does during such an outage and after it.
+//! * [`soak`] runs many tasks of random operations on one store and checks
+//!   every answer against a model, compare-and-swap races included.
 //!
 //! Each case works in its own random namespace of user ids and removes
 //! what it wrote, so cases run in parallel against one shared server.
@@ -156,6 +161,10 @@ use futures::future::BoxFuture;
 
 pub mod cases;
 pub mod services;
+
+pub mod faults;
+pub mod proxy;
+pub mod soak;
 
 #[doc(hidden)]
 pub mod __private {

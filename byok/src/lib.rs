@@ -46,6 +46,11 @@
 //! verify is refused: `connect` fails with a [`StorageError`] that is not
 //! retryable.
 //!
+//! The `axum` feature adds `byok::axum` (the `byok-axum`
+//! crate): a settings page where users manage their keys, route guards
+//! that hand handlers a user's key, and the HTTPS policy for keys in
+//! transit.
+//!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.
@@ -76,6 +81,11 @@ pub use byok_sql::SqliteStorage;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use byok_redis::{self, RedisStorage};
+
+/// The axum integration ([`byok_axum`]): the key settings page and its JSON
+/// API, route guards, and the HTTPS policy.
+#[cfg(feature = "axum")]
+pub use byok_axum as axum;
 
 use std::sync::Arc;
 

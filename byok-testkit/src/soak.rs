@@ -40,7 +40,7 @@ use std::time::Duration;
 use byok_core::{ApiKey, ByokError, KeyStorage};
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 
 use crate::Namespace;
 

@@ -84,6 +84,10 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   missing+=(redis-server)
 fi
+# Builds with every feature (tls-native-tls) link against OpenSSL.
+if ! pkg-config --exists openssl >/dev/null 2>&1; then
+  missing+=(libssl-dev pkg-config)
+fi
 # Not a server: the headless browser and WebDriver of byok-axum's browser test.
 if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
@@ -107,7 +111,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q "${missing[@]}"
 else
-  log "PostgreSQL, MariaDB, Redis and Chromium with chromedriver are installed"
+  log "PostgreSQL, MariaDB, Redis, the OpenSSL headers and Chromium with chromedriver are installed"
 fi
 
 # ------------------------------------------------------------- PostgreSQL

@@ -110,8 +110,14 @@ impl FromStr for StorageBackend {
 /// ```
 #[derive(Clone)]
 pub struct ByokConfig {
-    /// Which storage to use. Default: [`StorageBackend::Memory`].
-    pub storage_backend: StorageBackend,
+    /// The kind of storage this configuration is meant for. Default:
+    /// `None`, any.
+    ///
+    /// When set, `byok::connect_with` refuses a URL whose scheme names
+    /// another backend, with a [`ConfigError`] that names both kinds but
+    /// never repeats the URL: a deployment meant for PostgreSQL cannot
+    /// quietly start on a memory store because its URL variable was wrong.
+    pub storage_backend: Option<StorageBackend>,
     /// The master key. Default: `None` (give the manager a
     /// [`Keyring`](crate::Keyring) instead). Never printed by `Debug`.
     pub encryption_key: Option<MasterKey>,
@@ -124,6 +130,21 @@ pub struct ByokConfig {
     /// Table of the SQL backends. Default: `"user_api_keys"`.
     pub db_table_name: String,
     /// Purge expired keys in the background. Default: true.
+    ///
+    /// The purge that runs is the manager's: [`Byok::new`](crate::Byok::new)
+    /// starts one task that calls `purge_expired` on its store every cleanup
+    /// interval ([`DEFAULT_CLEANUP_INTERVAL`](crate::manager::DEFAULT_CLEANUP_INTERVAL)
+    /// unless set with [`ByokBuilder::cleanup_interval`](crate::ByokBuilder::cleanup_interval)),
+    /// and stops it with the last clone of the manager. `byok::connect` and
+    /// `byok::connect_with` open stores without a purge of their own, so
+    /// a manager over a connected store is the only one that runs.
+    ///
+    /// A store used without a manager is not purged unless you call
+    /// `purge_expired` yourself, or build it with a constructor that reads
+    /// this flag itself (such as `MemoryStorage::from_config` or
+    /// `SqliteStorage::connect`, which start a purge of their own when it
+    /// is on): give such a store a configuration with `auto_cleanup` off
+    /// when a manager runs over it, so that one purge runs, not two.
     pub auto_cleanup: bool,
     /// Warn when keys would travel over plain HTTP in production. Default: true.
     pub require_https: bool,
@@ -132,7 +153,7 @@ pub struct ByokConfig {
 impl Default for ByokConfig {
     fn default() -> Self {
         ByokConfig {
-            storage_backend: StorageBackend::Memory,
+            storage_backend: None,
             encryption_key: None,
             default_ttl: Some(Duration::from_secs(24 * 60 * 60)),
             session_key_prefix: "byok_".to_owned(),

@@ -178,8 +178,10 @@ const KNOWN: &[Known] = &[
 ];
 
 impl ProviderInfo {
-    /// The information for `provider`; an unknown provider gets its id in
-    /// title case as its name (`my-llm` → `My-Llm`, as Python's `title()`).
+    /// The information for `provider`; an unknown provider gets a name
+    /// made from its id as the Python library makes it: `_` and `-` become
+    /// spaces, then each word is title-cased (`google_ai` → `Google Ai`,
+    /// `azure-openai` → `Azure Openai`; see [`format_provider_name`]).
     pub fn of(provider: &str) -> Self {
         match KNOWN.iter().find(|k| k.id == provider) {
             Some(k) => ProviderInfo {
@@ -214,21 +216,39 @@ pub fn known_providers() -> impl Iterator<Item = ProviderInfo> {
     KNOWN.iter().map(|k| ProviderInfo::of(k.id))
 }
 
-/// The display name of a provider: `openai` → `OpenAI`.
+/// The display name of a provider: its name in the table of known
+/// providers (`openai` → `OpenAI`), else its id with `_` and `-` turned
+/// into spaces and each word title-cased, as the Python library's
+/// `provider.replace('_', ' ').replace('-', ' ').title()` does.
+///
+/// A word starts after any character that has no case (a space, a digit,
+/// punctuation, a CJK ideograph), as in Python. The first letter of a word
+/// is upper-cased where Python title-cases it; the two differ only for a
+/// few characters such as `ß` (`SS` here, `Ss` in Python).
+///
+/// ```
+/// use byok_core::display::format_provider_name;
+/// assert_eq!(format_provider_name("anthropic"), "Anthropic");
+/// assert_eq!(format_provider_name("google_ai"), "Google Ai");
+/// assert_eq!(format_provider_name("azure-openai"), "Azure Openai");
+/// assert_eq!(format_provider_name("gpt4all"), "Gpt4All");
+/// ```
 pub fn format_provider_name(provider: &str) -> String {
     ProviderInfo::of(provider).name
 }
 
+/// Python's `str.title()` after `_` and `-` became spaces.
 fn title_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut at_word_start = true;
     for c in s.chars() {
+        let c = if matches!(c, '_' | '-') { ' ' } else { c };
         if at_word_start {
             out.extend(c.to_uppercase());
         } else {
             out.extend(c.to_lowercase());
         }
-        at_word_start = !c.is_alphabetic();
+        at_word_start = !(c.is_lowercase() || c.is_uppercase());
     }
     out
 }
@@ -293,8 +313,32 @@ mod tests {
     fn provider_names() {
         assert_eq!(format_provider_name("openai"), "OpenAI");
         assert_eq!(format_provider_name("xai"), "xAI Grok");
-        assert_eq!(format_provider_name("my-llm"), "My-Llm");
         assert_eq!(format_provider_name("mistral ai"), "Mistral Ai");
+    }
+
+    #[test]
+    fn unknown_provider_names_follow_python() {
+        // provider.replace('_', ' ').replace('-', ' ').title()
+        let cases = [
+            ("google_ai", "Google Ai"),
+            ("azure-openai", "Azure Openai"),
+            ("my_custom_provider", "My Custom Provider"),
+            ("api-service", "Api Service"),
+            ("my-llm", "My Llm"),
+            ("a__b--c", "A  B  C"),
+            ("_lead", " Lead"),
+            ("MISTRAL", "Mistral"),
+            ("gpt4all", "Gpt4All"),
+            ("o'neil.ai", "O'Neil.Ai"),
+            ("日本a", "日本A"),
+            ("élan_vital", "Élan Vital"),
+        ];
+        for (id, name) in cases {
+            assert_eq!(format_provider_name(id), name, "{id:?}");
+            assert_eq!(ProviderInfo::of(id).name, name, "{id:?}");
+        }
+        // Known providers keep their table names, separators and all.
+        assert_eq!(format_provider_name("fireworks"), "Fireworks AI");
         assert_eq!(ProviderInfo::of("groq").key_prefix, Some("gsk_"));
         assert_eq!(ProviderInfo::of("custom").placeholder, "Your API key");
     }

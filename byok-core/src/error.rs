@@ -251,6 +251,8 @@ pub enum Problem {
         /// Byte offset of the first control character.
         at: usize,
     },
+    /// It held nothing but whitespace.
+    Blank,
     /// Something else, described.
     Other(&'static str),
 }
@@ -265,6 +267,7 @@ impl fmt::Display for Problem {
             Problem::ControlCharacter { at } => {
                 write!(f, "contains a control character at byte {at}")
             }
+            Problem::Blank => f.write_str("must not be blank (only whitespace)"),
             Problem::Other(what) => f.write_str(what),
         }
     }

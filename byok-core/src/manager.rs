@@ -273,7 +273,9 @@ impl Byok {
     ///
     /// With `config.auto_cleanup` (the default) this starts a background
     /// task that purges expired keys every [`DEFAULT_CLEANUP_INTERVAL`],
-    /// which needs a running Tokio runtime.
+    /// which needs a running Tokio runtime. It is meant to be the only
+    /// purge of the store (see [`ByokConfig::auto_cleanup`]); stores opened
+    /// with `byok::connect` run none of their own.
     pub fn new(storage: Arc<dyn KeyStorage>, keyring: Keyring, config: ByokConfig) -> Result<Self> {
         Self::builder(storage, keyring).config(config).build()
     }
@@ -339,8 +341,12 @@ impl Byok {
     /// Encrypts and stores a user's key for `provider`, replacing any key
     /// they had for it, with a masked hint for display.
     ///
-    /// The key must be non-empty, at most 8 KiB and free of control
-    /// characters; an error says which rule it broke, never the key.
+    /// Whitespace around the key (spaces, tabs, line breaks, any Unicode
+    /// whitespace) is dropped before it is stored, so a key pasted with a
+    /// trailing newline works. What remains must be non-empty, at most
+    /// 8 KiB and free of control characters: a blank key is an
+    /// [`InvalidInput`] error for the API key field. An error says which
+    /// rule the key broke, never the key (see [`validate::api_key`]).
     pub async fn set_key(
         &self,
         user_id: &str,
@@ -350,7 +356,7 @@ impl Byok {
     ) -> Result<()> {
         observe::manager("set_key", async move {
             validate::slot(user_id, provider)?;
-            validate::api_key(api_key)?;
+            let api_key = validate::api_key(api_key)?;
             let expires_at = self.expiry(ttl.into())?;
             let ciphertext = self
                 .inner
@@ -456,29 +462,33 @@ impl Byok {
         .await
     }
 
-    /// What a settings page shows for each of a user's keys: name, masked
-    /// hint, age and expiry. It decrypts nothing, so it works even when the
-    /// master key is wrong.
+    /// What a settings page shows for each of a user's keys, sorted by
+    /// provider: name, masked hint, age and expiry. It decrypts nothing, so
+    /// it works even when the master key is wrong.
+    ///
+    /// It reads the keys with one [`KeyStorage::user_keys`] call, a single
+    /// round trip on backends that override it. The summary may include
+    /// keys that have expired but are not purged yet, when the store
+    /// returns them: those have `is_expired` set and read `Expired`, so a
+    /// user can see that a key needs renewing. [`get_key`](Self::get_key)
+    /// never returns them.
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
         observe::manager("key_summary", async move {
+            let keys = self.inner.storage.user_keys(user_id).await?;
             let now = Utc::now();
-            let mut out = Vec::new();
-            for provider in self.inner.storage.list_providers(user_id).await? {
-                let Some(k) = self.inner.storage.retrieve(user_id, &provider).await? else {
-                    continue;
-                };
-                out.push(KeySummary {
-                    display_name: ProviderInfo::of(&provider).name,
+            Ok(keys
+                .into_iter()
+                .map(|k| KeySummary {
+                    provider: k.provider().to_owned(),
+                    display_name: ProviderInfo::of(k.provider()).name,
                     hint: k.hint().unwrap_or("N/A").to_owned(),
                     created: format_key_age(k.created_at(), now),
                     expires: format_expiration(k.expires_at(), now),
                     is_expired: k.is_expired_at(now),
                     created_at: k.created_at(),
                     expires_at: k.expires_at(),
-                    provider,
-                });
-            }
-            Ok(out)
+                })
+                .collect())
         })
         .await
     }

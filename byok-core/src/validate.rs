@@ -68,11 +68,46 @@ pub fn hint(value: &str) -> Result<(), InvalidInput> {
     check(Field::Hint, value, MAX_HINT_LEN)
 }
 
-/// Checks a plaintext API key: non-empty, at most 8 KiB, no control characters.
+/// Checks a plaintext API key and returns it without the whitespace around
+/// it, as [`Byok::set_key`](crate::Byok::set_key) stores it.
 ///
-/// The error names the problem and its position, never the key.
-pub fn api_key(value: &str) -> Result<(), InvalidInput> {
-    check(Field::ApiKey, value, MAX_API_KEY_LEN)
+/// Whitespace before and after the key (spaces, tabs, line breaks and the
+/// other Unicode `White_Space` characters) is dropped: a key pasted with a
+/// trailing newline is the common case, and no provider issues keys that
+/// begin or end with whitespace. What remains must be non-empty, at most
+/// 8 KiB, and free of control characters; whitespace inside the key is
+/// kept. The error names the problem and its position in `value`, never
+/// the key.
+///
+/// ```
+/// use byok_core::error::Problem;
+/// use byok_core::validate::api_key;
+/// assert_eq!(api_key("  sk-abc\r\n")?, "sk-abc");
+/// assert_eq!(api_key(" \t\n").unwrap_err().problem, Problem::Blank);
+/// assert_eq!(api_key("").unwrap_err().problem, Problem::Empty);
+/// assert_eq!(
+///     api_key(" sk\0abc").unwrap_err().problem,
+///     Problem::ControlCharacter { at: 3 }
+/// );
+/// # Ok::<(), byok_core::error::InvalidInput>(())
+/// ```
+pub fn api_key(value: &str) -> Result<&str, InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(Field::ApiKey, Problem::Empty));
+    }
+    let trimmed = value.trim_start();
+    let offset = value.len() - trimmed.len();
+    let trimmed = trimmed.trim_end();
+    if trimmed.is_empty() {
+        return Err(InvalidInput::new(Field::ApiKey, Problem::Blank));
+    }
+    check(Field::ApiKey, trimmed, MAX_API_KEY_LEN).map_err(|mut e| {
+        if let Problem::ControlCharacter { at } = &mut e.problem {
+            *at += offset;
+        }
+        e
+    })?;
+    Ok(trimmed)
 }
 
 /// Checks the page size of a scan: between 1 and [`MAX_PAGE_SIZE`].
@@ -132,6 +167,29 @@ mod tests {
             assert!(user_id(ok).is_ok(), "{ok:?}");
             assert!(provider(ok).is_ok(), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn api_keys_are_trimmed_and_blank_ones_rejected() {
+        assert_eq!(api_key("sk-abc\n").unwrap(), "sk-abc");
+        assert_eq!(api_key("\u{3000}sk abc\u{a0}\u{2028}").unwrap(), "sk abc");
+        for blank in [" ", "   ", "\t\r\n", "\u{a0}\u{3000}\u{2003}", "\u{85}"] {
+            let e = api_key(blank).unwrap_err();
+            assert_eq!(
+                (e.field, e.problem),
+                (Field::ApiKey, Problem::Blank),
+                "{blank:?}"
+            );
+        }
+        for (bad, at) in [("sk\u{7}x", 2), (" \tsk\u{1b}x", 4), ("a\nb", 1)] {
+            assert_eq!(
+                api_key(bad).unwrap_err().problem,
+                Problem::ControlCharacter { at },
+                "{bad:?}"
+            );
+        }
+        let long = format!(" {} ", "k".repeat(MAX_API_KEY_LEN));
+        assert_eq!(api_key(&long).unwrap().len(), MAX_API_KEY_LEN);
     }
 
     #[test]

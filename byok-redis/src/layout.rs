@@ -31,15 +31,26 @@ pub const MAX_PREFIX_LEN: usize = 64;
 /// ```
 pub fn encode_id(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
+    push_encoded(&mut out, id);
+    out
+}
+
+/// Appends [`encode_id`]`(id)` to `out`.
+fn push_encoded(out: &mut String, id: &str) {
+    let safe =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@' | b'+');
+    if id.bytes().all(safe) {
+        out.push_str(id);
+        return;
+    }
     for &b in id.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@' | b'+') {
+        if safe(b) {
             out.push(char::from(b));
         } else {
             // Writing to a String cannot fail.
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
 /// The bucket of a user: FNV-1a (32 bit) of the user id's bytes, modulo
@@ -100,32 +111,26 @@ impl Layout {
         format!("{}{{{bucket:03x}}}", self.prefix)
     }
 
-    /// The hash holding one key.
-    pub(crate) fn key(&self, user_id: &str, provider: &str) -> String {
-        format!(
-            "{}:k:{}:{}",
-            self.tag(bucket_of(user_id)),
-            encode_id(user_id),
-            encode_id(provider)
-        )
+    /// The hash of one user: a field per provider, each holding the
+    /// provider's record.
+    pub(crate) fn user_hash(&self, user_id: &str) -> String {
+        let bucket = bucket_of(user_id);
+        let mut key = String::with_capacity(self.prefix.len() + 8 + user_id.len());
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{}{{{bucket:03x}}}:u:", self.prefix);
+        push_encoded(&mut key, user_id);
+        key
     }
 
-    /// Every key that a write or a delete of one slot touches, with the
-    /// user hashed and encoded once.
-    pub(crate) fn slot_keys(&self, user_id: &str, provider: &str) -> SlotKeys {
+    /// Every key that a write or a delete of one of the user's slots
+    /// touches, with the user hashed and encoded once.
+    pub(crate) fn user_keys(&self, user_id: &str) -> UserKeys {
         let tag = self.tag(bucket_of(user_id));
-        let user = encode_id(user_id);
-        SlotKeys {
-            key: format!("{tag}:k:{user}:{}", encode_id(provider)),
-            user_index: format!("{tag}:i:{user}"),
+        UserKeys {
+            user_hash: format!("{tag}:u:{}", encode_id(user_id)),
             bucket_users: format!("{tag}:users"),
             bucket_expiries: format!("{tag}:exp"),
         }
-    }
-
-    /// The sorted set (all scores 0) of one user's providers.
-    pub(crate) fn user_index(&self, user_id: &str) -> String {
-        format!("{}:i:{}", self.tag(bucket_of(user_id)), encode_id(user_id))
     }
 
     /// The sorted set (all scores 0) of the users of a bucket that have keys.
@@ -138,14 +143,35 @@ impl Layout {
     pub(crate) fn bucket_expiries(&self, bucket: u16) -> String {
         format!("{}:exp", self.tag(bucket))
     }
+
+    /// The string naming the format of the data under this prefix
+    /// (`<prefix>format`; it holds no hash tag, so no data key can be named
+    /// the same).
+    pub(crate) fn format_key(&self) -> String {
+        format!("{}format", self.prefix)
+    }
+
+    /// Format 1: the hash that held one key.
+    pub(crate) fn v1_key(&self, user_id: &str, provider: &str) -> String {
+        format!(
+            "{}:k:{}:{}",
+            self.tag(bucket_of(user_id)),
+            encode_id(user_id),
+            encode_id(provider)
+        )
+    }
+
+    /// Format 1: the sorted set (all scores 0) of one user's providers.
+    pub(crate) fn v1_user_index(&self, user_id: &str) -> String {
+        format!("{}:i:{}", self.tag(bucket_of(user_id)), encode_id(user_id))
+    }
 }
 
-/// The keys of one slot, as [`Layout::key`], [`Layout::user_index`],
-/// [`Layout::bucket_users`] and [`Layout::bucket_expiries`] name them.
+/// The keys of one user, as [`Layout::user_hash`], [`Layout::bucket_users`]
+/// and [`Layout::bucket_expiries`] name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SlotKeys {
-    pub(crate) key: String,
-    pub(crate) user_index: String,
+pub(crate) struct UserKeys {
+    pub(crate) user_hash: String,
     pub(crate) bucket_users: String,
     pub(crate) bucket_expiries: String,
 }
@@ -283,12 +309,20 @@ mod tests {
     }
 
     #[test]
-    fn joined_pairs_map_to_distinct_keys() {
+    fn distinct_users_get_distinct_keys() {
         let layout = Layout::new("byok_").unwrap();
-        assert_ne!(layout.key("a:b", "c"), layout.key("a", "b:c"));
-        assert_ne!(layout.key("a}:{b", "c"), layout.key("a", "}:{b:c"));
-        assert_ne!(layout.key("a", "{}b"), layout.key("a{}", "b"));
-        assert_ne!(layout.user_index("x"), layout.key("x", "i"));
+        let users = ["a:b", "a", "a}:{b", "a{}", "x", "a%3Ab", "日本", "u:x"];
+        let mut seen = std::collections::HashSet::new();
+        for u in users {
+            assert!(seen.insert(layout.user_hash(u)), "{u:?}");
+            assert!(seen.insert(layout.v1_user_index(u)), "{u:?}");
+            for p in ["c", "b:c", "i", "{}b"] {
+                assert!(seen.insert(layout.v1_key(u, p)), "{u:?} {p:?}");
+            }
+        }
+        assert!(seen.insert(layout.format_key()));
+        assert!(seen.insert(layout.bucket_users(0)));
+        assert!(seen.insert(layout.bucket_expiries(0)));
     }
 
     #[test]
@@ -297,10 +331,11 @@ mod tests {
         let user = "a}{b";
         let tag = format!("p:{{{:03x}}}", bucket_of(user));
         for k in [
-            layout.key(user, "{x}"),
-            layout.user_index(user),
+            layout.user_hash(user),
             layout.bucket_users(bucket_of(user)),
             layout.bucket_expiries(bucket_of(user)),
+            layout.v1_key(user, "{x}"),
+            layout.v1_user_index(user),
         ] {
             assert!(k.starts_with(&tag), "{k}");
             assert_eq!(k.matches('{').count(), 1, "{k}");
@@ -309,15 +344,14 @@ mod tests {
     }
 
     #[test]
-    fn slot_keys_name_the_same_keys() {
+    fn user_keys_name_the_same_keys() {
         let layout = Layout::new("p:").unwrap();
         for (user, provider) in [("alice", "openai"), ("a:b}{", "{c}"), ("日本", "*")] {
             let bucket = bucket_of(user);
             assert_eq!(
-                layout.slot_keys(user, provider),
-                SlotKeys {
-                    key: layout.key(user, provider),
-                    user_index: layout.user_index(user),
+                layout.user_keys(user),
+                UserKeys {
+                    user_hash: layout.user_hash(user),
                     bucket_users: layout.bucket_users(bucket),
                     bucket_expiries: layout.bucket_expiries(bucket),
                 }

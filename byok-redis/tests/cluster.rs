@@ -40,9 +40,12 @@ async fn a_users_keys_share_one_slot() {
     let mut raw = client.get_async_connection().await.unwrap();
     for user in ["{a}", "}{", "a}:{b", "{", "}", "x{y}z", "plain"] {
         let mut slots = std::collections::HashSet::new();
-        let mut keys = vec![store.redis_index_key(user).unwrap()];
+        let keys = [
+            store.redis_user_key(user).unwrap(),
+            common::expiry_set_of(&store, user),
+            common::user_set_of(&store, user),
+        ];
         for p in ["{p}", "p", "}", "*:"] {
-            keys.push(store.redis_key(user, p).unwrap());
             store
                 .store(&ApiKey::new(user, p, vec![1]).unwrap())
                 .await

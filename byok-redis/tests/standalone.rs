@@ -136,10 +136,10 @@ async fn pairs_that_join_alike_stay_apart() {
             .store(&ApiKey::new(*u, *p, vec![i as u8]).unwrap())
             .await
             .unwrap();
-        let k = store.redis_key(u, p).unwrap();
-        assert!(redis_keys.insert(k.clone()), "{u:?}/{p:?} shares {k}");
-        let exists: bool = raw.exists(&k).await.unwrap();
-        assert!(exists, "{k} was not written");
+        let k = store.redis_user_key(u).unwrap();
+        assert!(redis_keys.insert((k.clone(), *p)), "{u:?}/{p:?} shares {k}");
+        let exists: bool = raw.hexists(&k, *p).await.unwrap();
+        assert!(exists, "{k} {p} was not written");
     }
     for (i, (u, p)) in pairs.iter().enumerate() {
         let got = store.retrieve(u, p).await.unwrap().expect("stored key");
@@ -162,32 +162,44 @@ async fn a_foreign_value_is_corrupt_and_left_alone() {
     let Some((store, mut raw, _cleanup)) = isolated().await else {
         return;
     };
-    let string_key = store.redis_key("mallory", "openai").unwrap();
+    // A string where mallory's hash belongs, and a field of eve's hash
+    // that is no byok record.
+    let string_key = store.redis_user_key("mallory").unwrap();
     let () = raw.set(&string_key, "not a byok key").await.unwrap();
-    let hash_key = store.redis_key("mallory", "anthropic").unwrap();
-    let () = raw.hset(&hash_key, "value", "???").await.unwrap();
+    let hash_key = store.redis_user_key("eve").unwrap();
+    let () = raw.hset(&hash_key, "anthropic", "???").await.unwrap();
 
-    for (provider, key) in [("openai", &string_key), ("anthropic", &hash_key)] {
-        let err = store.retrieve("mallory", provider).await.unwrap_err();
+    for (user, provider) in [("mallory", "openai"), ("eve", "anthropic")] {
+        let err = store.retrieve(user, provider).await.unwrap_err();
         let storage = err.as_storage().expect("a storage error");
         assert_eq!(storage.kind, StorageErrorKind::Corrupt, "{err}");
         assert!(!err.is_retryable());
         assert!(!err.to_string().contains("not a byok key"), "{err}");
-        let exists: bool = raw.exists(key).await.unwrap();
-        assert!(exists, "the foreign value was removed");
+        for failed in [
+            store.list_providers(user).await.unwrap_err(),
+            store.user_keys(user).await.unwrap_err(),
+        ] {
+            assert_eq!(
+                failed.as_storage().map(|e| e.kind),
+                Some(StorageErrorKind::Corrupt),
+                "{failed}"
+            );
+        }
+        let current = ApiKey::new(user, provider, b"x".to_vec()).unwrap();
+        let err = store
+            .compare_and_swap(&current, &current)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.as_storage().map(|e| e.kind),
+            Some(StorageErrorKind::Corrupt),
+            "{err}"
+        );
     }
-    let current = ApiKey::new("mallory", "openai", b"x".to_vec()).unwrap();
-    let err = store
-        .compare_and_swap(&current, &current)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.as_storage().map(|e| e.kind),
-        Some(StorageErrorKind::Corrupt),
-        "{err}"
-    );
     let value: String = raw.get(&string_key).await.unwrap();
     assert_eq!(value, "not a byok key");
+    let field: String = raw.hget(&hash_key, "anthropic").await.unwrap();
+    assert_eq!(field, "???");
 
     let () = raw.del(&[&string_key, &hash_key]).await.unwrap();
 }
@@ -302,7 +314,7 @@ async fn debug_and_prefix_rules() {
     assert_eq!(renamed.prefix(), "byok_other_");
     assert!(
         renamed
-            .redis_key("u", "p")
+            .redis_user_key("u")
             .unwrap()
             .starts_with("byok_other_{")
     );
@@ -371,7 +383,7 @@ async fn a_panicking_test_leaves_no_keys_behind() {
         return;
     };
     let (url, prefix) = (cleanup.url.clone(), cleanup.prefix.clone());
-    let key = store.redis_key("u", "p").unwrap();
+    let key = store.redis_user_key("u").unwrap();
     let task = tokio::spawn(async move {
         let _cleanup = cleanup;
         store
@@ -413,4 +425,203 @@ async fn the_test_server_meets_the_documented_minimum_version() {
         (major, minor) >= (7, 0),
         "the test Redis is {version}, older than the documented minimum 7.0"
     );
+}
+
+/// Writes a key as byok-redis wrote it in format 1: a hash per key, the
+/// user's provider index, the bucket's user set and, for an expiring key,
+/// its expiry entry.
+async fn write_format_1(
+    raw: &mut byok_redis::redis::aio::MultiplexedConnection,
+    prefix: &str,
+    key: &ApiKey,
+) {
+    use byok_redis::{bucket_of, encode_id, redis};
+    let (user, provider) = (key.user_id(), key.provider());
+    let tag = format!("{prefix}{{{:03x}}}", bucket_of(user));
+    let hash = format!("{tag}:k:{}:{}", encode_id(user), encode_id(provider));
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(format!("{tag}:i:{}", encode_id(user)))
+        .arg(0)
+        .arg(provider)
+        .cmd("ZADD")
+        .arg(format!("{tag}:users"))
+        .arg(0)
+        .arg(user);
+    let expires = key.expires_at_millis();
+    if expires.is_none_or(|e| e > Utc::now().timestamp_millis()) {
+        pipe.cmd("HSET")
+            .arg(&hash)
+            .arg("v")
+            .arg(key.encrypted_value())
+            .arg("c")
+            .arg(key.created_at().timestamp_millis());
+        if let Some(h) = key.hint() {
+            pipe.cmd("HSET").arg(&hash).arg("h").arg(h);
+        }
+        if let Some(e) = expires {
+            pipe.cmd("HSET").arg(&hash).arg("e").arg(e);
+            pipe.cmd("PEXPIREAT").arg(&hash).arg(e);
+        }
+    }
+    if let Some(e) = expires {
+        pipe.cmd("ZADD")
+            .arg(format!("{tag}:exp"))
+            .arg(e)
+            .arg(format!("{}:{user}{provider}", user.len()));
+    }
+    let () = pipe.query_async(raw).await.unwrap();
+}
+
+#[tokio::test]
+async fn connecting_moves_format_1_keys_to_the_current_format() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let prefix = common::fresh_prefix();
+    let url = byok_testkit::services::redis_url().await.unwrap();
+    let _cleanup_old = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let now = byok_core::key::to_millis(Utc::now());
+    let later = Some(now + chrono::Duration::hours(1));
+    let past = Some(now - chrono::Duration::seconds(10));
+    let keys = [
+        ApiKey::new("alice", "openai", vec![1, 2, 3])
+            .unwrap()
+            .with_hint(Some("sk-...1234".into()))
+            .unwrap()
+            .with_created_at(now)
+            .with_expires_at(later),
+        ApiKey::new("alice", "anthropic", vec![4])
+            .unwrap()
+            .with_created_at(now),
+        ApiKey::new("b:{o}b", "x:y", Vec::new())
+            .unwrap()
+            .with_created_at(now),
+    ];
+    for key in &keys {
+        write_format_1(&mut raw, &prefix, key).await;
+    }
+    let gone = ApiKey::new("carol", "openai", vec![9])
+        .unwrap()
+        .with_expires_at(past);
+    write_format_1(&mut raw, &prefix, &gone).await;
+    // Written in the current format before the migration: it must win over
+    // the format-1 key of the same slot.
+    let newer = ApiKey::new("b:{o}b", "x:y", vec![7]).unwrap();
+    {
+        let early = store.clone().with_prefix(&prefix).unwrap();
+        early.store(&newer).await.unwrap();
+    }
+
+    let migrated = RedisStorage::connect(&url, &common::config(&prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        migrated.retrieve("alice", "openai").await.unwrap(),
+        Some(keys[0].clone())
+    );
+    assert_eq!(
+        migrated.user_keys("alice").await.unwrap(),
+        [keys[1].clone(), keys[0].clone()]
+    );
+    assert_eq!(
+        migrated.retrieve("b:{o}b", "x:y").await.unwrap(),
+        Some(newer)
+    );
+    assert_eq!(migrated.retrieve("carol", "openai").await.unwrap(), None);
+    let format: String = raw.get(format!("{prefix}format")).await.unwrap();
+    assert_eq!(format, "2");
+    // No format-1 key is left, and migrating again finds nothing.
+    let pattern = format!("{prefix}{{*}}:[ki]:*");
+    let left: Vec<String> = byok_redis::redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(migrated.migrate().await.unwrap(), 0);
+    // The expired key that Redis had already dropped is still counted by
+    // the purge, and the scan sees exactly the live keys.
+    assert!(migrated.purge_expired().await.unwrap() >= 1);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = migrated.scan(cursor.as_ref(), 2).await.unwrap();
+        seen.extend(
+            page.keys
+                .iter()
+                .map(|k| (k.user_id().to_owned(), k.provider().to_owned())),
+        );
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("alice".to_owned(), "anthropic".to_owned()),
+            ("alice".to_owned(), "openai".to_owned()),
+            ("b:{o}b".to_owned(), "x:y".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_format_is_refused() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let () = raw
+        .set(format!("{}format", store.prefix()), "3")
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("format"), "{err}");
+}
+
+#[tokio::test]
+async fn two_processes_migrating_at_once_move_each_key_once() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let prefix = common::fresh_prefix();
+    let url = byok_testkit::services::redis_url().await.unwrap();
+    let _cleanup_old = Cleanup {
+        url,
+        prefix: prefix.clone(),
+    };
+    let now = byok_core::key::to_millis(Utc::now());
+    let keys: Vec<ApiKey> = (0..40)
+        .map(|i| {
+            ApiKey::new(format!("user-{}", i % 20), format!("p{i}"), vec![i as u8])
+                .unwrap()
+                .with_created_at(now)
+        })
+        .collect();
+    for key in &keys {
+        write_format_1(&mut raw, &prefix, key).await;
+    }
+    // Stores made by `with_prefix` have not migrated: both do it now.
+    let a = store.clone().with_prefix(&prefix).unwrap();
+    let b = store.with_prefix(&prefix).unwrap();
+    let (moved_a, moved_b) = tokio::join!(a.migrate(), b.migrate());
+    assert_eq!(moved_a.unwrap() + moved_b.unwrap(), 40);
+    for key in &keys {
+        assert_eq!(
+            a.retrieve(key.user_id(), key.provider())
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(key)
+        );
+    }
+    for u in 0..20 {
+        assert_eq!(a.clear_all(&format!("user-{u}")).await.unwrap(), 2);
+    }
 }

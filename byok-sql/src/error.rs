@@ -75,6 +75,49 @@ pub(crate) fn timed_out(
     .into()
 }
 
+/// A value too large for what the database can store or receive; nothing
+/// was sent. Not retryable: the same value would fail again.
+pub(crate) fn too_large(
+    engine: Engine,
+    op: &'static str,
+    what: &'static str,
+    len: usize,
+    max: usize,
+) -> ByokError {
+    StorageError::new(
+        engine.name(),
+        StorageErrorKind::Rejected,
+        format!("{op}: {what} is {len} bytes long; at most {max} bytes fit"),
+    )
+    .into()
+}
+
+/// Whether `err` is a lock conflict that the database resolved by failing
+/// this statement (a deadlock victim, a lock wait that timed out) and left
+/// nothing half-done: each statement of this crate runs alone in its own
+/// transaction, which the database rolled back, so running the same
+/// statement again is safe and will usually succeed.
+pub(crate) fn is_lock_conflict(engine: Engine, err: &sqlx::Error) -> bool {
+    match (engine, err) {
+        // SQLite waits for locks itself (the busy timeout) and has no
+        // deadlocks between single statements.
+        #[cfg(feature = "sqlite")]
+        (Engine::Sqlite, _) => false,
+        // deadlock_detected, serialization_failure
+        #[cfg(feature = "postgres")]
+        (Engine::Postgres, sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        // deadlock, lock wait timeout
+        #[cfg(feature = "mysql")]
+        (Engine::MySql, sqlx::Error::Database(db)) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|e| matches!(e.number(), 1213 | 1205)),
+        #[allow(unreachable_patterns, reason = "with SQLite alone, its arm takes all")]
+        _ => false,
+    }
+}
+
 /// A connection URL or option that sqlx refused, before any connection.
 pub(crate) fn config(engine: Engine, err: sqlx::Error) -> ByokError {
     ConfigError::new(format!(
@@ -180,6 +223,10 @@ fn classify_database(
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
                 .map(|e| e.number());
             match number {
+                // A statement larger than `max_allowed_packet`: the server
+                // answers this (with SQLSTATE 08S01, a connection error) and
+                // hangs up, but resending the same statement can never work.
+                Some(1153 | 1301) => (Rejected, "the statement is larger than max_allowed_packet"),
                 // lock wait timeout, deadlock, statement time limits
                 // (MySQL 3024, MariaDB 1969)
                 Some(1205 | 1213 | 3024 | 1969) => BUSY,

@@ -50,14 +50,13 @@
 //!
 //! [`migrate`](SqliteStorage::migrate) creates the table (named by
 //! [`ByokConfig::db_table_name`](byok_core::ByokConfig::db_table_name), `user_api_keys` by default) and an index
-//! on `expires_at` for purges, if missing. It is idempotent, safe to run
-//! from several processes at once, and does not use sqlx's
-//! `_sqlx_migrations` table, so it never interferes with the application's
-//! own migrations.
+//! on `expires_at` for purges, if missing, and upgrades a table of an
+//! earlier layout (see below). It is idempotent, safe to run from several
+//! processes at once, and does not use sqlx's `_sqlx_migrations` table, so
+//! it never interferes with the application's own migrations.
 //!
 //! | column | SQLite | PostgreSQL | MySQL / MariaDB |
 //! |---|---|---|---|
-//! | `id` | `INTEGER PRIMARY KEY` | `BIGINT` identity, primary key | `BIGINT AUTO_INCREMENT` primary key |
 //! | `user_id` | `TEXT` | `TEXT COLLATE "C"` | `VARBINARY(255)` (UTF-8 bytes) |
 //! | `provider` | `TEXT` | `TEXT COLLATE "C"` | `VARBINARY(64)` (UTF-8 bytes) |
 //! | `encrypted_value` | `BLOB` | `BYTEA` | `MEDIUMBLOB` |
@@ -65,7 +64,27 @@
 //! | `created_at` | `INTEGER` (Unix ms) | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
 //! | `expires_at` | `INTEGER` (Unix ms), null = never | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
 //!
-//! `(user_id, provider)` is `UNIQUE`; the SQLite table is `STRICT`.
+//! `(user_id, provider)` is the primary key, and the only unique index: a
+//! read is one index lookup and a write updates as few indexes as can be.
+//! The SQLite table is `STRICT` and `WITHOUT ROWID` (the rows live in the
+//! primary key's B-tree). The index on `expires_at` is partial (`WHERE
+//! expires_at IS NOT NULL`) on SQLite and PostgreSQL, so keys that never
+//! expire stay out of it; MySQL has no partial indexes. Reads fetch only
+//! the columns the caller does not already know.
+//!
+//! ## Upgrading a table of byok-sql 0.1
+//!
+//! byok-sql 0.1 made tables with an `id` column as their primary key and
+//! a unique index on (user_id, provider). Everything keeps working on such
+//! a table, only with an index more to read and write; `migrate` turns it
+//! into the layout above, keeping every row: an `ALTER TABLE` on
+//! PostgreSQL and MySQL, a copy into a new table that takes the old one's
+//! name on SQLite (which cannot change a primary key in place). It runs in
+//! one transaction (on MySQL, one statement) under the migration lock, so
+//! concurrent `migrate` calls upgrade once and the table is never left
+//! half done. The upgrade reads the whole table and, on SQLite and
+//! PostgreSQL, holds its write lock meanwhile: for a large table, run it
+//! before the traffic comes.
 //!
 //! Ids compare byte for byte on every engine, as byok requires (`alice`,
 //! `Alice` and `alice ` are three users), and sort by bytes: SQLite's
@@ -109,12 +128,46 @@
 //! without closing the socket. `migrate` has no such deadline, as it may
 //! wait for another process's migration; it is safe to cancel.
 //!
+//! # MySQL and MariaDB sessions
+//!
+//! Every connection that `MySqlStorage::connect` makes adds
+//! `STRICT_ALL_TABLES` to its `sql_mode` (so the server refuses a value
+//! that does not fit its column instead of cutting it short with a
+//! warning) and runs at `READ COMMITTED` (so that searches take no gap
+//! locks, which let writes on different users deadlock each other). A pool
+//! given to `from_pool` keeps its own settings; the size checks below
+//! still apply to it.
+//!
 //! # Errors
 //!
 //! Driver errors become [`StorageError`](byok_core::StorageError)s with the
 //! `sqlx::Error` as their source. Lost connections, pool timeouts, lock
 //! timeouts and deadlocks are retryable; a row that cannot be decoded is
 //! `Corrupt`, and a statement the database refuses is `Rejected`.
+//!
+//! A statement that the database fails to resolve a lock conflict (a
+//! deadlock, a lock wait timeout, a serialization failure) is run again,
+//! up to 8 times with jittered backoff, within the operation deadline:
+//! each statement is its own transaction, which the database rolled back,
+//! so nothing is applied twice. Only a conflict that outlasts that reaches
+//! the caller, as a retryable error.
+//!
+//! On MySQL, an encrypted value longer than a `MEDIUMBLOB` (16 MiB less a
+//! byte), or one that would make the statement larger than the server's
+//! `max_allowed_packet`, is refused before anything is sent, as a
+//! `Rejected` error that says how large it was and what fits: retrying it
+//! cannot help. A scan cursor that does not name a valid (user, provider)
+//! slot is [`InvalidInput`](byok_core::InvalidInput) for the cursor, before
+//! it reaches the database.
+//!
+//! # Purges
+//!
+//! `purge_expired` is one `DELETE` on SQLite and PostgreSQL. On MySQL it
+//! deletes in batches of at most 500 keys, each under the operation
+//! deadline: it reads the expired slots without locking them, then deletes
+//! them by primary key if they are still expired, so that it locks rows in
+//! the same order as every other statement and never holds many locks at
+//! once.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -122,6 +175,8 @@
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod pool;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod row;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -4,16 +4,34 @@ use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind, UserApiKey};
-use sqlx::Row;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlQueryResult, MySqlRow};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
+};
+use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, COLUMNS};
-use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
+use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
+use crate::storage::{Dialect, PURGE_BATCH, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
 const ENGINE: Engine = Engine::MySql;
+
+/// The largest value a `MEDIUMBLOB` holds: 16 MiB less one byte.
+const MEDIUMBLOB_MAX: usize = (1 << 24) - 1;
+
+/// What every connection of [`MySqlStorage::connect`] runs first.
+///
+/// A strict `sql_mode` makes the server refuse a value that does not fit
+/// its column instead of storing it cut short with a warning. `READ
+/// COMMITTED` takes no gap locks for searches: at the default `REPEATABLE
+/// READ`, a delete of a missing row or of one user's keys locks the gap
+/// next to it, which blocks inserts of other users' keys and let writes on
+/// different users deadlock each other.
+const SESSION_SETUP: [&str; 2] = [
+    "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
 
 /// How long `migrate` waits for another process's migration of the table.
 const MIGRATE_LOCK_TIMEOUT_SECS: i64 = 30;
@@ -44,18 +62,20 @@ fn statements(table: &TableName) -> Statements {
     let live = "(expires_at IS NULL OR expires_at > ?)";
     Statements {
         // Indexes are declared inside CREATE TABLE: MySQL has no
-        // CREATE INDEX IF NOT EXISTS, and their names are per table.
+        // CREATE INDEX IF NOT EXISTS, and their names are per table. The
+        // slot is the primary key, so InnoDB keeps each row in the slot's
+        // own B-tree: a read is one lookup, and a write touches two indexes
+        // (one if the expiry stays the same), not three.
         schema: vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
-                 id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
                  user_id VARBINARY(255) NOT NULL, \
                  provider VARBINARY(64) NOT NULL, \
                  encrypted_value MEDIUMBLOB NOT NULL, \
                  hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
                  created_at BIGINT NOT NULL, \
                  expires_at BIGINT NULL, \
-                 UNIQUE KEY user_provider (user_id, provider), \
+                 PRIMARY KEY (user_id, provider), \
                  KEY expires_at_idx (expires_at)\
                  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
             )
@@ -72,27 +92,42 @@ fn statements(table: &TableName) -> Statements {
         )
         .into(),
         retrieve: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )
         .into(),
         delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
         list: format!("SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider")
             .into(),
         clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
-        purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
+        // No ORDER BY: the expiry index yields the first batch as it is,
+        // where sorting every expired key for each batch would not scale.
+        purge: format!("SELECT user_id, provider FROM {t} WHERE expires_at <= ? LIMIT ?").into(),
+        // `expires_at + 0` keeps the optimizer off the expiry index, so that
+        // rows are found (and locked) by primary key, in its order.
+        purge_batch: Some(
+            format!(
+                "DELETE FROM {t} WHERE (user_id, provider) IN ({}) AND expires_at + 0 <= ?",
+                vec!["(?, ?)"; PURGE_BATCH].join(", ")
+            )
+            .into(),
+        ),
+        user_keys: format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
+        )
+        .into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
              WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
         )
         .into(),
         scan_first: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
+            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
         )
         .into(),
         // The expanded form of (user_id, provider) > (?, ?), which
         // MySQL and MariaDB turn into an index range scan.
         scan_after: format!(
-            "SELECT {COLUMNS} FROM {t} \
+            "SELECT {SLOT_COLUMNS} FROM {t} \
              WHERE (user_id > ? OR (user_id = ? AND provider > ?)) AND {live} \
              ORDER BY user_id, provider LIMIT ?"
         )
@@ -112,19 +147,34 @@ impl MySqlStorage {
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         let table = TableName::new(&config.db_table_name)?;
         let options = MySqlConnectOptions::from_str(url).map_err(|e| error::config(ENGINE, e))?;
-        let pool = pool::connect(ENGINE, pool::options(), options).await?;
+        let pool = pool::options().after_connect(|conn: &mut MySqlConnection, _| {
+            Box::pin(async move {
+                for statement in SESSION_SETUP {
+                    conn.execute(statement).await?;
+                }
+                Ok(())
+            })
+        });
+        let pool = pool::connect(ENGINE, pool, options).await?;
         Ok(MySqlStorage {
             inner: SqlStorage::new(pool, table, config)?,
         })
     }
 
-    /// Creates the table and its indexes if they are missing.
+    /// Creates the table and its indexes if they are missing, and brings a
+    /// table of an earlier layout up to date.
     ///
     /// Idempotent, and safe to run from several processes at once: the
-    /// statement runs under a named lock (`GET_LOCK`, keyed by the table
-    /// name), so later schema steps can never interleave either. It never
-    /// touches sqlx's `_sqlx_migrations`. It is safe to cancel: the
-    /// connection that took the lock is closed, not returned to the pool.
+    /// statements run under a named lock (`GET_LOCK`, keyed by the table
+    /// name), so two migrations never interleave. It never touches sqlx's
+    /// `_sqlx_migrations`. It is safe to cancel: the connection that took
+    /// the lock is closed, not returned to the pool.
+    ///
+    /// A table made by byok-sql 0.1 (with an `id` column) gets (user_id,
+    /// provider) as its primary key in place of `id` and of the unique key
+    /// `user_provider`, in one `ALTER TABLE`. InnoDB rebuilds the table
+    /// for that, letting reads and writes go on meanwhile; until then the
+    /// old layout keeps working, only slower.
     pub async fn migrate(&self) -> Result<()> {
         let fail = |e| error::storage(ENGINE, "migrate", e);
         let lock = self.inner.table.derived("byok_migrate", 64);
@@ -154,6 +204,23 @@ impl MySqlStorage {
             for statement in &self.inner.sql.schema {
                 sqlx::query(sql(statement)).execute(&mut *conn).await?;
             }
+            let old: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
+            )
+            .bind(self.inner.table.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+            if old > 0 {
+                // One statement, so that the table is never left half done.
+                let t = self.inner.table.as_str();
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "ALTER TABLE {t} DROP PRIMARY KEY, DROP COLUMN id, \
+                     DROP INDEX user_provider, ADD PRIMARY KEY (user_id, provider)"
+                )))
+                .execute(&mut *conn)
+                .await?;
+            }
             Ok::<_, sqlx::Error>(())
         }
         .await;
@@ -171,6 +238,9 @@ public_storage!(MySqlStorage, MySqlPool);
 
 impl Dialect for MySql {
     const ENGINE: Engine = ENGINE;
+    const MAX_VALUE_LEN: Option<usize> = Some(MEDIUMBLOB_MAX);
+    const PACKET_LIMIT: Option<&'static str> =
+        Some("SELECT CAST(@@session.max_allowed_packet AS SIGNED)");
 
     fn statements(table: &TableName) -> Statements {
         statements(table)
@@ -210,16 +280,23 @@ impl Dialect for MySql {
         done.rows_affected()
     }
 
-    fn decode(op: &'static str, r: &MySqlRow) -> Result<ApiKey> {
+    fn decode(
+        op: &'static str,
+        r: &MySqlRow,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey> {
         let get = |e| error::storage(ENGINE, op, e);
-        let user_id: Vec<u8> = r.try_get("user_id").map_err(get)?;
-        let provider: Vec<u8> = r.try_get("provider").map_err(get)?;
+        let id = |given: Option<&str>, column: &'static str, what: &'static str| match given {
+            Some(id) => Ok(id.to_owned()),
+            None => row::id_from_bytes(ENGINE, op, what, r.try_get(column).map_err(get)?),
+        };
         let created_at: i64 = r.try_get("created_at").map_err(get)?;
         let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
         let row = UserApiKey {
-            id: r.try_get("id").map_err(get)?,
-            user_id: row::id_from_bytes(ENGINE, op, "user id", user_id)?,
-            provider: row::id_from_bytes(ENGINE, op, "provider", provider)?,
+            id: None,
+            user_id: id(user_id, "user_id", "user id")?,
+            provider: id(provider, "provider", "provider")?,
             encrypted_value: r.try_get("encrypted_value").map_err(get)?,
             hint: r.try_get("hint").map_err(get)?,
             created_at: row::from_millis(ENGINE, op, created_at)?,

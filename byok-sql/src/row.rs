@@ -1,12 +1,20 @@
 //! Rows to keys: the checks every engine shares.
 
-use byok_core::{ApiKey, Result, UserApiKey};
+use byok_core::error::{Field, Problem};
+use byok_core::{ApiKey, Cursor, InvalidInput, Result, UserApiKey, validate};
 
 use crate::error::{Engine, corrupt};
 
-/// The columns every `SELECT` of a key reads, in this order.
-pub(crate) const COLUMNS: &str =
-    "id, user_id, provider, encrypted_value, hint, created_at, expires_at";
+/// The columns of a key that a `SELECT` reads when it knows the slot: a
+/// read fetches only what the caller does not already have.
+pub(crate) const VALUE_COLUMNS: &str = "encrypted_value, hint, created_at, expires_at";
+
+/// The columns of a key that a `SELECT` of one user's keys reads.
+pub(crate) const PROVIDER_COLUMNS: &str = "provider, encrypted_value, hint, created_at, expires_at";
+
+/// The columns of a key that a `SELECT` of anyone's keys reads.
+pub(crate) const SLOT_COLUMNS: &str =
+    "user_id, provider, encrypted_value, hint, created_at, expires_at";
 
 /// A row read back, turned into an `ApiKey`; a row that breaks the input
 /// rules (written by hand or by something else) is corrupt, not invalid
@@ -45,4 +53,19 @@ pub(crate) fn id_from_bytes(
 pub(crate) fn limit(limit: usize) -> i64 {
     // `validate::page_size` already bounded it to 10 000.
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The slot a scan cursor starts after, checked as an id is before it is
+/// bound: a cursor is input like any other, and one holding a NUL or a
+/// control character would otherwise reach the database (PostgreSQL
+/// refuses a NUL in text, which would read as a storage error).
+pub(crate) fn cursor_slot(cursor: &Cursor) -> Result<(&str, &str), InvalidInput> {
+    let (user_id, provider) = cursor.slot()?;
+    validate::slot(user_id, provider).map_err(|_| {
+        InvalidInput::new(
+            Field::Cursor,
+            Problem::Other("does not name a valid (user, provider) slot"),
+        )
+    })?;
+    Ok((user_id, provider))
 }

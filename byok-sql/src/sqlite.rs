@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::{ApiKey, ByokConfig, ConfigError, Result, UserApiKey};
-use sqlx::Row;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, COLUMNS};
+use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
@@ -33,29 +33,40 @@ pub struct SqliteStorage {
     inner: SqlStorage<Sqlite>,
 }
 
+/// The table `name`, as `migrate` creates it.
+///
+/// The slot is the primary key of a `WITHOUT ROWID` table: the rows live
+/// in the key's own B-tree, so a read is one lookup and a write updates one
+/// tree, where a rowid table with a unique (user, provider) index needs two.
+/// STRICT makes SQLite refuse a value of the wrong type instead of storing
+/// it, so what is read back has the declared type.
+fn create_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (\
+         user_id TEXT NOT NULL, \
+         provider TEXT NOT NULL, \
+         encrypted_value BLOB NOT NULL, \
+         hint TEXT, \
+         created_at INTEGER NOT NULL, \
+         expires_at INTEGER, \
+         PRIMARY KEY (user_id, provider)) STRICT, WITHOUT ROWID"
+    )
+}
+
+/// The index that purges use: partial, so that keys that never expire are
+/// not in it, and writing such a key does not touch it.
+fn create_expiry_index(table: &TableName) -> String {
+    let t = table.as_str();
+    let index = table.derived("expiring_idx", usize::MAX);
+    format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at) WHERE expires_at IS NOT NULL")
+}
+
 /// The statements of `table`, in SQLite's words.
 fn statements(table: &TableName) -> Statements {
     let t = table.as_str();
-    let index = table.derived("expires_at_idx", usize::MAX);
     let live = "(expires_at IS NULL OR expires_at > ?)";
     Statements {
-        // STRICT makes SQLite refuse a value of the wrong type instead of
-        // storing it, so what is read back has the declared type.
-        schema: vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 id INTEGER PRIMARY KEY, \
-                 user_id TEXT NOT NULL, \
-                 provider TEXT NOT NULL, \
-                 encrypted_value BLOB NOT NULL, \
-                 hint TEXT, \
-                 created_at INTEGER NOT NULL, \
-                 expires_at INTEGER, \
-                 UNIQUE (user_id, provider)) STRICT"
-            )
-            .into(),
-            format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)").into(),
-        ],
+        schema: vec![create_table(t).into(), create_expiry_index(table).into()],
         store: format!(
             "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?) \
@@ -65,7 +76,7 @@ fn statements(table: &TableName) -> Statements {
         )
         .into(),
         retrieve: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )
         .into(),
         delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
@@ -73,21 +84,45 @@ fn statements(table: &TableName) -> Statements {
             .into(),
         clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
         purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
+        purge_batch: None,
+        user_keys: format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
+        )
+        .into(),
         swap: format!(
             "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
              WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
         )
         .into(),
         scan_first: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
+            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
         )
         .into(),
         scan_after: format!(
-            "SELECT {COLUMNS} FROM {t} WHERE (user_id, provider) > (?, ?) AND {live} \
+            "SELECT {SLOT_COLUMNS} FROM {t} WHERE (user_id, provider) > (?, ?) AND {live} \
              ORDER BY user_id, provider LIMIT ?"
         )
         .into(),
     }
+}
+
+/// What turns a table of the first layout (a rowid table with an `id`
+/// column, a unique (user, provider) index and a full index on
+/// `expires_at`) into the current one. SQLite cannot change a primary key
+/// in place, so the rows move to a new table that then takes the name.
+fn upgrade(table: &TableName) -> Vec<String> {
+    let t = table.as_str();
+    let new = table.derived("byok_upgrade", usize::MAX);
+    let columns = "user_id, provider, encrypted_value, hint, created_at, expires_at";
+    vec![
+        format!("DROP TABLE IF EXISTS {new}"),
+        create_table(&new),
+        format!("INSERT INTO {new} ({columns}) SELECT {columns} FROM {t}"),
+        // Takes the old indexes with it.
+        format!("DROP TABLE {t}"),
+        format!("ALTER TABLE {new} RENAME TO {t}"),
+        create_expiry_index(table),
+    ]
 }
 
 /// Whether a SQLite URL names an in-memory database, which lives only as
@@ -147,19 +182,50 @@ impl SqliteStorage {
         })
     }
 
-    /// Creates the table and its index if they are missing.
+    /// Creates the table and its index if they are missing, and brings a
+    /// table of an earlier layout up to date.
     ///
     /// Idempotent, and safe to run from several tasks or processes at once:
-    /// each statement is `IF NOT EXISTS` and SQLite serializes schema
-    /// changes. It never touches sqlx's `_sqlx_migrations`.
+    /// it runs in one `BEGIN IMMEDIATE` transaction, which SQLite grants to
+    /// one connection at a time, and looks at the table only once it holds
+    /// it. It never touches sqlx's `_sqlx_migrations`.
+    ///
+    /// A table made by byok-sql 0.1 (with an `id` column) is rebuilt with
+    /// (user_id, provider) as its primary key: its rows are copied into a
+    /// new table that takes its name, within the same transaction, so other
+    /// connections see either the old table or the new one. Writers wait
+    /// for the copy (the busy timeout is 5 s; run it before the traffic for
+    /// a large table). Until then the old layout keeps working, only slower.
     pub async fn migrate(&self) -> Result<()> {
+        let fail = |e| error::storage(ENGINE, "migrate", e);
+        let mut tx = self
+            .inner
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         for statement in &self.inner.sql.schema {
             sqlx::query(sql(statement))
-                .execute(&self.inner.pool)
+                .execute(&mut *tx)
                 .await
-                .map_err(|e| error::storage(ENGINE, "migrate", e))?;
+                .map_err(fail)?;
         }
-        Ok(())
+        let old: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'id')",
+        )
+        .bind(self.inner.table.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if old {
+            for statement in upgrade(&self.inner.table) {
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().await.map_err(fail)
     }
 }
 
@@ -188,14 +254,25 @@ impl Dialect for Sqlite {
         done.rows_affected()
     }
 
-    fn decode(op: &'static str, r: &SqliteRow) -> Result<ApiKey> {
+    fn decode(
+        op: &'static str,
+        r: &SqliteRow,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey> {
         let get = |e| error::storage(ENGINE, op, e);
         let created_at: i64 = r.try_get("created_at").map_err(get)?;
         let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
         let row = UserApiKey {
-            id: r.try_get("id").map_err(get)?,
-            user_id: r.try_get("user_id").map_err(get)?,
-            provider: r.try_get("provider").map_err(get)?,
+            id: None,
+            user_id: match user_id {
+                Some(id) => id.to_owned(),
+                None => r.try_get("user_id").map_err(get)?,
+            },
+            provider: match provider {
+                Some(p) => p.to_owned(),
+                None => r.try_get("provider").map_err(get)?,
+            },
             encrypted_value: r.try_get("encrypted_value").map_err(get)?,
             hint: r.try_get("hint").map_err(get)?,
             created_at: row::from_millis(ENGINE, op, created_at)?,

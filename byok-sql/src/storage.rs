@@ -14,10 +14,11 @@ use byok_core::chrono::{DateTime, Utc};
 use byok_core::storage::check_same_slot;
 use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use sqlx::query::Query;
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use crate::error::{self, Engine};
 use crate::pool;
+use crate::retry::retry;
 use crate::row;
 use crate::sweeper::Sweeper;
 use crate::table::{TableName, sql};
@@ -32,7 +33,7 @@ pub(crate) struct Statements {
     pub(crate) schema: Vec<Arc<str>>,
     /// Upsert: user, provider, value, hint, created, expires.
     pub(crate) store: Arc<str>,
-    /// User, provider, now.
+    /// User, provider, now; selects [`VALUE_COLUMNS`](crate::row::VALUE_COLUMNS).
     pub(crate) retrieve: Arc<str>,
     /// User, provider.
     pub(crate) delete: Arc<str>,
@@ -40,20 +41,50 @@ pub(crate) struct Statements {
     pub(crate) list: Arc<str>,
     /// User.
     pub(crate) clear: Arc<str>,
-    /// Now.
+    /// Now; without `purge_batch`, deletes every expired key. With it,
+    /// now, limit: selects `user_id, provider` of at most that many expired
+    /// keys, without locking them.
     pub(crate) purge: Arc<str>,
+    /// Deletes the keys of one batch of [`PURGE_BATCH`] slots that are
+    /// still expired: `PURGE_BATCH` times user, provider, then now.
+    pub(crate) purge_batch: Option<Arc<str>>,
+    /// User; selects [`PROVIDER_COLUMNS`](crate::row::PROVIDER_COLUMNS)
+    /// of every key of the user, expired ones included, sorted by provider.
+    pub(crate) user_keys: Arc<str>,
     /// New value, hint, created, expires; user, provider, current value, now.
     pub(crate) swap: Arc<str>,
-    /// Now, limit.
+    /// Now, limit; selects [`SLOT_COLUMNS`](crate::row::SLOT_COLUMNS).
     pub(crate) scan_first: Arc<str>,
     /// [`Dialect::bind_after`], now, limit.
     pub(crate) scan_after: Arc<str>,
 }
 
+/// How many keys one statement of a batched purge deletes at most.
+pub(crate) const PURGE_BATCH: usize = 500;
+
+/// From this size of an encrypted value on, a write first asks the server
+/// how large a statement it accepts, if the engine has such a limit
+/// ([`Dialect::PACKET_LIMIT`]). Far above what byok itself stores (an API
+/// key of at most 8 KiB, encrypted), so the common write pays nothing.
+const CHECK_PACKET_FROM: usize = 16 * 1024;
+
+/// What a write statement adds to its values, at most: its text, the ids,
+/// the hint, the times and the protocol's framing.
+const STATEMENT_OVERHEAD: usize = 4 * 1024;
+
 /// How one engine writes its statements and its values, and reads its rows.
 pub(crate) trait Dialect: Database {
     /// The engine, for errors.
     const ENGINE: Engine;
+
+    /// The largest encrypted value the table's column holds, where the
+    /// engine would otherwise cut a longer one short instead of refusing it.
+    const MAX_VALUE_LEN: Option<usize> = None;
+
+    /// A query for the largest statement the server accepts, in bytes, as
+    /// a signed integer, where a larger one is refused in a way that looks
+    /// like a lost connection.
+    const PACKET_LIMIT: Option<&'static str> = None;
 
     /// The statements for `table`.
     fn statements(table: &TableName) -> Statements;
@@ -79,8 +110,15 @@ pub(crate) trait Dialect: Database {
     /// How many rows a statement wrote (or, for MySQL, matched).
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// A row of the `SELECT`s of keys, as a key.
-    fn decode(op: &'static str, row: &Self::Row) -> Result<ApiKey>;
+    /// A row of the `SELECT`s of keys, as a key. The user id and the
+    /// provider are read from the row unless given (the statement then
+    /// does not select them).
+    fn decode(
+        op: &'static str,
+        row: &Self::Row,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey>;
 
     /// A row of the `SELECT` of `list_providers`, as a provider.
     fn decode_provider(row: &Self::Row) -> Result<String>;
@@ -149,7 +187,9 @@ where
     D::Arguments: IntoArguments<D>,
     for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
     for<'t> Option<&'t str>: Encode<'t, D> + Type<D>,
-    for<'t> i64: Encode<'t, D> + Type<D>,
+    for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
+    for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
+    usize: ColumnIndex<D::Row>,
 {
     /// A storage of `pool` on `table` (validated before connecting, so
     /// that a bad name is refused before any connection is made), with the
@@ -186,6 +226,105 @@ where
         Ok(self.restart_sweeper())
     }
 
+    /// Refuses, before anything is sent, a write whose encrypted values
+    /// (`len` bytes in all) the column cannot hold or the server would not
+    /// accept in one statement: the first would be cut short under a
+    /// non-strict MySQL `sql_mode`, the second looks to the driver like a
+    /// lost connection.
+    async fn check_size(&self, op: &'static str, len: usize) -> Result<()> {
+        if let Some(max) = D::MAX_VALUE_LEN
+            && len > max
+        {
+            return Err(error::too_large(
+                D::ENGINE,
+                op,
+                "the encrypted value",
+                len,
+                max,
+            ));
+        }
+        if let Some(query) = D::PACKET_LIMIT
+            && len > CHECK_PACKET_FROM
+        {
+            let limit: i64 = retry(D::ENGINE, || {
+                sqlx::query_scalar(query).fetch_one(&self.pool)
+            })
+            .await
+            .map_err(Self::fail(op))?;
+            let max = usize::try_from(limit)
+                .unwrap_or(0)
+                .saturating_sub(STATEMENT_OVERHEAD);
+            if len > max {
+                return Err(error::too_large(
+                    D::ENGINE,
+                    op,
+                    "the encrypted value (for max_allowed_packet)",
+                    len,
+                    max,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes expired keys in batches of at most [`PURGE_BATCH`], each
+    /// under the operation deadline: the slots are read without locks,
+    /// then deleted by primary key if still expired, so the delete locks
+    /// rows in primary-key order (as every other statement does) and never
+    /// locks the expiry index, which is what made whole-table purges
+    /// deadlock with writes on MySQL.
+    async fn purge_in_batches(&self, delete: &Arc<str>) -> Result<u64> {
+        const OP: &str = "purge_expired";
+        let now = key::now();
+        let mut purged = 0;
+        loop {
+            let rows = self
+                .bounded(OP, async {
+                    retry(D::ENGINE, || {
+                        D::bind_time(sqlx::query(sql(&self.sql.purge)), now)
+                            .bind(row::limit(PURGE_BATCH))
+                            .fetch_all(&self.pool)
+                    })
+                    .await
+                    .map_err(Self::fail(OP))
+                })
+                .await?;
+            let mut slots = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<Vec<u8>, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(Self::fail(OP))?;
+            let Some(last) = slots.last().cloned() else {
+                return Ok(purged);
+            };
+            let full = slots.len() == PURGE_BATCH;
+            slots.sort_unstable();
+            // A short batch repeats its last slot, so that every batch is
+            // the same prepared statement.
+            slots.resize(PURGE_BATCH, last);
+            let done = self
+                .bounded(OP, async {
+                    retry(D::ENGINE, || {
+                        let mut q = sqlx::query(sql(delete));
+                        for (user_id, provider) in &slots {
+                            q = q.bind(user_id.as_slice()).bind(provider.as_slice());
+                        }
+                        D::bind_time(q, now).execute(&self.pool)
+                    })
+                    .await
+                    .map_err(Self::fail(OP))
+                })
+                .await?;
+            let deleted = D::rows_affected(&done);
+            purged += deleted;
+            // Keys stored again meanwhile are no longer expired; if a
+            // whole batch was, stop here rather than go round again.
+            if !full || deleted == 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Points the background purge, if any, at this storage as it now is.
     fn restart_sweeper(mut self) -> Self {
         if let Some(sweeper) = self.sweeper.take() {
@@ -203,18 +342,22 @@ where
     D::Arguments: IntoArguments<D>,
     for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
     for<'t> Option<&'t str>: Encode<'t, D> + Type<D>,
-    for<'t> i64: Encode<'t, D> + Type<D>,
+    for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
+    for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
+    usize: ColumnIndex<D::Row>,
 {
     async fn store(&self, k: &ApiKey) -> Result<()> {
         self.bounded("store", async {
-            let q = sqlx::query(sql(&self.sql.store));
-            let q = D::bind_id(D::bind_id(q, k.user_id()), k.provider())
-                .bind(k.encrypted_value())
-                .bind(k.hint());
-            D::bind_expiry(D::bind_time(q, k.created_at()), k.expires_at())
-                .execute(&self.pool)
-                .await
-                .map_err(Self::fail("store"))?;
+            self.check_size("store", k.encrypted_value().len()).await?;
+            retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.store));
+                let q = D::bind_id(D::bind_id(q, k.user_id()), k.provider())
+                    .bind(k.encrypted_value())
+                    .bind(k.hint());
+                D::bind_expiry(D::bind_time(q, k.created_at()), k.expires_at()).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("store"))?;
             Ok(())
         })
         .await
@@ -223,12 +366,16 @@ where
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.bounded("retrieve", async {
             validate::slot(user_id, provider)?;
-            let q = sqlx::query(sql(&self.sql.retrieve));
-            let row = D::bind_time(D::bind_id(D::bind_id(q, user_id), provider), key::now())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Self::fail("retrieve"))?;
-            row.map(|r| D::decode("retrieve", &r)).transpose()
+            let now = key::now();
+            let row = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.retrieve));
+                D::bind_time(D::bind_id(D::bind_id(q, user_id), provider), now)
+                    .fetch_optional(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("retrieve"))?;
+            row.map(|r| D::decode("retrieve", &r, Some(user_id), Some(provider)))
+                .transpose()
         })
         .await
     }
@@ -236,11 +383,12 @@ where
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.bounded("delete", async {
             validate::slot(user_id, provider)?;
-            let q = sqlx::query(sql(&self.sql.delete));
-            let done = D::bind_id(D::bind_id(q, user_id), provider)
-                .execute(&self.pool)
-                .await
-                .map_err(Self::fail("delete"))?;
+            let done = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.delete));
+                D::bind_id(D::bind_id(q, user_id), provider).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("delete"))?;
             Ok(D::rows_affected(&done) > 0)
         })
         .await
@@ -249,11 +397,13 @@ where
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
         self.bounded("list_providers", async {
             validate::user_id(user_id)?;
-            let q = sqlx::query(sql(&self.sql.list));
-            let rows = D::bind_time(D::bind_id(q, user_id), key::now())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Self::fail("list_providers"))?;
+            let now = key::now();
+            let rows = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.list));
+                D::bind_time(D::bind_id(q, user_id), now).fetch_all(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("list_providers"))?;
             rows.iter().map(D::decode_provider).collect()
         })
         .await
@@ -262,23 +412,27 @@ where
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
         self.bounded("clear_all", async {
             validate::user_id(user_id)?;
-            let q = sqlx::query(sql(&self.sql.clear));
-            let done = D::bind_id(q, user_id)
-                .execute(&self.pool)
-                .await
-                .map_err(Self::fail("clear_all"))?;
+            let done = retry(D::ENGINE, || {
+                D::bind_id(sqlx::query(sql(&self.sql.clear)), user_id).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("clear_all"))?;
             Ok(D::rows_affected(&done))
         })
         .await
     }
 
     async fn purge_expired(&self) -> Result<u64> {
+        if let Some(delete) = &self.sql.purge_batch {
+            return self.purge_in_batches(delete).await;
+        }
         self.bounded("purge_expired", async {
-            let q = sqlx::query(sql(&self.sql.purge));
-            let done = D::bind_time(q, key::now())
-                .execute(&self.pool)
-                .await
-                .map_err(Self::fail("purge_expired"))?;
+            let now = key::now();
+            let done = retry(D::ENGINE, || {
+                D::bind_time(sqlx::query(sql(&self.sql.purge)), now).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("purge_expired"))?;
             Ok(D::rows_affected(&done))
         })
         .await
@@ -287,16 +441,25 @@ where
     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
         self.bounded("compare_and_swap", async {
             check_same_slot(current, new)?;
-            let q = sqlx::query(sql(&self.sql.swap))
-                .bind(new.encrypted_value())
-                .bind(new.hint());
-            let q = D::bind_expiry(D::bind_time(q, new.created_at()), new.expires_at());
-            let q = D::bind_id(D::bind_id(q, current.user_id()), current.provider())
-                .bind(current.encrypted_value());
-            let done = D::bind_time(q, key::now())
-                .execute(&self.pool)
-                .await
-                .map_err(Self::fail("compare_and_swap"))?;
+            let len = current
+                .encrypted_value()
+                .len()
+                .saturating_add(new.encrypted_value().len());
+            self.check_size("compare_and_swap", new.encrypted_value().len())
+                .await?;
+            self.check_size("compare_and_swap", len).await?;
+            let now = key::now();
+            let done = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.swap))
+                    .bind(new.encrypted_value())
+                    .bind(new.hint());
+                let q = D::bind_expiry(D::bind_time(q, new.created_at()), new.expires_at());
+                let q = D::bind_id(D::bind_id(q, current.user_id()), current.provider())
+                    .bind(current.encrypted_value());
+                D::bind_time(q, now).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("compare_and_swap"))?;
             // MySQL counts matched rows here, not changed ones: sqlx always
             // connects with CLIENT_FOUND_ROWS.
             Ok(D::rows_affected(&done) == 1)
@@ -307,23 +470,41 @@ where
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.bounded("scan", async {
             validate::page_size(limit)?;
-            let after = cursor.map(Cursor::slot).transpose()?;
-            let q = match after {
-                Some((user_id, provider)) => {
-                    D::bind_after(sqlx::query(sql(&self.sql.scan_after)), user_id, provider)
-                }
-                None => sqlx::query(sql(&self.sql.scan_first)),
-            };
-            let rows = D::bind_time(q, key::now())
-                .bind(row::limit(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Self::fail("scan"))?;
+            let after = cursor.map(row::cursor_slot).transpose()?;
+            let now = key::now();
+            let rows = retry(D::ENGINE, || {
+                let q = match after {
+                    Some((user_id, provider)) => {
+                        D::bind_after(sqlx::query(sql(&self.sql.scan_after)), user_id, provider)
+                    }
+                    None => sqlx::query(sql(&self.sql.scan_first)),
+                };
+                D::bind_time(q, now)
+                    .bind(row::limit(limit))
+                    .fetch_all(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("scan"))?;
             let keys = rows
                 .iter()
-                .map(|r| D::decode("scan", r))
+                .map(|r| D::decode("scan", r, None, None))
                 .collect::<Result<Vec<_>>>()?;
             Ok(crate::page(keys, limit))
+        })
+        .await
+    }
+
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        self.bounded("user_keys", async {
+            validate::user_id(user_id)?;
+            let rows = retry(D::ENGINE, || {
+                D::bind_id(sqlx::query(sql(&self.sql.user_keys)), user_id).fetch_all(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("user_keys"))?;
+            rows.iter()
+                .map(|r| D::decode("user_keys", r, Some(user_id), None))
+                .collect()
         })
         .await
     }
@@ -437,6 +618,9 @@ macro_rules! public_storage {
                 limit: usize,
             ) -> byok_core::Result<byok_core::ScanPage> {
                 self.inner.scan(cursor, limit).await
+            }
+            async fn user_keys(&self, user_id: &str) -> byok_core::Result<Vec<byok_core::ApiKey>> {
+                self.inner.user_keys(user_id).await
             }
         }
     };

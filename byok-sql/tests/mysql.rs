@@ -437,3 +437,443 @@ async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout(
     let source = storage.source().expect("the timer is kept as the source");
     assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
 }
+
+/// Sixteen tasks writing the keys of sixteen different users with every
+/// write operation, while a purge runs in a loop: once, MariaDB failed a
+/// few of these statements as deadlocks (error 1213), through the gap
+/// locks of `REPEATABLE READ` and a purge that locked rows in expiry order.
+/// Not a single error may reach the caller now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_on_different_users_and_the_purge_never_fail() {
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 600;
+    let Some(s) = setup().await else { return };
+    let store = s.store.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+    let later = Some(byok_core::key::now() + chrono::Duration::hours(1));
+
+    let purger = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut runs, mut errors) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e) = store.purge_expired().await {
+                    errors.push(format!("purge_expired: {e}"));
+                }
+                runs += 1;
+            }
+            (runs, errors)
+        })
+    };
+    let writers: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let user = format!("user{task:02}");
+                let mut errors = Vec::new();
+                let mut note = |op: &str, r: Result<(), ByokError>| {
+                    if let Err(e) = r {
+                        errors.push(format!("{op}: {e}"));
+                    }
+                };
+                for round in 0..ROUNDS {
+                    let provider = format!("p{}", round % 5);
+                    let expiry = if round % 3 == 0 { past } else { later };
+                    let key = ApiKey::new(&user, &provider, vec![round as u8; 64])
+                        .unwrap()
+                        .with_expires_at(expiry);
+                    note("store", store.store(&key).await);
+                    let next = key.clone().with_encrypted_value(vec![1; 64]);
+                    note(
+                        "compare_and_swap",
+                        store.compare_and_swap(&key, &next).await.map(drop),
+                    );
+                    let other = format!("p{}", (round + 2) % 5);
+                    note("delete", store.delete(&user, &other).await.map(drop));
+                    if round % 10 == 9 {
+                        note("clear_all", store.clear_all(&user).await.map(drop));
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for writer in writers {
+        errors.extend(writer.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (runs, purge_errors) = purger.await.unwrap();
+    errors.extend(purge_errors);
+    assert!(runs > 0);
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
+}
+
+/// A statement that the server fails as a deadlock victim is run again,
+/// and the caller sees only its success: here `clear_all` locks one key
+/// of its user and waits for the other, which a heavier transaction holds
+/// and which then asks for the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_statement_is_run_again() {
+    let Some(s) = setup().await else { return };
+    let url = byok_testkit::services::mysql_url().await.unwrap();
+    let table = s.store.table_name().to_owned();
+    for p in ["p1", "p2"] {
+        s.store
+            .store(&ApiKey::new("victim", p, vec![1]).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut other = MySqlConnection::connect(&url).await.unwrap();
+    let update = format!("UPDATE {table} SET hint = 'x' WHERE user_id = 'victim' AND provider = ?");
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    // Rows written make a transaction heavy: the server rolls back the
+    // lighter one, the store's statement.
+    for i in 0..50 {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (user_id, provider, encrypted_value, created_at) \
+             VALUES ('heavy', ?, X'00', 0)"
+        )))
+        .bind(format!("p{i}"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    }
+    sqlx::query(AssertSqlSafe(update.clone()))
+        .bind("p2")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let store = s.store.clone();
+    let clear = tokio::spawn(async move { store.clear_all("victim").await });
+    // Wait until the store's statement waits for the lock on p2, having
+    // locked p1: a delete of two rows still running after 50 ms is waiting.
+    // (InnoDB's own views of lock waits do not always show a prepared
+    // statement's wait on MariaDB.)
+    // MariaDB has `time_ms`; MySQL counts whole seconds only.
+    let start = std::time::Instant::now();
+    loop {
+        let mut waiting = 0;
+        for condition in ["time_ms > 50", "time >= 1"] {
+            let count = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM information_schema.processlist \
+                 WHERE info LIKE ? AND {condition}"
+            )))
+            .bind(format!("DELETE FROM {table} %"))
+            .fetch_one(s.store.pool())
+            .await;
+            if let Ok(count) = count {
+                waiting = count;
+                break;
+            }
+        }
+        if waiting > 0 {
+            break;
+        }
+        assert!(start.elapsed() < common::NO_HANG, "clear_all never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // MariaDB counts deadlocks in a status variable, MySQL in a metric.
+    let deadlocks = async |conn: &mut MySqlConnection| -> i64 {
+        let status: Option<(String, String)> =
+            sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+                .fetch_optional(&mut *conn)
+                .await
+                .unwrap();
+        match status {
+            Some((_, count)) => count.parse().unwrap(),
+            None => sqlx::query_scalar(
+                "SELECT CAST(count AS SIGNED) FROM information_schema.innodb_metrics \
+                 WHERE name = 'lock_deadlocks'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+        }
+    };
+    let mut observer = MySqlConnection::connect(&url).await.unwrap();
+    let before = deadlocks(&mut observer).await;
+    // Closes the cycle: the server picks a victim at once.
+    sqlx::query(AssertSqlSafe(update))
+        .bind("p1")
+        .execute(&mut other)
+        .await
+        .expect("the heavier transaction survives the deadlock");
+    assert!(
+        deadlocks(&mut observer).await > before,
+        "the server saw no deadlock"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let cleared = clear
+        .await
+        .unwrap()
+        .expect("clear_all ran again and succeeded");
+    assert_eq!(cleared, 2);
+    assert!(s.store.list_providers("victim").await.unwrap().is_empty());
+    let _ = other.close().await;
+    let _ = observer.close().await;
+}
+
+#[tokio::test]
+async fn a_purge_of_more_keys_than_one_batch_removes_them_all() {
+    let Some(s) = setup().await else { return };
+    let now = byok_core::key::now().timestamp_millis();
+    // 1 234 expired keys and 766 live ones, written by the server itself.
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (user_id, provider, encrypted_value, created_at, expires_at) \
+         WITH RECURSIVE d (i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM d WHERE i < 49), \
+         n (i) AS (SELECT a.i * 50 + b.i + 1 FROM d a, d b) \
+         SELECT CONCAT('u', i), 'p', X'01', ?, IF(i <= 1234, ? - 1000, ? + 3600000) \
+         FROM n WHERE i <= 2000",
+        s.store.table_name()
+    )))
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(s.store.purge_expired().await.unwrap(), 1234);
+    assert_eq!(s.store.purge_expired().await.unwrap(), 0);
+    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM {}",
+        s.store.table_name()
+    )))
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 766);
+    assert!(s.store.retrieve("u2000", "p").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn bad_scan_cursors_are_invalid_input() {
+    let Some(s) = setup().await else { return };
+    common::bad_cursors_are_invalid_input(&s).await;
+}
+
+#[tokio::test]
+async fn user_keys_is_one_read_that_includes_expired_keys() {
+    let Some(s) = setup().await else { return };
+    common::user_keys_include_expired_keys_in_byte_order(&s).await;
+}
+
+/// The largest value of a `MEDIUMBLOB`.
+const MEDIUMBLOB_MAX: usize = (1 << 24) - 1;
+
+/// A store of `s`'s table on a pool whose sessions are not strict, as a
+/// pool given to `from_pool` may be: the server would cut a long value
+/// short with a warning instead of refusing it.
+async fn non_strict(s: &Scratch<MySqlStorage>) -> MySqlStorage {
+    let url = byok_testkit::services::mysql_url().await.unwrap();
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .after_connect(|conn: &mut MySqlConnection, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, "SET SESSION sql_mode = ''").await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("SELECT CAST(@@session.sql_mode AS CHAR)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "", "the session is not strict");
+    let config = ByokConfig {
+        db_table_name: s.store.table_name().to_owned(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    MySqlStorage::from_pool(pool, &config).unwrap()
+}
+
+/// Fails unless `result` is a non-retryable `Rejected` error.
+fn assert_too_large<T: std::fmt::Debug>(result: byok_core::Result<T>) {
+    let err = result.unwrap_err();
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, StorageErrorKind::Rejected, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn connections_of_connect_are_strict_and_read_committed() {
+    let Some(s) = setup().await else { return };
+    let mut conn = s.store.pool().acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SELECT CAST(@@session.sql_mode AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(mode.split(',').any(|m| m == "STRICT_ALL_TABLES"), "{mode}");
+    // MariaDB and MySQL 5.7 call it tx_isolation, MySQL 8 only
+    // transaction_isolation.
+    let isolation: String = match sqlx::query_scalar("SELECT CAST(@@session.tx_isolation AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(level) => level,
+        Err(_) => sqlx::query_scalar("SELECT CAST(@@session.transaction_isolation AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(isolation, "READ-COMMITTED");
+}
+
+#[tokio::test]
+async fn a_value_longer_than_the_column_is_refused_and_nothing_is_written() {
+    let Some(s) = setup().await else { return };
+    let store = non_strict(&s).await;
+    let old = ApiKey::new("big", "p", vec![1; 16]).unwrap();
+    store.store(&old).await.unwrap();
+    let huge = ApiKey::new("big", "p", vec![2; MEDIUMBLOB_MAX + 1]).unwrap();
+    assert_too_large(store.store(&huge).await);
+    assert_too_large(s.store.store(&huge).await);
+    assert_too_large(store.compare_and_swap(&old, &huge).await);
+    let fresh = ApiKey::new("big", "q", vec![2; 20_000_000]).unwrap();
+    assert_too_large(store.store(&fresh).await);
+    assert_eq!(store.retrieve("big", "p").await.unwrap(), Some(old));
+    assert_eq!(store.list_providers("big").await.unwrap(), ["p"]);
+}
+
+#[tokio::test]
+async fn a_value_over_max_allowed_packet_is_refused_and_not_retryable() {
+    let Some(s) = setup().await else { return };
+    let max_packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    let max_packet = usize::try_from(max_packet).unwrap();
+    // Every value the column holds fits in a statement of this size.
+    if max_packet >= MEDIUMBLOB_MAX + 1024 {
+        eprintln!("skipped: max_allowed_packet {max_packet} takes any MEDIUMBLOB");
+        return;
+    }
+    // Fits the column, but not in one statement.
+    let len = max_packet.min(MEDIUMBLOB_MAX);
+    let store = non_strict(&s).await;
+    let old = ApiKey::new("big", "p", vec![1; 16]).unwrap();
+    store.store(&old).await.unwrap();
+    let huge = ApiKey::new("big", "p", vec![2; len]).unwrap();
+    assert_too_large(store.store(&huge).await);
+    assert_too_large(s.store.store(&huge).await);
+    assert_too_large(s.store.compare_and_swap(&old, &huge).await);
+    assert_eq!(store.retrieve("big", "p").await.unwrap(), Some(old));
+    // The pools still work: nothing was sent that made a server hang up.
+    assert_eq!(s.store.list_providers("big").await.unwrap(), ["p"]);
+}
+
+/// The columns of the primary key of `table`, in order, and the names of
+/// its other indexes.
+async fn indexes(pool: &sqlx::MySqlPool, table: &str) -> (Vec<String>, Vec<String>) {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) \
+         FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name = ? ORDER BY index_name, seq_in_index",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let primary = rows
+        .iter()
+        .filter(|r| r.0 == "PRIMARY")
+        .map(|r| r.1.clone())
+        .collect();
+    let mut others: Vec<String> = rows
+        .into_iter()
+        .filter(|r| r.0 != "PRIMARY")
+        .map(|r| r.0)
+        .collect();
+    others.dedup();
+    (primary, others)
+}
+
+#[tokio::test]
+async fn the_slot_is_the_primary_key_and_there_is_no_id() {
+    let Some(s) = setup().await else { return };
+    let (primary, others) = indexes(s.store.pool(), s.store.table_name()).await;
+    assert_eq!(primary, ["user_id", "provider"]);
+    assert_eq!(others, ["expires_at_idx"]);
+}
+
+/// The table as byok-sql 0.1 made it.
+const FIRST_LAYOUT: &str = "CREATE TABLE {t} (\
+     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+     user_id VARBINARY(255) NOT NULL, \
+     provider VARBINARY(64) NOT NULL, \
+     encrypted_value MEDIUMBLOB NOT NULL, \
+     hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
+     created_at BIGINT NOT NULL, \
+     expires_at BIGINT NULL, \
+     UNIQUE KEY user_provider (user_id, provider), \
+     KEY expires_at_idx (expires_at)\
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+#[tokio::test]
+async fn migrate_upgrades_a_table_of_the_first_layout_once() {
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig {
+        db_table_name: table.clone(),
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let a = MySqlStorage::connect(&url, &config).await.unwrap();
+    let b = MySqlStorage::connect(&url, &config).await.unwrap();
+    let guard = Scratch::new(
+        (),
+        common::drop_table::<MySqlConnection>(url, table.clone()),
+    );
+    sqlx::raw_sql(AssertSqlSafe(FIRST_LAYOUT.replace("{t}", &table)))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+         VALUES ('alice', 'openai', X'0102', 'sk-...abcd', ?, NULL), \
+         ('alice', 'anthropic', X'03', NULL, ?, ?), ('bob', 'openai', X'04', NULL, ?, 1000)"
+    )))
+    .bind(common::OLD_CREATED_MS)
+    .bind(common::OLD_CREATED_MS)
+    .bind(common::OLD_EXPIRES_MS)
+    .bind(common::OLD_CREATED_MS)
+    .execute(a.pool())
+    .await
+    .unwrap();
+
+    // The old layout still serves reads before its upgrade.
+    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
+    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    a.migrate().await.unwrap();
+    let (primary, others) = indexes(a.pool(), &table).await;
+    assert_eq!(primary, ["user_id", "provider"]);
+    assert_eq!(others, ["expires_at_idx"]);
+    let id: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
+    )
+    .bind(&table)
+    .fetch_one(a.pool())
+    .await
+    .unwrap();
+    assert_eq!(id, 0);
+    common::old_layout_rows_read_back(&b).await;
+    drop(guard);
+}

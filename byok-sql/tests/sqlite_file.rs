@@ -16,6 +16,7 @@ mod common;
 
 use byok_core::{ApiKey, ByokConfig, KeyStorage};
 use byok_sql::SqliteStorage;
+use byok_sql::sqlx;
 use common::Scratch;
 use tempfile::TempDir;
 
@@ -96,4 +97,88 @@ async fn a_url_without_a_file_is_a_config_error() {
 async fn times_after_the_year_9999_round_trip() {
     let Some(s) = setup().await else { return };
     common::far_future_times_round_trip(&s).await;
+}
+
+/// The `CREATE` statements of the table `user_api_keys` and its indexes,
+/// sorted.
+async fn schema(store: &SqliteStorage) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT sql FROM sqlite_schema \
+         WHERE tbl_name = 'user_api_keys' AND sql IS NOT NULL ORDER BY sql",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Fails unless the table has the current layout: no rowid, the slot as
+/// primary key, a partial index on `expires_at`, nothing else.
+async fn assert_current_layout(store: &SqliteStorage) {
+    let schema = schema(store).await;
+    assert_eq!(schema.len(), 2, "{schema:?}");
+    assert!(
+        schema[0].ends_with("(expires_at) WHERE expires_at IS NOT NULL"),
+        "{schema:?}"
+    );
+    assert!(
+        schema[1].ends_with("PRIMARY KEY (user_id, provider)) STRICT, WITHOUT ROWID"),
+        "{schema:?}"
+    );
+    assert!(!schema[1].contains(" id "), "{schema:?}");
+}
+
+#[tokio::test]
+async fn the_slot_is_the_primary_key_and_the_expiry_index_is_partial() {
+    let Some(s) = setup().await else { return };
+    assert_current_layout(&s.store).await;
+}
+
+#[tokio::test]
+async fn migrate_upgrades_a_table_of_the_first_layout_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ByokConfig {
+        auto_cleanup: false,
+        ..ByokConfig::default()
+    };
+    let a = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
+    let b = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
+    // The table and index as byok-sql 0.1 made them.
+    sqlx::raw_sql(
+        "CREATE TABLE user_api_keys (\
+         id INTEGER PRIMARY KEY, \
+         user_id TEXT NOT NULL, \
+         provider TEXT NOT NULL, \
+         encrypted_value BLOB NOT NULL, \
+         hint TEXT, \
+         created_at INTEGER NOT NULL, \
+         expires_at INTEGER, \
+         UNIQUE (user_id, provider)) STRICT; \
+         CREATE INDEX user_api_keys_expires_at_idx ON user_api_keys (expires_at);",
+    )
+    .execute(a.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO user_api_keys \
+         (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+         VALUES ('alice', 'openai', X'0102', 'sk-...abcd', ?1, NULL), \
+         ('alice', 'anthropic', X'03', NULL, ?1, ?2), ('bob', 'openai', X'04', NULL, ?1, 1000)",
+    )
+    .bind(common::OLD_CREATED_MS)
+    .bind(common::OLD_EXPIRES_MS)
+    .execute(a.pool())
+    .await
+    .unwrap();
+
+    // The old layout still serves reads before its upgrade.
+    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
+    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    a.migrate().await.unwrap();
+    assert_current_layout(&a).await;
+    common::old_layout_rows_read_back(&b).await;
 }

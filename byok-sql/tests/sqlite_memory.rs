@@ -290,3 +290,15 @@ async fn times_after_the_year_9999_round_trip() {
     let store = setup().await.unwrap();
     common::far_future_times_round_trip(&store).await;
 }
+
+#[tokio::test]
+async fn bad_scan_cursors_are_invalid_input() {
+    let Some(s) = setup().await else { return };
+    common::bad_cursors_are_invalid_input(&s).await;
+}
+
+#[tokio::test]
+async fn user_keys_is_one_read_that_includes_expired_keys() {
+    let Some(s) = setup().await else { return };
+    common::user_keys_include_expired_keys_in_byte_order(&s).await;
+}

@@ -745,3 +745,436 @@ case! {
         Ok(())
     }
 }
+
+/// Hostile ids: NUL and other control characters, combining and invisible
+/// characters, SQL, Redis, glob and hash-tag metacharacters,
+/// percent-encodings, paths, and ids at, just over and far over the
+/// length limits (1 MiB). Some are legal and must be kept apart from every
+/// other id; the rest must be refused with a typed error.
+///
+/// `room` is how many bytes the id may take and stay legal (a user id
+/// made of a namespace prefix and one of these has less room than 255).
+pub fn hostile_ids(room: usize) -> Vec<String> {
+    const FIXED: &[&str] = &[
+        // NUL and control characters.
+        "\0",
+        "a\0b",
+        "a\0",
+        "\t",
+        "a\nb",
+        "\r\n",
+        "\u{1b}[31m",
+        "\u{7f}",
+        "\u{85}",
+        "\u{9b}",
+        "\u{8}",
+        "*-1\r\n",
+        // Combining, composed and look-alike characters: all distinct ids.
+        "e\u{301}",
+        "\u{e9}",
+        "\u{301}",
+        "a\u{300}\u{301}\u{302}\u{303}\u{304}",
+        "\u{1100}\u{1161}",
+        "\u{ac00}",
+        "\u{212b}",
+        "\u{c5}",
+        "A\u{30a}",
+        "\u{ff41}",
+        "a",
+        "A",
+        "\u{df}",
+        "ss",
+        "\u{130}",
+        "i\u{307}",
+        "\u{131}",
+        "\u{2126}",
+        "\u{3a9}",
+        // Invisible, bidirectional and other whitespace.
+        "\u{200b}",
+        "\u{200d}",
+        "\u{202e}abc",
+        "\u{feff}x",
+        "\u{2028}",
+        "\u{a0}",
+        "\u{3000}",
+        " ",
+        "  ",
+        "a ",
+        " a",
+        "\u{10ffff}",
+        "\u{fffd}",
+        "\u{1f980}",
+        // SQL metacharacters and injections.
+        "'",
+        "''",
+        "\"",
+        "`",
+        "\\",
+        "\\'",
+        "'; DROP TABLE user_api_keys; --",
+        "' OR '1'='1",
+        "\" OR 1=1 --",
+        "%",
+        "_",
+        "%%",
+        "[",
+        "]",
+        "[a-z]",
+        "$1",
+        "?",
+        ":name",
+        "@var",
+        "/*",
+        "*/",
+        "--",
+        ";",
+        "\\x00",
+        "\\0",
+        "NULL",
+        "null",
+        // Redis, glob and hash-tag characters.
+        "{",
+        "}",
+        "{}",
+        "{a}",
+        "}{",
+        "{a}{b}",
+        "{{}}",
+        "*",
+        "a*",
+        "\\*",
+        "^",
+        "!",
+        "a b",
+        "\"quoted\"",
+        "KEYS *",
+        ":",
+        "::",
+        "a:b",
+        "byok_",
+        "byok_:x",
+        "$-1",
+        "+OK",
+        "-ERR",
+        // Percent-encodings, URL and path characters.
+        "%00",
+        "%0A",
+        "%2F",
+        "%25",
+        "%2525",
+        "a%20b",
+        "%s",
+        "%n",
+        "%x%x",
+        "+",
+        "&",
+        "=",
+        "#",
+        "?x=1",
+        "..",
+        "../",
+        "/",
+        "./",
+        "~",
+        "a/../b",
+        "a|b",
+        "a,b",
+        // Empty.
+        "",
+    ];
+    let mut ids: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
+    ids.push("x".repeat(room));
+    ids.push("x".repeat(room + 1));
+    // Multi-byte characters straddling the limit.
+    let mut euros = "\u{20ac}".repeat(room / 3);
+    ids.push(euros.clone());
+    euros.push('\u{20ac}');
+    ids.push(euros);
+    ids.push("{".repeat(1024 * 1024));
+    ids.push("\u{e9}".repeat(512 * 1024));
+    ids
+}
+
+/// An id as it may appear in a failure message: its first 40 characters.
+fn short(id: &str) -> String {
+    let head: String = id.chars().take(40).collect();
+    if head.len() < id.len() {
+        format!("{head:?}... ({} bytes)", id.len())
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// What one run of a hostile table did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostileTally {
+    /// Inputs tried.
+    pub inputs: u64,
+    /// Inputs refused with a typed, non-retryable error.
+    pub typed_errors: u64,
+    /// Inputs stored, then read back exactly and apart from every other.
+    pub stored: u64,
+}
+
+impl std::fmt::Display for HostileTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} inputs tried: {} typed errors, {} stored in isolation",
+            self.inputs, self.typed_errors, self.stored
+        )
+    }
+}
+
+/// Stores one hostile slot, or checks that the store refuses it the way it
+/// must: every method gives `InvalidInput` for an invalid id, and any other
+/// refusal is typed, not retryable, and writes nothing.
+async fn try_hostile_slot(
+    store: &dyn KeyStorage,
+    tally: &mut HostileTally,
+    user: &str,
+    provider: &str,
+    value: Vec<u8>,
+) -> Result<bool, Failure> {
+    tally.inputs += 1;
+    let (su, sp) = (short(user), short(provider));
+    let k = match ApiKey::new(user, provider, value) {
+        Ok(k) => k,
+        Err(e) => {
+            let field = e.field;
+            let what = format!("{}/{}", short(user), short(provider));
+            expect_invalid(
+                &format!("retrieve {what}"),
+                store.retrieve(user, provider).await,
+                field,
+            )?;
+            expect_invalid(
+                &format!("delete {what}"),
+                store.delete(user, provider).await,
+                field,
+            )?;
+            if field == Field::UserId {
+                expect_invalid(
+                    &format!("list_providers {what}"),
+                    store.list_providers(user).await,
+                    field,
+                )?;
+                expect_invalid(
+                    &format!("clear_all {what}"),
+                    store.clear_all(user).await,
+                    field,
+                )?;
+                expect_invalid(
+                    &format!("user_keys {what}"),
+                    store.user_keys(user).await,
+                    field,
+                )?;
+            }
+            tally.typed_errors += 1;
+            return Ok(false);
+        }
+    };
+    match store.store(&k).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_retryable() => Err(Failure::new(format!(
+            "storing ({su}, {sp}) failed with a retryable error, \
+             though a retry cannot help: {e}"
+        ))),
+        Err(_) => {
+            ensure!(
+                store.retrieve(user, provider).await?.is_none(),
+                "a refused store of ({su}, {sp}) left a key behind"
+            );
+            tally.typed_errors += 1;
+            Ok(false)
+        }
+    }
+}
+
+/// Runs the hostile-id table against `store`, each id as a user id and as
+/// a provider, and checks that what was stored reads back exactly, lists
+/// and walks apart from every other id; returns the tally.
+pub async fn hostile_id_table(
+    store: &dyn KeyStorage,
+    ns: &Namespace,
+) -> Result<HostileTally, Failure> {
+    let mut tally = HostileTally::default();
+    let mut stored: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let user_room = byok_core::validate::MAX_USER_ID_LEN - ns.prefix().len();
+    let owner = ns.user("providers");
+    let mut n = 0u32;
+    for id in hostile_ids(user_room) {
+        n += 1;
+        let user = ns.user(&id);
+        let value = [b"u".as_slice(), &n.to_be_bytes()].concat();
+        if try_hostile_slot(store, &mut tally, &user, "hostile", value.clone()).await? {
+            stored.push((user, "hostile".to_owned(), value));
+        }
+    }
+    // The provider ids fill the rest of a 64-byte provider.
+    for id in hostile_ids(byok_core::validate::MAX_PROVIDER_LEN) {
+        n += 1;
+        let value = [b"p".as_slice(), &n.to_be_bytes()].concat();
+        if try_hostile_slot(store, &mut tally, &owner, &id, value.clone()).await? {
+            stored.push((owner.clone(), id, value));
+        }
+    }
+    // Every stored slot reads back exactly: had two ids met in one slot,
+    // one of them would read the other's value.
+    for (user, provider, value) in &stored {
+        let (su, sp) = (short(user), short(provider));
+        let got = get(store, user, provider).await?;
+        ensure!(
+            got.user_id() == user && got.provider() == provider,
+            "({su}, {sp}) came back as ({}, {})",
+            short(got.user_id()),
+            short(got.provider())
+        );
+        ensure!(
+            got.encrypted_value() == value.as_slice(),
+            "({su}, {sp}) reads another slot's value"
+        );
+        tally.stored += 1;
+    }
+    let mut owned: Vec<String> = stored
+        .iter()
+        .filter(|(u, _, _)| *u == owner)
+        .map(|(_, p, _)| p.clone())
+        .collect();
+    owned.sort();
+    ensure_eq!(
+        store.list_providers(&owner).await?,
+        owned,
+        "providers of the hostile provider ids"
+    );
+    let keys: Vec<String> = store
+        .user_keys(&owner)
+        .await?
+        .iter()
+        .map(|k| k.provider().to_owned())
+        .collect();
+    ensure_eq!(keys, owned, "user_keys of the hostile provider ids");
+    for (user, _, _) in stored.iter().filter(|(u, _, _)| *u != owner) {
+        let su = short(user);
+        ensure_eq!(
+            store.list_providers(user).await?,
+            vec!["hostile".to_owned()],
+            "providers of {su}"
+        );
+    }
+    // A paged walk finds each slot once, whatever the cursor must encode.
+    let walked: BTreeSet<(String, String)> =
+        scan_namespace(store, ns, 7).await?.into_keys().collect();
+    let expected: BTreeSet<(String, String)> = stored
+        .iter()
+        .map(|(u, p, _)| (u.clone(), p.clone()))
+        .collect();
+    ensure!(
+        walked == expected,
+        "the walk found {} slots, {} were stored",
+        walked.len(),
+        expected.len()
+    );
+    // Removing every other slot leaves the rest.
+    for (i, (user, provider, _)) in stored.iter().enumerate() {
+        if i % 2 == 0 {
+            let (su, sp) = (short(user), short(provider));
+            ensure!(
+                store.delete(user, provider).await?,
+                "delete of ({su}, {sp})"
+            );
+        }
+    }
+    for (i, (user, provider, value)) in stored.iter().enumerate() {
+        let (su, sp) = (short(user), short(provider));
+        let got = store.retrieve(user, provider).await?;
+        if i % 2 == 0 {
+            ensure!(got.is_none(), "({su}, {sp}) survived its delete");
+        } else {
+            ensure!(
+                got.is_some_and(|k| k.encrypted_value() == value.as_slice()),
+                "deleting a neighbour changed ({su}, {sp})"
+            );
+        }
+    }
+    Ok(tally)
+}
+
+case! {
+    /// Hostile ids (see [`hostile_ids`]), each as a user id and as a
+    /// provider, are refused with a typed error by every method or stored
+    /// apart from every other id: they read back exactly, list, walk and
+    /// delete alone. Never a panic. Prints its tally.
+    hostile_ids_are_refused_or_isolated(store, ns) {
+        let tally = hostile_id_table(store, &ns).await?;
+        ensure!(tally.stored > 0 && tally.typed_errors > 0, "a one-sided tally: {tally}");
+        eprintln!("hostile ids: {tally}");
+        Ok(())
+    }
+}
+
+/// Expiry and creation times at the edges of what a backend may hold:
+/// before 1970, the 32-bit and four-digit-year limits, and the ends of the
+/// range `chrono` (and so a manager's TTL) can reach.
+pub fn absurd_times() -> Vec<DateTime<Utc>> {
+    let mut times: Vec<DateTime<Utc>> = [
+        -62_135_596_800_000i64, // 0001-01-01
+        -1,                     // 1969-12-31T23:59:59.999
+        0,                      // 1970-01-01
+        2_147_483_648_000,      // 2038-01-19T03:14:08, past i32 seconds
+        253_402_300_799_999,    // 9999-12-31T23:59:59.999
+        253_402_300_800_000,    // 10000-01-01
+        8_640_000_000_000_000,  // 275760-09-13, the end of JavaScript dates
+    ]
+    .into_iter()
+    .filter_map(|ms| Utc.timestamp_millis_opt(ms).single())
+    .collect();
+    times.push(byok_core::key::to_millis(DateTime::<Utc>::MAX_UTC));
+    times.push(byok_core::key::to_millis(DateTime::<Utc>::MIN_UTC));
+    times
+}
+
+case! {
+    /// A key whose expiry or creation time is absurd (year 1, before 1970,
+    /// after 9999, the ends of `chrono`'s range) is stored with exactly
+    /// those times, or refused with a typed, non-retryable error that
+    /// writes nothing; a past expiry is invisible. Never a panic. Prints
+    /// its tally.
+    absurd_times_are_stored_exactly_or_refused(store, ns) {
+        let user = ns.user("u");
+        let now = byok_core::key::now();
+        let mut tally = HostileTally::default();
+        for (i, t) in absurd_times().into_iter().enumerate() {
+            for (role, k) in [
+                ("expires_at", key(&user, &format!("e{i}"), vec![1])?.with_expires_at(Some(t))),
+                ("created_at", key(&user, &format!("c{i}"), vec![2])?.with_created_at(t)),
+            ] {
+                tally.inputs += 1;
+                let provider = k.provider().to_owned();
+                match store.store(&k).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => {
+                        return Err(Failure::new(format!("{role} {t}: a retryable error: {e}")));
+                    }
+                    Err(_) => {
+                        ensure!(store.retrieve(&user, &provider).await?.is_none(),
+                            "{role} {t}: a refused store left a key behind");
+                        tally.typed_errors += 1;
+                        continue;
+                    }
+                }
+                let got = store.retrieve(&user, &provider).await?;
+                if k.is_expired_at(now) {
+                    ensure!(got.is_none(), "{role} {t}: an expired key was returned");
+                } else {
+                    let got = got.ok_or_else(|| Failure::new(format!("{role} {t}: the key is missing")))?;
+                    ensure_eq!(got.expires_at(), k.expires_at(), "{role} {t}: expires_at");
+                    ensure_eq!(got.created_at(), k.created_at(), "{role} {t}: created_at");
+                }
+                tally.stored += 1;
+            }
+        }
+        eprintln!("absurd times: {tally}");
+        Ok(())
+    }
+}

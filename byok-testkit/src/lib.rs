@@ -3,14 +3,16 @@
 //! Every backend of byok runs this suite, and yours can too. It checks the
 //! contract of [`KeyStorage`]: round-trips of every field, one slot per
 //! (user, provider), expiry, isolation of users and providers under
-//! hostile-but-legal ids, atomic writes under concurrency, compare-and-swap
-//! and the paged walk.
+//! hostile-but-legal ids, typed refusal of invalid ones (NUL, control
+//! characters, 1 MiB ids), absurd timestamps, atomic writes under
+//! concurrency, compare-and-swap and the paged walk.
 //!
 //! * [`cases`] holds one `pub async fn` per case, taking `&dyn KeyStorage`.
 //! * [`conformance_tests!`] expands to one named `#[tokio::test]` per case,
 //!   so a failure reads `conformance::expired_key_is_invisible`.
 //! * [`run_all`] runs every case against a live store and returns a
 //!   [`Report`], for tools and health checks.
+//! * [`layers`] wraps a store to fail calls on demand or count them.
 //! * [`services`] finds the test servers (Redis, PostgreSQL, MySQL) and
 //!   skips, or fails, when they are not there.
 //! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
@@ -160,6 +162,7 @@ use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
 pub mod cases;
+pub mod layers;
 pub mod services;
 
 pub mod faults;
@@ -425,4 +428,6 @@ suite!($;
     compare_and_swap_is_atomic,
     scan_visits_every_key_once,
     user_with_500_providers,
+    hostile_ids_are_refused_or_isolated,
+    absurd_times_are_stored_exactly_or_refused,
 );

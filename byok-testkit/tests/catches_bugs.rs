@@ -152,6 +152,7 @@ async fn planted_bugs_fail_the_cases_that_guard_against_them() {
             &[
                 "users_are_isolated_under_hostile_ids",
                 "ids_compare_byte_for_byte",
+                "hostile_ids_are_refused_or_isolated",
             ],
         ),
         (
@@ -162,7 +163,13 @@ async fn planted_bugs_fail_the_cases_that_guard_against_them() {
             ],
         ),
         (Bug::NaiveJoin, &["joined_ids_do_not_collide"]),
-        (Bug::UnsortedList, &["list_is_sorted_unique_and_scoped"]),
+        (
+            Bug::UnsortedList,
+            &[
+                "list_is_sorted_unique_and_scoped",
+                "hostile_ids_are_refused_or_isolated",
+            ],
+        ),
     ];
     for (bug, must_fail) in expectations {
         let failed = failures(bug).await;

@@ -101,8 +101,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
-/// [`ConfigError`] that names the feature; errors never repeat the URL,
-/// which may hold a password.
+/// [`ConfigError`] that names the feature, and so is a URL whose scheme
+/// names another backend than [`ByokConfig::storage_backend`], when that
+/// is set; errors never repeat the URL, which may hold a password.
+///
+/// The store starts no background purge of its own, whatever
+/// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
+/// [`Byok`] over this store runs the one purge task. Without a manager,
+/// call [`KeyStorage::purge_expired`] from a periodic job.
 ///
 /// The store comes wrapped in an [`ObservedStorage`] named after the
 /// backend (`postgres`, `redis`, …), so every operation has a tracing span
@@ -155,6 +161,19 @@ async fn open_backend(
     schema: Schema,
 ) -> Result<Arc<dyn KeyStorage>> {
     let backend = StorageBackend::from_url(url)?;
+    if let Some(expected) = config.storage_backend
+        && expected != backend
+    {
+        return Err(ConfigError::new(format!(
+            "ByokConfig::storage_backend is {expected} but the URL's scheme names {backend}"
+        ))
+        .into());
+    }
+    // The manager's task is the one purge per store; see auto_cleanup.
+    let config = &ByokConfig {
+        auto_cleanup: false,
+        ..config.clone()
+    };
     let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
@@ -209,7 +228,6 @@ fn backend_name(backend: StorageBackend) -> &'static str {
 
 #[cfg(feature = "memory")]
 fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    // With auto_cleanup this starts the sweeper on the current Tokio runtime.
     Ok(Arc::new(MemoryStorage::from_config(config)?))
 }
 

@@ -98,7 +98,7 @@ fn canary_never_appears_in_any_output() {
 
             // Failure paths: bad keys, wrong master keys, missing ids.
             for bad in [
-                format!("{CANARY}\n"),
+                format!("{CANARY}\nsecond line"),
                 format!("{CANARY}\u{0}"),
                 CANARY.repeat(400),
             ] {

@@ -364,7 +364,7 @@ async fn rotation_racing_64_concurrent_set_key_calls_loses_none() {
 async fn set_key_validates_without_echoing_the_key() {
     let byok = manager(Arc::new(MemoryStorage::new()), Keyring::new(1, key(1)));
     let long = format!("sk-CANARY{}", "x".repeat(8 * 1024));
-    let cases = ["", "sk-CANARY\n", "sk-CANARY\0zz", long.as_str()];
+    let cases = ["", " \n", "sk-CANARY\nzz", "sk-CANARY\0zz", long.as_str()];
     for bad in cases {
         let err = byok.set_key("u", "p", bad, Ttl::Default).await.unwrap_err();
         match &err {

@@ -203,19 +203,16 @@ async fn writes_during_an_outage_are_not_undone(stall: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until TieredStorage evicts before writing"]
 async fn a_delete_or_replace_during_a_fast_tier_crash_is_not_undone() {
     writes_during_an_outage_are_not_undone(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until TieredStorage evicts before writing"]
 async fn a_delete_or_replace_during_a_fast_tier_stall_is_not_undone() {
     writes_during_an_outage_are_not_undone(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until TieredStorage reads the durable store while the fast one is down"]
 async fn reads_fall_back_to_the_durable_store_while_the_fast_tier_is_down() {
     let Some(t) = tiers().await else { return };
     let ns = Namespace::new();

@@ -39,6 +39,15 @@ pub fn expiry_set_of(store: &RedisStorage, user: &str) -> String {
     )
 }
 
+/// The user set of `user`'s bucket, as the crate docs lay it out.
+pub fn user_set_of(store: &RedisStorage, user: &str) -> String {
+    format!(
+        "{}{{{:03x}}}:users",
+        store.prefix(),
+        byok_redis::bucket_of(user)
+    )
+}
+
 /// Plants, at the front of a bucket's expiry set, more malformed members
 /// than one purge batch holds and a member naming a live key of another
 /// bucket; purging must remove them, remove the real expired key behind

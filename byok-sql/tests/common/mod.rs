@@ -209,6 +209,9 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.store.scan(cursor, limit).await
     }
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        self.store.user_keys(user_id).await
+    }
 }
 
 /// A loopback port where nothing listens: port 1 (tcpmux) is privileged
@@ -409,4 +412,112 @@ pub(crate) fn on_loopback_port(url: &str, port: u16) -> String {
         .expect("the URL takes a host");
     parsed.set_port(Some(port)).expect("the URL takes a port");
     parsed.into()
+}
+
+/// A scan cursor that is malformed, or that names a slot no key can have
+/// (an id with NUL or another control character, an empty id), is refused
+/// as invalid input naming the cursor, before anything reaches the
+/// database.
+pub(crate) async fn bad_cursors_are_invalid_input(store: &dyn KeyStorage) {
+    use byok_core::ByokError;
+    use byok_core::error::Field;
+    let bad = [
+        Cursor::after_slot("a\0b", "p"),
+        Cursor::after_slot("u", "p\0"),
+        Cursor::after_slot("u\n", "p"),
+        Cursor::after_slot("", "p"),
+        Cursor::after_slot("u", ""),
+        Cursor::new("no length"),
+        Cursor::new("99:short"),
+    ];
+    for cursor in &bad {
+        let result = store.scan(Some(cursor), 10).await;
+        assert!(
+            matches!(&result, Err(ByokError::InvalidInput(e)) if e.field == Field::Cursor),
+            "{cursor:?}: {result:?}"
+        );
+    }
+}
+
+/// `user_keys` answers with one read that includes a key which has expired
+/// but is not purged yet (the fallback of the trait, a `list_providers`
+/// and a `retrieve` per provider, never does), sorted by provider bytes.
+pub(crate) async fn user_keys_include_expired_keys_in_byte_order(store: &dyn KeyStorage) {
+    let past = Some(byok_core::key::now() - TimeDelta::seconds(5));
+    for (provider, expires) in [("b", None), ("B", past), ("a", None), ("é", None)] {
+        let key = ApiKey::new("keys", provider, vec![1])
+            .expect("a valid key")
+            .with_expires_at(expires);
+        store.store(&key).await.expect("store");
+    }
+    let keys = store.user_keys("keys").await.expect("user_keys");
+    let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
+    assert_eq!(providers, ["B", "a", "b", "é"]);
+    assert!(keys[0].is_expired());
+    assert!(keys[1..].iter().all(|k| !k.is_expired()));
+}
+
+/// Unix milliseconds of 2026-01-01, the creation time of the rows that
+/// [`old_layout_rows_read_back`] checks.
+pub(crate) const OLD_CREATED_MS: i64 = 1_767_225_600_000;
+/// Unix milliseconds of 2100-01-01, the expiry of one of those rows.
+pub(crate) const OLD_EXPIRES_MS: i64 = 4_102_444_800_000;
+
+/// After `migrate` of a table of the first layout that held, written by
+/// hand, alice/openai (value 01 02, hint `sk-...abcd`, no expiry),
+/// alice/anthropic (value 03, no hint, expiring in 2100) and bob/openai
+/// (value 04, expired in 1970), all created at [`OLD_CREATED_MS`]: every
+/// row reads back whole, and the migrated table takes writes and purges.
+pub(crate) async fn old_layout_rows_read_back(store: &dyn KeyStorage) {
+    let created = Utc
+        .timestamp_millis_opt(OLD_CREATED_MS)
+        .single()
+        .expect("a time");
+    let expires = Utc
+        .timestamp_millis_opt(OLD_EXPIRES_MS)
+        .single()
+        .expect("a time");
+    let keys = store.user_keys("alice").await.expect("user_keys");
+    let expected = [
+        ApiKey::new("alice", "anthropic", vec![3])
+            .expect("a key")
+            .with_created_at(created)
+            .with_expires_at(Some(expires)),
+        ApiKey::new("alice", "openai", vec![1, 2])
+            .expect("a key")
+            .with_hint(Some("sk-...abcd".to_owned()))
+            .expect("a hint")
+            .with_created_at(created),
+    ];
+    assert_eq!(keys, expected);
+    assert_eq!(
+        store.retrieve("alice", "openai").await.expect("retrieve"),
+        Some(expected[1].clone())
+    );
+    assert_eq!(
+        store.retrieve("bob", "openai").await.expect("retrieve"),
+        None
+    );
+    let page = store.scan(None, 10).await.expect("scan");
+    assert_eq!(page.keys, expected);
+
+    // The slot is still unique: a store replaces, it does not add.
+    let new = ApiKey::new("alice", "openai", vec![9]).expect("a key");
+    store.store(&new).await.expect("store");
+    assert_eq!(
+        store.retrieve("alice", "openai").await.expect("retrieve"),
+        Some(new.clone())
+    );
+    assert_eq!(
+        store.list_providers("alice").await.expect("list"),
+        ["anthropic", "openai"]
+    );
+    assert!(
+        store
+            .compare_and_swap(&new, &new.clone().with_encrypted_value(vec![8]))
+            .await
+            .expect("swap")
+    );
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert!(store.delete("alice", "anthropic").await.expect("delete"));
 }

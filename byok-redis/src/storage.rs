@@ -1,0 +1,158 @@
+//! The `KeyStorage` implementation.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use byok_core::storage::check_same_slot;
+use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, validate};
+
+use crate::connection::RedisStorage;
+use crate::error::corrupt;
+use crate::layout::{expiry_member, expiry_member_prefix};
+use crate::record::{self, now_millis};
+use crate::scripts;
+
+impl RedisStorage {
+    /// The invocation of [`scripts::STORE`] or [`scripts::COMPARE_AND_SWAP`]
+    /// that writes `key`.
+    fn write_invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        key: &ApiKey,
+    ) -> redis::ScriptInvocation<'a> {
+        let (user, provider) = (key.user_id(), key.provider());
+        let keys = self.layout.user_keys(user);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys.user_hash)
+            .key(keys.bucket_users)
+            .key(keys.bucket_expiries)
+            .arg(user)
+            .arg(provider)
+            .arg(expiry_member(user, provider))
+            .arg(record::encode(key));
+        match key.expires_at_millis() {
+            Some(e) => inv.arg(e),
+            None => inv.arg(""),
+        };
+        inv
+    }
+
+    /// Every record of a user, by provider in byte order: one `HGETALL`.
+    pub(crate) async fn user_records(&self, user: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.layout.user_hash(user));
+        self.query("reading a user's keys failed", &cmd).await
+    }
+}
+
+/// The provider named by a field of a user's hash.
+pub(crate) fn provider_of(field: Vec<u8>) -> Result<String> {
+    String::from_utf8(field)
+        .ok()
+        .filter(|p| validate::provider(p).is_ok())
+        .ok_or_else(|| corrupt("a user's hash holds an invalid provider"))
+}
+
+#[async_trait]
+impl KeyStorage for RedisStorage {
+    async fn store(&self, key: &ApiKey) -> Result<()> {
+        // An `ApiKey` always holds a valid slot: no validation here.
+        let mut conn = self.conn.clone();
+        let inv = self.write_invocation(&scripts::STORE, key);
+        self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
+        validate::slot(user_id, provider)?;
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.layout.user_hash(user_id)).arg(provider);
+        let stored: Option<Vec<u8>> = self.query("reading a key failed", &cmd).await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        if record::is_expired_at(&stored, now_millis())? {
+            return Ok(None);
+        }
+        record::decode(user_id, provider, &stored).map(Some)
+    }
+
+    async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
+        validate::slot(user_id, provider)?;
+        let keys = self.layout.user_keys(user_id);
+        let mut inv = scripts::DELETE.prepare_invoke();
+        inv.key(keys.user_hash)
+            .key(keys.bucket_users)
+            .key(keys.bucket_expiries)
+            .arg(user_id)
+            .arg(provider)
+            .arg(expiry_member(user_id, provider));
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .run("deleting a key failed", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
+        validate::user_id(user_id)?;
+        let records = self.user_records(user_id).await?;
+        let now = now_millis();
+        let mut providers = Vec::with_capacity(records.len());
+        for (field, stored) in records {
+            if !record::is_expired_at(&stored, now)? {
+                providers.push(provider_of(field)?);
+            }
+        }
+        Ok(providers)
+    }
+
+    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        validate::user_id(user_id)?;
+        self.user_records(user_id)
+            .await?
+            .into_iter()
+            .map(|(field, stored)| record::decode(user_id, &provider_of(field)?, &stored))
+            .collect()
+    }
+
+    async fn clear_all(&self, user_id: &str) -> Result<u64> {
+        validate::user_id(user_id)?;
+        let keys = self.layout.user_keys(user_id);
+        let mut inv = scripts::CLEAR.prepare_invoke();
+        inv.key(keys.user_hash)
+            .key(keys.bucket_users)
+            .key(keys.bucket_expiries)
+            .arg(user_id)
+            .arg(expiry_member_prefix(user_id));
+        let mut conn = self.conn.clone();
+        let cleared: i64 = self
+            .run("clearing a user's keys failed", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(u64::try_from(cleared).unwrap_or(0))
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        self.purge_all().await
+    }
+
+    async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
+        check_same_slot(current, new)?;
+        let mut inv = self.write_invocation(&scripts::COMPARE_AND_SWAP, new);
+        inv.arg(now_millis()).arg(current.encrypted_value());
+        let mut conn = self.conn.clone();
+        let swapped: i64 = self
+            .run("compare-and-swap failed", inv.invoke_async(&mut conn))
+            .await?;
+        match swapped {
+            1 => Ok(true),
+            -1 => Err(corrupt("a byok record is not of the byok format")),
+            _ => Ok(false),
+        }
+    }
+
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
+        self.scan_page(cursor, limit).await
+    }
+}

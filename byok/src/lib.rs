@@ -39,8 +39,9 @@
 //! PostgreSQL and MySQL/MariaDB speak TLS when the URL asks for it, in the
 //! driver's words: `postgres://…?sslmode=verify-full` (add
 //! `&sslrootcert=ca.pem` for a private CA), `mysql://…?ssl-mode=VERIFY_IDENTITY`
-//! (`&ssl-ca=ca.pem`). The `tls-rustls` feature (default) brings rustls
-//! with Mozilla's root certificates; `tls-native-tls` the platform's
+//! (`&ssl-ca=ca.pem`), and Redis with `rediss://`. The `tls-rustls`
+//! feature (default) brings rustls to the backends that are on;
+//! `tls-native-tls` the platform's
 //! library instead (with the default features off, as the driver prefers
 //! native-tls when both are on). A server whose certificate does not
 //! verify is refused: `connect` fails with a [`StorageError`] that is not

@@ -93,6 +93,12 @@ impl FromStr for StorageBackend {
 /// Configuration of byok (the Python library's `BYOKConfig`), with the same
 /// names and defaults.
 ///
+/// **Keys set with [`Ttl::Default`](crate::Ttl::Default) expire after
+/// [`default_ttl`](Self::default_ttl), 24 hours by default**, as in the
+/// Python library. Set `default_ttl: None` for keys that never expire
+/// unless a TTL is given, or pass an explicit [`Ttl`](crate::Ttl) to
+/// [`set_key`](crate::Byok::set_key).
+///
 /// ```
 /// use std::time::Duration;
 /// use byok_core::ByokConfig;
@@ -115,8 +121,9 @@ pub struct ByokConfig {
     /// The master key. Default: `None` (give the manager a
     /// [`Keyring`](crate::Keyring) instead). Never printed by `Debug`.
     pub encryption_key: Option<MasterKey>,
-    /// How long a key lives when `set_key` is given no TTL. Default: 24
-    /// hours. `None` means keys never expire.
+    /// How long a key lives when `set_key` is given
+    /// [`Ttl::Default`](crate::Ttl::Default). Default: **24 hours**. `None`
+    /// means such keys never expire.
     pub default_ttl: Option<Duration>,
     /// Prefix of every Redis key. Default: `"byok_"`.
     pub session_key_prefix: String,

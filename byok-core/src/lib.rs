@@ -26,6 +26,7 @@ pub mod display;
 pub mod error;
 pub mod key;
 pub mod manager;
+pub mod observe;
 pub mod storage;
 pub mod tiered;
 pub mod validate;
@@ -40,6 +41,7 @@ pub use error::{
 };
 pub use key::{ApiKey, UserApiKey};
 pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
+pub use observe::ObservedStorage;
 pub use secrecy;
 pub use storage::{Cursor, KeyStorage, KeyStorageExt, ScanPage};
 pub use tiered::TieredStorage;

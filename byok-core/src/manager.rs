@@ -17,6 +17,7 @@ use crate::error::{
     SecurityWarning,
 };
 use crate::key::{self, ApiKey};
+use crate::observe;
 use crate::storage::{Cursor, KeyStorage};
 use crate::validate;
 
@@ -30,9 +31,23 @@ pub const DEFAULT_ROTATION_PAGE: usize = 500;
 pub const DEFAULT_ENV_PREFIX: &str = "API_KEY_";
 
 /// How long a key set with [`Byok::set_key`] lives.
+///
+/// **`Ttl::Default` is 24 hours** unless [`ByokConfig::default_ttl`] says
+/// otherwise (the Python library's default): a key that a user pastes into
+/// a settings page with `Ttl::Default` is gone the next day. Keys that
+/// should stay until the user removes them take [`Ttl::Never`]; keys of a
+/// session or a trial take [`Ttl::After`].
+///
+/// ```
+/// use std::time::Duration;
+/// use byok_core::Ttl;
+/// let settings_page = Ttl::Never;
+/// let trial = Ttl::After(Duration::from_secs(7 * 24 * 3600));
+/// # let _ = (settings_page, trial);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ttl {
-    /// [`ByokConfig::default_ttl`].
+    /// [`ByokConfig::default_ttl`]: 24 hours unless configured otherwise.
     #[default]
     Default,
     /// Never expires.
@@ -73,7 +88,8 @@ impl From<Option<Duration>> for Ttl {
 /// let keyring = Keyring::new(1, MasterKey::generate());
 /// let byok = Byok::new(storage, keyring, ByokConfig::default())?;
 ///
-/// byok.set_key("alice", "openai", "sk-proj-abcdefghijklmnop", Ttl::Default).await?;
+/// // Kept until the user removes it; Ttl::Default would expire it in 24 h.
+/// byok.set_key("alice", "openai", "sk-proj-abcdefghijklmnop", Ttl::Never).await?;
 /// let key = byok.get_key("alice", "openai").await?.expect("just set");
 /// assert_eq!(key.expose_secret(), "sk-proj-abcdefghijklmnop");
 /// assert_eq!(byok.key_summary("alice").await?[0].hint, "sk-p...mnop");
@@ -337,33 +353,36 @@ impl Byok {
         api_key: &str,
         ttl: impl Into<Ttl>,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
-        let api_key = validate::api_key(api_key)?;
-        // One clock read for both timestamps.
-        let now = key::now();
-        let expires_at = self.expiry(ttl.into(), now)?;
-        let ciphertext = self
-            .inner
-            .keyring
-            .encrypt(user_id, provider, api_key.as_bytes())?;
-        // The slot and the key were checked above, and the hint of a valid
-        // key is a valid hint: nothing is checked twice.
-        let key = ApiKey::from_checked(
-            user_id,
-            provider,
-            ciphertext,
-            mask_key(api_key),
-            now,
-            expires_at,
-        );
-        self.inner.storage.store(&key).await?;
-        tracing::debug!(
-            user_id,
-            provider,
-            key_id = self.inner.keyring.primary_id(),
-            "stored API key"
-        );
-        Ok(())
+        observe::manager("set_key", async move {
+            validate::slot(user_id, provider)?;
+            let api_key = validate::api_key(api_key)?;
+            // One clock read for both timestamps.
+            let now = key::now();
+            let expires_at = self.expiry(ttl.into(), now)?;
+            let ciphertext = self
+                .inner
+                .keyring
+                .encrypt(user_id, provider, api_key.as_bytes())?;
+            // The slot and the key were checked above, and the hint of a
+            // valid key is a valid hint: nothing is checked twice.
+            let key = ApiKey::from_checked(
+                user_id,
+                provider,
+                ciphertext,
+                mask_key(api_key),
+                now,
+                expires_at,
+            );
+            self.inner.storage.store(&key).await?;
+            tracing::debug!(
+                user_id,
+                provider,
+                key_id = self.inner.keyring.primary_id(),
+                "stored API key"
+            );
+            Ok(())
+        })
+        .await
     }
 
     /// A user's key for `provider`, decrypted; `None` when there is none or
@@ -374,20 +393,23 @@ impl Byok {
     /// the Python library deleted it, so that a change of secret destroyed
     /// every user's keys on their next request.
     pub async fn get_key(&self, user_id: &str, provider: &str) -> Result<Option<SecretString>> {
-        let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
-            return Ok(None);
-        };
-        match self
-            .inner
-            .keyring
-            .decrypt_string(user_id, provider, stored.encrypted_value())
-        {
-            Ok(secret) => Ok(Some(secret)),
-            Err(e) => {
-                tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
-                Err(e.into())
+        observe::manager("get_key", async move {
+            let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
+                return Ok(None);
+            };
+            match self
+                .inner
+                .keyring
+                .decrypt_string(user_id, provider, stored.encrypted_value())
+            {
+                Ok(secret) => Ok(Some(secret)),
+                Err(e) => {
+                    tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
+                    Err(e.into())
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Like [`get_key`](Self::get_key), but a missing key is a
@@ -403,34 +425,49 @@ impl Byok {
 
     /// Whether the user has an unexpired key for `provider`; decrypts nothing.
     pub async fn has_key(&self, user_id: &str, provider: &str) -> Result<bool> {
-        Ok(self
-            .inner
-            .storage
-            .retrieve(user_id, provider)
-            .await?
-            .is_some())
+        observe::manager("has_key", async move {
+            Ok(self
+                .inner
+                .storage
+                .retrieve(user_id, provider)
+                .await?
+                .is_some())
+        })
+        .await
     }
 
     /// Removes a user's key for `provider`; returns whether there was one.
     pub async fn delete_key(&self, user_id: &str, provider: &str) -> Result<bool> {
-        let removed = self.inner.storage.delete(user_id, provider).await?;
-        tracing::debug!(user_id, provider, removed, "deleted API key");
-        Ok(removed)
+        observe::manager("delete_key", async move {
+            let removed = self.inner.storage.delete(user_id, provider).await?;
+            tracing::debug!(user_id, provider, removed, "deleted API key");
+            Ok(removed)
+        })
+        .await
     }
 
     /// The providers a user has unexpired keys for, sorted.
     pub async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        self.inner.storage.list_providers(user_id).await
+        observe::manager("list_providers", async move {
+            self.inner.storage.list_providers(user_id).await
+        })
+        .await
     }
 
     /// Removes every key of a user; returns how many.
     pub async fn clear_keys(&self, user_id: &str) -> Result<u64> {
-        self.inner.storage.clear_all(user_id).await
+        observe::manager("clear_keys", async move {
+            self.inner.storage.clear_all(user_id).await
+        })
+        .await
     }
 
     /// Removes every expired key of every user; returns how many.
     pub async fn purge_expired(&self) -> Result<u64> {
-        self.inner.storage.purge_expired().await
+        observe::manager("purge_expired", async move {
+            self.inner.storage.purge_expired().await
+        })
+        .await
     }
 
     /// What a settings page shows for each of a user's keys, sorted by
@@ -444,21 +481,24 @@ impl Byok {
     /// user can see that a key needs renewing. [`get_key`](Self::get_key)
     /// never returns them.
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
-        let keys = self.inner.storage.user_keys(user_id).await?;
-        let now = Utc::now();
-        Ok(keys
-            .into_iter()
-            .map(|k| KeySummary {
-                provider: k.provider().to_owned(),
-                display_name: ProviderInfo::of(k.provider()).name,
-                hint: k.hint().unwrap_or("N/A").to_owned(),
-                created: format_key_age(k.created_at(), now),
-                expires: format_expiration(k.expires_at(), now),
-                is_expired: k.is_expired_at(now),
-                created_at: k.created_at(),
-                expires_at: k.expires_at(),
-            })
-            .collect())
+        observe::manager("key_summary", async move {
+            let keys = self.inner.storage.user_keys(user_id).await?;
+            let now = Utc::now();
+            Ok(keys
+                .into_iter()
+                .map(|k| KeySummary {
+                    provider: k.provider().to_owned(),
+                    display_name: ProviderInfo::of(k.provider()).name,
+                    hint: k.hint().unwrap_or("N/A").to_owned(),
+                    created: format_key_age(k.created_at(), now),
+                    expires: format_expiration(k.expires_at(), now),
+                    is_expired: k.is_expired_at(now),
+                    created_at: k.created_at(),
+                    expires_at: k.expires_at(),
+                })
+                .collect())
+        })
+        .await
     }
 
     /// A keyed fingerprint of an API key (see [`Keyring::keyed_fingerprint`]).
@@ -476,21 +516,24 @@ impl Byok {
     /// [`is_complete`](RotationReport::is_complete), old master keys can be
     /// removed. Plaintext never leaves the process.
     pub async fn rotate(&self) -> Result<RotationReport> {
-        let mut total = RotationReport {
-            primary_key_id: self.inner.keyring.primary_id(),
-            ..RotationReport::default()
-        };
-        let mut cursor = None;
-        loop {
-            let page = self
-                .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
-                .await?;
-            cursor = page.resume_from.clone();
-            total.merge(page);
-            if cursor.is_none() {
-                return Ok(total);
+        observe::manager("rotate", async move {
+            let mut total = RotationReport {
+                primary_key_id: self.inner.keyring.primary_id(),
+                ..RotationReport::default()
+            };
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
+                    .await?;
+                cursor = page.resume_from.clone();
+                total.merge(page);
+                if cursor.is_none() {
+                    return Ok(total);
+                }
             }
-        }
+        })
+        .await
     }
 
     /// One page of a rotation, for operators who want to pace it or resume
@@ -501,64 +544,69 @@ impl Byok {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<RotationReport> {
-        let ring = &self.inner.keyring;
-        let primary = ring.primary_id();
-        let page = self.inner.storage.scan(cursor, limit).await?;
-        let mut report = RotationReport {
-            primary_key_id: primary,
-            resume_from: page.next,
-            ..RotationReport::default()
-        };
-        for stored in page.keys {
-            let key_id = match key_id_of(stored.encrypted_value()) {
-                Ok(id) => id,
-                Err(_) => {
-                    report.malformed += 1;
-                    continue;
-                }
+        observe::manager("rotate_page", async move {
+            let ring = &self.inner.keyring;
+            let primary = ring.primary_id();
+            let page = self.inner.storage.scan(cursor, limit).await?;
+            let mut report = RotationReport {
+                primary_key_id: primary,
+                resume_from: page.next,
+                ..RotationReport::default()
             };
-            if key_id == primary {
-                report.already_current += 1;
-                continue;
-            }
-            let (user, provider) = (stored.user_id(), stored.provider());
-            let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
-                user,
-                provider,
-                stored.encrypted_value(),
-            ) {
-                Ok(p) => p,
-                Err(
-                    EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
-                ) => {
-                    report.malformed += 1;
+            for stored in page.keys {
+                let key_id = match key_id_of(stored.encrypted_value()) {
+                    Ok(id) => id,
+                    Err(_) => {
+                        report.malformed += 1;
+                        continue;
+                    }
+                };
+                if key_id == primary {
+                    report.already_current += 1;
                     continue;
                 }
-                Err(e) => {
-                    tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
-                    *report.failed.entry(key_id).or_default() += 1;
-                    continue;
+                let (user, provider) = (stored.user_id(), stored.provider());
+                let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
+                    user,
+                    provider,
+                    stored.encrypted_value(),
+                ) {
+                    Ok(p) => p,
+                    Err(
+                        EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
+                    ) => {
+                        report.malformed += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        observe::decryption_failure();
+                        tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
+                        *report.failed.entry(key_id).or_default() += 1;
+                        continue;
+                    }
+                };
+                let ciphertext = ring.encrypt(user, provider, &plain)?;
+                let rotated = stored.clone().with_encrypted_value(ciphertext);
+                if self
+                    .inner
+                    .storage
+                    .compare_and_swap(&stored, &rotated)
+                    .await?
+                {
+                    *report.rotated.entry(key_id).or_default() += 1;
+                } else {
+                    report.changed_concurrently += 1;
                 }
-            };
-            let ciphertext = ring.encrypt(user, provider, &plain)?;
-            let rotated = stored.clone().with_encrypted_value(ciphertext);
-            if self
-                .inner
-                .storage
-                .compare_and_swap(&stored, &rotated)
-                .await?
-            {
-                *report.rotated.entry(key_id).or_default() += 1;
-            } else {
-                report.changed_concurrently += 1;
             }
-        }
-        Ok(report)
+            Ok(report)
+        })
+        .await
     }
 
     /// Imports keys from environment variables named `<prefix><PROVIDER>`
     /// (`API_KEY_OPENAI` with the default prefix [`DEFAULT_ENV_PREFIX`]),
-    /// with the default TTL; returns what happened per provider.
+    /// with the default TTL ([`Ttl::Default`], 24 hours unless configured);
+    /// returns what happened per provider.
     pub async fn import_from_env(
         &self,
         user_id: &str,

@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::Result;
 use crate::key::ApiKey;
+use crate::observe;
 use crate::storage::{Cursor, KeyStorage, ScanPage, check_same_slot};
 use crate::validate;
 
@@ -272,27 +273,37 @@ impl KeyStorage for TieredStorage {
         validate::slot(user_id, provider)?;
         if self.marks.get(user_id, provider).is_none() {
             match self.fast.retrieve(user_id, provider).await {
-                Ok(Some(hit)) => return Ok(Some(hit)),
+                Ok(Some(hit)) => {
+                    observe::tiered_lookup(true);
+                    return Ok(Some(hit));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "fast store read failed; reading the durable store");
+                    observe::tiered_lookup(false);
                     return self.durable.retrieve(user_id, provider).await;
                 }
             }
         }
         let _slot = self.lock_slot(user_id, provider).await;
         if self.marks.get(user_id, provider).is_some() {
+            observe::tiered_lookup(false);
             return self.read_marked(user_id, provider).await;
         }
         // Another reader may have filled the slot while this one waited.
         match self.fast.retrieve(user_id, provider).await {
-            Ok(Some(hit)) => return Ok(Some(hit)),
+            Ok(Some(hit)) => {
+                observe::tiered_lookup(true);
+                return Ok(Some(hit));
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "fast store read failed; reading the durable store");
+                observe::tiered_lookup(false);
                 return self.durable.retrieve(user_id, provider).await;
             }
         }
+        observe::tiered_lookup(false);
         let found = self.durable.retrieve(user_id, provider).await?;
         if let Some(key) = &found {
             self.refill(key).await;

@@ -133,6 +133,11 @@ fn classify(engine: Engine, err: &sqlx::Error) -> (StorageErrorKind, &'static st
     match err {
         sqlx::Error::PoolTimedOut => (Timeout, "timed out waiting for a database connection"),
         sqlx::Error::PoolClosed => (Unavailable, "the connection pool is closed"),
+        // sqlx hands rustls's verdict on the handshake (an unknown issuer,
+        // a name the certificate does not carry) on inside an I/O error:
+        // it is no network trouble, and a retry would meet the same
+        // certificate.
+        sqlx::Error::Io(io) if is_tls_error(io) => (Other, "TLS with the database failed"),
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             (Timeout, "the database did not answer in time")
         }
@@ -158,6 +163,20 @@ fn classify(engine: Engine, err: &sqlx::Error) -> (StorageErrorKind, &'static st
         sqlx::Error::Database(db) => classify_database(engine, db.as_ref()),
         _ => (Other, "database operation failed"),
     }
+}
+
+/// Whether an I/O error carries a TLS error (rustls's, the only TLS stack
+/// that sqlx reports this way).
+fn is_tls_error(io: &std::io::Error) -> bool {
+    #[cfg(feature = "tls-rustls")]
+    if io
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    {
+        return true;
+    }
+    let _ = io;
+    false
 }
 
 fn classify_database(

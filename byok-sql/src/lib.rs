@@ -13,8 +13,14 @@
 //! | `sqlite` | [`SqliteStorage`] (bundled SQLite) | yes |
 //! | `postgres` | [`PostgresStorage`] | no |
 //! | `mysql` | [`MySqlStorage`] (MySQL or MariaDB; tested on MariaDB 10.11) | no |
+//! | `tls-rustls` | TLS through rustls, with Mozilla's root certificates | yes |
+//! | `tls-native-tls` | TLS through the platform's library (OpenSSL on Linux) | no |
 //!
-//! The features are additive; any combination builds.
+//! The features are additive; any combination builds. With both TLS
+//! features on, sqlx uses native-tls. A URL asks for TLS in the driver's
+//! words (`?sslmode=verify-full&sslrootcert=ca.pem`,
+//! `?ssl-mode=VERIFY_IDENTITY&ssl-ca=ca.pem`); a certificate that does not
+//! verify fails `connect` with a `StorageError` that is not retryable.
 //!
 //! # Example
 //!
@@ -163,6 +169,8 @@
 //! the same order as every other statement and never holds many locks at
 //! once.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -186,10 +194,13 @@ mod postgres;
 mod sqlite;
 
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::MySqlStorage;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStorage;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStorage;
 
 pub use sqlx;

@@ -14,6 +14,10 @@
 //! | Redis Cluster | `BYOK_TEST_REDIS_CLUSTER_URLS` (comma-separated nodes) | none |
 //! | PostgreSQL | `BYOK_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/test` |
 //! | MySQL/MariaDB | `BYOK_TEST_MYSQL_URL` | `mysql://root@127.0.0.1:3306/test` |
+//!
+//! The TLS tests read the variables that `scripts/tls-servers.sh` exports
+//! (`BYOK_TEST_POSTGRES_TLS_URL`, `BYOK_TEST_MYSQL_TLS_URL`,
+//! `BYOK_TEST_TLS_CA`, `BYOK_TEST_TLS_OTHER_CA`) through [`from_env`].
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -88,6 +92,18 @@ pub async fn redis_cluster_urls() -> Option<Vec<String>> {
         }
     }
     Some(urls)
+}
+
+/// The value of `env_var`, for a service that has no default address
+/// (such as the throwaway TLS servers of `scripts/tls-servers.sh`): when it
+/// is unset or empty, a skip line (or a panic when services are required)
+/// and `None`.
+pub fn from_env(service: &str, env_var: &str) -> Option<String> {
+    let value = std::env::var(env_var).ok().filter(|v| !v.trim().is_empty());
+    if value.is_none() {
+        unavailable(service, &format!("({env_var} is not set)"));
+    }
+    value
 }
 
 /// The URL of a service from `env_var` or `default_url`, if a TCP

@@ -26,6 +26,7 @@ async fn main() -> byok::Result<()> {
         config.clone(),
     )?;
 
+    // A key for a day: Ttl::Default is ByokConfig::default_ttl, 24 hours.
     byok.set_key(
         "alice",
         "openai",
@@ -33,6 +34,7 @@ async fn main() -> byok::Result<()> {
         Ttl::Default,
     )
     .await?;
+    // A key kept until alice removes it.
     byok.set_key(
         "alice",
         "anthropic",

@@ -14,7 +14,9 @@
 //! let keyring = Keyring::new(1, MasterKey::generate());
 //! let byok = Byok::new(storage, keyring, ByokConfig::default())?;
 //!
-//! byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Default).await?;
+//! // Kept until the user removes it. Ttl::Default is ByokConfig::default_ttl,
+//! // 24 hours unless configured: a key set with it is gone the next day.
+//! byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Never).await?;
 //! let key = byok.require_key("alice", "openai").await?;
 //! assert_eq!(key.expose_secret(), "sk-proj-0123456789abcdef");
 //! assert!(byok.get_key("bob", "openai").await?.is_none());
@@ -34,6 +36,17 @@
 //! | `redis` | `RedisStorage` | `redis://host:6379` |
 //! | `redis-cluster` | `RedisStorage` over a cluster | `redis+cluster://h1:p1,h2:p2,h3:p3`, or node URLs joined by commas |
 //!
+//! PostgreSQL and MySQL/MariaDB speak TLS when the URL asks for it, in the
+//! driver's words: `postgres://…?sslmode=verify-full` (add
+//! `&sslrootcert=ca.pem` for a private CA), `mysql://…?ssl-mode=VERIFY_IDENTITY`
+//! (`&ssl-ca=ca.pem`), and Redis with `rediss://`. The `tls-rustls`
+//! feature (default) brings rustls to the backends that are on;
+//! `tls-native-tls` the platform's
+//! library instead (with the default features off, as the driver prefers
+//! native-tls when both are on). A server whose certificate does not
+//! verify is refused: `connect` fails with a [`StorageError`] that is not
+//! retryable.
+//!
 //! The `axum` feature adds `byok::axum` (the `byok-axum`
 //! crate): a settings page where users manage their keys, route guards
 //! that hand handlers a user's key, and the HTTPS policy for keys in
@@ -42,22 +55,32 @@
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use byok_core::*;
 
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use byok_memory::{self, MemoryStorage};
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub use byok_sql;
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use byok_sql::MySqlStorage;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use byok_sql::PostgresStorage;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use byok_sql::SqliteStorage;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use byok_redis::{self, RedisStorage};
 
 /// The axum integration ([`byok_axum`]): the key settings page and its JSON
@@ -87,6 +110,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 /// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
 /// [`Byok`] over this store runs the one purge task. Without a manager,
 /// call [`KeyStorage::purge_expired`] from a periodic job.
+///
+/// The store comes wrapped in an [`ObservedStorage`] named after the
+/// backend (`postgres`, `redis`, …), so every operation has a tracing span
+/// and, with the `metrics` feature, its metrics; see [`observe`]. So does
+/// the store of [`open_with`].
 pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
     open_backend(url, config, Schema::Migrate).await
 }
@@ -147,7 +175,7 @@ async fn open_backend(
         auto_cleanup: false,
         ..config.clone()
     };
-    match backend {
+    let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
         StorageBackend::Redis => Ok(Arc::new(byok_redis::RedisStorage::open(url, config).await?)),
@@ -180,6 +208,22 @@ async fn open_backend(
         )
         .into()),
         other => Err(missing_feature(other)),
+    };
+    Ok(Arc::new(ObservedStorage::new(
+        opened?,
+        backend_name(backend),
+    )))
+}
+
+/// The backend's name in spans and metrics.
+fn backend_name(backend: StorageBackend) -> &'static str {
+    match backend {
+        StorageBackend::Memory => "memory",
+        StorageBackend::Redis => "redis",
+        StorageBackend::Sqlite => "sqlite",
+        StorageBackend::Postgres => "postgres",
+        StorageBackend::MySql => "mysql",
+        _ => "other",
     }
 }
 

@@ -1,6 +1,7 @@
 //! A canary API key and the master key never appear in any `Debug`,
-//! `Display`, error or `tracing` output, across every operation and failure
-//! path of the manager.
+//! `Display`, error or `tracing` output (events and the fields of the
+//! spans of every storage and manager operation), nor in any metric name or
+//! label, across every operation and failure path of the manager.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use byok::secrecy::ExposeSecret;
-use byok::{ApiKey, Byok, ByokConfig, KeyStorage, Keyring, MasterKey, MemoryStorage, Ttl};
+use byok::{
+    ApiKey, Byok, ByokConfig, KeyStorage, Keyring, MasterKey, MemoryStorage, ObservedStorage, Ttl,
+};
+
+#[cfg(feature = "metrics")]
+#[path = "support/metrics.rs"]
+mod recorder;
 
 const CANARY: &str = "sk-CANARY-7f3a9c1e5b2d4f60-do-not-print";
 
@@ -40,9 +47,17 @@ fn canary_never_appears_in_any_output() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .with_ansi(false)
+        // Every span's fields, as recorded when it closes.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .finish();
     // Global, so that logs from the drivers' own threads are captured too.
     tracing::subscriber::set_global_default(subscriber).unwrap();
+    #[cfg(feature = "metrics")]
+    let metrics = {
+        let recorder = recorder::Capture::default();
+        metrics::set_global_recorder(recorder.clone()).unwrap();
+        recorder
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -165,6 +180,22 @@ fn canary_never_appears_in_any_output() {
         logs.contains("could not be decrypted") && logs.contains("key not rotated"),
         "the failure paths were logged (so the capture works): {logs}"
     );
+    assert!(
+        logs.contains("byok.manager")
+            && logs.contains("byok.storage")
+            && logs.contains("decryption"),
+        "the spans of the operations were captured, failures included: {logs}"
+    );
+    #[cfg(feature = "metrics")]
+    {
+        let metrics = format!("{:?}", metrics.snapshot());
+        assert!(
+            metrics.contains("byok_decryption_failures_total")
+                && metrics.contains("byok_storage_operations_total"),
+            "the metrics were captured: {metrics}"
+        );
+        out.push(metrics);
+    }
     #[cfg(feature = "sqlite")]
     assert!(
         logs.contains("sqlx::query"),
@@ -180,10 +211,13 @@ fn canary_never_appears_in_any_output() {
 }
 
 /// Every store the canary goes through: memory, and SQLite when built in
-/// (whose driver logs every statement).
+/// (whose driver logs every statement), each observed as `connect` does.
 async fn stores() -> Vec<Arc<dyn KeyStorage>> {
     #[allow(unused_mut, reason = "only pushed to with the sqlite feature")]
-    let mut stores: Vec<Arc<dyn KeyStorage>> = vec![Arc::new(MemoryStorage::new())];
+    let mut stores: Vec<Arc<dyn KeyStorage>> = vec![Arc::new(ObservedStorage::new(
+        MemoryStorage::new(),
+        "memory",
+    ))];
     #[cfg(feature = "sqlite")]
     {
         let config = ByokConfig {
@@ -194,7 +228,7 @@ async fn stores() -> Vec<Arc<dyn KeyStorage>> {
             .await
             .unwrap();
         sqlite.migrate().await.unwrap();
-        stores.push(Arc::new(sqlite));
+        stores.push(Arc::new(ObservedStorage::new(sqlite, "sqlite")));
     }
     stores
 }

@@ -190,3 +190,16 @@ fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
+
+/// With the facade's TLS feature on, a `rediss://` URL reaches the Redis
+/// backend's TLS support: nothing listens on port 1, so the connection
+/// fails, instead of a configuration error about TLS not being built in.
+#[cfg(all(
+    feature = "redis",
+    any(feature = "tls-rustls", feature = "tls-native-tls")
+))]
+#[tokio::test]
+async fn rediss_urls_have_tls_built_in() {
+    let err = byok::connect("rediss://127.0.0.1:1").await.unwrap_err();
+    assert!(err.as_storage().is_some(), "{err:?}");
+}

@@ -99,10 +99,15 @@ pub(crate) fn too_large(
 /// statement again is safe and will usually succeed.
 pub(crate) fn is_lock_conflict(engine: Engine, err: &sqlx::Error) -> bool {
     match (engine, err) {
-        // SQLite waits for locks itself (the busy timeout) and has no
-        // deadlocks between single statements.
+        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes: SQLite
+        // waits for a lock itself for the busy timeout, but many writers on
+        // a loaded machine can still wait longer than that, and a busy
+        // statement changed nothing.
         #[cfg(feature = "sqlite")]
-        (Engine::Sqlite, _) => false,
+        (Engine::Sqlite, sqlx::Error::Database(db)) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
         // deadlock_detected, serialization_failure
         #[cfg(feature = "postgres")]
         (Engine::Postgres, sqlx::Error::Database(db)) => {

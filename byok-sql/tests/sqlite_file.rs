@@ -182,3 +182,32 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     assert_current_layout(&a).await;
     common::old_layout_rows_read_back(&b).await;
 }
+
+/// A writer that waits longer than SQLite's busy timeout (5 s) for another
+/// connection's write lock is run again, within the operation deadline,
+/// instead of failing with "database is busy".
+#[tokio::test]
+async fn a_write_lock_held_past_the_busy_timeout_is_waited_out() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStorage::connect(&url(&dir), &ByokConfig::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&url(&dir)).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(6500)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    });
+    let key = ApiKey::new("waiter", "openai", vec![1, 2, 3]).unwrap();
+    store
+        .store(&key)
+        .await
+        .expect("the write waits for the lock");
+    holder.await.unwrap();
+    assert_eq!(store.retrieve("waiter", "openai").await.unwrap(), Some(key));
+}

@@ -205,7 +205,8 @@ struct KeyEntry {
 /// is `ID:KEY`, where `ID` is a number from 0 to 4294967295 and `KEY` is a
 /// master key as 64 hex digits or 44 characters of padded base64. A `*`
 /// before the id marks the primary key; without one, the highest id is
-/// primary. Blank lines and lines starting with `#` are ignored.
+/// primary. Blank lines are ignored, and so is everything from a `#` to
+/// the end of its line (a comment, which may hold commas).
 ///
 /// ```
 /// # use byok_core::Keyring;
@@ -289,11 +290,16 @@ impl Keyring {
     /// Reads a keyring in the text format described on [`Keyring`].
     pub fn from_text(text: &str) -> Result<Self, ConfigError> {
         let mut entries: Vec<(u32, MasterKey, bool)> = Vec::new();
+        // A comment runs from `#` to the end of its line; it is removed
+        // before entries are split, so it may hold commas and semicolons.
+        // Neither hex nor base64 has a `#`.
         for (n, raw) in text
-            .split(['\n', ',', ';'])
+            .lines()
+            .map(|line| line.split_once('#').map_or(line, |(entries, _)| entries))
+            .flat_map(|line| line.split([',', ';']))
             .map(str::trim)
+            .filter(|e| !e.is_empty())
             .enumerate()
-            .filter(|(_, e)| !e.is_empty() && !e.starts_with('#'))
         {
             let (marked, entry) = match raw.strip_prefix('*') {
                 Some(rest) => (true, rest),
@@ -669,6 +675,12 @@ mod tests {
         assert_eq!(ring.primary_id(), 7);
         let ring = Keyring::from_text(&format!("*5:{a}, 7:{b}")).unwrap();
         assert_eq!(ring.primary_id(), 5);
+        let ring = Keyring::from_text(&format!(
+            "# old key, kept; read-only\n5:{a} # rotated out, see notes\n*7:{b};\n"
+        ))
+        .unwrap();
+        assert_eq!(ring.primary_id(), 7);
+        assert_eq!(ring.key_ids().collect::<Vec<_>>(), [5, 7]);
         for bad in [
             String::new(),
             format!("5:{a};5:{b}"),

@@ -46,6 +46,31 @@ async fn report(engine: &str, store: &dyn KeyStorage, proxy: &FaultProxy, fault:
     }
 }
 
+/// The four faults, one test each, over the engine module's `check`.
+macro_rules! fault_cases {
+    () => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_crash_fails_every_call_retryably_then_recovers() {
+            check(Fault::Crash).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_stall_times_every_call_out_then_recovers() {
+            check(Fault::Stall).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cut_connections_are_replaced() {
+            check(Fault::Cut).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn latency_inside_the_deadline_changes_nothing() {
+            check(Fault::Latency(Duration::from_millis(20))).await;
+        }
+    };
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -77,25 +102,7 @@ mod postgres {
         report("postgres", &store, &proxy, fault).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_crash_fails_every_call_retryably_then_recovers() {
-        check(Fault::Crash).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stall_times_every_call_out_then_recovers() {
-        check(Fault::Stall).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cut_connections_are_replaced() {
-        check(Fault::Cut).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn latency_inside_the_deadline_changes_nothing() {
-        check(Fault::Latency(Duration::from_millis(20))).await;
-    }
+    fault_cases!();
 }
 
 #[cfg(feature = "mysql")]
@@ -127,23 +134,5 @@ mod mysql {
         report("mysql", &store, &proxy, fault).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_crash_fails_every_call_retryably_then_recovers() {
-        check(Fault::Crash).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stall_times_every_call_out_then_recovers() {
-        check(Fault::Stall).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cut_connections_are_replaced() {
-        check(Fault::Cut).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn latency_inside_the_deadline_changes_nothing() {
-        check(Fault::Latency(Duration::from_millis(20))).await;
-    }
+    fault_cases!();
 }

@@ -223,7 +223,7 @@ async fn sqlite(
         let path = dir.join("byok.db");
         let store = SqliteStorage::connect(&format!("sqlite://{}", path.display()), config).await?;
         store.migrate().await?;
-        // The same settings as byok's file databases: WAL, 5 s busy timeout.
+        // WAL and a 5 s busy timeout, as byok; SQLite's default page cache.
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.join("hand.db"))
             .create_if_missing(true)

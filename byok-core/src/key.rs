@@ -161,6 +161,11 @@ impl ApiKey {
         &self.encrypted_value
     }
 
+    /// The encrypted value, shared with this key rather than copied.
+    pub fn encrypted_value_shared(&self) -> Arc<[u8]> {
+        Arc::clone(&self.encrypted_value)
+    }
+
     /// The masked display hint, if one was written.
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()

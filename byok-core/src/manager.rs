@@ -394,13 +394,14 @@ impl Byok {
     /// every user's keys on their next request.
     pub async fn get_key(&self, user_id: &str, provider: &str) -> Result<Option<SecretString>> {
         observe::manager("get_key", async move {
-            let Some(stored) = self.inner.storage.retrieve(user_id, provider).await? else {
+            let Some(stored) = self.inner.storage.retrieve_value(user_id, provider).await?
+            else {
                 return Ok(None);
             };
             match self
                 .inner
                 .keyring
-                .decrypt_string(user_id, provider, stored.encrypted_value())
+                .decrypt_string(user_id, provider, &stored)
             {
                 Ok(secret) => Ok(Some(secret)),
                 Err(e) => {

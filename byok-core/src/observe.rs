@@ -43,6 +43,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -143,6 +144,14 @@ impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.run("retrieve", self.inner.retrieve(user_id, provider))
             .await
+    }
+
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        self.run(
+            "retrieve_value",
+            self.inner.retrieve_value(user_id, provider),
+        )
+        .await
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {

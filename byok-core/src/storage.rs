@@ -42,6 +42,21 @@ pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
     /// The key of the slot; `None` when there is none or it has expired.
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>>;
 
+    /// The encrypted value of the slot's key alone; `None` when there is
+    /// none or it has expired. This is what
+    /// [`Byok::get_key`](crate::Byok::get_key) reads.
+    ///
+    /// Same rules as [`retrieve`](KeyStorage::retrieve), same result as
+    /// `retrieve(..).map(|k| k.encrypted_value())`. The default calls
+    /// `retrieve`; backends override it where reading one column is
+    /// cheaper than reading the whole key (the SQL backends do).
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        Ok(self
+            .retrieve(user_id, provider)
+            .await?
+            .map(|k| k.encrypted_value_shared()))
+    }
+
     /// Removes the key of the slot; returns whether one was there (an
     /// expired key that was still stored counts). Deleting twice is fine.
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool>;
@@ -158,6 +173,9 @@ macro_rules! forward_key_storage {
             }
             async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
                 (**self).retrieve(user_id, provider).await
+            }
+            async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+                (**self).retrieve_value(user_id, provider).await
             }
             async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
                 (**self).delete(user_id, provider).await

@@ -23,9 +23,10 @@
 //! Nothing survives a restart of the process; keys are lost with it by
 //! design. Use a SQL or Redis backend for keys that must last.
 
-use std::collections::BinaryHeap;
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::ops::Bound;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +34,7 @@ use byok_core::error::ConfigError;
 use byok_core::storage::check_same_slot;
 use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
 /// How often the background sweeper purges expired keys by default.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -97,6 +99,15 @@ struct Inner {
     /// The map's key shares its buffer with the `user_id` of the user's
     /// first key, so each id is held once.
     users: DashMap<Arc<str>, UserKeys>,
+    /// Every user id of `users`, in order, so that a `scan` page starts
+    /// where the last one ended instead of visiting every user.
+    ///
+    /// Changed only when a user comes or goes, and then while that user's
+    /// shard of `users` is locked for writing, so that a user in `users`
+    /// is in `order` for as long as it holds keys. Lock order: a shard of
+    /// `users`, then `order`; `scan` never holds `order` while it locks a
+    /// shard.
+    order: RwLock<BTreeSet<Arc<str>>>,
 }
 
 impl MemoryStorage {
@@ -154,16 +165,42 @@ impl MemoryStorage {
     }
 }
 
+/// How many user ids `scan` copies out of the order at a time.
+const SCAN_CHUNK: usize = 256;
+
 impl Inner {
     fn purge(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
         let mut purged = 0u64;
-        self.users.retain(|_, keys| {
+        self.users.retain(|user_id, keys| {
             let before = keys.len();
             keys.0.retain(|k| !k.is_expired_at(now));
             purged += (before - keys.len()) as u64;
-            !keys.is_empty()
+            let keep = !keys.is_empty();
+            if !keep {
+                self.forget(user_id);
+            }
+            keep
         });
         purged
+    }
+
+    /// Removes `user_id` from the order; called with its shard locked.
+    fn forget(&self, user_id: &str) {
+        self.order
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user_id);
+    }
+
+    /// Up to [`SCAN_CHUNK`] user ids from `from` on, in order.
+    fn users_from(&self, from: Bound<&str>) -> Vec<Arc<str>> {
+        self.order
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(SCAN_CHUNK)
+            .cloned()
+            .collect()
     }
 }
 
@@ -184,11 +221,18 @@ impl KeyStorage for MemoryStorage {
             keys.put(k);
             return Ok(());
         }
-        self.inner
-            .users
-            .entry(k.user_id_shared())
-            .or_default()
-            .put(k);
+        match self.inner.users.entry(k.user_id_shared()) {
+            Entry::Occupied(mut user) => user.get_mut().put(k),
+            Entry::Vacant(user) => {
+                // The shard is locked for writing until the entry is made.
+                self.inner
+                    .order
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(k.user_id_shared());
+                user.insert(UserKeys::default()).put(k);
+            }
+        }
         Ok(())
     }
 
@@ -200,6 +244,16 @@ impl KeyStorage for MemoryStorage {
             return Ok(is_live(k, &mut None).then(|| k.clone()));
         }
         // Not found: invalid input is still an error, not a miss.
+        validate::slot(user_id, provider)?;
+        Ok(None)
+    }
+
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        if let Some(keys) = self.inner.users.get(user_id)
+            && let Some(k) = keys.get(provider)
+        {
+            return Ok(is_live(k, &mut None).then(|| k.encrypted_value_shared()));
+        }
         validate::slot(user_id, provider)?;
         Ok(None)
     }
@@ -232,9 +286,13 @@ impl KeyStorage for MemoryStorage {
             },
             None => return Ok(false),
         };
-        self.inner
-            .users
-            .remove_if(user_id, |_, keys| keys.is_empty());
+        self.inner.users.remove_if(user_id, |_, keys| {
+            let empty = keys.is_empty();
+            if empty {
+                self.inner.forget(user_id);
+            }
+            empty
+        });
         Ok(removed)
     }
 
@@ -257,7 +315,10 @@ impl KeyStorage for MemoryStorage {
         Ok(self
             .inner
             .users
-            .remove(user_id)
+            .remove_if(user_id, |_, _| {
+                self.inner.forget(user_id);
+                true
+            })
             .map_or(0, |(_, keys)| keys.len() as u64))
     }
 
@@ -291,48 +352,38 @@ impl KeyStorage for MemoryStorage {
         validate::page_size(limit)?;
         let after = cursor.map(Cursor::slot).transpose()?;
         let now = chrono::Utc::now();
-        // The `limit` smallest slots after the cursor, by a bounded max-heap:
-        // one pass over the keys, cloning only those that enter the heap.
-        let mut heap: BinaryHeap<(String, String)> = BinaryHeap::with_capacity(limit + 1);
-        for user in self.inner.users.iter() {
-            let user_id: &str = user.key();
-            if after.is_some_and(|(u, _)| user_id < u) {
-                continue;
-            }
-            for k in &user.value().0 {
-                let provider = k.provider();
-                let slot = (user_id, provider);
-                if after.is_some_and(|a| slot <= a) || k.is_expired_at(now) {
-                    continue;
-                }
-                if heap.len() == limit {
-                    match heap.peek() {
-                        Some((u, p)) if slot < (u.as_str(), p.as_str()) => {
-                            heap.pop();
-                        }
-                        _ => continue,
+        // Users in order from the cursor's user on, a chunk of ids at a
+        // time, each user's keys in provider order: a page costs what it
+        // returns, however many users the store holds.
+        let mut keys = Vec::with_capacity(limit.min(64));
+        let mut last_seen: Option<Arc<str>> = None;
+        loop {
+            let from = match &last_seen {
+                Some(u) => Bound::Excluded(&**u),
+                None => after.map_or(Bound::Unbounded, |(u, _)| Bound::Included(u)),
+            };
+            let chunk = self.inner.users_from(from);
+            for user_id in &chunk {
+                let Some(user) = self.inner.users.get(&**user_id) else {
+                    continue; // removed since the chunk was read
+                };
+                for k in &user.0 {
+                    let slot = (&**user_id, k.provider());
+                    if after.is_some_and(|a| slot <= a) || k.is_expired_at(now) {
+                        continue;
+                    }
+                    keys.push(k.clone());
+                    if keys.len() == limit {
+                        let next = Some(Cursor::after_slot(user_id, k.provider()));
+                        return Ok(ScanPage { keys, next });
                     }
                 }
-                heap.push((user_id.to_owned(), provider.to_owned()));
+            }
+            match chunk.last() {
+                Some(last) if chunk.len() == SCAN_CHUNK => last_seen = Some(Arc::clone(last)),
+                _ => return Ok(ScanPage { keys, next: None }),
             }
         }
-        let full = heap.len() == limit;
-        let slots = heap.into_sorted_vec();
-        let next = if full {
-            slots.last().map(|(u, p)| Cursor::after_slot(u, p))
-        } else {
-            None
-        };
-        let keys = slots
-            .iter()
-            .filter_map(|(u, p)| {
-                self.inner
-                    .users
-                    .get(u.as_str())
-                    .and_then(|keys| keys.get(p).cloned())
-            })
-            .collect();
-        Ok(ScanPage { keys, next })
     }
 }
 
@@ -406,6 +457,147 @@ mod tests {
             "live keys only"
         );
         assert!(store.user_keys("").await.is_err());
+    }
+
+    /// Every slot a full walk with pages of `limit` returns, in order.
+    async fn walk(store: &MemoryStorage, limit: usize) -> Vec<(String, String)> {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+            assert!(page.keys.len() <= limit);
+            seen.extend(
+                page.keys
+                    .iter()
+                    .map(|k| (k.user_id().to_owned(), k.provider().to_owned())),
+            );
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn scan_walks_many_users_in_order_across_chunks() {
+        let store = MemoryStorage::new();
+        let past = Some(Utc::now() - chrono::Duration::seconds(5));
+        let mut live = Vec::new();
+        // More users than one chunk of the order holds, some with several
+        // keys, some with only expired ones.
+        for u in 0..(3 * SCAN_CHUNK + 17) {
+            let user = format!("user-{u:05}");
+            for p in 0..(u % 4) {
+                let provider = format!("p{p}");
+                let expired = (u + p) % 5 == 0;
+                let key = ApiKey::new(user.as_str(), provider.as_str(), vec![1]).unwrap();
+                let key = if expired {
+                    key.with_expires_at(past)
+                } else {
+                    key
+                };
+                store.store(&key).await.unwrap();
+                if !expired {
+                    live.push((user.clone(), provider));
+                }
+            }
+        }
+        live.sort();
+        for limit in [1, 3, 64, SCAN_CHUNK, 10_000] {
+            assert_eq!(walk(&store, limit).await, live, "pages of {limit}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_order_follows_every_way_users_come_and_go() {
+        let store = MemoryStorage::new();
+        let past = Some(Utc::now() - chrono::Duration::seconds(5));
+        for u in ["a", "b", "c", "d"] {
+            store
+                .store(&ApiKey::new(u, "p", vec![1]).unwrap())
+                .await
+                .unwrap();
+        }
+        store
+            .store(
+                &ApiKey::new("e", "p", vec![1])
+                    .unwrap()
+                    .with_expires_at(past),
+            )
+            .await
+            .unwrap();
+        let order = |s: &MemoryStorage| -> Vec<String> {
+            s.inner
+                .order
+                .read()
+                .unwrap()
+                .iter()
+                .map(|u| u.to_string())
+                .collect()
+        };
+        assert_eq!(order(&store), ["a", "b", "c", "d", "e"]);
+        assert!(store.delete("a", "p").await.unwrap());
+        assert_eq!(store.clear_all("b").await.unwrap(), 1);
+        assert_eq!(store.purge_expired().await.unwrap(), 1);
+        assert_eq!(order(&store), ["c", "d"]);
+        // A user that comes back is walked again.
+        store
+            .store(&ApiKey::new("a", "q", vec![1]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(order(&store), ["a", "c", "d"]);
+        let all = walk(&store, 2).await;
+        assert_eq!(all.len(), 3);
+        assert_eq!(store.inner.users.len(), order(&store).len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_walk_sees_every_lasting_key_once_while_users_come_and_go() {
+        let store = MemoryStorage::new();
+        let mut lasting = Vec::new();
+        for u in 0..2_000 {
+            let user = format!("stay-{u:05}");
+            store
+                .store(&ApiKey::new(user.as_str(), "p", vec![1]).unwrap())
+                .await
+                .unwrap();
+            lasting.push((user, "p".to_owned()));
+        }
+        let churn = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..20 {
+                    for u in 0..500 {
+                        // Users sorting between, before and after the
+                        // lasting ones.
+                        for prefix in ["a", "stay-0", "z"] {
+                            let user = format!("{prefix}-{round}-{u}");
+                            store
+                                .store(&ApiKey::new(user.as_str(), "p", vec![2]).unwrap())
+                                .await
+                                .unwrap();
+                            if u % 2 == 0 {
+                                store.delete(&user, "p").await.unwrap();
+                            } else {
+                                store.clear_all(&user).await.unwrap();
+                            }
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for _ in 0..5 {
+            let seen: Vec<_> = walk(&store, 37)
+                .await
+                .into_iter()
+                .filter(|(u, _)| u.starts_with("stay-") && !u.starts_with("stay-0-"))
+                .collect();
+            assert_eq!(seen, lasting);
+        }
+        churn.await.unwrap();
+        assert_eq!(store.len(), 2_000);
+        assert_eq!(store.inner.order.read().unwrap().len(), 2_000);
     }
 
     #[tokio::test]

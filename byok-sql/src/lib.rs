@@ -201,7 +201,7 @@ pub use mysql::MySqlStorage;
 pub use postgres::PostgresStorage;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::SqliteStorage;
+pub use sqlite::{SQLITE_PAGE_CACHE_KIB, SqliteStorage};
 
 pub use sqlx;
 

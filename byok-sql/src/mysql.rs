@@ -95,6 +95,10 @@ fn statements(table: &TableName) -> Statements {
             "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )
         .into(),
+        retrieve_value: format!(
+            "SELECT encrypted_value FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+        )
+        .into(),
         delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
         list: format!("SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider")
             .into(),

@@ -73,6 +73,11 @@ fn statements(table: &TableName) -> Statements {
             live(3)
         )
         .into(),
+        retrieve_value: format!(
+            "SELECT encrypted_value FROM {t} WHERE user_id = $1 AND provider = $2 AND {}",
+            live(3)
+        )
+        .into(),
         delete: format!("DELETE FROM {t} WHERE user_id = $1 AND provider = $2").into(),
         list: format!(
             "SELECT provider FROM {t} WHERE user_id = $1 AND {} ORDER BY provider",

@@ -1,5 +1,5 @@
 //! What the three engines share: the state of a storage, its builder
-//! steps, and the eight operations of [`KeyStorage`], written once over a
+//! steps, and the operations of [`KeyStorage`], written once over a
 //! [`Dialect`] that says how each engine spells its SQL and its values.
 //!
 //! Each public type (`SqliteStorage`, …) wraps a [`SqlStorage`] of its
@@ -35,6 +35,8 @@ pub(crate) struct Statements {
     pub(crate) store: Arc<str>,
     /// User, provider, now; selects [`VALUE_COLUMNS`](crate::row::VALUE_COLUMNS).
     pub(crate) retrieve: Arc<str>,
+    /// User, provider, now; selects `encrypted_value` only.
+    pub(crate) retrieve_value: Arc<str>,
     /// User, provider.
     pub(crate) delete: Arc<str>,
     /// User, now; selects `provider` only.
@@ -325,6 +327,26 @@ where
         }
     }
 
+    /// The row of the slot's unexpired key, read by `statement` (which
+    /// takes user, provider, now), after checking the ids.
+    async fn fetch_live_slot(
+        &self,
+        op: &'static str,
+        statement: &Arc<str>,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<D::Row>> {
+        validate::slot(user_id, provider)?;
+        let now = key::now();
+        retry(D::ENGINE, || {
+            let q = sqlx::query(sql(statement));
+            D::bind_time(D::bind_id(D::bind_id(q, user_id), provider), now)
+                .fetch_optional(&self.pool)
+        })
+        .await
+        .map_err(Self::fail(op))
+    }
+
     /// Points the background purge, if any, at this storage as it now is.
     fn restart_sweeper(mut self) -> Self {
         if let Some(sweeper) = self.sweeper.take() {
@@ -364,18 +386,26 @@ where
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        self.bounded("retrieve", async {
-            validate::slot(user_id, provider)?;
-            let now = key::now();
-            let row = retry(D::ENGINE, || {
-                let q = sqlx::query(sql(&self.sql.retrieve));
-                D::bind_time(D::bind_id(D::bind_id(q, user_id), provider), now)
-                    .fetch_optional(&self.pool)
-            })
-            .await
-            .map_err(Self::fail("retrieve"))?;
-            row.map(|r| D::decode("retrieve", &r, Some(user_id), Some(provider)))
+        const OP: &str = "retrieve";
+        self.bounded(OP, async {
+            let row = self
+                .fetch_live_slot(OP, &self.sql.retrieve, user_id, provider)
+                .await?;
+            row.map(|r| D::decode(OP, &r, Some(user_id), Some(provider)))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        const OP: &str = "retrieve_value";
+        self.bounded(OP, async {
+            let row = self
+                .fetch_live_slot(OP, &self.sql.retrieve_value, user_id, provider)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let value: Vec<u8> = row.try_get(0).map_err(Self::fail(OP))?;
+            Ok(Some(Arc::from(value)))
         })
         .await
     }
@@ -592,6 +622,13 @@ macro_rules! public_storage {
                 provider: &str,
             ) -> byok_core::Result<Option<byok_core::ApiKey>> {
                 self.inner.retrieve(user_id, provider).await
+            }
+            async fn retrieve_value(
+                &self,
+                user_id: &str,
+                provider: &str,
+            ) -> byok_core::Result<Option<std::sync::Arc<[u8]>>> {
+                self.inner.retrieve_value(user_id, provider).await
             }
             async fn delete(&self, user_id: &str, provider: &str) -> byok_core::Result<bool> {
                 self.inner.delete(user_id, provider).await

@@ -38,7 +38,7 @@ async fn setup() -> Option<Scratch<SqliteStorage>> {
 byok_testkit::conformance_tests!(maybe: setup().await);
 
 #[tokio::test]
-async fn file_is_created_in_wal_mode_and_keys_survive_a_reopen() {
+async fn file_is_created_in_wal_mode_with_a_larger_cache_and_keys_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let config = ByokConfig::default();
     let key = ApiKey::new("alice", "openai", vec![0, 1, 2, 255])
@@ -53,6 +53,11 @@ async fn file_is_created_in_wal_mode_and_keys_survive_a_reopen() {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        let cache: i64 = byok_sql::sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(cache, -i64::from(byok_sql::SQLITE_PAGE_CACHE_KIB));
         store.store(&key).await.unwrap();
         store.pool().close().await;
     }

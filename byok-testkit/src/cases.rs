@@ -512,6 +512,40 @@ case! {
 }
 
 case! {
+    /// `retrieve_value` returns the encrypted value that `retrieve` does,
+    /// byte for byte, and nothing for a missing or expired key; bad ids are
+    /// refused as they are by `retrieve`.
+    retrieve_value_is_the_value_retrieve_returns(store, ns) {
+        let user = ns.user("u");
+        let every_byte: Vec<u8> = (0..=255u8).rev().collect();
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        let soon = Some(in_future(chrono::Duration::hours(1)));
+        store.store(&key(&user, "forever", every_byte.clone())?).await?;
+        store.store(&key(&user, "soon", vec![7; 3000])?.with_expires_at(soon)).await?;
+        store.store(&key(&user, "old", vec![1])?.with_expires_at(past)).await?;
+        for provider in ["forever", "soon"] {
+            let whole = get(store, &user, provider).await?;
+            let value = store.retrieve_value(&user, provider).await?;
+            ensure!(
+                value.as_deref() == Some(whole.encrypted_value()),
+                "retrieve_value of {provider:?} differs from retrieve's value"
+            );
+        }
+        ensure!(
+            store.retrieve_value(&user, "forever").await?.as_deref() == Some(every_byte.as_slice()),
+            "retrieve_value changed the bytes"
+        );
+        ensure!(store.retrieve_value(&user, "old").await?.is_none(), "an expired value was returned");
+        ensure!(store.retrieve_value(&user, "none").await?.is_none(), "a missing provider has a value");
+        ensure!(store.retrieve_value(&ns.user("nobody"), "forever").await?.is_none(), "a missing user has a value");
+        expect_invalid("retrieve_value", store.retrieve_value("", "p").await, Field::UserId)?;
+        expect_invalid("retrieve_value", store.retrieve_value("a\0b", "p").await, Field::UserId)?;
+        expect_invalid("retrieve_value", store.retrieve_value(&user, "a\tb").await, Field::Provider)?;
+        Ok(())
+    }
+}
+
+case! {
     /// `user_keys` returns every live key of the user, whole and sorted by
     /// provider, nobody else's, and an expired key only as expired.
     user_keys_returns_the_users_keys_sorted(store, ns) {

@@ -44,6 +44,8 @@ pub enum Op {
     Store,
     /// [`KeyStorage::retrieve`].
     Retrieve,
+    /// [`KeyStorage::retrieve_value`].
+    RetrieveValue,
     /// [`KeyStorage::delete`].
     Delete,
     /// [`KeyStorage::list_providers`].
@@ -62,9 +64,10 @@ pub enum Op {
 
 impl Op {
     /// Every method, in the order of the trait.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 10] = [
         Op::Store,
         Op::Retrieve,
+        Op::RetrieveValue,
         Op::Delete,
         Op::ListProviders,
         Op::ClearAll,
@@ -175,6 +178,13 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
         self.call(Op::Retrieve, self.inner.retrieve(user_id, provider))
             .await
     }
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        self.call(
+            Op::RetrieveValue,
+            self.inner.retrieve_value(user_id, provider),
+        )
+        .await
+    }
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.call(Op::Delete, self.inner.delete(user_id, provider))
             .await
@@ -209,7 +219,7 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
 #[derive(Clone)]
 pub struct CountingStorage<S> {
     inner: S,
-    counts: Arc<[AtomicU64; 9]>,
+    counts: Arc<[AtomicU64; Op::ALL.len()]>,
 }
 
 impl<S: KeyStorage> CountingStorage<S> {
@@ -271,6 +281,10 @@ impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.count(Op::Retrieve);
         self.inner.retrieve(user_id, provider).await
+    }
+    async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        self.count(Op::RetrieveValue);
+        self.inner.retrieve_value(user_id, provider).await
     }
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.count(Op::Delete);

@@ -419,6 +419,7 @@ suite!($;
     longest_legal_ids_round_trip,
     invalid_ids_are_rejected,
     expired_key_is_invisible,
+    retrieve_value_is_the_value_retrieve_returns,
     user_keys_returns_the_users_keys_sorted,
     purge_removes_only_expired_keys,
     short_ttl_elapses_in_real_time,

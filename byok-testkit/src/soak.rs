@@ -318,6 +318,7 @@ enum Slot {
 enum Op {
     Store,
     Retrieve,
+    RetrieveValue,
     Delete,
     List,
     UserKeys,
@@ -330,7 +331,8 @@ enum Op {
 /// Operations and their weights.
 const OPS: &[(Op, u32)] = &[
     (Op::Store, 22),
-    (Op::Retrieve, 20),
+    (Op::Retrieve, 14),
+    (Op::RetrieveValue, 6),
     (Op::Delete, 10),
     (Op::List, 10),
     (Op::UserKeys, 6),
@@ -488,6 +490,21 @@ impl Worker {
                     (Slot::Expired, None) => self.report.expired_checks += 1,
                     _ => self.report.mismatch(format!(
                         "retrieve of {user}/p{p} gave {got:?}, the model holds {slot:?}"
+                    )),
+                }
+            }
+            Op::RetrieveValue => {
+                let got = self
+                    .call(self.store.retrieve_value(&user, &provider(p)))
+                    .await?;
+                match (&slot, &got) {
+                    // The value alone cannot tell the model which key it is.
+                    (Slot::Unknown, _) => {}
+                    (Slot::Live(k), Some(v)) if k.encrypted_value() == &v[..] => {}
+                    (Slot::Empty, None) => {}
+                    (Slot::Expired, None) => self.report.expired_checks += 1,
+                    _ => self.report.mismatch(format!(
+                        "retrieve_value of {user}/p{p} gave {got:?}, the model holds {slot:?}"
                     )),
                 }
             }

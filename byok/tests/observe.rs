@@ -136,9 +136,9 @@ fn get_key_has_a_manager_span_around_a_storage_span() {
     let ms: f64 = get.field("duration_ms").unwrap().parse().unwrap();
     assert!(ms >= 0.0);
 
-    let retrieves = find(&spans, "byok.storage", "retrieve");
+    let retrieves = find(&spans, "byok.storage", "retrieve_value");
     let [retrieve] = retrieves[..] else {
-        panic!("one retrieve span: {spans:#?}")
+        panic!("one retrieve_value span: {spans:#?}")
     };
     assert_eq!(retrieve.parent, Some("byok.manager"));
     assert_eq!(retrieve.field("backend"), Some("memory"));
@@ -314,14 +314,14 @@ mod metrics {
         assert_eq!(
             counter(
                 &metrics,
-                "byok_storage_operations_total{backend=memory,operation=retrieve,outcome=ok}"
+                "byok_storage_operations_total{backend=memory,operation=retrieve_value,outcome=ok}"
             ),
             2
         );
         assert_eq!(
             samples(
                 &metrics,
-                "byok_storage_operation_duration_seconds{backend=memory,operation=retrieve}"
+                "byok_storage_operation_duration_seconds{backend=memory,operation=retrieve_value}"
             ),
             2
         );

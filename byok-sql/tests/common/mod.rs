@@ -191,6 +191,13 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.store.retrieve(user_id, provider).await
     }
+    async fn retrieve_value(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<std::sync::Arc<[u8]>>> {
+        self.store.retrieve_value(user_id, provider).await
+    }
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.store.delete(user_id, provider).await
     }

@@ -15,7 +15,7 @@ use crate::harness::{self, BResult, Row};
 use crate::opt::{Opt, Sizes};
 use crate::redis::RedisHand;
 use crate::rows::Backend;
-use crate::sql::{Dialect, MySqlHand, PostgresHand, SqliteHand};
+use crate::sql::{BulkLoad, Dialect, MySqlHand, PostgresHand, SqliteHand};
 
 fn env_or(var: &str, default: &str) -> String {
     std::env::var(var)
@@ -115,6 +115,7 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
                     in_process: true,
                     users: Arc::clone(&users),
                     self_expiring: false,
+                    bulk: None,
                 };
                 b.run(&sizes, &mut rows).await
             }
@@ -133,8 +134,16 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
                     &hand_table,
                 )
                 .await?;
+                let bulk = hand.bulk(
+                    Dialect::Postgres,
+                    pool.clone(),
+                    &config.db_table_name,
+                    true,
+                    &hand_table,
+                );
                 let storage: Arc<dyn KeyStorage> = Arc::new(store);
-                let result = sql_backend(name, storage, hand, &users, &sizes, &mut rows).await;
+                let result =
+                    sql_backend(name, storage, hand, bulk, &users, &sizes, &mut rows).await;
                 drop_table(&pool, &config.db_table_name).await;
                 result
             }
@@ -149,8 +158,16 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
                     &hand_table,
                 )
                 .await?;
+                let bulk = hand.bulk(
+                    Dialect::MySql,
+                    pool.clone(),
+                    &config.db_table_name,
+                    false,
+                    &hand_table,
+                );
                 let storage: Arc<dyn KeyStorage> = Arc::new(store);
-                let result = sql_backend(name, storage, hand, &users, &sizes, &mut rows).await;
+                let result =
+                    sql_backend(name, storage, hand, bulk, &users, &sizes, &mut rows).await;
                 drop_table(&pool, &config.db_table_name).await;
                 result
             }
@@ -230,7 +247,14 @@ async fn sqlite(
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
         let hand = SqliteHand::create(options, Dialect::Sqlite, hand_table).await?;
-        sql_backend("sqlite", Arc::new(store), hand, users, sizes, rows).await
+        let bulk = hand.bulk(
+            Dialect::Sqlite,
+            store.pool().clone(),
+            &config.db_table_name,
+            false,
+            hand_table,
+        );
+        sql_backend("sqlite", Arc::new(store), hand, bulk, users, sizes, rows).await
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -241,6 +265,7 @@ async fn sql_backend<H: HandStore>(
     name: &str,
     storage: Arc<dyn KeyStorage>,
     hand: H,
+    bulk: Arc<dyn BulkLoad>,
     users: &Arc<Vec<String>>,
     sizes: &Sizes,
     rows: &mut Vec<Row>,
@@ -253,6 +278,7 @@ async fn sql_backend<H: HandStore>(
         in_process: false,
         users: Arc::clone(users),
         self_expiring: false,
+        bulk: Some(bulk),
     };
     let result = b.run(sizes, rows).await;
     let cleaned = hand.cleanup().await;
@@ -298,6 +324,7 @@ where
         in_process: false,
         users: Arc::clone(users),
         self_expiring: true,
+        bulk: None,
     };
     let result = b.run(sizes, rows).await;
     let cleaned = hand.cleanup().await;

@@ -177,7 +177,7 @@ where
 
 /// One timed run of each side per round, for operations that are too
 /// large to repeat many times (a purge, a rotation). `setup` runs before
-/// each round, untimed.
+/// each round, untimed; which side goes first alternates between rounds.
 pub(crate) async fn compare_once<S, FS, A, FA, B, FB>(
     rounds: usize,
     setup: S,
@@ -199,21 +199,31 @@ where
     };
     for round in 0..rounds {
         setup(round).await?;
-        let start = Instant::now();
-        byok(round).await?;
-        let ta = start.elapsed().as_nanos() as f64;
+        let hand_first = round % 2 == 1;
+        let mut tb = None;
+        if hand_first && let Some(hand) = hand.as_ref() {
+            tb = Some(timed(hand(round)).await?);
+        }
+        let ta = timed(byok(round)).await?;
+        if !hand_first && let Some(hand) = hand.as_ref() {
+            tb = Some(timed(hand(round)).await?);
+        }
         out.byok.round_ns.push(ta);
         out.byok.samples.push(ta);
-        if let (Some(hand), Some(side)) = (hand.as_ref(), out.hand.as_mut()) {
-            let start = Instant::now();
-            hand(round).await?;
-            let tb = start.elapsed().as_nanos() as f64;
+        if let (Some(tb), Some(side)) = (tb, out.hand.as_mut()) {
             side.round_ns.push(tb);
             side.samples.push(tb);
             out.ratios.push(ta / tb);
         }
     }
     Ok(out)
+}
+
+/// How long `work` took, in nanoseconds.
+async fn timed(work: impl Future<Output = BResult<()>>) -> BResult<f64> {
+    let start = Instant::now();
+    work.await?;
+    Ok(start.elapsed().as_nanos() as f64)
 }
 
 /// One line of the table.

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use crate::hand::{HandCipher, HandStore, Record, now_ms};
 use crate::harness::{self, BResult, Plan, Row, RowResult};
 use crate::opt::Sizes;
+use crate::sql::BulkLoad;
 
 /// The providers a user with several keys has.
 pub(crate) const PROVIDERS: [&str; 4] = ["anthropic", "google", "mistral", "openai"];
@@ -50,6 +51,9 @@ pub(crate) struct Backend<H> {
     /// Whether the server removes expired keys by itself (Redis), so that
     /// `purge_expired` may find fewer than were written.
     pub(crate) self_expiring: bool,
+    /// Loads the other users' keys straight into both tables, where the
+    /// engine allows it; otherwise they are written through both APIs.
+    pub(crate) bulk: Option<Arc<dyn BulkLoad>>,
 }
 
 fn user_of(users: &[String], i: u64) -> &str {
@@ -460,6 +464,16 @@ impl<H: HandStore> Backend<H> {
             Arc::clone(&ns),
         );
         let started = std::time::Instant::now();
+        if let Some(bulk) = self.bulk.as_ref().filter(|_| has_hand) {
+            bulk.load(&ns, sizes.others, &value, false).await?;
+            eprintln!(
+                "  {}: loaded {} other keys on each side in one statement each in {}",
+                self.name,
+                sizes.others,
+                harness::fmt_duration(started.elapsed())
+            );
+            return Ok(());
+        }
         fill(sizes.others, move |i| {
             let (s, v, n) = (Arc::clone(&s), Arc::clone(&v), Arc::clone(&n));
             async move {
@@ -508,9 +522,26 @@ impl<H: HandStore> Backend<H> {
         let storage = Arc::clone(&self.storage);
         let hand = Arc::clone(&self.hand);
         let self_expiring = self.self_expiring;
+        // Where both tables can be refilled in one statement each, every
+        // round after the first writes `expected` more expiring keys and
+        // waits for them to expire; otherwise there is one round.
+        let bulk = self.bulk.clone().filter(|_| has_hand);
+        let rounds = if bulk.is_some() { sizes.rounds } else { 1 };
+        let value = Arc::new(HandCipher::new(&KEY_1)?.seal("u", "p", &[b'k'; 100])?);
+        let ns = sizes.namespace.clone();
         let c = harness::compare_once(
-            1,
-            |_| async { Ok(()) },
+            rounds,
+            |round| {
+                let (bulk, value, ns) = (bulk.clone(), Arc::clone(&value), ns.clone());
+                async move {
+                    if let (Some(bulk), true) = (bulk, round > 0) {
+                        let ns = format!("{ns}purge{round}-");
+                        bulk.load(&ns, expected as usize, &value, true).await?;
+                        tokio::time::sleep(Duration::from_millis(1_100)).await;
+                    }
+                    Ok(())
+                }
+            },
             |_| {
                 let s = Arc::clone(&storage);
                 async move {

@@ -111,6 +111,82 @@ impl Statements {
     }
 }
 
+/// One `INSERT … SELECT` that writes `n` keys of other users into `table`
+/// (whose value column is `value_column`), user ids `{namespace}other-{i}`
+/// for `i` in `0..n`, every tenth expiring soon: the rows that the scaling
+/// rows need, in seconds where a million writes through either API take
+/// minutes. The numbers come from a cross join of digit tables, which all
+/// three engines accept. Binds: namespace, value, hint, created, expiry of
+/// the expiring tenth, expiry of the rest, `n`.
+pub(crate) fn bulk_statement(
+    dialect: Dialect,
+    table: &str,
+    value_column: &str,
+    n: usize,
+) -> String {
+    let digits = format!(
+        "(SELECT 0 AS x{})",
+        (1..10)
+            .map(|d| format!(" UNION ALL SELECT {d}"))
+            .collect::<String>()
+    );
+    let places = n.saturating_sub(1).max(1).to_string().len();
+    let from = (0..places)
+        .map(|p| format!("{digits} d{p}"))
+        .collect::<Vec<_>>()
+        .join(" CROSS JOIN ");
+    let i = (0..places)
+        .map(|p| format!("{} * d{p}.x", 10u64.pow(p as u32)))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let id = match dialect {
+        Dialect::MySql => format!("CONCAT(?, 'other-', {i})"),
+        _ => format!("(? || 'other-' || CAST({i} AS TEXT))"),
+    };
+    let statement = format!(
+        "INSERT INTO {table} (user_id, provider, {value_column}, hint, created_at, expires_at) \
+         SELECT {id}, 'openai', ?, ?, ?, CASE WHEN ({i}) % 10 = 0 THEN ? ELSE ? END \
+         FROM {from} WHERE {i} < ?"
+    );
+    match dialect {
+        Dialect::Postgres => numbered(&statement),
+        _ => statement,
+    }
+}
+
+/// The times of a bulk load: created now, a tenth expiring one second from
+/// now, the rest in a day.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkTimes {
+    pub(crate) created: chrono::DateTime<chrono::Utc>,
+    pub(crate) expiring: chrono::DateTime<chrono::Utc>,
+    pub(crate) later: chrono::DateTime<chrono::Utc>,
+}
+
+impl BulkTimes {
+    pub(crate) fn now() -> Self {
+        let created = chrono::Utc::now();
+        BulkTimes {
+            created,
+            expiring: created + chrono::Duration::seconds(1),
+            later: created + chrono::Duration::days(1),
+        }
+    }
+}
+
+/// Loads other users' keys straight into the tables of both sides.
+pub(crate) trait BulkLoad: Send + Sync {
+    /// `n` keys into byok's table and the hand-written one; all of them
+    /// expiring in a second if `all_expiring`, else a tenth.
+    fn load<'a>(
+        &'a self,
+        namespace: &'a str,
+        n: usize,
+        value: &'a [u8],
+        all_expiring: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = BResult<()>> + Send + 'a>>;
+}
+
 fn q(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(statement))
 }
@@ -142,6 +218,92 @@ macro_rules! sql_hand {
                     sqlx::query(q(s)).execute(&pool).await?;
                 }
                 Ok($name { pool, sql })
+            }
+        }
+
+        impl $name {
+            /// A bulk loader into byok's `table` of `byok_pool` (times bound
+            /// as `DateTime`s if `timestamps`, else as milliseconds, as
+            /// byok's engines keep them) and into this store's table.
+            pub(crate) fn bulk(
+                &self,
+                dialect: Dialect,
+                byok_pool: $pool,
+                byok_table: &str,
+                timestamps: bool,
+                hand_table: &str,
+            ) -> Arc<dyn BulkLoad> {
+                struct Loader {
+                    byok_pool: $pool,
+                    hand_pool: $pool,
+                    dialect: Dialect,
+                    byok_table: String,
+                    hand_table: String,
+                    timestamps: bool,
+                }
+                impl BulkLoad for Loader {
+                    fn load<'a>(
+                        &'a self,
+                        namespace: &'a str,
+                        n: usize,
+                        value: &'a [u8],
+                        all_expiring: bool,
+                    ) -> std::pin::Pin<
+                        Box<dyn std::future::Future<Output = BResult<()>> + Send + 'a>,
+                    > {
+                        Box::pin(async move {
+                            let mut t = BulkTimes::now();
+                            if all_expiring {
+                                t.later = t.expiring;
+                            }
+                            let ms = |d: chrono::DateTime<chrono::Utc>| d.timestamp_millis();
+                            let n64 = i64::try_from(n)?;
+                            let d = self.dialect;
+                            let byok_sql: Arc<str> =
+                                bulk_statement(d, &self.byok_table, "encrypted_value", n).into();
+                            let hand_sql: Arc<str> =
+                                bulk_statement(d, &self.hand_table, "value", n).into();
+                            let byok = sqlx::query(q(&byok_sql))
+                                .bind(namespace)
+                                .bind(value)
+                                .bind(None::<&str>);
+                            let byok = if self.timestamps {
+                                byok.bind(t.created).bind(t.expiring).bind(t.later)
+                            } else {
+                                byok.bind(ms(t.created))
+                                    .bind(ms(t.expiring))
+                                    .bind(ms(t.later))
+                            };
+                            let done = byok.bind(n64).execute(&self.byok_pool).await?;
+                            let hand = sqlx::query(q(&hand_sql))
+                                .bind(namespace)
+                                .bind(value)
+                                .bind(Some("sk-p...xxxx"))
+                                .bind(ms(t.created))
+                                .bind(ms(t.expiring))
+                                .bind(ms(t.later))
+                                .bind(n64)
+                                .execute(&self.hand_pool)
+                                .await?;
+                            let (b, h) = (done.rows_affected(), hand.rows_affected());
+                            if b != n as u64 || h != n as u64 {
+                                return Err(format!(
+                                    "bulk load wrote {b} and {h} rows, expected {n}"
+                                )
+                                .into());
+                            }
+                            Ok(())
+                        })
+                    }
+                }
+                Arc::new(Loader {
+                    byok_pool,
+                    hand_pool: self.pool.clone(),
+                    dialect,
+                    byok_table: byok_table.to_owned(),
+                    hand_table: hand_table.to_owned(),
+                    timestamps,
+                })
             }
         }
 
@@ -248,5 +410,24 @@ mod tests {
         let s = Statements::new(Dialect::Postgres, "t");
         assert!(s.write.contains("$6"), "{}", s.write);
         assert!(!s.read.contains('?'), "{}", s.read);
+    }
+
+    #[test]
+    fn bulk_statements_cross_join_just_enough_digits() {
+        for (n, places) in [
+            (1, 1),
+            (10, 1),
+            (11, 2),
+            (2_000, 4),
+            (1_000_000, 6),
+            (1_000_001, 7),
+        ] {
+            let s = bulk_statement(Dialect::Sqlite, "t", "v", n);
+            assert_eq!(s.matches("CROSS JOIN").count(), places - 1, "{n}: {s}");
+            assert_eq!(s.matches('?').count(), 7, "{s}");
+        }
+        let pg = bulk_statement(Dialect::Postgres, "t", "v", 100);
+        assert!(pg.contains("$7") && !pg.contains('?'), "{pg}");
+        assert!(bulk_statement(Dialect::MySql, "t", "v", 100).contains("CONCAT("));
     }
 }

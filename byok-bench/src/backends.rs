@@ -330,7 +330,9 @@ where
     let cleaned = hand.cleanup().await;
     // byok's keys: the users of the hot path and the other users.
     let mut ids: Vec<String> = users.iter().cloned().collect();
-    ids.extend((0..sizes.others).map(|i| format!("{}other-{i}", sizes.namespace)));
+    if sizes.loads_others() {
+        ids.extend((0..sizes.others).map(|i| format!("{}other-{i}", sizes.namespace)));
+    }
     let ids = Arc::new(ids);
     let n = ids.len();
     let s = Arc::clone(&storage);

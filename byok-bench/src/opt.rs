@@ -91,6 +91,11 @@ impl Sizes {
         }
     }
 
+    /// Whether the run loads the other users' keys (for the scaling rows).
+    pub(crate) fn loads_others(&self) -> bool {
+        self.wants("list") || self.wants("clear") || self.wants("purge")
+    }
+
     /// Whether the run includes rows of `kind`.
     pub(crate) fn wants(&self, kind: &str) -> bool {
         self.rows.iter().any(|r| r == kind)

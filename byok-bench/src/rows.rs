@@ -301,7 +301,7 @@ impl<H: HandStore> Backend<H> {
                 self.emit_result(out, "set_key", tasks, cmp);
             }
         }
-        if sizes.wants("list") || sizes.wants("clear") || sizes.wants("purge") {
+        if sizes.loads_others() {
             self.scaling_rows(sizes, 0, out).await?;
             self.load_others(sizes).await?;
             self.scaling_rows(sizes, sizes.others, out).await?;

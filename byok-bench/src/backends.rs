@@ -15,7 +15,29 @@ use crate::harness::{self, BResult, Row};
 use crate::opt::{Opt, Sizes};
 use crate::redis::RedisHand;
 use crate::rows::Backend;
-use crate::sql::{BulkLoad, Dialect, MySqlHand, PostgresHand, SqliteHand};
+use crate::sql::{BulkLoad, MySqlHand, PostgresHand, SqliteHand};
+
+/// Sets up byok's store on a database server (URL from `$var`, else
+/// `$default`) and its hand-written counterpart, runs the rows, and drops
+/// byok's table (the hand-written store drops its own).
+macro_rules! server_sql {
+    (
+        ($name:expr, $config:expr, $hand_table:expr, $users:expr, $sizes:expr, $rows:expr),
+        $var:literal, $default:literal, $storage:ty, $hand:ty, $opts:ty
+    ) => {{
+        let (config, hand_table): (&ByokConfig, &str) = ($config, $hand_table);
+        let url = env_or($var, $default);
+        let store = <$storage>::connect(&url, config).await?;
+        store.migrate().await?;
+        let pool = store.pool().clone();
+        let hand = <$hand>::create(<$opts>::from_str(&url)?, hand_table).await?;
+        let bulk = hand.bulk(pool.clone(), &config.db_table_name);
+        let storage: Arc<dyn KeyStorage> = Arc::new(store);
+        let result = sql_backend($name, storage, hand, bulk, $users, $sizes, $rows).await;
+        drop_table(&pool, &config.db_table_name).await;
+        result
+    }};
+}
 
 fn env_or(var: &str, default: &str) -> String {
     std::env::var(var)
@@ -121,55 +143,24 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
             }
             "sqlite" => sqlite(&sizes, &config, &hand_table, &users, &mut rows).await,
             "postgres" => {
-                let url = env_or(
+                server_sql!(
+                    (name, &config, &hand_table, &users, &sizes, &mut rows),
                     "BYOK_TEST_POSTGRES_URL",
                     "postgres://postgres@127.0.0.1:5432/test",
-                );
-                let store = PostgresStorage::connect(&url, &config).await?;
-                store.migrate().await?;
-                let pool = store.pool().clone();
-                let hand = PostgresHand::create(
-                    sqlx::postgres::PgConnectOptions::from_str(&url)?,
-                    Dialect::Postgres,
-                    &hand_table,
+                    PostgresStorage,
+                    PostgresHand,
+                    sqlx::postgres::PgConnectOptions
                 )
-                .await?;
-                let bulk = hand.bulk(
-                    Dialect::Postgres,
-                    pool.clone(),
-                    &config.db_table_name,
-                    true,
-                    &hand_table,
-                );
-                let storage: Arc<dyn KeyStorage> = Arc::new(store);
-                let result =
-                    sql_backend(name, storage, hand, bulk, &users, &sizes, &mut rows).await;
-                drop_table(&pool, &config.db_table_name).await;
-                result
             }
             "mysql" => {
-                let url = env_or("BYOK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
-                let store = MySqlStorage::connect(&url, &config).await?;
-                store.migrate().await?;
-                let pool = store.pool().clone();
-                let hand = MySqlHand::create(
-                    sqlx::mysql::MySqlConnectOptions::from_str(&url)?,
-                    Dialect::MySql,
-                    &hand_table,
+                server_sql!(
+                    (name, &config, &hand_table, &users, &sizes, &mut rows),
+                    "BYOK_TEST_MYSQL_URL",
+                    "mysql://root@127.0.0.1:3306/test",
+                    MySqlStorage,
+                    MySqlHand,
+                    sqlx::mysql::MySqlConnectOptions
                 )
-                .await?;
-                let bulk = hand.bulk(
-                    Dialect::MySql,
-                    pool.clone(),
-                    &config.db_table_name,
-                    false,
-                    &hand_table,
-                );
-                let storage: Arc<dyn KeyStorage> = Arc::new(store);
-                let result =
-                    sql_backend(name, storage, hand, bulk, &users, &sizes, &mut rows).await;
-                drop_table(&pool, &config.db_table_name).await;
-                result
             }
             "redis" => {
                 let url = env_or("BYOK_TEST_REDIS_URL", "redis://127.0.0.1:6379");
@@ -246,14 +237,8 @@ async fn sqlite(
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
-        let hand = SqliteHand::create(options, Dialect::Sqlite, hand_table).await?;
-        let bulk = hand.bulk(
-            Dialect::Sqlite,
-            store.pool().clone(),
-            &config.db_table_name,
-            false,
-            hand_table,
-        );
+        let hand = SqliteHand::create(options, hand_table).await?;
+        let bulk = hand.bulk(store.pool().clone(), &config.db_table_name);
         sql_backend("sqlite", Arc::new(store), hand, bulk, users, sizes, rows).await
     }
     .await;

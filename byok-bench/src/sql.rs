@@ -192,54 +192,65 @@ fn q(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 }
 
 macro_rules! sql_hand {
-    ($name:ident, $pool:ty, $opts:ty) => {
+    ($name:ident, $db:ty, $opts:ty, $dialect:expr) => {
         /// A hand-written store on one engine.
         #[derive(Debug)]
         pub(crate) struct $name {
-            pub(crate) pool: $pool,
+            pub(crate) pool: sqlx::Pool<$db>,
+            table: String,
             sql: Statements,
         }
 
         impl $name {
+            const DIALECT: Dialect = $dialect;
+
             /// A pool of 10 connections without a ping before each query
-            /// (byok's pool has the same size), and a fresh table.
-            pub(crate) async fn create(
-                options: $opts,
-                dialect: Dialect,
-                table: &str,
-            ) -> BResult<Self> {
+            /// (byok's pool has the same size), and a fresh `table`.
+            pub(crate) async fn create(options: $opts, table: &str) -> BResult<Self> {
                 let pool = sqlx::pool::PoolOptions::new()
                     .max_connections(10)
                     .test_before_acquire(false)
                     .connect_with(options)
                     .await?;
-                let sql = Statements::new(dialect, table);
+                let sql = Statements::new(Self::DIALECT, table);
                 for s in &sql.schema {
                     sqlx::query(q(s)).execute(&pool).await?;
                 }
-                Ok($name { pool, sql })
+                Ok($name {
+                    pool,
+                    table: table.to_owned(),
+                    sql,
+                })
             }
-        }
 
-        impl $name {
-            /// A bulk loader into byok's `table` of `byok_pool` (times bound
-            /// as `DateTime`s if `timestamps`, else as milliseconds, as
-            /// byok's engines keep them) and into this store's table.
+            /// Binds the three times of a bulk load: as `DateTime`s where
+            /// byok's table keeps `TIMESTAMPTZ` (PostgreSQL), else as
+            /// milliseconds.
+            fn bind_times<'q>(
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+                t: BulkTimes,
+                timestamps: bool,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                if timestamps {
+                    query.bind(t.created).bind(t.expiring).bind(t.later)
+                } else {
+                    let ms = |d: chrono::DateTime<chrono::Utc>| d.timestamp_millis();
+                    query.bind(ms(t.created)).bind(ms(t.expiring)).bind(ms(t.later))
+                }
+            }
+
+            /// A bulk loader into byok's `byok_table` of `byok_pool` and into
+            /// this store's table.
             pub(crate) fn bulk(
                 &self,
-                dialect: Dialect,
-                byok_pool: $pool,
+                byok_pool: sqlx::Pool<$db>,
                 byok_table: &str,
-                timestamps: bool,
-                hand_table: &str,
             ) -> Arc<dyn BulkLoad> {
                 struct Loader {
-                    byok_pool: $pool,
-                    hand_pool: $pool,
-                    dialect: Dialect,
+                    byok_pool: sqlx::Pool<$db>,
+                    hand_pool: sqlx::Pool<$db>,
                     byok_table: String,
                     hand_table: String,
-                    timestamps: bool,
                 }
                 impl BulkLoad for Loader {
                     fn load<'a>(
@@ -256,9 +267,8 @@ macro_rules! sql_hand {
                             if all_expiring {
                                 t.later = t.expiring;
                             }
-                            let ms = |d: chrono::DateTime<chrono::Utc>| d.timestamp_millis();
                             let n64 = i64::try_from(n)?;
-                            let d = self.dialect;
+                            let d = $name::DIALECT;
                             let byok_sql: Arc<str> =
                                 bulk_statement(d, &self.byok_table, "encrypted_value", n).into();
                             let hand_sql: Arc<str> =
@@ -267,21 +277,13 @@ macro_rules! sql_hand {
                                 .bind(namespace)
                                 .bind(value)
                                 .bind(None::<&str>);
-                            let byok = if self.timestamps {
-                                byok.bind(t.created).bind(t.expiring).bind(t.later)
-                            } else {
-                                byok.bind(ms(t.created))
-                                    .bind(ms(t.expiring))
-                                    .bind(ms(t.later))
-                            };
+                            let byok = $name::bind_times(byok, t, d == Dialect::Postgres);
                             let done = byok.bind(n64).execute(&self.byok_pool).await?;
                             let hand = sqlx::query(q(&hand_sql))
                                 .bind(namespace)
                                 .bind(value)
-                                .bind(Some("sk-p...xxxx"))
-                                .bind(ms(t.created))
-                                .bind(ms(t.expiring))
-                                .bind(ms(t.later))
+                                .bind(Some("sk-p...xxxx"));
+                            let hand = $name::bind_times(hand, t, false)
                                 .bind(n64)
                                 .execute(&self.hand_pool)
                                 .await?;
@@ -299,10 +301,8 @@ macro_rules! sql_hand {
                 Arc::new(Loader {
                     byok_pool,
                     hand_pool: self.pool.clone(),
-                    dialect,
                     byok_table: byok_table.to_owned(),
-                    hand_table: hand_table.to_owned(),
-                    timestamps,
+                    hand_table: self.table.clone(),
                 })
             }
         }
@@ -391,11 +391,22 @@ macro_rules! sql_hand {
 
 sql_hand!(
     SqliteHand,
-    sqlx::SqlitePool,
-    sqlx::sqlite::SqliteConnectOptions
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteConnectOptions,
+    Dialect::Sqlite
 );
-sql_hand!(PostgresHand, sqlx::PgPool, sqlx::postgres::PgConnectOptions);
-sql_hand!(MySqlHand, sqlx::MySqlPool, sqlx::mysql::MySqlConnectOptions);
+sql_hand!(
+    PostgresHand,
+    sqlx::Postgres,
+    sqlx::postgres::PgConnectOptions,
+    Dialect::Postgres
+);
+sql_hand!(
+    MySqlHand,
+    sqlx::MySql,
+    sqlx::mysql::MySqlConnectOptions,
+    Dialect::MySql
+);
 
 #[cfg(test)]
 mod tests {

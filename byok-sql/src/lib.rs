@@ -46,6 +46,11 @@
 //! on, a background task purges expired keys every minute for as long as
 //! the storage lives.
 //!
+//! A file database opened by [`SqliteStorage::connect`] answers
+//! `retrieve_value` (the read behind `get_key`) on the calling thread,
+//! without the hand-off to sqlx's worker thread that costs more than the
+//! read itself; see [`SqliteStorage::with_inline_reads`].
+//!
 //! # Schema
 //!
 //! [`migrate`](SqliteStorage::migrate) creates the table (named by
@@ -192,6 +197,8 @@ mod mysql;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_read;
 
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]

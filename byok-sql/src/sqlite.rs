@@ -1,10 +1,11 @@
 //! SQLite: [`SqliteStorage`].
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, Result, UserApiKey};
+use byok_core::{ApiKey, ByokConfig, ConfigError, KeyStorage, Result, UserApiKey, key, validate};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
@@ -13,6 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::error::{self, Engine};
 use crate::pool;
 use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
+use crate::sqlite_read::InlineReader;
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
@@ -38,6 +40,9 @@ pub const SQLITE_PAGE_CACHE_KIB: u32 = 8 * 1024;
 #[derive(Clone)]
 pub struct SqliteStorage {
     inner: SqlStorage<Sqlite>,
+    /// Reads `retrieve_value` on the calling thread (file databases opened
+    /// by [`connect`](SqliteStorage::connect)).
+    reader: Option<Arc<InlineReader>>,
 }
 
 /// The table `name`, as `migrate` creates it.
@@ -157,7 +162,9 @@ impl SqliteStorage {
     /// never wait for the writer) with a 5 s busy timeout, and each
     /// connection caches up to [`SQLITE_PAGE_CACHE_KIB`] of its pages. An in-memory
     /// database is kept on one connection that never closes, so every
-    /// operation sees the same database for the life of the pool.
+    /// operation sees the same database for the life of the pool. On a
+    /// file, `retrieve_value` runs on the calling thread (see
+    /// [`with_inline_reads`](Self::with_inline_reads)).
     ///
     /// With `config.auto_cleanup` on, a background task on the current
     /// Tokio runtime purges expired keys every minute until the last clone
@@ -167,6 +174,7 @@ impl SqliteStorage {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| error::config(ENGINE, e))?
             .busy_timeout(BUSY_TIMEOUT);
+        let mut reader = None;
         let pool = if is_in_memory(url) {
             // One connection, kept open: the database vanishes when its last
             // connection closes, and a second connection would see another
@@ -188,10 +196,17 @@ impl SqliteStorage {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .pragma("cache_size", format!("-{SQLITE_PAGE_CACHE_KIB}"));
-            pool::connect(ENGINE, pool::options(), options).await?
+            let pool: SqlitePool = pool::connect(ENGINE, pool::options(), options).await?;
+            // The pool has created the file; a later change of the working
+            // directory must not move the reader to another one.
+            reader = std::fs::canonicalize(pool.connect_options().get_filename())
+                .ok()
+                .map(|path| Arc::new(InlineReader::new(&path)));
+            pool
         };
         Ok(SqliteStorage {
             inner: SqlStorage::new(pool, table, config)?,
+            reader,
         })
     }
 
@@ -242,7 +257,77 @@ impl SqliteStorage {
     }
 }
 
-public_storage!(SqliteStorage, SqlitePool);
+public_storage!(SqliteStorage, SqlitePool, { reader: None });
+
+impl SqliteStorage {
+    /// Whether `retrieve_value` (the read of [`Byok::get_key`]) runs on
+    /// the calling thread; on by default for a file database opened by
+    /// [`connect`](Self::connect), and never for an in-memory database or a
+    /// pool given to [`from_pool`](Self::from_pool) (whose options byok
+    /// cannot repeat).
+    ///
+    /// sqlx runs each SQLite statement on a worker thread of its
+    /// connection and sends the result back: two thread wake-ups per query,
+    /// which take longer than SQLite's own work when the row's page is in
+    /// the cache. With inline reads on, the read of one key runs on the
+    /// task's own thread instead, on up to 16 idle connections of its own
+    /// to the same file (which cannot write, and whose reads see every
+    /// committed write). It takes a few microseconds while the page is
+    /// cached; a page that is not has to come from the disk, which blocks
+    /// the thread for that long. A read that would have to wait for a lock,
+    /// or fails in any way, is handed to sqlx, which then waits, answers or
+    /// fails as it would have without this path.
+    ///
+    /// [`Byok::get_key`]: https://docs.rs/byok/latest/byok/struct.Byok.html#method.get_key
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use byok_core::ByokConfig;
+    /// use byok_sql::SqliteStorage;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    /// let store = SqliteStorage::connect(&url, &ByokConfig::default()).await?;
+    /// assert!(store.inline_reads());
+    ///
+    /// // Every read through sqlx's worker threads.
+    /// let store = store.with_inline_reads(false);
+    /// assert!(!store.inline_reads());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_inline_reads(mut self, on: bool) -> Self {
+        if !on {
+            self.reader = None;
+        } else if self.reader.is_none() {
+            tracing::debug!(
+                "inline reads stay off: this SQLite storage did not open the file itself"
+            );
+        }
+        self
+    }
+
+    /// Whether `retrieve_value` runs on the calling thread (see
+    /// [`with_inline_reads`](Self::with_inline_reads)).
+    pub fn inline_reads(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// `retrieve_value`: on the calling thread where it can be, else by
+    /// sqlx.
+    async fn read_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
+        if let Some(reader) = &self.reader {
+            validate::slot(user_id, provider)?;
+            let now = key::now().timestamp_millis();
+            let statement = &self.inner.sql.retrieve_value;
+            if let Some(answer) = reader.value(statement, user_id, provider, now) {
+                return Ok(answer);
+            }
+        }
+        self.inner.retrieve_value(user_id, provider).await
+    }
+}
 
 impl Dialect for Sqlite {
     const ENGINE: Engine = ENGINE;

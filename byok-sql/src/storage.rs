@@ -546,6 +546,25 @@ where
 /// `Debug` that shows no connection details, and [`KeyStorage`].
 macro_rules! public_storage {
     ($name:ident, $pool:ty) => {
+        $crate::storage::public_storage!(@common $name, $pool, {});
+
+        impl $name {
+            /// `retrieve_value`, by sqlx.
+            async fn read_value(
+                &self,
+                user_id: &str,
+                provider: &str,
+            ) -> byok_core::Result<Option<std::sync::Arc<[u8]>>> {
+                byok_core::KeyStorage::retrieve_value(&self.inner, user_id, provider).await
+            }
+        }
+    };
+    // The type has more fields, each set to its default by `from_pool`,
+    // and its own `read_value`.
+    ($name:ident, $pool:ty, { $($field:ident: $default:expr),* }) => {
+        $crate::storage::public_storage!(@common $name, $pool, { $($field: $default),* });
+    };
+    (@common $name:ident, $pool:ty, { $($field:ident: $default:expr),* }) => {
         impl $name {
             /// Uses a pool you configured, and the table `config.db_table_name`.
             ///
@@ -559,6 +578,7 @@ macro_rules! public_storage {
                 let table = $crate::table::TableName::new(&config.db_table_name)?;
                 Ok($name {
                     inner: $crate::storage::SqlStorage::new(pool, table, config)?,
+                    $($field: $default),*
                 })
             }
 
@@ -567,10 +587,9 @@ macro_rules! public_storage {
             /// Fails with a [`ConfigError`](byok_core::ConfigError) unless
             /// `name` is a plain identifier (see the
             /// [crate docs](crate#table-names)).
-            pub fn with_table_name(self, name: &str) -> byok_core::Result<Self> {
-                Ok($name {
-                    inner: self.inner.with_table_name(name)?,
-                })
+            pub fn with_table_name(mut self, name: &str) -> byok_core::Result<Self> {
+                self.inner = self.inner.with_table_name(name)?;
+                Ok(self)
             }
 
             /// The same storage with another deadline for each operation of
@@ -586,12 +605,11 @@ macro_rules! public_storage {
             /// [`ConfigError`](byok_core::ConfigError) for a zero duration,
             /// which would fail every operation.
             pub fn with_operation_timeout(
-                self,
+                mut self,
                 timeout: std::time::Duration,
             ) -> byok_core::Result<Self> {
-                Ok($name {
-                    inner: self.inner.with_operation_timeout(timeout)?,
-                })
+                self.inner = self.inner.with_operation_timeout(timeout)?;
+                Ok(self)
             }
 
             /// The connection pool.
@@ -628,7 +646,7 @@ macro_rules! public_storage {
                 user_id: &str,
                 provider: &str,
             ) -> byok_core::Result<Option<std::sync::Arc<[u8]>>> {
-                self.inner.retrieve_value(user_id, provider).await
+                self.read_value(user_id, provider).await
             }
             async fn delete(&self, user_id: &str, provider: &str) -> byok_core::Result<bool> {
                 self.inner.delete(user_id, provider).await

@@ -28,11 +28,17 @@ fn url(dir: &TempDir) -> String {
 /// when the store is dropped.
 async fn setup() -> Option<Scratch<SqliteStorage>> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStorage::connect(&url(&dir), &ByokConfig::default())
+    let store = open(&dir).await;
+    Some(Scratch::new(store, move || drop(dir)))
+}
+
+/// A migrated store with the default configuration on `keys.db` in `dir`.
+async fn open(dir: &TempDir) -> SqliteStorage {
+    let store = SqliteStorage::connect(&url(dir), &ByokConfig::default())
         .await
         .expect("the database file opens");
     store.migrate().await.expect("migrate");
-    Some(Scratch::new(store, move || drop(dir)))
+    store
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
@@ -195,10 +201,7 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
 async fn a_write_lock_held_past_the_busy_timeout_is_waited_out() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStorage::connect(&url(&dir), &ByokConfig::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = open(&dir).await;
     let mut other = sqlx::SqliteConnection::connect(&url(&dir)).await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
@@ -215,4 +218,148 @@ async fn a_write_lock_held_past_the_busy_timeout_is_waited_out() {
         .expect("the write waits for the lock");
     holder.await.unwrap();
     assert_eq!(store.retrieve("waiter", "openai").await.unwrap(), Some(key));
+}
+
+/// The read behind `get_key` runs on the calling thread, on connections of
+/// its own: it answers with sqlx's pool closed, sees every committed write
+/// at once, and is off when turned off and for databases byok did not open.
+#[tokio::test]
+async fn inline_reads_answer_without_sqlx_and_see_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    assert!(store.inline_reads());
+    let past = byok_core::chrono::Utc::now() - byok_core::chrono::Duration::seconds(1);
+    let future = byok_core::chrono::Utc::now() + byok_core::chrono::Duration::hours(1);
+    // Each step, then what both paths must read for (u, openai).
+    let steps: Vec<(&str, Option<ApiKey>)> = vec![
+        ("store", Some(ApiKey::new("u", "openai", vec![1]).unwrap())),
+        (
+            "replace",
+            Some(ApiKey::new("u", "openai", vec![2, 2]).unwrap()),
+        ),
+        (
+            "expiring later",
+            Some(
+                ApiKey::new("u", "openai", vec![3])
+                    .unwrap()
+                    .with_expires_at(Some(future)),
+            ),
+        ),
+        (
+            "expired",
+            Some(
+                ApiKey::new("u", "openai", vec![4])
+                    .unwrap()
+                    .with_expires_at(Some(past)),
+            ),
+        ),
+        ("delete", None),
+        (
+            "store again",
+            Some(ApiKey::new("u", "openai", vec![5]).unwrap()),
+        ),
+    ];
+    for (step, key) in steps {
+        match &key {
+            Some(k) => store.store(k).await.unwrap(),
+            None => assert!(store.delete("u", "openai").await.unwrap()),
+        }
+        let expected = store.retrieve("u", "openai").await.unwrap();
+        let inline = store.retrieve_value("u", "openai").await.unwrap();
+        assert_eq!(
+            inline.as_deref(),
+            expected.as_ref().map(ApiKey::encrypted_value),
+            "{step}"
+        );
+        assert_eq!(
+            expected.is_some(),
+            step != "expired" && step != "delete",
+            "{step}"
+        );
+    }
+    assert_eq!(store.retrieve_value("u", "nobody").await.unwrap(), None);
+    assert!(
+        store.retrieve_value("", "openai").await.is_err(),
+        "ids are checked first"
+    );
+
+    // With sqlx's pool closed only the inline path can answer.
+    let off = store.clone().with_inline_reads(false);
+    assert!(!off.inline_reads());
+    assert_eq!(read_with_pool_closed(&store).await, Some(vec![5]));
+    assert!(store.retrieve("u", "openai").await.is_err());
+    assert!(off.retrieve_value("u", "openai").await.is_err());
+
+    // A pool byok did not open, and a database in memory: through sqlx.
+    let pool = sqlx::SqlitePool::connect(&url(&dir)).await.unwrap();
+    let given = SqliteStorage::from_pool(pool, &ByokConfig::default())
+        .unwrap()
+        .with_inline_reads(true);
+    assert!(!given.inline_reads());
+    assert_eq!(
+        given
+            .retrieve_value("u", "openai")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&[5u8][..])
+    );
+    let memory = SqliteStorage::connect("sqlite::memory:", &ByokConfig::default())
+        .await
+        .unwrap();
+    assert!(!memory.inline_reads());
+}
+
+/// What the inline path cannot answer goes to sqlx, which answers or fails
+/// as it would without it; a table replaced under the inline reader's
+/// prepared statement is read afresh.
+#[tokio::test]
+async fn what_an_inline_read_cannot_answer_is_left_to_sqlx() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStorage::connect(&url(&dir), &ByokConfig::default())
+        .await
+        .unwrap();
+    let off = store.clone().with_inline_reads(false);
+    // No table yet: the same error either way.
+    let inline = store.retrieve_value("u", "openai").await.unwrap_err();
+    let sqlx_only = off.retrieve_value("u", "openai").await.unwrap_err();
+    assert_eq!(inline.to_string(), sqlx_only.to_string());
+    assert_eq!(inline.is_retryable(), sqlx_only.is_retryable());
+
+    store.migrate().await.unwrap();
+    let first = ApiKey::new("u", "openai", vec![1; 16]).unwrap();
+    store.store(&first).await.unwrap();
+    assert_eq!(
+        store
+            .retrieve_value("u", "openai")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(first.encrypted_value())
+    );
+    // The table is dropped and made again, as an upgrade of the layout does.
+    sqlx::query("DROP TABLE user_api_keys")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(store.retrieve_value("u", "openai").await.is_err());
+    store.migrate().await.unwrap();
+    assert_eq!(store.retrieve_value("u", "openai").await.unwrap(), None);
+    let second = ApiKey::new("u", "openai", vec![2; 16]).unwrap();
+    store.store(&second).await.unwrap();
+    assert_eq!(
+        read_with_pool_closed(&store).await.as_deref(),
+        Some(second.encrypted_value())
+    );
+}
+
+/// Closes sqlx's pool, so that only the inline path can answer, and reads
+/// (u, openai) through it.
+async fn read_with_pool_closed(store: &SqliteStorage) -> Option<Vec<u8>> {
+    store.pool().close().await;
+    store
+        .retrieve_value("u", "openai")
+        .await
+        .expect("the inline path answers")
+        .map(|v| v.to_vec())
 }

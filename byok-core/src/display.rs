@@ -22,15 +22,22 @@ pub const VISIBLE_CHARS: usize = 4;
 /// assert_eq!(mask_key("short-key"), "********");
 /// ```
 pub fn mask_key(key: &str) -> String {
-    let chars = key.chars().count();
-    if chars < VISIBLE_CHARS * 4 {
+    // Walks only the characters it needs: this runs on every set_key.
+    if key.chars().nth(VISIBLE_CHARS * 4 - 1).is_none() {
         return "********".to_owned();
     }
-    // One allocation: this runs on every set_key.
-    let mut masked = String::with_capacity(2 * VISIBLE_CHARS * 4 + 3);
-    masked.extend(key.chars().take(VISIBLE_CHARS));
+    let head = key
+        .char_indices()
+        .nth(VISIBLE_CHARS)
+        .map_or(key.len(), |(at, _)| at);
+    let tail = key
+        .char_indices()
+        .nth_back(VISIBLE_CHARS - 1)
+        .map_or(0, |(at, _)| at);
+    let mut masked = String::with_capacity(head + 3 + (key.len() - tail));
+    masked.push_str(&key[..head]);
     masked.push_str("...");
-    masked.extend(key.chars().skip(chars - VISIBLE_CHARS));
+    masked.push_str(&key[tail..]);
     masked
 }
 
@@ -264,6 +271,9 @@ mod tests {
     #[test]
     fn mask_counts_characters_not_bytes() {
         assert_eq!(mask_key("ключ-abcdefghijklmnop-конец"), "ключ...онец");
+        assert_eq!(mask_key("🦀🦀🦀🦀é123456789🦀x€"), "🦀🦀🦀🦀...9🦀x€");
+        assert_eq!(mask_key("ééééééééééééééé"), "********");
+        assert_eq!(mask_key("éééééééééééééééé"), "éééé...éééé");
         assert_eq!(mask_key("0123456789abcde"), "********");
         assert_eq!(mask_key("0123456789abcdef"), "0123...cdef");
         assert_eq!(mask_key(""), "********");

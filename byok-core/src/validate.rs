@@ -33,10 +33,33 @@ fn check(field: Field, value: &str, max: usize) -> Result<(), InvalidInput> {
             },
         ));
     }
-    if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some(at) = control_character(value) {
         return Err(InvalidInput::new(field, Problem::ControlCharacter { at }));
     }
     Ok(())
+}
+
+/// The byte offset of the first control character (Unicode category Cc:
+/// U+0000–U+001F and U+007F–U+009F) in `value`, if any.
+///
+/// A byte scan: in UTF-8 those characters are the bytes below 0x20, 0x7F,
+/// and 0xC2 followed by 0x80–0x9F (0xC2 only ever starts a character), so
+/// no character is decoded. Ids and keys are checked on every write.
+fn control_character(value: &str) -> Option<usize> {
+    let bytes = value.as_bytes();
+    // One pass the compiler vectorises, over every byte: most ids and keys
+    // hold none of the bytes that can start a control character.
+    let suspect = bytes.iter().fold(false, |seen, &b| {
+        seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2)
+    });
+    if !suspect {
+        return None;
+    }
+    bytes.iter().enumerate().position(|(at, &b)| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(at + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
 }
 
 /// Checks a user id.
@@ -145,6 +168,24 @@ mod tests {
         for bad in ["a\0b", "a\nb", "a\u{7f}b", "a\u{85}b"] {
             let e = user_id(bad).unwrap_err();
             assert_eq!(e.problem, Problem::ControlCharacter { at: 1 }, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_byte_scan_finds_exactly_what_is_control_finds() {
+        // Every character, alone and between others of one to four bytes.
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            for text in [
+                c.to_string(),
+                format!("aé{c}€🦀"),
+                format!("{c}\u{a0}\u{9f}"),
+            ] {
+                let expected = text
+                    .char_indices()
+                    .find(|(_, c)| c.is_control())
+                    .map(|(at, _)| at);
+                assert_eq!(control_character(&text), expected, "{:?}", text);
+            }
         }
     }
 

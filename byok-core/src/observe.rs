@@ -121,7 +121,7 @@ impl<S: KeyStorage> ObservedStorage<S> {
         let start = Instant::now();
         let result = work.instrument(span.clone()).await;
         let elapsed = start.elapsed();
-        let kind = record(&span, &result, elapsed);
+        let kind = record(&span, &result, Some(elapsed));
         #[cfg(feature = "metrics")]
         {
             let labels = [("backend", self.backend), ("operation", operation)];
@@ -206,11 +206,15 @@ pub(crate) async fn manager<T>(
         error_kind = Empty,
         duration_ms = Empty,
     );
-    // Nothing to time for: no subscriber wants the span and no metrics.
-    let timed = cfg!(feature = "metrics") || !span.is_disabled();
+    // Timed only when the time can be read: by a subscriber that wants the
+    // span, by a `log` logger (tracing's `log` feature hands span fields to
+    // it when no subscriber is set), or as a metric.
+    let timed = cfg!(feature = "metrics")
+        || !span.is_disabled()
+        || log::max_level() >= log::LevelFilter::Info;
     let start = timed.then(Instant::now);
     let result = work.instrument(span.clone()).await;
-    let elapsed = start.map_or(Duration::ZERO, |start| start.elapsed());
+    let elapsed = start.map(|start| start.elapsed());
     let kind = record(&span, &result, elapsed);
     if let Err(ByokError::Encryption(e)) = &result
         && is_decryption_failure(e)
@@ -222,7 +226,7 @@ pub(crate) async fn manager<T>(
         let labels = [("operation", operation)];
         count("byok_manager_operations_total", &labels, kind);
         metrics::histogram!("byok_manager_operation_duration_seconds", &labels)
-            .record(elapsed.as_secs_f64());
+            .record(elapsed.unwrap_or_default().as_secs_f64());
     }
     #[cfg(not(feature = "metrics"))]
     let _ = kind;
@@ -260,13 +264,16 @@ fn is_decryption_failure(e: &EncryptionError) -> bool {
 
 /// Records the outcome, the error kind and the duration on `span`; returns
 /// the error kind.
-fn record<T>(span: &Span, result: &Result<T>, elapsed: Duration) -> Option<&'static str> {
+/// Records the outcome on `span`, and the duration where it was measured.
+fn record<T>(span: &Span, result: &Result<T>, elapsed: Option<Duration>) -> Option<&'static str> {
     let kind = result.as_ref().err().map(error_kind);
     span.record("outcome", if kind.is_some() { "error" } else { "ok" });
     if let Some(kind) = kind {
         span.record("error_kind", kind);
     }
-    span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+    if let Some(elapsed) = elapsed {
+        span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+    }
     kind
 }
 

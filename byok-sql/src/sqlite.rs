@@ -43,6 +43,8 @@ pub struct SqliteStorage {
     /// Reads `retrieve_value` on the calling thread (file databases opened
     /// by [`connect`](SqliteStorage::connect)).
     reader: Option<Arc<InlineReader>>,
+    /// Whether `reader` is used.
+    inline: bool,
 }
 
 /// The table `name`, as `migrate` creates it.
@@ -206,6 +208,7 @@ impl SqliteStorage {
         };
         Ok(SqliteStorage {
             inner: SqlStorage::new(pool, table, config)?,
+            inline: reader.is_some(),
             reader,
         })
     }
@@ -257,7 +260,7 @@ impl SqliteStorage {
     }
 }
 
-public_storage!(SqliteStorage, SqlitePool, { reader: None });
+public_storage!(SqliteStorage, SqlitePool, { reader: None, inline: false });
 
 impl SqliteStorage {
     /// Whether `retrieve_value` (the read of [`Byok::get_key`]) runs on
@@ -270,13 +273,25 @@ impl SqliteStorage {
     /// connection and sends the result back: two thread wake-ups per query,
     /// which take longer than SQLite's own work when the row's page is in
     /// the cache. With inline reads on, the read of one key runs on the
-    /// task's own thread instead, on up to 16 idle connections of its own
-    /// to the same file (which cannot write, and whose reads see every
-    /// committed write). It takes a few microseconds while the page is
-    /// cached; a page that is not has to come from the disk, which blocks
-    /// the thread for that long. A read that would have to wait for a lock,
-    /// or fails in any way, is handed to sqlx, which then waits, answers or
-    /// fails as it would have without this path.
+    /// task's own thread instead, on connections of its own to the same
+    /// file (which cannot write, and whose reads see every committed
+    /// write): as many as threads read at once, of which up to 16 stay open
+    /// between reads, each with a page cache of up to
+    /// [`SQLITE_PAGE_CACHE_KIB`]. A read that would have to wait for a
+    /// lock, or fails in any way, is handed to sqlx, which then waits,
+    /// answers or fails as it would have without this path; so is every
+    /// read once [`pool`](Self::pool)`().close()` was called, which also
+    /// closes these connections. A task that reads many keys in a row gives
+    /// the runtime back its thread as any Tokio I/O does (its cooperative
+    /// budget).
+    ///
+    /// What it costs: a read takes a few microseconds while the row's page
+    /// is cached, and blocks the thread while a page comes from the disk
+    /// (as long as the disk takes: a hung network file system hangs the
+    /// thread, where sqlx's path would fail at the operation deadline), or
+    /// while SQLite retries taking a WAL read lock against a busy writer
+    /// and checkpointer (rare; SQLite gives up after some seconds, and the
+    /// read then goes to sqlx). Turn it off where that matters.
     ///
     /// [`Byok::get_key`]: https://docs.rs/byok/latest/byok/struct.Byok.html#method.get_key
     ///
@@ -298,31 +313,39 @@ impl SqliteStorage {
     /// # }
     /// ```
     pub fn with_inline_reads(mut self, on: bool) -> Self {
-        if !on {
-            self.reader = None;
-        } else if self.reader.is_none() {
+        if on && self.reader.is_none() {
             tracing::debug!(
-                "inline reads stay off: this SQLite storage did not open the file itself"
+                "inline reads stay off: this SQLite storage did not open a database file itself"
             );
         }
+        self.inline = on && self.reader.is_some();
         self
     }
 
     /// Whether `retrieve_value` runs on the calling thread (see
     /// [`with_inline_reads`](Self::with_inline_reads)).
     pub fn inline_reads(&self) -> bool {
-        self.reader.is_some()
+        self.inline
     }
 
     /// `retrieve_value`: on the calling thread where it can be, else by
     /// sqlx.
     async fn read_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
-        if let Some(reader) = &self.reader {
-            validate::slot(user_id, provider)?;
-            let now = key::now().timestamp_millis();
-            let statement = &self.inner.sql.retrieve_value;
-            if let Some(answer) = reader.value(statement, user_id, provider, now) {
-                return Ok(answer);
+        if let Some(reader) = self.reader.as_ref().filter(|_| self.inline) {
+            if self.inner.pool.is_closed() {
+                // Let the file go as the pool did; sqlx reports the closed pool.
+                reader.close();
+            } else {
+                validate::slot(user_id, provider)?;
+                // A read answered here never waits, so it takes a unit of
+                // the task's budget, as Tokio's own I/O does: a task that
+                // reads many keys in a row yields now and then.
+                tokio::task::coop::consume_budget().await;
+                let now = key::now().timestamp_millis();
+                let statement = &self.inner.sql.retrieve_value;
+                if let Some(answer) = reader.value(statement, user_id, provider, now) {
+                    return Ok(answer);
+                }
             }
         }
         self.inner.retrieve_value(user_id, provider).await
@@ -409,5 +432,84 @@ mod tests {
         ] {
             assert!(!is_in_memory(url), "{url}");
         }
+    }
+
+    /// A migrated store on a file in `dir`, holding one key of `u`.
+    async fn store_in(dir: &tempfile::TempDir) -> SqliteStorage {
+        let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        let store = SqliteStorage::connect(&url, &ByokConfig::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let key = ApiKey::new("u", "openai", vec![7; 32]).unwrap();
+        byok_core::KeyStorage::store(&store, &key).await.unwrap();
+        store
+    }
+
+    fn answered(store: &SqliteStorage) -> u64 {
+        store.reader.as_ref().map_or(0, |r| r.answered())
+    }
+
+    #[tokio::test]
+    async fn reads_are_answered_inline_only_while_inline_reads_are_on() {
+        use byok_core::KeyStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let read = |s: SqliteStorage| async move {
+            s.retrieve_value("u", "openai")
+                .await
+                .unwrap()
+                .map(|v| v.len())
+        };
+        assert_eq!(read(store.clone()).await, Some(32));
+        assert_eq!(answered(&store), 1);
+        let off = store.clone().with_inline_reads(false);
+        assert_eq!(read(off.clone()).await, Some(32));
+        assert_eq!(answered(&store), 1, "off: read by sqlx");
+        assert_eq!(read(off.with_inline_reads(true)).await, Some(32));
+        assert_eq!(answered(&store), 2, "on again");
+        // Invalid ids are refused before either path.
+        assert!(store.retrieve_value("", "openai").await.is_err());
+        assert_eq!(answered(&store), 2);
+
+        // Once the pool is closed, the inline connections are closed too
+        // and every read fails as sqlx's does.
+        store.pool().close().await;
+        assert!(store.retrieve_value("u", "openai").await.is_err());
+        assert_eq!(answered(&store), 2);
+        let reader = store.reader.as_ref().unwrap();
+        assert!(reader.idle_is_empty());
+
+        let memory = SqliteStorage::connect("sqlite::memory:", &ByokConfig::default())
+            .await
+            .unwrap();
+        assert!(memory.reader.is_none() && !memory.inline_reads());
+    }
+
+    /// Inline reads never wait, so without the cooperative budget a task
+    /// reading in a loop would keep a current-thread runtime to itself.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_reading_many_keys_lets_other_tasks_run() {
+        use byok_core::KeyStorage;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&ticks);
+        let other = tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = ticks.load(Ordering::Relaxed);
+        for _ in 0..2_000 {
+            assert!(store.retrieve_value("u", "openai").await.unwrap().is_some());
+        }
+        let after = ticks.load(Ordering::Relaxed);
+        assert_eq!(answered(&store), 2_000, "every read was inline");
+        assert!(after > before, "the other task ran during the reads");
+        other.abort();
     }
 }

@@ -14,8 +14,9 @@
 //! where readers do not wait for the writer, so the fallback is rare.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -29,13 +30,21 @@ const MAX_IDLE: usize = 16;
 /// Statements kept prepared on each connection.
 const STATEMENT_CACHE: usize = 8;
 
+/// How long reads go to sqlx after the file could not be opened.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 /// Reads `retrieve_value` rows of one database file without sqlx.
 pub(crate) struct InlineReader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// Set when the file could not be opened (say, it may only be read):
-    /// from then on every read goes to sqlx.
-    unusable: AtomicBool,
+    /// When the reader was made: the origin of `reopen_at`.
+    created: Instant,
+    /// Milliseconds after `created` before which no connection is opened
+    /// (0: open when needed): set for [`REOPEN_AFTER`] when opening failed.
+    reopen_at: AtomicU64,
+    /// Reads answered here.
+    #[cfg(test)]
+    answered: AtomicU64,
 }
 
 impl std::fmt::Debug for InlineReader {
@@ -50,7 +59,10 @@ impl InlineReader {
         InlineReader {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
-            unusable: AtomicBool::new(false),
+            created: Instant::now(),
+            reopen_at: AtomicU64::new(0),
+            #[cfg(test)]
+            answered: AtomicU64::new(0),
         }
     }
 
@@ -64,23 +76,63 @@ impl InlineReader {
         provider: &str,
         now_millis: i64,
     ) -> Option<Option<Arc<[u8]>>> {
-        if self.unusable.load(Ordering::Relaxed) {
-            return None;
-        }
         let conn = match self.take() {
             Some(conn) => conn,
-            None => match self.open() {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(error = %e, "SQLite reads go through sqlx: the file could not be opened for reading");
-                    self.unusable.store(true, Ordering::Relaxed);
-                    return None;
-                }
-            },
+            None => self.open()?,
         };
         let answer = query(&conn, statement, user_id, provider, now_millis);
         self.put_back(conn);
-        answer.ok()
+        let answer = answer.ok()?;
+        #[cfg(test)]
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        Some(answer)
+    }
+
+    /// How many reads this reader has answered.
+    #[cfg(test)]
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether no connection is kept open between reads.
+    #[cfg(test)]
+    pub(crate) fn idle_is_empty(&self) -> bool {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Closes the idle connections (sqlx's pool was closed: the file is to
+    /// be let go).
+    pub(crate) fn close(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(idle);
+    }
+
+    /// A new connection, unless opening failed less than [`REOPEN_AFTER`]
+    /// ago; a failure (the file briefly gone, no file descriptors left, a
+    /// file that may only be read) sends reads to sqlx for that long.
+    fn open(&self) -> Option<Connection> {
+        let since = |i: Instant| {
+            u64::try_from(i.duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
+        };
+        let reopen_at = self.reopen_at.load(Ordering::Relaxed);
+        if reopen_at != 0 && since(Instant::now()) < reopen_at {
+            return None;
+        }
+        match open(&self.path) {
+            Ok(conn) => {
+                self.reopen_at.store(0, Ordering::Relaxed);
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SQLite reads go through sqlx for a while: the file could not be opened for reading");
+                let at = since(Instant::now() + REOPEN_AFTER).max(1);
+                self.reopen_at.store(at, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     fn take(&self) -> Option<Connection> {
@@ -96,20 +148,20 @@ impl InlineReader {
             idle.push(conn);
         }
     }
+}
 
-    /// A connection to the existing file (never creating one) that cannot
-    /// write and never waits for a lock.
-    fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::ZERO)?;
-        conn.pragma_update(None, "query_only", true)?;
-        conn.pragma_update(None, "cache_size", -i64::from(SQLITE_PAGE_CACHE_KIB))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(conn)
-    }
+/// A connection to the existing file at `path` (never creating one) that
+/// cannot write and never waits for a lock.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "cache_size", -i64::from(SQLITE_PAGE_CACHE_KIB))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
 }
 
 /// One run of `statement`: the first row's `BLOB`, if any row.
@@ -133,5 +185,41 @@ fn query(
             "encrypted_value".to_owned(),
             other.data_type(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READ: &str = "SELECT encrypted_value FROM t WHERE user_id = ? AND provider = ? \
+                        AND (expires_at IS NULL OR expires_at > ?)";
+
+    /// A file that cannot be opened sends reads to sqlx for a while, not
+    /// for good: once it is there, and the while is over, reads are inline
+    /// again.
+    #[test]
+    fn a_failed_open_is_tried_again_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("later.db");
+        let reader = InlineReader::new(&path);
+        assert_eq!(reader.value(READ, "u", "p", 0), None);
+        assert_ne!(reader.reopen_at.load(Ordering::Relaxed), 0);
+
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (user_id TEXT, provider TEXT, encrypted_value BLOB, expires_at INTEGER);
+             INSERT INTO t VALUES ('u', 'p', x'0102', NULL);",
+        )
+        .unwrap();
+        assert_eq!(reader.value(READ, "u", "p", 0), None, "still waiting");
+        std::thread::sleep(REOPEN_AFTER + Duration::from_millis(50));
+        assert_eq!(
+            reader.value(READ, "u", "p", 0).unwrap().as_deref(),
+            Some(&[1u8, 2][..])
+        );
+        assert_eq!(reader.reopen_at.load(Ordering::Relaxed), 0);
+        assert_eq!(reader.value(READ, "u", "nobody", 0), Some(None));
+        assert_eq!(reader.answered.load(Ordering::Relaxed), 2);
     }
 }

@@ -220,9 +220,11 @@ async fn a_write_lock_held_past_the_busy_timeout_is_waited_out() {
     assert_eq!(store.retrieve("waiter", "openai").await.unwrap(), Some(key));
 }
 
-/// The read behind `get_key` runs on the calling thread, on connections of
-/// its own: it answers with sqlx's pool closed, sees every committed write
-/// at once, and is off when turned off and for databases byok did not open.
+/// The read behind `get_key`, on the calling thread where byok opened the
+/// file: it sees every committed write at once, answers as sqlx does when
+/// turned off and on, fails as sqlx does once the pool is closed, and is
+/// off for databases byok did not open. (The unit tests of `sqlite.rs`
+/// check which path answered.)
 #[tokio::test]
 async fn inline_reads_answer_without_sqlx_and_see_every_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,12 +285,20 @@ async fn inline_reads_answer_without_sqlx_and_see_every_write() {
         "ids are checked first"
     );
 
-    // With sqlx's pool closed only the inline path can answer.
+    // Off, and on again, the same answers.
     let off = store.clone().with_inline_reads(false);
     assert!(!off.inline_reads());
-    assert_eq!(read_with_pool_closed(&store).await, Some(vec![5]));
-    assert!(store.retrieve("u", "openai").await.is_err());
-    assert!(off.retrieve_value("u", "openai").await.is_err());
+    assert_eq!(
+        off.retrieve_value("u", "openai").await.unwrap().as_deref(),
+        Some(&[5u8][..])
+    );
+    assert!(off.clone().with_inline_reads(true).inline_reads());
+
+    // A closed pool closes the inline path too: the same error as sqlx's.
+    store.pool().close().await;
+    let inline = store.retrieve_value("u", "openai").await.unwrap_err();
+    let sqlx_only = off.retrieve_value("u", "openai").await.unwrap_err();
+    assert_eq!(inline.to_string(), sqlx_only.to_string());
 
     // A pool byok did not open, and a database in memory: through sqlx.
     let pool = sqlx::SqlitePool::connect(&url(&dir)).await.unwrap();
@@ -348,18 +358,11 @@ async fn what_an_inline_read_cannot_answer_is_left_to_sqlx() {
     let second = ApiKey::new("u", "openai", vec![2; 16]).unwrap();
     store.store(&second).await.unwrap();
     assert_eq!(
-        read_with_pool_closed(&store).await.as_deref(),
+        store
+            .retrieve_value("u", "openai")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(second.encrypted_value())
     );
-}
-
-/// Closes sqlx's pool, so that only the inline path can answer, and reads
-/// (u, openai) through it.
-async fn read_with_pool_closed(store: &SqliteStorage) -> Option<Vec<u8>> {
-    store.pool().close().await;
-    store
-        .retrieve_value("u", "openai")
-        .await
-        .expect("the inline path answers")
-        .map(|v| v.to_vec())
 }

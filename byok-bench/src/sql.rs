@@ -174,6 +174,10 @@ impl BulkTimes {
     }
 }
 
+/// What [`BulkLoad::load`] returns.
+pub(crate) type Loading<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = BResult<()>> + Send + 'a>>;
+
 /// Loads other users' keys straight into the tables of both sides.
 pub(crate) trait BulkLoad: Send + Sync {
     /// `n` keys into byok's table and the hand-written one; all of them
@@ -184,7 +188,7 @@ pub(crate) trait BulkLoad: Send + Sync {
         n: usize,
         value: &'a [u8],
         all_expiring: bool,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = BResult<()>> + Send + 'a>>;
+    ) -> Loading<'a>;
 }
 
 fn q(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
@@ -235,7 +239,10 @@ macro_rules! sql_hand {
                     query.bind(t.created).bind(t.expiring).bind(t.later)
                 } else {
                     let ms = |d: chrono::DateTime<chrono::Utc>| d.timestamp_millis();
-                    query.bind(ms(t.created)).bind(ms(t.expiring)).bind(ms(t.later))
+                    query
+                        .bind(ms(t.created))
+                        .bind(ms(t.expiring))
+                        .bind(ms(t.later))
                 }
             }
 
@@ -259,9 +266,7 @@ macro_rules! sql_hand {
                         n: usize,
                         value: &'a [u8],
                         all_expiring: bool,
-                    ) -> std::pin::Pin<
-                        Box<dyn std::future::Future<Output = BResult<()>> + Send + 'a>,
-                    > {
+                    ) -> Loading<'a> {
                         Box::pin(async move {
                             let mut t = BulkTimes::now();
                             if all_expiring {

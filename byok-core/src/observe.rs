@@ -262,9 +262,8 @@ fn is_decryption_failure(e: &EncryptionError) -> bool {
     !matches!(e, EncryptionError::EncryptFailed)
 }
 
-/// Records the outcome, the error kind and the duration on `span`; returns
-/// the error kind.
-/// Records the outcome on `span`, and the duration where it was measured.
+/// Records the outcome, the error kind and the duration (where it was
+/// measured) on `span`; returns the error kind.
 fn record<T>(span: &Span, result: &Result<T>, elapsed: Option<Duration>) -> Option<&'static str> {
     let kind = result.as_ref().err().map(error_kind);
     span.record("outcome", if kind.is_some() { "error" } else { "ok" });

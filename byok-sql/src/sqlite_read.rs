@@ -14,6 +14,7 @@
 //! where readers do not wait for the writer, so the fallback is rare.
 
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,11 +38,9 @@ const REOPEN_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct InlineReader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// When the reader was made: the origin of `reopen_at`.
-    created: Instant,
-    /// Milliseconds after `created` before which no connection is opened
-    /// (0: open when needed): set for [`REOPEN_AFTER`] when opening failed.
-    reopen_at: AtomicU64,
+    /// No connection is opened before this: set for [`REOPEN_AFTER`] when
+    /// opening failed. Only looked at when no idle connection is left.
+    reopen_at: Mutex<Option<Instant>>,
     /// Reads answered here.
     #[cfg(test)]
     answered: AtomicU64,
@@ -59,8 +58,7 @@ impl InlineReader {
         InlineReader {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
-            created: Instant::now(),
-            reopen_at: AtomicU64::new(0),
+            reopen_at: Mutex::new(None),
             #[cfg(test)]
             answered: AtomicU64::new(0),
         }
@@ -106,30 +104,31 @@ impl InlineReader {
     /// Closes the idle connections (sqlx's pool was closed: the file is to
     /// be let go).
     pub(crate) fn close(&self) {
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(idle);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// A new connection, unless opening failed less than [`REOPEN_AFTER`]
     /// ago; a failure (the file briefly gone, no file descriptors left, a
     /// file that may only be read) sends reads to sqlx for that long.
     fn open(&self) -> Option<Connection> {
-        let since = |i: Instant| {
-            u64::try_from(i.duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
-        };
-        let reopen_at = self.reopen_at.load(Ordering::Relaxed);
-        if reopen_at != 0 && since(Instant::now()) < reopen_at {
+        let mut reopen_at = self
+            .reopen_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if reopen_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }
         match open(&self.path) {
             Ok(conn) => {
-                self.reopen_at.store(0, Ordering::Relaxed);
+                *reopen_at = None;
                 Some(conn)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "SQLite reads go through sqlx for a while: the file could not be opened for reading");
-                let at = since(Instant::now() + REOPEN_AFTER).max(1);
-                self.reopen_at.store(at, Ordering::Relaxed);
+                *reopen_at = Some(Instant::now() + REOPEN_AFTER);
                 None
             }
         }
@@ -204,7 +203,7 @@ mod tests {
         let path = dir.path().join("later.db");
         let reader = InlineReader::new(&path);
         assert_eq!(reader.value(READ, "u", "p", 0), None);
-        assert_ne!(reader.reopen_at.load(Ordering::Relaxed), 0);
+        assert!(reader.reopen_at.lock().unwrap().is_some());
 
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
@@ -218,7 +217,7 @@ mod tests {
             reader.value(READ, "u", "p", 0).unwrap().as_deref(),
             Some(&[1u8, 2][..])
         );
-        assert_eq!(reader.reopen_at.load(Ordering::Relaxed), 0);
+        assert!(reader.reopen_at.lock().unwrap().is_none());
         assert_eq!(reader.value(READ, "u", "nobody", 0), Some(None));
         assert_eq!(reader.answered.load(Ordering::Relaxed), 2);
     }

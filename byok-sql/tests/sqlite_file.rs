@@ -340,11 +340,7 @@ async fn what_an_inline_read_cannot_answer_is_left_to_sqlx() {
     let first = ApiKey::new("u", "openai", vec![1; 16]).unwrap();
     store.store(&first).await.unwrap();
     assert_eq!(
-        store
-            .retrieve_value("u", "openai")
-            .await
-            .unwrap()
-            .as_deref(),
+        value_of(&store).await.as_deref(),
         Some(first.encrypted_value())
     );
     // The table is dropped and made again, as an upgrade of the layout does.
@@ -354,15 +350,17 @@ async fn what_an_inline_read_cannot_answer_is_left_to_sqlx() {
         .unwrap();
     assert!(store.retrieve_value("u", "openai").await.is_err());
     store.migrate().await.unwrap();
-    assert_eq!(store.retrieve_value("u", "openai").await.unwrap(), None);
+    assert_eq!(value_of(&store).await, None);
     let second = ApiKey::new("u", "openai", vec![2; 16]).unwrap();
     store.store(&second).await.unwrap();
     assert_eq!(
-        store
-            .retrieve_value("u", "openai")
-            .await
-            .unwrap()
-            .as_deref(),
+        value_of(&store).await.as_deref(),
         Some(second.encrypted_value())
     );
+}
+
+/// What `retrieve_value` reads for (u, openai).
+async fn value_of(store: &SqliteStorage) -> Option<Vec<u8>> {
+    let value = store.retrieve_value("u", "openai").await.unwrap();
+    value.map(|v| v.to_vec())
 }

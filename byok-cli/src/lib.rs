@@ -23,8 +23,10 @@
 
 mod admin;
 mod check;
+mod confirm;
 mod context;
 mod demo;
+mod dry_run;
 pub mod error;
 mod keygen;
 mod keys;
@@ -48,12 +50,16 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
         Command::Get(o) => keys::get(o, store, ring, json).await,
         Command::List(o) => keys::list(o, store, json).await,
         Command::Rm { provider, user } => keys::rm(store, user, provider, json).await,
-        Command::Clear { user } => keys::clear(store, user, json).await,
-        Command::Purge => keys::purge(store, json).await,
+        Command::Clear { user, yes } => {
+            confirm::ask(*yes, &format!("remove every key of user {user:?}"))?;
+            keys::clear(store, user, json).await
+        }
+        Command::Purge { dry_run: true } => dry_run::purge(store, json).await,
+        Command::Purge { dry_run: false } => keys::purge(store, json).await,
         Command::Stats => admin::stats(store, json).await,
         Command::Verify => admin::verify(store, ring, json).await,
         Command::Rotate(o) => admin::rotate(o, store, ring, json).await,
-        Command::Copy(o) => admin::copy(o, store, json).await,
+        Command::Copy(o) => admin::copy(o, store, ring, json).await,
         Command::Check(o) => check::check(o, store, json).await,
         Command::Bench(o) => check::bench(o, store, json).await,
         Command::Demo => demo::run().await,

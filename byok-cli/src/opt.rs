@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -113,21 +113,31 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
-    /// Remove every key of a user.
+    /// Remove every key of a user (asks first on a terminal; elsewhere
+    /// it needs --yes).
     Clear {
         /// The user id.
         #[arg(long)]
         user: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Delete expired keys and print how many; fit for cron.
-    Purge,
+    Purge {
+        /// Count the expired keys and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Count keys per master-key id and per provider, decrypting nothing.
     Stats,
     /// Decrypt every key (printing nothing secret); fail if any does not.
     Verify,
     /// Re-encrypt every key under the primary master key; resumable.
     Rotate(RotateOpts),
-    /// Copy every key to another store, ciphertexts as they are.
+    /// Copy every key to another store, ciphertexts as they are; never
+    /// replaces a different target key unless told to. With a keyring
+    /// (--keyring or BYOK_KEYRING), first checks that every key decrypts.
     Copy(CopyOpts),
     /// Run the conformance suite against a live store, in a scratch
     /// namespace that is removed afterwards.
@@ -208,6 +218,10 @@ pub struct RotateOpts {
     /// Milliseconds to pause between pages, to spare a busy store.
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
+    /// Count what would be rotated (decrypting each key) and write nothing,
+    /// not even the rotation state.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `byok copy`.
@@ -228,6 +242,28 @@ pub struct CopyOpts {
     /// How many copied keys to compare byte for byte at the end.
     #[arg(long, default_value_t = 100)]
     pub sample: usize,
+    /// What to do where the target holds a different key for a slot: keep
+    /// it and report (exit 1), keep the later-created key, or replace it.
+    #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
+    pub on_conflict: OnConflict,
+    /// Report what the copy would do and write nothing (the target's schema
+    /// is not created either).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --on-conflict overwrite: do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+/// `byok copy --on-conflict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    /// Keep the target's key, list the conflict, exit 1.
+    Skip,
+    /// The key with the later creation date wins (the target's on a tie).
+    Newer,
+    /// The source's key replaces the target's.
+    Overwrite,
 }
 
 /// A store given as an optional positional URL, for `check`.

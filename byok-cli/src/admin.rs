@@ -454,7 +454,7 @@ pub(crate) async fn copy(
     // be read must not leave an empty target behind.
     let total = context::count_keys(&source, page_size).await?;
     let target = if opts.dry_run {
-        dry_run_target(opts).await?
+        dry_run_target(&opts.to, &opts.to_table, &opts.to_prefix).await?
     } else {
         Store::open_url(&opts.to, &opts.to_table, &opts.to_prefix, Schema::Create).await?
     };
@@ -505,20 +505,20 @@ pub(crate) async fn copy(
 
 /// The target of a dry run, opened without creating anything: a SQLite
 /// file that does not exist yet is an empty store.
-async fn dry_run_target(opts: &CopyOpts) -> CliResult<Store> {
+pub(crate) async fn dry_run_target(url: &str, table: &str, prefix: &str) -> CliResult<Store> {
     let missing = ["sqlite://", "sqlite:"]
         .iter()
-        .find_map(|p| opts.to.strip_prefix(p))
+        .find_map(|p| url.strip_prefix(p))
         .map(|rest| rest.split('?').next().unwrap_or(rest))
         .is_some_and(|path| {
             !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists()
         });
     if missing {
         let mut empty = Store::open_url("memory:", "t", "p", Schema::AsItIs).await?;
-        empty.name = context::redact(&opts.to);
+        empty.name = context::redact(url);
         return Ok(empty);
     }
-    Store::open_url(&opts.to, &opts.to_table, &opts.to_prefix, Schema::AsItIs).await
+    Store::open_url(url, table, prefix, Schema::AsItIs).await
 }
 
 fn print_copy(report: &byok::CopyReport, source: &Store, target: &Store, in_target: u64) {

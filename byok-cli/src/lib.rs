@@ -28,6 +28,7 @@ mod context;
 mod demo;
 mod dry_run;
 pub mod error;
+mod import;
 mod keygen;
 mod keys;
 pub mod opt;
@@ -60,6 +61,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
         Command::Verify => admin::verify(store, ring, json).await,
         Command::Rotate(o) => admin::rotate(o, store, ring, json).await,
         Command::Copy(o) => admin::copy(o, store, ring, json).await,
+        Command::ImportPython(o) => import::import_python(o, store, ring, json).await,
         Command::Check(o) => check::check(o, store, json).await,
         Command::Bench(o) => check::bench(o, store, json).await,
         Command::Demo => demo::run().await,
@@ -71,6 +73,7 @@ fn urls(opt: &Opt) -> Vec<&str> {
     let mut out = vec![opt.global.store.url.as_str()];
     match &opt.command {
         Command::Copy(o) => out.push(&o.to),
+        Command::ImportPython(o) => out.push(&o.from),
         Command::Check(o) => out.extend(o.url.as_deref()),
         Command::Bench(o) => out.extend(o.target.url.as_deref()),
         _ => {}

@@ -97,7 +97,7 @@ pub enum Command {
     /// Make a new master key: prints `ID:KEY`, or writes or adds it to a file.
     Keygen(KeygenOpts),
     /// Create or upgrade the store's schema (other commands never do,
-    /// except `set` and the target of `copy`).
+    /// except `set` and the targets of `copy` and `import-python`).
     Migrate,
     /// Store a user's key, read from standard input (never an argument).
     Set(SetOpts),
@@ -139,6 +139,10 @@ pub enum Command {
     /// replaces a different target key unless told to. With a keyring
     /// (--keyring or BYOK_KEYRING), first checks that every key decrypts.
     Copy(CopyOpts),
+    /// Move keys from the Python library cjm-fasthtml-byok into this store:
+    /// decrypts its Fernet tokens, re-encrypts them under the keyring's
+    /// primary key, and reports every row; the source is only read.
+    ImportPython(ImportPythonOpts),
     /// Run the conformance suite against a live store, in a scratch
     /// namespace that is removed afterwards.
     Check(ScratchOpts),
@@ -264,6 +268,34 @@ pub enum OnConflict {
     Newer,
     /// The source's key replaces the target's.
     Overwrite,
+}
+
+/// `byok import-python`.
+#[derive(Debug, Args)]
+pub struct ImportPythonOpts {
+    /// The Python library's database, in byok's URL form: sqlite://FILE
+    /// (SQLAlchemy's sqlite:///FILE), postgres://…, mysql://…. Only read.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Its table (the Python library's `BYOKConfig.db_table_name`).
+    #[arg(long, default_value = "user_api_keys")]
+    pub from_table: String,
+    /// A file holding the Python application's secret key (`-`: standard
+    /// input; one trailing newline is ignored). Without it, the secret is
+    /// read from the BYOK_PYTHON_SECRET variable.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The secret is the application's own Fernet key
+    /// (`BYOKConfig.encryption_key`) rather than its secret key.
+    #[arg(long)]
+    pub fernet_key: bool,
+    /// The UTC offset of the times the Python application wrote (naive
+    /// local times), such as +00:00 (default: this machine's time zone).
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub utc_offset: Option<String>,
+    /// Report what would be converted and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A store given as an optional positional URL, for `check`.

@@ -105,7 +105,8 @@ pub(crate) async fn rotate(
     Ok(())
 }
 
-/// `byok purge --dry-run`: counts the expired keys a purge would delete.
+/// `byok purge --dry-run`: counts the expired keys a purge would delete
+/// (on SQL stores; elsewhere it says it cannot count them).
 pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
     let store = Store::open(opts, Schema::AsItIs).await?;
     let (_, concrete) = Concrete::open(&opts.url, &context::config(&opts.table, &opts.prefix))
@@ -129,7 +130,8 @@ pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
     match expired {
         Some(n) => println!("dry run: would purge {n} expired key(s); nothing was deleted"),
         None => println!(
-            "dry run: {} removes expired keys by itself; a purge would find none",
+            "dry run: {} cannot count its expired keys without reading every record; \
+             nothing was deleted",
             store.name
         ),
     }

@@ -72,6 +72,39 @@ fn utc_offset(text: &str) -> CliResult<FixedOffset> {
     })
 }
 
+/// A failure to read the source, with advice for the source (the store's
+/// own advice, `byok migrate`, would be wrong here).
+fn source_error(e: &byok::ByokError, opts: &ImportPythonOpts, source: &str) -> CliError {
+    let mut cause = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        let more = s.to_string();
+        if !cause.contains(&more) {
+            cause = format!("{cause}: {more}");
+        }
+        next = s.source();
+    }
+    // SQLAlchemy's sqlite:///FILE is relative; sqlx's is absolute.
+    let hint = if opts.from.starts_with("sqlite:///") {
+        "; SQLAlchemy's sqlite:///FILE is sqlite://FILE here"
+    } else {
+        ""
+    };
+    let exit = match e {
+        byok::ByokError::Config(_) | byok::ByokError::InvalidInput(_) => Exit::Usage,
+        _ => Exit::Store,
+    };
+    CliError::new(
+        exit,
+        format!(
+            "reading the Python library's table {} at {source} failed: {}; check --from and \
+             --from-table{hint} (nothing was written)",
+            opts.from_table,
+            cause.replace('\n', " ")
+        ),
+    )
+}
+
 /// `byok import-python`.
 pub(crate) async fn import_python(
     opts: &ImportPythonOpts,
@@ -99,13 +132,7 @@ pub(crate) async fn import_python(
     // cannot be read leaves no target behind.
     let rows = python::read_table(&opts.from, &opts.from_table)
         .await
-        .map_err(|e| {
-            CliError::from_byok(
-                &format!("reading the Python library's table {}", opts.from_table),
-                &e,
-                Some(&source),
-            )
-        })?;
+        .map_err(|e| source_error(&e, opts, &source))?;
     let target = if opts.dry_run {
         crate::admin::dry_run_target(&store_opts.url, &store_opts.table, &store_opts.prefix).await?
     } else {

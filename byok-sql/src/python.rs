@@ -186,7 +186,14 @@ fn select(table: &TableName) -> String {
 }
 
 macro_rules! read_rows {
-    ($engine:expr, $conn:expr, $sql:expr) => {{
+    ($engine:expr, $conn:expr, $sql:expr, $read_only:expr) => {{
+        // The source is only read; on a server, the session says so too.
+        if let Some(statement) = $read_only {
+            sqlx::query(statement)
+                .execute(&mut $conn)
+                .await
+                .map_err(|e| error::storage($engine, "open the Python database", e))?;
+        }
         let rows = sqlx::query(AssertSqlSafe($sql))
             .fetch_all(&mut $conn)
             .await
@@ -233,7 +240,7 @@ pub async fn read_table(url: &str, table: &str) -> Result<Vec<PythonRow>> {
                 .connect()
                 .await
                 .map_err(|e| error::storage(engine, "open the Python database", e))?;
-            read_rows!(engine, conn, sql)
+            read_rows!(engine, conn, sql, None::<&str>)
         }
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
@@ -244,7 +251,12 @@ pub async fn read_table(url: &str, table: &str) -> Result<Vec<PythonRow>> {
                 .connect()
                 .await
                 .map_err(|e| error::storage(engine, "open the Python database", e))?;
-            read_rows!(engine, conn, sql)
+            read_rows!(
+                engine,
+                conn,
+                sql,
+                Some("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            )
         }
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
@@ -255,7 +267,7 @@ pub async fn read_table(url: &str, table: &str) -> Result<Vec<PythonRow>> {
                 .connect()
                 .await
                 .map_err(|e| error::storage(engine, "open the Python database", e))?;
-            read_rows!(engine, conn, sql)
+            read_rows!(engine, conn, sql, Some("SET SESSION TRANSACTION READ ONLY"))
         }
         _ => {
             return Err(ConfigError::new(

@@ -299,3 +299,37 @@ fn clear_without_a_terminal_needs_yes() {
         .json();
     assert_eq!(done["removed"], 1);
 }
+
+#[test]
+fn clear_on_a_terminal_asks_and_only_yes_goes_on() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    rt().block_on(common::seed(&store, "user_api_keys", env.ring(), "u", 1));
+    // util-linux `script` runs the command on a pseudo-terminal.
+    let on_a_terminal = |answer: &str| {
+        let line = format!(
+            "'{}' --store '{store}' clear --user u-0000",
+            env!("CARGO_BIN_EXE_byok")
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .current_dir(env.path());
+        for var in [
+            "BYOK_TABLE",
+            "BYOK_PREFIX",
+            "BYOK_KEYRING",
+            "BYOK_KEYRING_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        env.run_cmd(cmd, answer)
+    };
+    let no = on_a_terminal("no\n");
+    assert_eq!(no.code, 1, "{no:?}");
+    assert!(no.stdout.contains("Type `yes` to go on"), "{no:?}");
+    assert_eq!(live_keys(&env, &store), 1);
+    let yes = on_a_terminal("yes\n");
+    assert_eq!(yes.code, 0, "{yes:?}");
+    assert!(yes.stdout.contains("removed 1 key(s)"), "{yes:?}");
+    assert_eq!(live_keys(&env, &store), 0);
+}

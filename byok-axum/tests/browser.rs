@@ -166,7 +166,7 @@ async fn browser_adds_uses_and_deletes_a_key() {
     );
     assert_eq!(
         input.attr("autocomplete").await.unwrap().as_deref(),
-        Some("off")
+        Some("new-password")
     );
     input.send_keys(KEY).await.unwrap();
     c.find(Locator::Css("#provider-openai button[type=submit]"))

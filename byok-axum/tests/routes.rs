@@ -1998,25 +1998,72 @@ async fn referer_is_checked_when_origin_is_absent() {
     }
 }
 
+/// A memory store whose reads and writes take a moment, as a server's do,
+/// so that racing requests overlap.
+#[derive(Debug, Default)]
+struct SlowStorage(MemoryStorage);
+
+async fn pause() {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+}
+
+#[byok_core::async_trait]
+impl KeyStorage for SlowStorage {
+    async fn store(&self, key: &ApiKey) -> byok_core::Result<()> {
+        pause().await;
+        self.0.store(key).await
+    }
+    async fn retrieve(&self, u: &str, p: &str) -> byok_core::Result<Option<ApiKey>> {
+        pause().await;
+        self.0.retrieve(u, p).await
+    }
+    async fn delete(&self, u: &str, p: &str) -> byok_core::Result<bool> {
+        self.0.delete(u, p).await
+    }
+    async fn list_providers(&self, u: &str) -> byok_core::Result<Vec<String>> {
+        self.0.list_providers(u).await
+    }
+    async fn clear_all(&self, u: &str) -> byok_core::Result<u64> {
+        self.0.clear_all(u).await
+    }
+    async fn purge_expired(&self) -> byok_core::Result<u64> {
+        self.0.purge_expired().await
+    }
+    async fn compare_and_swap(&self, a: &ApiKey, b: &ApiKey) -> byok_core::Result<bool> {
+        self.0.compare_and_swap(a, b).await
+    }
+    async fn scan(&self, c: Option<&Cursor>, n: usize) -> byok_core::Result<ScanPage> {
+        self.0.scan(c, n).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_racing_puts_only_the_one_that_created_the_key_says_201() {
-    for round in 0..5 {
-        let t = app();
+    let byok = manager(Arc::new(SlowStorage::default()));
+    let web = ByokWeb::builder(byok, TrustedHeader::new("x-user".parse().unwrap()))
+        .trust_forwarded_proto(true)
+        .build()
+        .unwrap();
+    let app = app_of(&web);
+    for user in ["alice", "bob", "carol"] {
         let mut tasks = Vec::new();
         for i in 0..50 {
-            let app = t.app.clone();
+            let app = app.clone();
             tasks.push(tokio::spawn(async move {
                 let body = serde_json::json!({ "api_key": format!("sk-race-{i:04}-abcdefghijkl") });
-                send(&app, put_key("openai", "alice", body)).await.status
+                send(&app, put_key("openai", user, body)).await.status
             }));
         }
         let mut created = 0;
         for task in tasks {
             let status = task.await.unwrap();
-            assert!(status == StatusCode::CREATED || status == StatusCode::OK);
+            assert!(
+                status == StatusCode::CREATED || status == StatusCode::OK,
+                "{status}"
+            );
             created += usize::from(status == StatusCode::CREATED);
         }
-        assert_eq!(created, 1, "round {round}");
+        assert_eq!(created, 1, "{user}");
     }
 }
 

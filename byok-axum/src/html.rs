@@ -61,7 +61,7 @@ fn default_layout(page: &Page<'_>) -> String {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (page.title) }
                 style { (PreEscaped(page.style)) }
             }

@@ -516,9 +516,12 @@ pub(crate) fn page_headers(headers: &mut HeaderMap, csp: HeaderValue) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not no-referrer: under it, browsers send `Origin: null` with a form
+    // post, and the same-origin and loopback checks could not see where the
+    // post came from. Other sites still get no Referer.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::CONTENT_SECURITY_POLICY, csp);
 }

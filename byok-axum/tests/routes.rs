@@ -1777,6 +1777,8 @@ async fn guard_pages_carry_the_settings_pages_headers() {
             a.body
         );
         assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        // Same-origin, so that a browser's form post carries its Origin.
+        assert_eq!(a.headers[header::REFERRER_POLICY], "same-origin");
         assert_no_store(&a);
     }
 }

@@ -80,7 +80,9 @@ pub trait Identify: fmt::Debug + Send + Sync + 'static {
 ///
 /// Use it only where every request passes that component and the component
 /// overwrites the header: anyone who can reach the application directly can
-/// send any header.
+/// send any header. A request with the header twice (a proxy that appends
+/// its value to the client's) or with a value that is not visible ASCII is
+/// refused with `400` ([`IdentityRefused`]), never taken to be either user.
 #[derive(Debug, Clone)]
 pub struct TrustedHeader {
     name: HeaderName,

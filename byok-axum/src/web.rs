@@ -184,6 +184,14 @@ impl ByokWebBuilder {
     /// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`), and the peer address is
     /// a loopback address where the server records it
     /// ([`ConnectInfo`](axum::extract::ConnectInfo)). Default: `true`.
+    ///
+    /// Behind a reverse proxy on the same machine that forwards plain HTTP
+    /// from the network, rewrites `Host` to a loopback address and adds
+    /// none of those headers (nginx's `proxy_pass` does so unless told to
+    /// add `X-Forwarded-For`), a browser's post still names the public site
+    /// in `Origin` and is refused, but a client that sends no `Origin`
+    /// would pass: turn this off there, or have the proxy add
+    /// `X-Forwarded-For`.
     pub fn allow_loopback_http(mut self, allow: bool) -> Self {
         self.loopback_http = allow;
         self

@@ -250,6 +250,7 @@ async fn chat(key: byok::axum::ProviderKey) -> String {
 }
 
 /// The README's lines, as written there (the test checks that they are).
+#[rustfmt::skip]
 async fn readme_app(
     keyring: byok_core::Keyring,
 ) -> Result<axum::Router, Box<dyn std::error::Error>> {
@@ -259,11 +260,7 @@ async fn readme_app(
     // README start
     use byok::axum::{ByokWeb, ProviderKey, TrustedHeader};
 
-    let byok = Byok::new(
-        byok::connect("sqlite://keys.db").await?,
-        keyring,
-        ByokConfig::default(),
-    )?;
+    let byok = Byok::new(byok::connect("sqlite://keys.db").await?, keyring, ByokConfig::default())?;
     // Who the user is: your own `Identify`, `identify_with(|parts| …)`, a trusted
     // proxy's header, or `SessionKeys` (keys that end with the session).
     let web = ByokWeb::builder(byok, TrustedHeader::new("x-forwarded-user".parse()?))

@@ -64,7 +64,7 @@ pub(crate) async fn build(dir: &Path) -> Result<App, Box<dyn Error>> {
     let router = Router::new()
         .route("/", get(|| async { Redirect::to("/chat") }))
         .merge(chat)
-        .nest(web.settings_path(), web.settings_router())
+        .merge(web.settings_router())
         .layer(web.layer())
         .layer(sessions);
     Ok(App {

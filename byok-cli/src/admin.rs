@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use crate::context::{self, Concrete, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
 use crate::opt::{CopyOpts, KeyringOpts, RotateOpts, StoreOpts};
+use crate::output::out;
 
 const SCAN_PAGE: usize = 500;
 
@@ -88,27 +89,29 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         return context::print_json(&stats);
     }
-    println!("store: {}", stats.store);
-    println!(
+    out!("store: {}", stats.store)?;
+    out!(
         "{} live key(s) of {} user(s), {} without expiry",
-        stats.keys, stats.users, stats.never_expire
-    );
+        stats.keys,
+        stats.users,
+        stats.never_expire
+    )?;
     match stats.expired_not_purged {
-        Some(n) => println!("{n} expired key(s) still stored (`byok purge` removes them)"),
-        None => println!("expired keys: removed by the store itself"),
+        Some(n) => out!("{n} expired key(s) still stored (`byok purge` removes them)")?,
+        None => out!("expired keys: removed by the store itself")?,
     }
     let mut t = context::new_table();
     t.set_header(["master key id", "keys"]);
     for (id, n) in &stats.by_key_id {
         t.add_row([id.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     let mut t = context::new_table();
     t.set_header(["provider", "keys"]);
     for (p, n) in &stats.by_provider {
         t.add_row([p.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(())
 }
 
@@ -176,21 +179,21 @@ pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) 
         context::print_json(&v)?;
     } else {
         for f in &v.failed {
-            println!(
+            out!(
                 "FAILED  {} {} (master key id {}): {}",
                 f.user,
                 f.provider,
                 key_id_label(f.key_id),
                 f.reason
-            );
+            )?;
         }
         for (id, n) in &v.ok_by_key_id {
-            println!("master key id {id}: {n} key(s) decrypt");
+            out!("master key id {id}: {n} key(s) decrypt")?;
         }
         for (id, n) in &v.failed_by_key_id {
-            println!("master key id {id}: {n} key(s) do NOT decrypt");
+            out!("master key id {id}: {n} key(s) do NOT decrypt")?;
         }
-        println!("verified {} key(s): {} failed", v.checked, failed);
+        out!("verified {} key(s): {} failed", v.checked, failed)?;
     }
     if failed > 0 {
         return Err(CliError::problem(format!(

@@ -8,8 +8,10 @@ use byok::{ApiKey, ByokConfig, KeyStorage};
 use serde::Serialize;
 
 use crate::context::{self, Concrete, redact};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Exit};
+use crate::interrupt::Interruptible;
 use crate::opt::{BenchOpts, ScratchOpts, StoreOpts};
+use crate::output::{note, out};
 
 /// A store of its own table (SQL) or key prefix (Redis) on a live server.
 #[derive(Debug)]
@@ -65,7 +67,7 @@ impl Scratch {
     /// Removes the namespace; returns what is left behind (live keys).
     async fn remove(&self) -> u64 {
         if let Err(e) = self.cleanup.drop_table().await {
-            eprintln!(
+            note!(
                 "warning: could not drop the scratch table {}: {e}",
                 self.namespace
             );
@@ -75,10 +77,20 @@ impl Scratch {
             return 0;
         }
         // The cases clear their own users; anything left would show here.
-        match self.store.scan(None, 100).await {
+        let left = match self.store.scan(None, 100).await {
             Ok(page) => page.keys.len() as u64,
-            Err(_) => 0,
+            Err(_) => 1,
+        };
+        // The first write marked the prefix; with its keys gone, the mark
+        // is all that is left of it.
+        if left == 0
+            && let Concrete::Redis(redis) = &self.cleanup
+            && let Err(e) = redis.unmark().await
+        {
+            note!("warning: could not remove {}format: {e}", redis.prefix());
+            return 1;
         }
+        left
     }
 }
 
@@ -98,17 +110,50 @@ struct CaseLine {
 
 /// `byok check`.
 pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> CliResult {
-    let scratch = Scratch::open(url_of(opts, store)).await?;
+    // Ctrl-C stops the cases, not the clean-up.
+    let mut interrupt = Interruptible::new();
+    let scratch = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => {
+            return Err(CliError::new(Exit::Interrupted, "interrupted before the check began"));
+        }
+        scratch = Scratch::open(url_of(opts, store)) => scratch?,
+    };
+    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
+    let ran = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => None,
+        ran = run_cases(&scratch, json, &mut lines) => Some(ran),
+    };
+    let left = scratch.remove().await;
+    let Some(ran) = ran else {
+        let what = if left > 0 {
+            format!(
+                "interrupted; the scratch {} could not be removed entirely: remove it by hand",
+                scratch.describe()
+            )
+        } else {
+            format!(
+                "interrupted; the scratch {} was removed",
+                scratch.describe()
+            )
+        };
+        return Err(CliError::new(Exit::Interrupted, what));
+    };
+    ran?;
+    report(&scratch, &lines, left, json)
+}
+
+/// Runs the cases of `byok_testkit::run_all`, one by one, so that each
+/// line shows as soon as its case ends.
+async fn run_cases(scratch: &Scratch, json: bool, lines: &mut Vec<CaseLine>) -> CliResult {
     if !json {
-        println!(
+        out!(
             "conformance suite against {} ({})",
             scratch.name,
             scratch.describe()
-        );
+        )?;
     }
-    // The cases of `byok_testkit::run_all`, one by one, so that each line
-    // shows as soon as its case ends.
-    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
     for (name, case) in byok_testkit::CASES {
         let start = Instant::now();
         let outcome = case(scratch.store.as_ref()).await;
@@ -120,13 +165,17 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
         };
         if !json {
             match &line.failure {
-                None => println!("ok      {} ({} ms)", line.case, line.millis),
-                Some(f) => println!("FAILED  {} ({} ms): {f}", line.case, line.millis),
+                None => out!("ok      {} ({} ms)", line.case, line.millis)?,
+                Some(f) => out!("FAILED  {} ({} ms): {f}", line.case, line.millis)?,
             }
         }
         lines.push(line);
     }
-    let left = scratch.remove().await;
+    Ok(())
+}
+
+/// What `byok check` found, and its exit.
+fn report(scratch: &Scratch, lines: &[CaseLine], left: u64, json: bool) -> CliResult {
     let passed = lines.iter().filter(|l| l.passed).count();
     let failed = lines.len() - passed;
     if json {
@@ -135,7 +184,7 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
             "failed": failed, "left_behind": left,
         }))?;
     } else {
-        println!(
+        out!(
             "{passed} passed, {failed} failed; scratch {} removed{}",
             scratch.describe(),
             if left > 0 {
@@ -143,7 +192,7 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     if failed > 0 {
         return Err(CliError::problem(format!(
@@ -211,12 +260,12 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
             format!("{} µs", f.p99_us),
         ]);
     }
-    println!(
+    out!(
         "against {} ({}), one operation at a time:",
         scratch.name,
         scratch.describe()
-    );
-    println!("{t}");
+    )?;
+    out!("{t}")?;
     Ok(())
 }
 

@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult};
 use crate::opt::{GetOpts, KeyringOpts, ListOpts, SetOpts, StoreOpts};
+use crate::output::out;
+use crate::{secrets, terminal};
 
 /// `byok migrate`.
 pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
@@ -21,20 +23,30 @@ pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         context::print_json(&serde_json::json!({ "store": store.name, "migrated": true }))
     } else {
-        println!("the schema of {} is up to date", store.name);
+        out!("the schema of {} is up to date", store.name)?;
         Ok(())
     }
 }
 
 /// Reads an API key from standard input: a prompt without echo on a
 /// terminal, else everything up to the end, less the trailing newline.
-pub(crate) fn read_key() -> CliResult<Zeroizing<String>> {
+///
+/// The prompt runs on a thread of its own, so that Ctrl-C ends the command
+/// at once; the terminal's settings (echo) are put back on every way out.
+pub(crate) async fn read_key() -> CliResult<Zeroizing<String>> {
     let stdin = std::io::stdin();
     let mut key = if stdin.is_terminal() {
-        Zeroizing::new(
-            rpassword::prompt_password("API key (not shown): ")
-                .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?,
-        )
+        terminal::save();
+        let read = tokio::task::spawn_blocking(|| {
+            rpassword::prompt_password("API key (not shown): ").map(Zeroizing::new)
+        })
+        .await;
+        terminal::restore();
+        match read {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) => return Err(CliError::usage(format!("cannot read the key: {e}"))),
+            Err(_) => return Err(CliError::usage("cannot read the key")),
+        }
     } else {
         let mut text = Zeroizing::new(String::new());
         stdin.lock().read_to_string(&mut text).map_err(|_| {
@@ -70,6 +82,20 @@ fn ttl(opts: &SetOpts) -> CliResult<Ttl> {
     }
 }
 
+/// Refuses a provider that looks like an API key (`byok set sk-proj-…
+/// --user u`): it would be stored in clear as a provider name. The message
+/// does not repeat it.
+fn check_provider(provider: &str) -> CliResult {
+    if secrets::looks_like_key(provider) {
+        return Err(CliError::usage(
+            "the provider looks like an API key, so it was not stored; the provider is a name \
+             such as `openai`, and the key is read from standard input: \
+             `byok set openai --user U < key.txt`",
+        ));
+    }
+    Ok(())
+}
+
 /// `byok set`.
 pub(crate) async fn set(
     opts: &SetOpts,
@@ -77,9 +103,11 @@ pub(crate) async fn set(
     ring: &KeyringOpts,
     json: bool,
 ) -> CliResult {
+    check_provider(&opts.provider)?;
     let ttl = ttl(opts)?;
+    let default_ttl = context::default_ttl()?;
     let keyring = context::keyring(ring)?;
-    let key = read_key()?;
+    let key = read_key().await?;
     let store = Store::open(store, Schema::Create).await?;
     let byok = context::manager(&store, keyring)?;
     byok.set_key(&opts.user, &opts.provider, &key, ttl)
@@ -95,13 +123,30 @@ pub(crate) async fn set(
         context::print_json(&row)
     } else {
         match row {
-            Some(r) => println!(
-                "stored {}'s {} key {} (expires: {})",
-                r.user, r.provider, r.hint, r.expires
+            Some(r) if ttl == Ttl::Default => out!(
+                "stored {}'s {} key {} (expires: {}{}, after the default time to live of {}; \
+                 change it with --ttl, --no-expiry or BYOK_DEFAULT_TTL)",
+                r.user,
+                r.provider,
+                r.hint,
+                r.expires,
+                r.expires_at
+                    .map(|at| format!(", at {}", at.format("%Y-%m-%d %H:%M UTC")))
+                    .unwrap_or_default(),
+                default_ttl.map_or_else(
+                    || "never".to_owned(),
+                    |d| humantime::format_duration(d).to_string()
+                ),
             ),
-            None => println!("stored {}'s {} key", opts.user, opts.provider),
+            Some(r) => out!(
+                "stored {}'s {} key {} (expires: {})",
+                r.user,
+                r.provider,
+                r.hint,
+                r.expires
+            ),
+            None => out!("stored {}'s {} key", opts.user, opts.provider),
         }
-        Ok(())
     }
 }
 
@@ -143,16 +188,20 @@ pub(crate) async fn get(
                 "user": row.user, "provider": row.provider, "key": secret.expose_secret(),
             }))
         } else {
-            println!("{}", secret.expose_secret());
+            out!("{}", secret.expose_secret())?;
             Ok(())
         }
     } else if json {
         context::print_json(&row)
     } else {
-        println!(
+        out!(
             "{} {}: {} (created {}, expires: {})",
-            row.user, row.provider, row.hint, row.created, row.expires
-        );
+            row.user,
+            row.provider,
+            row.hint,
+            row.created,
+            row.expires
+        )?;
         Ok(())
     }
 }
@@ -252,10 +301,10 @@ pub(crate) async fn list(opts: &ListOpts, store: &StoreOpts, json: bool) -> CliR
         return context::print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no keys");
+        out!("no keys")?;
     } else {
-        println!("{}", table(&rows));
-        println!("{} key(s)", rows.len());
+        out!("{}", table(&rows))?;
+        out!("{} key(s)", rows.len())?;
     }
     Ok(())
 }
@@ -268,11 +317,11 @@ pub(crate) async fn rm(opts: &StoreOpts, user: &str, provider: &str, json: bool)
         .delete(user, provider)
         .await
         .map_err(store.fail("removing the key failed"))?;
-    if json {
+    if removed && json {
         return context::print_json(&serde_json::json!({ "removed": removed }));
     }
     if removed {
-        println!("removed {user}'s {provider} key");
+        out!("removed {user}'s {provider} key")?;
         Ok(())
     } else {
         Err(CliError::new(
@@ -293,7 +342,7 @@ pub(crate) async fn clear(opts: &StoreOpts, user: &str, json: bool) -> CliResult
     if json {
         context::print_json(&serde_json::json!({ "removed": removed }))
     } else {
-        println!("removed {removed} key(s) of {user}");
+        out!("removed {removed} key(s) of {user}")?;
         Ok(())
     }
 }
@@ -309,7 +358,7 @@ pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         context::print_json(&serde_json::json!({ "purged": purged }))
     } else {
-        println!("purged {purged} expired key(s)");
+        out!("purged {purged} expired key(s)")?;
         Ok(())
     }
 }

@@ -1,0 +1,399 @@
+//! What an operator meets at the edges of the built binary: errors (one
+//! line, or one JSON object), redaction of passwords and keys, exit codes,
+//! closed pipes and full disks, defaults that are said out loud.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test"
+)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Env, rt};
+
+const KEY: &str = "sk-proj-canary-7d1e0c9b8a7f6e5d";
+const PASSWORD: &str = "SECRETPW-4c1d";
+
+/// Standard error is one line: no usage block, no blank lines.
+fn one_line(stderr: &str) -> &str {
+    let text = stderr.trim_end_matches('\n');
+    assert!(!text.is_empty(), "nothing on standard error");
+    assert!(!text.contains('\n'), "more than one line:\n{stderr}");
+    text
+}
+
+/// A store with one key, `alice`'s `openai`.
+fn store_with_a_key(env: &Env) -> String {
+    let store = env.sqlite("keys.db");
+    env.run_k(
+        &["--store", &store, "set", "openai", "--user", "alice"],
+        KEY,
+    )
+    .ok();
+    store
+}
+
+#[test]
+fn a_password_never_shows_in_clap_errors_wherever_the_url_is() {
+    let env = Env::new();
+    let url = format!("postgres://u:{PASSWORD}@127.0.0.1:1/db");
+    let query = format!("postgres://u@127.0.0.1:1/db?sslmode=disable&password={PASSWORD}");
+    for args in [
+        // A URL where no argument is expected: clap quotes it.
+        vec!["list".to_owned(), url.clone()],
+        vec!["--store".to_owned(), url.clone(), "lisst".to_owned()],
+        vec![
+            format!("--store={url}"),
+            "list".to_owned(),
+            "--bogus".to_owned(),
+        ],
+        vec!["list".to_owned(), query.clone()],
+        vec!["copy".to_owned(), "--too".to_owned(), url],
+    ] {
+        let run = env.run(&args, "");
+        let err = one_line(run.fails(2));
+        assert!(!err.contains(PASSWORD), "{args:?}: {err}");
+    }
+    // And in the command's own errors, the password of a query parameter.
+    let run = env.run(&["--store", &query, "list"], "");
+    assert!(!run.stderr.contains(PASSWORD), "{run:?}");
+    assert!(run.stderr.contains("password=***"), "{run:?}");
+}
+
+#[test]
+fn usage_errors_are_one_line_naming_where_help_is() {
+    let env = Env::new();
+    let run = env.run(&["list", "extra"], "");
+    let err = one_line(run.fails(2));
+    assert!(
+        err.starts_with("byok: unexpected argument 'extra'"),
+        "{err}"
+    );
+    assert!(err.contains("`byok list --help`"), "{err}");
+}
+
+#[test]
+fn json_errors_are_one_object_with_the_same_exit_code() {
+    let env = Env::new();
+    let store = store_with_a_key(&env);
+    let cases: [(&[&str], i32); 4] = [
+        (
+            &["--store", &store, "rm", "anthropic", "--user", "alice"],
+            6,
+        ),
+        (
+            &["--store", &store, "get", "anthropic", "--user", "alice"],
+            6,
+        ),
+        (&["lisst"], 2),
+        (&["--store", "sqlite://./missing.db", "list"], 4),
+    ];
+    for (args, code) in cases {
+        let plain = args.to_vec();
+        let text = env.run_k(&plain, "");
+        assert_eq!(text.code, code, "{plain:?} without --json: {text:?}");
+        let mut json = vec!["--json"];
+        json.extend_from_slice(&plain);
+        let run = env.run_k(&json, "");
+        assert_eq!(run.code, code, "{json:?}: {run:?}");
+        let line = one_line(&run.stderr);
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(value["error"]["exit_code"], code, "{value}");
+        assert!(value["error"]["message"].is_string(), "{value}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+}
+
+#[test]
+fn a_key_given_as_an_argument_is_refused_without_being_echoed() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let run = env.run_k(
+        &["--store", &store, "set", "openai", "--user", "u", KEY],
+        "",
+    );
+    let err = one_line(run.fails(2));
+    assert!(!err.contains(KEY) && !err.contains("canary"), "{err}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+}
+
+#[test]
+fn a_provider_that_looks_like_a_key_is_refused() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let run = env.run_k(&["--store", &store, "set", KEY, "--user", "u"], "sk-x\n");
+    let err = one_line(run.fails(2));
+    assert!(err.contains("looks like an API key"), "{err}");
+    assert!(!err.contains(KEY), "{err}");
+    // Nothing was stored: not even the database was made.
+    assert!(!env.path().join("keys.db").exists());
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let env = Env::new();
+    let store = store_with_a_key(&env);
+    for args in [["list"], ["stats"]] {
+        let mut cmd = env.command(&["--store", &store, args[0]]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        // The reader goes away before anything is written, as `head -1`
+        // does after its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_one_line_error() {
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    let env = Env::new();
+    let store = store_with_a_key(&env);
+    for args in [["list"], ["stats"]] {
+        let mut cmd = env.command(&["--store", &store, args[0]]);
+        cmd.stdin(Stdio::null())
+            .stdout(std::fs::OpenOptions::new().write(true).open(full).unwrap())
+            .stderr(Stdio::piped());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let err = one_line(&stderr);
+        assert!(err.starts_with("byok: cannot write the output"), "{err}");
+    }
+}
+
+#[test]
+fn set_says_when_a_key_expires_and_the_default_can_change() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let run = env.run_k(&["--store", &store, "set", "openai", "--user", "u"], KEY);
+    let text = run.ok();
+    assert!(text.contains("default time to live of 1day"), "{text}");
+    assert!(text.contains("BYOK_DEFAULT_TTL"), "{text}");
+
+    let mut cmd = env.command(&["--store", &store, "--json", "set", "groq", "--user", "u"]);
+    cmd.env("BYOK_KEYRING_FILE", &env.keyring)
+        .env("BYOK_DEFAULT_TTL", "30d");
+    let row = env.run_cmd(cmd, KEY).json();
+    let created = chrono_of(&row["created_at"]);
+    let expires = chrono_of(&row["expires_at"]);
+    assert_eq!((expires - created).num_days(), 30, "{row}");
+
+    let mut cmd = env.command(&["--store", &store, "--json", "set", "mistral", "--user", "u"]);
+    cmd.env("BYOK_KEYRING_FILE", &env.keyring)
+        .env("BYOK_DEFAULT_TTL", "never");
+    let row = env.run_cmd(cmd, KEY).json();
+    assert!(row["expires_at"].is_null(), "{row}");
+
+    let mut cmd = env.command(&["--store", &store, "set", "x", "--user", "u"]);
+    cmd.env("BYOK_KEYRING_FILE", &env.keyring)
+        .env("BYOK_DEFAULT_TTL", "soon");
+    let run = env.run_cmd(cmd, KEY);
+    assert!(
+        one_line(run.fails(2)).contains("BYOK_DEFAULT_TTL"),
+        "{run:?}"
+    );
+}
+
+fn chrono_of(v: &serde_json::Value) -> byok::chrono::DateTime<byok::chrono::Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = env.run(&["completions", shell], "");
+        let text = run.ok();
+        assert!(text.contains("rotate"), "{shell}: {text}");
+    }
+    env.run(&["completions", "tcsh"], "").fails(2);
+}
+
+#[test]
+fn verbose_logs_on_standard_error() {
+    let env = Env::new();
+    let store = store_with_a_key(&env);
+    let mut cmd = env.command(&["--store", &store, "list"]);
+    cmd.env("RUST_LOG", "trace");
+    let run = env.run_cmd(cmd, "");
+    run.ok();
+    assert!(
+        run.stderr.contains("TRACE") || run.stderr.contains("DEBUG"),
+        "{run:?}"
+    );
+    let quiet = env.run(&["--store", &store, "list"], "");
+    assert_eq!(quiet.ok().lines().count(), 6, "{quiet:?}");
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+}
+
+#[test]
+fn store_errors_of_postgres_are_plain() {
+    let Some(url) = rt().block_on(byok_testkit::services::postgres_url()) else {
+        return;
+    };
+    let env = Env::new();
+    // A role that does not exist: an authentication failure.
+    let mut bad = url::Url::parse(&url).unwrap();
+    bad.set_username("byok_no_such_role").unwrap();
+    bad.set_password(Some(PASSWORD)).unwrap();
+    let run = env.run(&["--store", bad.as_str(), "list"], "");
+    let err = one_line(run.fails(4));
+    assert!(!err.contains("byok migrate"), "{err}");
+    assert!(err.contains("password"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert!(!err.contains(" at line "), "{err}");
+    // A missing table still points at `byok migrate`.
+    let table = common::namespace("missing");
+    let run = env.run(&["--store", &url, "--table", &table, "list"], "");
+    let err = one_line(run.fails(4));
+    assert!(err.contains("byok migrate"), "{err}");
+    assert!(!err.contains(" at line "), "{err}");
+}
+
+/// Every Redis key that starts with `prefix`, sorted.
+fn redis_keys(url: &str, prefix: &str) -> Vec<String> {
+    use byok::byok_redis::redis;
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn read_only_commands_on_redis_write_nothing() {
+    let Some(url) = rt().block_on(byok_testkit::services::redis_url()) else {
+        return;
+    };
+    let env = Env::new();
+    // A prefix nobody wrote to: a mistyped --prefix is refused, and
+    // nothing is created under it.
+    let typo = format!("{}:", common::namespace("typo"));
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["get", "openai", "--user", "u"],
+        &["rm", "openai", "--user", "u"],
+    ] {
+        let mut all = vec!["--store", &url, "--prefix", &typo];
+        all.extend_from_slice(args);
+        let run = env.run_k(&all, "");
+        let err = one_line(run.fails(4));
+        assert!(err.contains("no byok store under the key prefix"), "{err}");
+    }
+    assert_eq!(redis_keys(&url, &typo), Vec::<String>::new());
+
+    // A store with keys: reading it changes no Redis key.
+    let ns = common::namespace("ro");
+    let prefix = format!("{ns}:");
+    let users = rt().block_on(common::seed(&url, &ns, env.ring(), &ns, 3));
+    let before = redis_keys(&url, &prefix);
+    assert!(before.iter().any(|k| k.ends_with("format")), "{before:?}");
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["verify"],
+        &["get", "openai", "--user", &users[0]],
+    ] {
+        let mut all = vec!["--store", &url, "--prefix", &prefix];
+        all.extend_from_slice(args);
+        env.run_k(&all, "").ok();
+    }
+    assert_eq!(redis_keys(&url, &prefix), before);
+    for user in &users {
+        env.run(
+            &[
+                "--store", &url, "--prefix", &prefix, "clear", "--user", user,
+            ],
+            "",
+        )
+        .ok();
+    }
+    let leftover = redis_keys(&url, &prefix);
+    assert_eq!(leftover, [format!("{prefix}format")]);
+    let mut conn = byok::byok_redis::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: i64 = byok::byok_redis::redis::cmd("DEL")
+        .arg(&leftover)
+        .query(&mut conn)
+        .unwrap();
+}
+
+#[test]
+fn check_on_redis_leaves_nothing_behind() {
+    let Some(url) = rt().block_on(byok_testkit::services::redis_url()) else {
+        return;
+    };
+    let env = Env::new();
+    let run = env.run(&["check", &url], "");
+    let text = run.ok();
+    let start = text.find("key prefix ").unwrap() + "key prefix ".len();
+    let prefix = text[start..].split(')').next().unwrap().to_owned();
+    assert!(prefix.starts_with("byok_scratch_"), "{prefix}");
+    assert_eq!(redis_keys(&url, &prefix), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_during_check_still_removes_the_scratch_table() {
+    use std::io::BufRead as _;
+    let Some(url) = rt().block_on(byok_testkit::services::postgres_url()) else {
+        return;
+    };
+    let env = Env::new();
+    let mut cmd = env.command(&["check", &url]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let start = first.find("(table ").unwrap() + "(table ".len();
+    let table = first[start..].trim_end_matches(')').to_owned();
+    // One case done: the table exists and the check is under way.
+    let case = lines.next().unwrap().unwrap();
+    assert!(case.starts_with("ok "), "{case}");
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // Read to the end, so that no write of the command meets a closed pipe.
+    for line in lines {
+        line.unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        one_line(&stderr).contains(&format!("the scratch table {table} was removed")),
+        "{stderr}"
+    );
+    let left: i64 = rt().block_on(async {
+        use byok::byok_sql::sqlx;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1")
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, 0, "{table} was left behind");
+}

@@ -44,6 +44,12 @@ pub(crate) async fn read_key() -> CliResult<Zeroizing<String>> {
         terminal::restore();
         match read {
             Ok(Ok(key)) => key,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return Err(CliError::new(
+                    crate::error::Exit::Interrupted,
+                    "interrupted; nothing was stored",
+                ));
+            }
             Ok(Err(e)) => return Err(CliError::usage(format!("cannot read the key: {e}"))),
             Err(_) => return Err(CliError::usage("cannot read the key")),
         }

@@ -397,3 +397,55 @@ fn ctrl_c_during_check_still_removes_the_scratch_table() {
     });
     assert_eq!(left, 0, "{table} was left behind");
 }
+
+#[test]
+fn ctrl_c_at_the_key_prompt_leaves_echo_on() {
+    use std::io::{Read as _, Write as _};
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        return;
+    }
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    // `script` gives the command a terminal of its own; the shell runs
+    // `stty` on that terminal once the command is over. Its trap is a
+    // handler, so the command starts with SIGINT's default action.
+    let line = format!(
+        "trap 'echo trapped' INT; '{}' --store '{store}' set openai --user u; echo \"rc=$?\"; \
+         stty -a",
+        env!("CARGO_BIN_EXE_byok")
+    );
+    let mut child = std::process::Command::new("/usr/bin/script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(env.path())
+        .env("SHELL", "/bin/sh")
+        .env("BYOK_KEYRING_FILE", &env.keyring)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("API key") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Ctrl-C, as the terminal sends it.
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    stdout.read_to_end(&mut seen).unwrap();
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("rc=130"), "{text}");
+    let flags: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        flags.contains(&"echo"),
+        "echo is off after the prompt:\n{text}"
+    );
+    assert!(
+        !flags.contains(&"-echo"),
+        "echo is off after the prompt:\n{text}"
+    );
+}

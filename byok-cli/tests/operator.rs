@@ -449,3 +449,24 @@ fn ctrl_c_at_the_key_prompt_leaves_echo_on() {
         "echo is off after the prompt:\n{text}"
     );
 }
+
+#[test]
+fn ids_with_bidirectional_or_invisible_characters_are_refused_by_code_point() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    for (user, provider, code) in [
+        ("u", "open\u{202e}ia", "U+202E"),
+        ("ali\u{200b}ce", "openai", "U+200B"),
+        ("\u{feff}bob", "openai", "U+FEFF"),
+        ("u", "\u{2066}x\u{2069}", "U+2066"),
+    ] {
+        let run = env.run_k(&["--store", &store, "set", provider, "--user", user], KEY);
+        let err = one_line(run.fails(2));
+        assert!(err.contains(code), "{err}");
+        assert!(!err.contains(user) || user == "u", "{err}");
+        assert!(!err.contains(provider), "{err}");
+    }
+    let list = env.run(&["--store", &store, "--json", "list"], "");
+    // Nothing was stored (the schema was, by the first `set`).
+    assert_eq!(list.json(), serde_json::json!([]), "{list:?}");
+}

@@ -43,21 +43,24 @@ pub(crate) async fn unhandled() {
 #[derive(Debug)]
 pub(crate) struct Interruptible {
     rx: watch::Receiver<u64>,
+    /// The presses before this was made.
+    before: u64,
 }
 
 impl Interruptible {
     /// Takes Ctrl-C on from now on.
     pub(crate) fn new() -> Interruptible {
         HANDLED.fetch_add(1, Ordering::SeqCst);
-        Interruptible {
-            rx: presses().subscribe(),
-        }
+        let rx = presses().subscribe();
+        let before = *rx.borrow();
+        Interruptible { rx, before }
     }
 
-    /// Completes at the next Ctrl-C (or at once if one came since
-    /// [`new`](Self::new)).
+    /// Completes once Ctrl-C has been pressed since [`new`](Self::new):
+    /// at once on every call after that, so that no caller misses it.
     pub(crate) async fn interrupted(&mut self) {
-        if self.rx.changed().await.is_err() {
+        let before = self.before;
+        if self.rx.wait_for(|n| *n > before).await.is_err() {
             std::future::pending::<()>().await;
         }
     }

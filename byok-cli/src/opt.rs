@@ -215,7 +215,9 @@ pub struct ListOpts {
 #[derive(Debug, Args)]
 pub struct RotateOpts {
     /// Where the cursor is saved after each page (default: a file named
-    /// after the store in the current directory).
+    /// after the store, beside a SQLite database, else in
+    /// $XDG_STATE_HOME/byok or ~/.local/state/byok; the command says
+    /// which, and a re-run from any directory resumes from it).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Keys per page.

@@ -470,3 +470,76 @@ fn ids_with_bidirectional_or_invisible_characters_are_refused_by_code_point() {
     // Nothing was stored (the schema was, by the first `set`).
     assert_eq!(list.json(), serde_json::json!([]), "{list:?}");
 }
+
+#[test]
+fn an_interrupted_rotation_says_where_it_saved_and_resumes_from_anywhere() {
+    use std::io::BufRead as _;
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let n = 200;
+    rt().block_on(common::seed(&store, "user_api_keys", env.ring(), "k", n));
+    let p = env.keyring.display().to_string();
+    env.run(&["keygen", "--add-to", &p, "--primary"], "").ok();
+
+    let mut cmd = env.command(&[
+        "--store",
+        &store,
+        "rotate",
+        "--page-size",
+        "5",
+        "--pause-ms",
+        "40",
+    ]);
+    cmd.env("BYOK_KEYRING_FILE", &env.keyring)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = stderr.next().unwrap().unwrap();
+    let start = first.find(" in ").unwrap() + " in ".len();
+    let state = std::path::PathBuf::from(first[start..].split(';').next().unwrap());
+    // Beside the database, not in the directory the command ran in.
+    let db_dir = std::fs::canonicalize(env.path()).unwrap();
+    assert_eq!(state.parent(), Some(db_dir.as_path()), "{first}");
+    for _ in 0..2000 {
+        if let Ok(bytes) = std::fs::read(&state) {
+            let saved: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            if saved["seen"].as_u64().unwrap() >= 20 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = stderr.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    let last = rest.last().unwrap();
+    assert!(
+        last.contains("run the same command again to resume"),
+        "{last}"
+    );
+    assert!(last.contains(&state.display().to_string()), "{last}");
+    assert!(state.exists());
+
+    // From another directory, the same command resumes.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = env.command(&["--store", &store, "--json", "rotate"]);
+    cmd.env("BYOK_KEYRING_FILE", &env.keyring)
+        .current_dir(elsewhere.path());
+    let resumed = env.run_cmd(cmd, "");
+    assert!(
+        resumed.stderr.contains("resuming the rotation saved in"),
+        "{resumed:?}"
+    );
+    let report = resumed.json();
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["keys"], n, "{report}");
+    assert!(!state.exists(), "a finished rotation removes its state");
+}

@@ -2,6 +2,7 @@
 //! namespace that is removed afterwards.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use byok::{ApiKey, ByokConfig, KeyStorage};
@@ -62,6 +63,22 @@ impl Scratch {
         } else {
             format!("key prefix {}:", self.namespace)
         }
+    }
+
+    /// The error of a command interrupted by Ctrl-C, after [`remove`]
+    /// left `left` keys.
+    ///
+    /// [`remove`]: Self::remove
+    fn interrupted(&self, left: u64) -> CliError {
+        let what = if left > 0 {
+            format!(
+                "interrupted; the scratch {} could not be removed entirely: remove it by hand",
+                self.describe()
+            )
+        } else {
+            format!("interrupted; the scratch {} was removed", self.describe())
+        };
+        CliError::new(Exit::Interrupted, what)
     }
 
     /// Removes the namespace; returns what is left behind (live keys).
@@ -127,18 +144,7 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
     };
     let left = scratch.remove().await;
     let Some(ran) = ran else {
-        let what = if left > 0 {
-            format!(
-                "interrupted; the scratch {} could not be removed entirely: remove it by hand",
-                scratch.describe()
-            )
-        } else {
-            format!(
-                "interrupted; the scratch {} was removed",
-                scratch.describe()
-            )
-        };
-        return Err(CliError::new(Exit::Interrupted, what));
+        return Err(scratch.interrupted(left));
     };
     ran?;
     report(&scratch, &lines, left, json)
@@ -236,13 +242,35 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
     if opts.ops == 0 {
         return Err(CliError::usage("--ops must be at least 1"));
     }
-    let scratch = Scratch::open(url_of(&opts.target, store)).await?;
-    let result = run_bench(&scratch, opts.ops).await;
-    let users = opts.ops.div_ceil(PROVIDERS.len());
+    // As for `check`: Ctrl-C stops the measurements, not the clean-up.
+    let mut interrupt = Interruptible::new();
+    let written = AtomicUsize::new(0);
+    let scratch = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => {
+            return Err(CliError::new(Exit::Interrupted, "interrupted before the bench began"));
+        }
+        scratch = Scratch::open(url_of(&opts.target, store)) => scratch?,
+    };
+    let result = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => None,
+        result = run_bench(&scratch, opts.ops, &written) => Some(result),
+    };
+    // A dropped table takes its keys along; under a Redis prefix, each
+    // user written is cleared.
+    let users = if scratch.cleanup.is_sql() {
+        0
+    } else {
+        written.load(Ordering::Relaxed).div_ceil(PROVIDERS.len())
+    };
     for u in 0..users {
         let _ = scratch.store.clear_all(&bench_user(&scratch, u)).await;
     }
-    scratch.remove().await;
+    let left = scratch.remove().await;
+    let Some(result) = result else {
+        return Err(scratch.interrupted(left));
+    };
     let results = result?;
     if json {
         return context::print_json(&serde_json::json!({
@@ -275,7 +303,13 @@ fn bench_user(scratch: &Scratch, u: usize) -> String {
     format!("{}-user-{u}", scratch.namespace)
 }
 
-async fn run_bench(scratch: &Scratch, ops: usize) -> CliResult<Vec<Figures>> {
+/// Measures `ops` operations of each kind; `written` counts the keys set so
+/// far, for the clean-up.
+async fn run_bench(
+    scratch: &Scratch,
+    ops: usize,
+    written: &AtomicUsize,
+) -> CliResult<Vec<Figures>> {
     let store = scratch.store.as_ref();
     let fail = |what: &'static str| {
         move |e: byok::ByokError| CliError::from_byok(what, &e, Some(&scratch.name))
@@ -297,6 +331,7 @@ async fn run_bench(scratch: &Scratch, ops: usize) -> CliResult<Vec<Figures>> {
         let key = ApiKey::new(&user, provider, value.clone())
             .map_err(|e| fail("making a key failed")(e.into()))?;
         let t = Instant::now();
+        written.fetch_max(i + 1, Ordering::Relaxed);
         store.store(&key).await.map_err(fail("set failed"))?;
         samples.push(t.elapsed());
         bar.inc(1);

@@ -543,3 +543,51 @@ fn an_interrupted_rotation_says_where_it_saved_and_resumes_from_anywhere() {
     assert_eq!(report["keys"], n, "{report}");
     assert!(!state.exists(), "a finished rotation removes its state");
 }
+
+#[test]
+fn ctrl_c_during_bench_still_removes_the_scratch_table() {
+    let env = Env::new();
+    let store = env.sqlite("bench.db");
+    env.run(&["--store", &store, "migrate"], "").ok();
+    let mut cmd = env.command(&["bench", &store, "-n", "1000000"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let tables = || -> Vec<String> {
+        rt().block_on(async {
+            use byok::byok_sql::sqlx;
+            let pool = sqlx::SqlitePool::connect(&store).await.unwrap();
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        })
+    };
+    // Under way: the scratch table is there.
+    let mut scratch = None;
+    for _ in 0..1000 {
+        scratch = tables()
+            .into_iter()
+            .find(|t| t.starts_with("byok_scratch_"));
+        if scratch.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let scratch = scratch.expect("the bench made no scratch table");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        one_line(&stderr).contains(&format!("the scratch table {scratch} was removed")),
+        "{stderr}"
+    );
+    assert!(!tables().contains(&scratch), "{scratch} was left behind");
+}

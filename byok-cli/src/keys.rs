@@ -13,12 +13,15 @@ use zeroize::Zeroizing;
 
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult};
-use crate::opt::{GetOpts, KeyringOpts, ListOpts, SetOpts, StoreOpts};
+use crate::opt::{GetOpts, KeyringOpts, ListOpts, MigrateOpts, SetOpts, StoreOpts};
 use crate::output::out;
 use crate::{secrets, terminal};
 
 /// `byok migrate`.
-pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
+pub(crate) async fn migrate(migrate: &MigrateOpts, opts: &StoreOpts, json: bool) -> CliResult {
+    if migrate.print_sql {
+        return print_sql(opts, json);
+    }
     let store = Store::open(opts, Schema::Create).await?;
     if json {
         context::print_json(&serde_json::json!({ "store": store.name, "migrated": true }))
@@ -26,6 +29,31 @@ pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
         out!("the schema of {} is up to date", store.name)?;
         Ok(())
     }
+}
+
+/// `byok migrate --print-sql`: the schema statements of the store's engine
+/// and table, without connecting.
+fn print_sql(opts: &StoreOpts, json: bool) -> CliResult {
+    let fail = |e: byok::ByokError| CliError::from_byok("cannot print the schema", &e, None);
+    let backend = byok::StorageBackend::from_url(&opts.url).map_err(|e| fail(e.into()))?;
+    let statements = match backend {
+        byok::StorageBackend::Sqlite => byok::SqliteStorage::schema_sql(&opts.table),
+        byok::StorageBackend::Postgres => byok::PostgresStorage::schema_sql(&opts.table),
+        byok::StorageBackend::MySql => byok::MySqlStorage::schema_sql(&opts.table),
+        other => {
+            return Err(CliError::usage(format!(
+                "--print-sql is for SQL stores (sqlite:, postgres:, mysql:), not {other}"
+            )));
+        }
+    }
+    .map_err(fail)?;
+    if json {
+        return context::print_json(&statements);
+    }
+    for statement in &statements {
+        out!("{statement};")?;
+    }
+    Ok(())
 }
 
 /// Reads an API key from standard input: a prompt without echo on a

@@ -49,7 +49,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
     let (json, store, ring) = (global.json, &global.store, &global.keyring);
     match &opt.command {
         Command::Keygen(o) => keygen::run(o, json),
-        Command::Migrate => keys::migrate(store, json).await,
+        Command::Migrate(o) => keys::migrate(o, store, json).await,
         Command::Set(o) => keys::set(o, store, ring, json).await,
         Command::Get(o) => keys::get(o, store, ring, json).await,
         Command::List(o) => keys::list(o, store, json).await,

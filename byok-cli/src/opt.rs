@@ -107,7 +107,7 @@ pub enum Command {
     Keygen(KeygenOpts),
     /// Create or upgrade the store's schema (other commands never do,
     /// except `set` and the target of `copy`).
-    Migrate,
+    Migrate(MigrateOpts),
     /// Store a user's key, read from standard input (never an argument).
     Set(SetOpts),
     /// Show a user's key: its masked hint, or the key with --reveal.
@@ -168,6 +168,15 @@ pub struct KeygenOpts {
     /// With --add-to: make the new key the primary key.
     #[arg(long, requires = "add_to")]
     pub primary: bool,
+}
+
+/// `byok migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateOpts {
+    /// Print the SQL that creates the table and its index instead of
+    /// running it (nothing is connected to).
+    #[arg(long)]
+    pub print_sql: bool,
 }
 
 /// `byok set`.

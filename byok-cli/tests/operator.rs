@@ -591,3 +591,71 @@ fn ctrl_c_during_bench_still_removes_the_scratch_table() {
     );
     assert!(!tables().contains(&scratch), "{scratch} was left behind");
 }
+
+#[test]
+fn migrate_print_sql_prints_a_schema_that_works_without_connecting() {
+    let env = Env::new();
+    let store = env.sqlite("printed.db");
+    let run = env.run(
+        &[
+            "--store",
+            &store,
+            "--table",
+            "printed_keys",
+            "migrate",
+            "--print-sql",
+        ],
+        "",
+    );
+    let sql = run.ok().to_owned();
+    assert!(
+        sql.starts_with("CREATE TABLE IF NOT EXISTS printed_keys ("),
+        "{sql}"
+    );
+    assert!(!env.path().join("printed.db").exists(), "it connected");
+    // The printed statements make a table the command then uses.
+    rt().block_on(async {
+        use byok::byok_sql::sqlx;
+        let pool = sqlx::SqlitePool::connect(&format!("{store}?mode=rwc"))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    env.run_k(
+        &[
+            "--store",
+            &store,
+            "--table",
+            "printed_keys",
+            "set",
+            "openai",
+            "--user",
+            "u",
+        ],
+        KEY,
+    )
+    .ok();
+    let list = env
+        .run(
+            &[
+                "--store",
+                &store,
+                "--table",
+                "printed_keys",
+                "--json",
+                "list",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(list[0]["provider"], "openai", "{list}");
+    let redis = env.run(
+        &["--store", "redis://127.0.0.1:1", "migrate", "--print-sql"],
+        "",
+    );
+    one_line(redis.fails(2));
+}

@@ -116,26 +116,42 @@ fn usage_error(e: &clap::Error, json: bool, scrub: &Scrubber) -> ExitCode {
         _ => {}
     }
     let text = e.render().to_string();
-    let first = text
+    // The error's own lines (up to the usage), as one: "the following
+    // required arguments were not provided: <PROVIDER> --user <USER>".
+    let body: Vec<&str> = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("bad arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+        .take_while(|l| !l.starts_with("Usage: "))
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("tip: ") && !l.starts_with("For more information")
+        })
+        .collect();
+    let body = body.join(" ");
+    let first = body.strip_prefix("error: ").unwrap_or(&body);
+    let first = if first.is_empty() {
+        "bad arguments"
+    } else {
+        first
+    };
     let usage = text
         .lines()
         .find_map(|l| l.strip_prefix("Usage: "))
         .map(|u| {
-            let command = u
-                .split(" [")
-                .next()
-                .unwrap_or(u)
-                .split(" <")
-                .next()
-                .unwrap_or(u);
-            format!("; see `{} --help`", command.trim())
+            // The command's words, up to its first option or value.
+            let words: Vec<&str> = u
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '[', '<']))
+                .collect();
+            format!("; see `{} --help`", words.join(" "))
         })
         .unwrap_or_else(|| "; see `byok --help`".to_owned());
-    report(&format!("{first}{usage}"), Exit::Usage, json, scrub)
+    // clap's suggestions ("a similar subcommand exists: 'list'").
+    let tips: String = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .map(|tip| format!("; {tip}"))
+        .collect();
+    report(&format!("{first}{tips}{usage}"), Exit::Usage, json, scrub)
 }
 
 /// Logging on standard error: `RUST_LOG` when set, else warnings and up

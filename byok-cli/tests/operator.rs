@@ -73,6 +73,18 @@ fn usage_errors_are_one_line_naming_where_help_is() {
         "{err}"
     );
     assert!(err.contains("`byok list --help`"), "{err}");
+    // An error clap spreads over lines, and its suggestion, on one.
+    let run = env.run(&["rm"], "");
+    let err = one_line(run.fails(2));
+    assert!(err.contains("<PROVIDER>") && err.contains("--user"), "{err}");
+    let run = env.run(&["lisst"], "");
+    let err = one_line(run.fails(2));
+    assert!(err.contains("a similar subcommand exists: 'list'"), "{err}");
+    let run = env.run(&["purge", "--page-size", "x"], "");
+    one_line(run.fails(2));
+    let run = env.run(&["list", "--page-size", "x"], "");
+    let err = one_line(run.fails(2));
+    assert!(!err.contains("For more information"), "{err}");
 }
 
 #[test]

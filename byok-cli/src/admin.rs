@@ -351,11 +351,13 @@ pub(crate) async fn rotate(
     };
     let total = context::count_keys(&store, SCAN_PAGE).await?;
     let bar = context::progress_from(total.max(state.seen), state.seen, "rotating");
-    note!(
-        "saving the rotation's progress in {}; if it stops, run the same command again to \
-         resume",
-        path.display()
-    );
+    if !json {
+        note!(
+            "saving the rotation's progress in {}; if it stops, run the same command again \
+             to resume",
+            path.display()
+        );
+    }
     // Ctrl-C stops between pages (or within one, whose keys the re-run
     // finds current), and says how to go on.
     let mut interrupt = Interruptible::new();

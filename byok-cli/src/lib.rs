@@ -173,9 +173,35 @@ fn start_logging(verbose: u8) {
         .try_init();
 }
 
+/// Ends the process as [`CliError::output`] would when `println!` fails
+/// (std panics then): commands print with [`output::out`], which returns
+/// the error instead, but a `println!` left anywhere must not end in a
+/// panic message and exit code 101 either.
+fn exit_quietly_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if let Some(cause) = text.strip_prefix("failed printing to stdout: ") {
+            terminal::restore();
+            if cause.starts_with("Broken pipe") {
+                std::process::exit(0);
+            }
+            output::note!("byok: cannot write the output: {cause}");
+            std::process::exit(Exit::Problem as i32);
+        }
+        default(info);
+    }));
+}
+
 /// The whole program: parses the arguments, runs the command on a Tokio
 /// runtime, prints an error as one line on standard error.
 pub fn main() -> ExitCode {
+    exit_quietly_on_closed_output();
     let args: Vec<OsString> = std::env::args_os().collect();
     let json = wants_json(&args);
     let scrub = Scrubber::new(&args);

@@ -76,7 +76,10 @@ fn usage_errors_are_one_line_naming_where_help_is() {
     // An error clap spreads over lines, and its suggestion, on one.
     let run = env.run(&["rm"], "");
     let err = one_line(run.fails(2));
-    assert!(err.contains("<PROVIDER>") && err.contains("--user"), "{err}");
+    assert!(
+        err.contains("<PROVIDER>") && err.contains("--user"),
+        "{err}"
+    );
     let run = env.run(&["lisst"], "");
     let err = one_line(run.fails(2));
     assert!(err.contains("a similar subcommand exists: 'list'"), "{err}");
@@ -149,7 +152,8 @@ fn a_provider_that_looks_like_a_key_is_refused() {
 fn a_closed_pipe_ends_quietly() {
     let env = Env::new();
     let store = store_with_a_key(&env);
-    for args in [["list"], ["stats"]] {
+    // `keygen` prints with `println!`: the same for it.
+    for args in [["list"], ["stats"], ["keygen"]] {
         let mut cmd = env.command(&["--store", &store, args[0]]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -173,7 +177,7 @@ fn a_full_disk_is_a_one_line_error() {
     }
     let env = Env::new();
     let store = store_with_a_key(&env);
-    for args in [["list"], ["stats"]] {
+    for args in [["list"], ["stats"], ["keygen"]] {
         let mut cmd = env.command(&["--store", &store, args[0]]);
         cmd.stdin(Stdio::null())
             .stdout(std::fs::OpenOptions::new().write(true).open(full).unwrap())

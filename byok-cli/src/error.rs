@@ -113,8 +113,8 @@ impl CliError {
             ByokError::Storage(s) => {
                 let next = match (s.kind, refusal(e)) {
                     (_, Refusal::Credentials) => {
-                        "check the user name and password (in the URL, or in PGPASSWORD \
-                         or MYSQL_PWD, which keep them out of the command line)"
+                        "check the user name and password (in the URL or BYOK_STORE; \
+                         PostgreSQL also reads PGPASSWORD)"
                     }
                     (_, Refusal::NoSchema) => "create the schema with `byok migrate`",
                     (StorageErrorKind::Unavailable | StorageErrorKind::Timeout, _) => {
@@ -162,6 +162,11 @@ fn refusal(e: &(dyn std::error::Error + 'static)) -> Refusal {
             } else {
                 Refusal::Other
             };
+        }
+        if let Some(redis) = s.downcast_ref::<byok::byok_redis::redis::RedisError>()
+            && redis.kind() == byok::byok_redis::redis::ErrorKind::AuthenticationFailed
+        {
+            return Refusal::Credentials;
         }
         source = s.source();
     }

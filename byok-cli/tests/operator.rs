@@ -675,3 +675,26 @@ fn migrate_print_sql_prints_a_schema_that_works_without_connecting() {
     );
     one_line(redis.fails(2));
 }
+
+#[test]
+fn authentication_failures_point_at_the_credentials() {
+    let env = Env::new();
+    let mut urls = Vec::new();
+    if let Some(url) = rt().block_on(byok_testkit::services::mysql_url()) {
+        urls.push(url);
+    }
+    if let Some(url) = rt().block_on(byok_testkit::services::redis_url()) {
+        urls.push(url);
+    }
+    for url in urls {
+        let mut bad = url::Url::parse(&url).unwrap();
+        bad.set_password(Some(PASSWORD)).unwrap();
+        let run = env.run(&["--store", bad.as_str(), "list"], "");
+        let err = one_line(run.fails(4));
+        assert!(err.contains("check the user name and password"), "{err}");
+        assert!(
+            !err.contains("byok migrate") && !err.contains(PASSWORD),
+            "{err}"
+        );
+    }
+}

@@ -72,6 +72,9 @@ pub struct RedisStorage {
     /// write need not check it (see [`migrate`](Self::migrate)). Opening
     /// never writes it: a prefix is marked by its first write.
     pub(crate) marked: Arc<AtomicBool>,
+    /// Held while a first write marks the prefix, so that concurrent first
+    /// writes walk the buckets once, not once each.
+    pub(crate) marking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -140,6 +143,7 @@ impl RedisStorage {
             nodes: describe_nodes(&[url]).into(),
             bounded_by_driver: true,
             marked: Arc::default(),
+            marking: Arc::default(),
         };
         store.check_eviction_policy().await;
         store.upgrade().await?;
@@ -189,6 +193,7 @@ impl RedisStorage {
             nodes: describe_nodes(urls).into(),
             bounded_by_driver: false,
             marked: Arc::default(),
+            marking: Arc::default(),
         };
         store.check_eviction_policy().await;
         store.upgrade().await?;
@@ -239,6 +244,7 @@ impl RedisStorage {
             nodes: Arc::from(vec!["<given connection>".to_owned()]),
             bounded_by_driver: false,
             marked: Arc::default(),
+            marking: Arc::default(),
         })
     }
 
@@ -246,6 +252,7 @@ impl RedisStorage {
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
         self.layout = Layout::new(prefix)?;
         self.marked = Arc::default();
+        self.marking = Arc::default();
         Ok(self)
     }
 
@@ -415,6 +422,7 @@ mod tests {
             nodes: describe_nodes(&[url]).into(),
             bounded_by_driver: true,
             marked: Arc::default(),
+            marking: Arc::default(),
         };
         assert_eq!(
             format!("{store:?}"),

@@ -58,6 +58,10 @@ impl RedisStorage {
     /// Marks the prefix before this store's first write (once per store and
     /// its clones).
     pub(crate) async fn mark_before_write(&self) -> Result<()> {
+        if self.marked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _marking = self.marking.lock().await;
         if !self.marked.load(Ordering::Acquire) {
             self.migrate().await?;
         }

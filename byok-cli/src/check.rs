@@ -81,7 +81,7 @@ impl Scratch {
         CliError::new(Exit::Interrupted, what)
     }
 
-    /// Removes the namespace; returns what is left behind (live keys).
+    /// Removes the namespace; returns how many keys are left behind.
     async fn remove(&self) -> u64 {
         if let Err(e) = self.cleanup.drop_table().await {
             note!(
@@ -93,21 +93,39 @@ impl Scratch {
         if self.cleanup.is_sql() {
             return 0;
         }
-        // The cases clear their own users; anything left would show here.
-        let left = match self.store.scan(None, 100).await {
-            Ok(page) => page.keys.len() as u64,
-            Err(_) => 1,
+        let Concrete::Redis(redis) = &self.cleanup else {
+            return 0;
         };
+        // The cases clear their own users, unless one was cut short by
+        // Ctrl-C: clear whoever is left, and first purge the expired
+        // records, which stay in their users' hashes until a purge.
+        let _ = redis.purge_expired().await;
+        let mut left = 0;
+        for _ in 0..1000 {
+            let page = match self.store.scan(None, 500).await {
+                Ok(page) => page,
+                Err(_) => return left.max(1),
+            };
+            left = page.keys.len() as u64;
+            if page.keys.is_empty() {
+                break;
+            }
+            for key in &page.keys {
+                if redis.clear_all(key.user_id()).await.is_err() {
+                    return left;
+                }
+            }
+        }
+        if left > 0 {
+            return left;
+        }
         // The first write marked the prefix; with its keys gone, the mark
         // is all that is left of it.
-        if left == 0
-            && let Concrete::Redis(redis) = &self.cleanup
-            && let Err(e) = redis.unmark().await
-        {
+        if let Err(e) = redis.unmark().await {
             note!("warning: could not remove {}format: {e}", redis.prefix());
             return 1;
         }
-        left
+        0
     }
 }
 

@@ -698,3 +698,41 @@ fn authentication_failures_point_at_the_credentials() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_during_check_on_redis_leaves_nothing_behind() {
+    use std::io::BufRead as _;
+    let Some(url) = rt().block_on(byok_testkit::services::redis_url()) else {
+        return;
+    };
+    let env = Env::new();
+    let mut cmd = env.command(&["check", &url]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let start = first.find("(key prefix ").unwrap() + "(key prefix ".len();
+    let prefix = first[start..].trim_end_matches(')').to_owned();
+    let case = lines.next().unwrap().unwrap();
+    assert!(case.starts_with("ok "), "{case}");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    for line in lines {
+        line.unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The check may have ended before the signal came: either way,
+    // nothing is left under the scratch prefix.
+    if out.status.code() == Some(130) {
+        assert!(one_line(&stderr).contains("was removed"), "{stderr}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    }
+    assert_eq!(redis_keys(&url, &prefix), Vec::<String>::new());
+}

@@ -116,6 +116,18 @@ fn ttl(opts: &SetOpts) -> CliResult<Ttl> {
     }
 }
 
+/// A duration as `--ttl` takes it: `24h`, `30d`, `90min`.
+fn short_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => humantime::format_duration(d).to_string(),
+        s if s % 86_400 == 0 && s >= 7 * 86_400 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// Refuses a provider that looks like an API key (`byok set sk-proj-…
 /// --user u`): it would be stored in clear as a provider name. The message
 /// does not repeat it.
@@ -157,21 +169,23 @@ pub(crate) async fn set(
         context::print_json(&row)
     } else {
         match row {
-            Some(r) if ttl == Ttl::Default => out!(
-                "stored {}'s {} key {} (expires: {}{}, after the default time to live of {}; \
-                 change it with --ttl, --no-expiry or BYOK_DEFAULT_TTL)",
-                r.user,
-                r.provider,
-                r.hint,
-                r.expires,
-                r.expires_at
-                    .map(|at| format!(", at {}", at.format("%Y-%m-%d %H:%M UTC")))
-                    .unwrap_or_default(),
-                default_ttl.map_or_else(
-                    || "never".to_owned(),
-                    |d| humantime::format_duration(d).to_string()
-                ),
-            ),
+            Some(r) if ttl == Ttl::Default => {
+                let when = match (r.expires_at, default_ttl) {
+                    (Some(at), Some(d)) => format!(
+                        "it expires at {} (in {}, the default time to live)",
+                        at.format("%Y-%m-%d %H:%M UTC"),
+                        short_duration(d)
+                    ),
+                    _ => "it never expires (the default time to live)".to_owned(),
+                };
+                out!(
+                    "stored {}'s {} key {}; {when}; choose another with --ttl, --no-expiry \
+                     or BYOK_DEFAULT_TTL",
+                    r.user,
+                    r.provider,
+                    r.hint
+                )
+            }
             Some(r) => out!(
                 "stored {}'s {} key {} (expires: {})",
                 r.user,

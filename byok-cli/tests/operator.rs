@@ -196,7 +196,10 @@ fn set_says_when_a_key_expires_and_the_default_can_change() {
     let store = env.sqlite("keys.db");
     let run = env.run_k(&["--store", &store, "set", "openai", "--user", "u"], KEY);
     let text = run.ok();
-    assert!(text.contains("default time to live of 1day"), "{text}");
+    assert!(
+        text.contains("(in 24h, the default time to live)"),
+        "{text}"
+    );
     assert!(text.contains("BYOK_DEFAULT_TTL"), "{text}");
 
     let mut cmd = env.command(&["--store", &store, "--json", "set", "groq", "--user", "u"]);

@@ -26,14 +26,42 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn open(url: &str) -> CliResult<Scratch> {
-        let name = redact(url);
+    /// Opens a scratch namespace at `url`; Ctrl-C meanwhile drops whatever
+    /// part of it was made.
+    async fn open_interruptibly(url: &str, interrupt: &mut Interruptible) -> CliResult<Scratch> {
         let namespace = format!("byok_scratch_{:016x}", rand::random::<u64>());
-        let config = ByokConfig {
-            db_table_name: namespace.clone(),
+        tokio::select! {
+            biased;
+            () = interrupt.interrupted() => {
+                // The table may have been made before the open was cut off.
+                let name = format!("{} (table or key prefix {namespace})", redact(url));
+                let what = match Concrete::open(url, &Self::config(&namespace)).await {
+                    Ok((_, cleanup)) if cleanup.drop_table().await.is_ok() => {
+                        "interrupted before the scratch namespace was ready; it was removed"
+                            .to_owned()
+                    }
+                    _ => format!(
+                        "interrupted before the scratch namespace was ready; check {name} \
+                         for anything left"
+                    ),
+                };
+                Err(CliError::new(Exit::Interrupted, what))
+            }
+            scratch = Self::open(url, namespace.clone()) => scratch,
+        }
+    }
+
+    fn config(namespace: &str) -> ByokConfig {
+        ByokConfig {
+            db_table_name: namespace.to_owned(),
             session_key_prefix: format!("{namespace}:"),
             ..context::config("unused", "unused")
-        };
+        }
+    }
+
+    async fn open(url: &str, namespace: String) -> CliResult<Scratch> {
+        let name = redact(url);
+        let config = Self::config(&namespace);
         let fail = |e: byok::ByokError| {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
@@ -147,13 +175,7 @@ struct CaseLine {
 pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> CliResult {
     // Ctrl-C stops the cases, not the clean-up.
     let mut interrupt = Interruptible::new();
-    let scratch = tokio::select! {
-        biased;
-        () = interrupt.interrupted() => {
-            return Err(CliError::new(Exit::Interrupted, "interrupted before the check began"));
-        }
-        scratch = Scratch::open(url_of(opts, store)) => scratch?,
-    };
+    let scratch = Scratch::open_interruptibly(url_of(opts, store), &mut interrupt).await?;
     let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
     let ran = tokio::select! {
         biased;
@@ -263,13 +285,7 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
     // As for `check`: Ctrl-C stops the measurements, not the clean-up.
     let mut interrupt = Interruptible::new();
     let written = AtomicUsize::new(0);
-    let scratch = tokio::select! {
-        biased;
-        () = interrupt.interrupted() => {
-            return Err(CliError::new(Exit::Interrupted, "interrupted before the bench began"));
-        }
-        scratch = Scratch::open(url_of(&opts.target, store)) => scratch?,
-    };
+    let scratch = Scratch::open_interruptibly(url_of(&opts.target, store), &mut interrupt).await?;
     let result = tokio::select! {
         biased;
         () = interrupt.interrupted() => None,

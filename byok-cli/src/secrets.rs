@@ -171,8 +171,11 @@ impl Scrubber {
                 keys.push(value.to_owned());
             }
         }
-        passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        passwords.sort();
         passwords.dedup();
+        // Longest first, so that a password inside another is not
+        // replaced first, leaving the rest of the longer one.
+        passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
         Scrubber { passwords, keys }
     }
 

@@ -10,7 +10,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::context::{self, Concrete, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
+use crate::interrupt::Interruptible;
 use crate::opt::{CopyOpts, KeyringOpts, OnConflict, RotateOpts, StoreOpts};
+use crate::output::{note, out};
 
 const SCAN_PAGE: usize = 500;
 
@@ -88,27 +90,29 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         return context::print_json(&stats);
     }
-    println!("store: {}", stats.store);
-    println!(
+    out!("store: {}", stats.store)?;
+    out!(
         "{} live key(s) of {} user(s), {} without expiry",
-        stats.keys, stats.users, stats.never_expire
-    );
+        stats.keys,
+        stats.users,
+        stats.never_expire
+    )?;
     match stats.expired_not_purged {
-        Some(n) => println!("{n} expired key(s) still stored (`byok purge` removes them)"),
-        None => println!("expired keys: removed by the store itself"),
+        Some(n) => out!("{n} expired key(s) still stored (`byok purge` removes them)")?,
+        None => out!("expired keys: removed by the store itself")?,
     }
     let mut t = context::new_table();
     t.set_header(["master key id", "keys"]);
     for (id, n) in &stats.by_key_id {
         t.add_row([id.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     let mut t = context::new_table();
     t.set_header(["provider", "keys"]);
     for (p, n) in &stats.by_provider {
         t.add_row([p.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(())
 }
 
@@ -176,21 +180,21 @@ pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) 
         context::print_json(&v)?;
     } else {
         for f in &v.failed {
-            println!(
+            out!(
                 "FAILED  {} {} (master key id {}): {}",
                 f.user,
                 f.provider,
                 key_id_label(f.key_id),
                 f.reason
-            );
+            )?;
         }
         for (id, n) in &v.ok_by_key_id {
-            println!("master key id {id}: {n} key(s) decrypt");
+            out!("master key id {id}: {n} key(s) decrypt")?;
         }
         for (id, n) in &v.failed_by_key_id {
-            println!("master key id {id}: {n} key(s) do NOT decrypt");
+            out!("master key id {id}: {n} key(s) do NOT decrypt")?;
         }
-        println!("verified {} key(s): {} failed", v.checked, failed);
+        out!("verified {} key(s): {} failed", v.checked, failed)?;
     }
     if failed > 0 {
         return Err(CliError::problem(format!(
@@ -215,19 +219,54 @@ struct RotationState {
     malformed: u64,
 }
 
+/// What names a store wherever the command runs: a SQLite file by its
+/// absolute path, any other store by its URL without the password.
+fn store_identity(opts: &StoreOpts) -> String {
+    match context::sqlite_file(&opts.url) {
+        Some(path) => std::fs::canonicalize(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string(),
+        None => context::redact(&opts.url),
+    }
+}
+
 fn store_fingerprint(opts: &StoreOpts) -> String {
     let mut h = Sha256::new();
-    for part in [&opts.url, &opts.table, &opts.prefix] {
+    for part in [&store_identity(opts), &opts.table, &opts.prefix] {
         h.update(part.as_bytes());
         h.update([0]);
     }
     hex::encode(&h.finalize()[..8])
 }
 
+/// Where a rotation saves its progress, unless `--state` says: beside a
+/// SQLite file, else in the user's state directory
+/// (`$XDG_STATE_HOME/byok`, or `~/.local/state/byok`), named after the
+/// store, so that a re-run from any directory resumes.
 fn state_path(opts: &RotateOpts, store: &StoreOpts) -> PathBuf {
-    opts.state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!(".byok-rotate-{}.json", store_fingerprint(store))))
+    if let Some(path) = &opts.state {
+        return path.clone();
+    }
+    let name = format!(".byok-rotate-{}.json", store_fingerprint(store));
+    if let Some(db) = context::sqlite_file(&store.url) {
+        let db = std::fs::canonicalize(&db).unwrap_or(db);
+        if let Some(dir) = db.parent() {
+            return dir.join(name);
+        }
+    }
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("state"))
+        });
+    match dir {
+        Some(dir) => dir.join("byok").join(&name[1..]),
+        None => PathBuf::from(name),
+    }
 }
 
 fn save_state(path: &Path, state: &RotationState) -> CliResult {
@@ -242,6 +281,7 @@ fn save_state(path: &Path, state: &RotationState) -> CliResult {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
     std::io::Write::write_all(&mut tmp, &text).map_err(|e| fail(&e))?;
     tmp.persist(path).map_err(|e| fail(&e.error))?;
@@ -313,13 +353,37 @@ pub(crate) async fn rotate(
         },
     };
     let total = context::count_keys(&store, SCAN_PAGE).await?;
-    let bar = context::progress(Some(total.max(state.seen)), "rotating");
-    bar.set_position(state.seen);
+    let bar = context::progress_from(total.max(state.seen), state.seen, "rotating");
+    if !json {
+        note!(
+            "saving the rotation's progress in {}; if it stops, run the same command again \
+             to resume",
+            path.display()
+        );
+    }
+    // Ctrl-C stops between pages (or within one, whose keys the re-run
+    // finds current), and says how to go on.
+    let mut interrupt = Interruptible::new();
+    let resume = format!("the saved state {} lets you resume", path.display());
     loop {
-        let page = byok
-            .rotate_page(state.cursor.as_ref(), page_size)
-            .await
-            .map_err(store.fail("rotating failed (the saved state lets you resume)"))?;
+        let page = tokio::select! {
+            biased;
+            () = interrupt.interrupted() => {
+                bar.finish_and_clear();
+                return Err(CliError::new(
+                    Exit::Interrupted,
+                    format!(
+                        "interrupted after {} of {} key(s); the progress is saved in {}: run the \
+                         same command again to resume",
+                        state.seen,
+                        total.max(state.seen),
+                        path.display()
+                    ),
+                ));
+            }
+            page = byok.rotate_page(state.cursor.as_ref(), page_size) => page,
+        };
+        let page = page.map_err(store.fail(&format!("rotating failed ({resume})")))?;
         let n = page.already_current
             + page.changed_concurrently
             + page.malformed
@@ -342,7 +406,11 @@ pub(crate) async fn rotate(
         }
         save_state(&path, &state)?;
         if opts.pause_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(opts.pause_ms)).await;
+            tokio::select! {
+                biased;
+                () = interrupt.interrupted() => {}
+                () = tokio::time::sleep(Duration::from_millis(opts.pause_ms)) => {}
+            }
         }
     }
     bar.finish_and_clear();

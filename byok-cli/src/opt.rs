@@ -24,7 +24,10 @@ Exit codes:
   3  configuration: no keyring, or a keyring that cannot be read
   4  the store failed or cannot be reached
   5  a key did not decrypt: wrong master key, or tampered data
-  6  the key asked for does not exist";
+  6  the key asked for does not exist
+  130  interrupted (Ctrl-C)
+With --json, an error is one JSON object on standard error, with the same
+exit code.";
 
 /// Run and operate a byok key store: users' API keys, encrypted at rest.
 ///
@@ -49,6 +52,10 @@ pub struct GlobalOpts {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log what the library does on standard error: -v, -vv, -vvv
+    /// (RUST_LOG, when set, chooses instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// The store.
     #[command(flatten)]
     pub store: StoreOpts,
@@ -60,7 +67,9 @@ pub struct GlobalOpts {
 /// Where the keys are.
 #[derive(Debug, Clone, Args)]
 pub struct StoreOpts {
-    /// The store's URL. A password in it is never printed.
+    /// The store's URL. A password in it is never printed; keep it out of
+    /// the command line with BYOK_STORE, or for PostgreSQL with PGPASSWORD
+    /// or ~/.pgpass and a URL without one.
     #[arg(
         long = "store",
         global = true,
@@ -98,7 +107,7 @@ pub enum Command {
     Keygen(KeygenOpts),
     /// Create or upgrade the store's schema (other commands never do,
     /// except `set` and the targets of `copy` and `import-python`).
-    Migrate,
+    Migrate(MigrateOpts),
     /// Store a user's key, read from standard input (never an argument).
     Set(SetOpts),
     /// Show a user's key: its masked hint, or the key with --reveal.
@@ -150,6 +159,12 @@ pub enum Command {
     Bench(BenchOpts),
     /// A tour on a temporary SQLite store with a fresh keyring.
     Demo,
+    /// Print a completion script for a shell, e.g.
+    /// `byok completions bash > /etc/bash_completion.d/byok`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `byok keygen`.
@@ -169,6 +184,15 @@ pub struct KeygenOpts {
     pub primary: bool,
 }
 
+/// `byok migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateOpts {
+    /// Print the SQL that creates the table and its index instead of
+    /// running it (nothing is connected to).
+    #[arg(long)]
+    pub print_sql: bool,
+}
+
 /// `byok set`.
 #[derive(Debug, Args)]
 pub struct SetOpts {
@@ -177,7 +201,8 @@ pub struct SetOpts {
     /// The user id.
     #[arg(long)]
     pub user: String,
-    /// How long the key lives: `30d`, `12h`, `90min` (default: 24h).
+    /// How long the key lives: `30d`, `12h`, `90min` (default: 24h, or
+    /// BYOK_DEFAULT_TTL: a duration or `never`).
     #[arg(long, conflicts_with = "no_expiry")]
     pub ttl: Option<String>,
     /// The key never expires.
@@ -213,7 +238,9 @@ pub struct ListOpts {
 #[derive(Debug, Args)]
 pub struct RotateOpts {
     /// Where the cursor is saved after each page (default: a file named
-    /// after the store in the current directory).
+    /// after the store, beside a SQLite database, else in
+    /// $XDG_STATE_HOME/byok or ~/.local/state/byok; the command says
+    /// which, and a re-run from any directory resumes from it).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Keys per page.

@@ -337,7 +337,7 @@ fn read_only_commands_on_redis_write_nothing() {
     for user in &users {
         env.run(
             &[
-                "--store", &url, "--prefix", &prefix, "clear", "--user", user,
+                "--store", &url, "--prefix", &prefix, "clear", "--user", user, "--yes",
             ],
             "",
         )

@@ -90,6 +90,7 @@ pub fn classify(dialect: Dialect, answer: &Answer<'_>, secret: Option<&str>) -> 
     let has = |needle: &str| text.contains(needle);
     let region = has("region") || has("country") || has("territory") || has("location");
     let quota_words = has("insufficient_quota")
+        || has("insufficientquota")
         || has("exceeded your current quota")
         || has("quota exceeded")
         || has("billing")

@@ -312,12 +312,21 @@ impl ProbeRequest {
     ) -> Result<Self> {
         let key = byok_core::validate::api_key(key.expose_secret())
             .map_err(byok_core::ByokError::from)?;
-        let mut value = HeaderValue::from_str(&format!("{prefix}{key}")).map_err(|_| {
-            byok_core::ByokError::from(byok_core::InvalidInput::new(
+        let unsendable = || {
+            CheckError::Byok(byok_core::ByokError::from(byok_core::InvalidInput::new(
                 byok_core::error::Field::ApiKey,
-                byok_core::error::Problem::Other("the key holds characters that HTTP cannot send"),
-            ))
-        })?;
+                byok_core::error::Problem::Other(
+                    "no provider key holds spaces or characters outside ASCII",
+                ),
+            )))
+        };
+        // HTTP would send other bytes as they are; no provider's keys have
+        // them, so such a key is a paste error, not something to send.
+        if !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(unsendable());
+        }
+        let mut value =
+            HeaderValue::from_str(&format!("{prefix}{key}")).map_err(|_| unsendable())?;
         value.set_sensitive(true);
         self.headers.insert(HeaderName::from_static(name), value);
         Ok(self)

@@ -2,6 +2,13 @@
 //! request it sends (method, path, headers, where the key goes) and the
 //! [`KeyCheck`] it makes of each answer.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure must fail the test"
+)]
+
 use std::time::Duration;
 
 use byok_check::{CheckClient, CheckPolicy, HttpProber, KeyCheck, Prober, Unavailable};

@@ -170,7 +170,6 @@ pub mod services;
 
 pub mod faults;
 #[cfg(feature = "provider-stub")]
-#[cfg_attr(docsrs, doc(cfg(feature = "provider-stub")))]
 pub mod provider_stub;
 pub mod proxy;
 pub mod soak;

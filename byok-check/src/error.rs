@@ -46,6 +46,7 @@ pub enum CheckError {
 }
 
 impl CheckError {
+    #[cfg(feature = "http")]
     pub(crate) fn refused(target: impl Into<String>, reason: &'static str) -> Self {
         CheckError::Refused {
             target: target.into(),

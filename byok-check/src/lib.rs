@@ -38,6 +38,7 @@
 //! cannot see the quota (OpenAI, Anthropic, Gemini).
 //!
 //! ```no_run
+//! # #[cfg(feature = "http")] {
 //! use byok_check::{ByokCheckExt, CheckClient, CheckPolicy, Checker, KeyCheck};
 //! use byok_core::secrecy::SecretString;
 //!
@@ -55,6 +56,7 @@
 //! let check = byok.check_key(&checker, "alice", "anthropic").await?;
 //! println!("{}: {check}", check.outcome());
 //! # Ok(())
+//! # }
 //! # }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -20,6 +20,20 @@ pub enum Exit {
     Decrypt = 5,
     /// The key asked for does not exist.
     NotFound = 6,
+    /// `byok test`: the provider does not accept the key.
+    KeyInvalid = 10,
+    /// `byok test`: the key is valid but out of credit or quota.
+    KeyOutOfCredit = 11,
+    /// `byok test`: the provider is rate-limiting the key.
+    KeyRateLimited = 12,
+    /// `byok test`: the provider does not serve this region.
+    KeyRegionBlocked = 13,
+    /// `byok test`: the key may not use the service.
+    KeyForbidden = 14,
+    /// `byok test`: the provider could not be reached (5xx, timeout, DNS).
+    ProviderUnavailable = 15,
+    /// `byok test`: an answer that could not be classified.
+    KeyCheckUnknown = 16,
 }
 
 impl From<Exit> for ExitCode {

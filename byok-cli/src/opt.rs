@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::key_test::TestOpts;
+
 const EXAMPLES: &str = "\
 Examples:
   byok demo                                   # a tour on a temporary store
@@ -14,6 +16,7 @@ Examples:
   byok keygen --add-to keyring.txt --primary  # a new master key, then:
   byok --keyring keyring.txt rotate
   byok --store postgres://app@db/keys check
+  byok --keyring keyring.txt test openai --user alice   # ask OpenAI
 
 Exit codes:
   0  success
@@ -24,7 +27,10 @@ Exit codes:
   3  configuration: no keyring, or a keyring that cannot be read
   4  the store failed or cannot be reached
   5  a key did not decrypt: wrong master key, or tampered data
-  6  the key asked for does not exist";
+  6  the key asked for does not exist
+  byok test, by what the provider said (with --all, the lowest code):
+  10 invalid key   11 no credit or quota   12 rate-limited
+  13 region blocked   14 forbidden   15 provider unreachable   16 unknown";
 
 /// Run and operate a byok key store: users' API keys, encrypted at rest.
 ///
@@ -148,6 +154,10 @@ pub enum Command {
     Check(ScratchOpts),
     /// Measure set/get/list throughput and latency against a live store.
     Bench(BenchOpts),
+    /// Ask the provider whether a stored key works, and why not: invalid,
+    /// out of credit, rate-limited, region-blocked, … (free calls only,
+    /// unless --model); the exit code says which.
+    Test(TestOpts),
     /// A tour on a temporary SQLite store with a fresh keyring.
     Demo,
 }

@@ -404,6 +404,95 @@ mod tests {
     }
 
     #[test]
+    fn a_200_can_still_refuse_the_key() {
+        let xai = |flags: &str| {
+            run(
+                Dialect::Xai,
+                200,
+                &format!(r#"{{"api_key_id":"k-1",{flags}}}"#),
+            )
+        };
+        assert_eq!(xai(r#""api_key_disabled":true"#).outcome(), "invalid");
+        assert_eq!(xai(r#""api_key_blocked":true"#).outcome(), "forbidden");
+        assert_eq!(xai(r#""team_blocked":true"#).outcome(), "forbidden");
+        assert_eq!(xai(r#""team_blocked":false"#).outcome(), "valid");
+        assert_eq!(
+            run(Dialect::Cohere, 200, r#"{"valid":false}"#).outcome(),
+            "invalid"
+        );
+        // OpenRouter without a limit: nothing to run out of at the key.
+        let unlimited = r#"{"data":{"limit":null,"limit_remaining":null,"usage":3}}"#;
+        assert_eq!(run(Dialect::OpenRouter, 200, unlimited).outcome(), "valid");
+        let credits = r#"{"error":{"code":402,"message":"Insufficient credits"}}"#;
+        assert_eq!(
+            run(Dialect::OpenRouter, 402, credits).outcome(),
+            "out_of_credit"
+        );
+    }
+
+    #[test]
+    fn status_meanings_where_the_body_says_nothing() {
+        for (status, outcome) in [
+            (401, "invalid"),
+            (402, "out_of_credit"),
+            (403, "forbidden"),
+            (404, "unknown"),
+            (408, "unavailable"),
+            (429, "rate_limited"),
+            (500, "unavailable"),
+            (529, "unavailable"),
+            (302, "unknown"),
+        ] {
+            let check = run(Dialect::OpenAiCompatible, status, "");
+            assert_eq!(check.outcome(), outcome, "{status}");
+            assert_eq!(check.status(), Some(status));
+        }
+        let blocked = r#"{"error":{"code":403,"message":"Requests to this API are blocked.","status":"PERMISSION_DENIED","details":[{"reason":"API_KEY_SERVICE_BLOCKED"}]}}"#;
+        assert_eq!(run(Dialect::Gemini, 403, blocked).outcome(), "forbidden");
+    }
+
+    const DIALECTS: [Dialect; 11] = [
+        Dialect::OpenAi,
+        Dialect::Anthropic,
+        Dialect::Gemini,
+        Dialect::Mistral,
+        Dialect::Groq,
+        Dialect::OpenRouter,
+        Dialect::DeepSeek,
+        Dialect::Xai,
+        Dialect::Cohere,
+        Dialect::AzureOpenAi,
+        Dialect::OpenAiCompatible,
+    ];
+
+    proptest::proptest! {
+        /// Any answer is classified without a panic, keeps its status, and
+        /// never gives back the key, whatever the body holds.
+        #[test]
+        fn any_answer_is_classified(
+            dialect in 0..DIALECTS.len(),
+            status in 100u16..600,
+            message in ".{0,40}",
+            code in "[a-z_]{0,12}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let key = "sk-the-key-itself";
+            let json = serde_json::json!({
+                "error": { "message": format!("{message} {key}"), "code": code, "details": [{"reason": code, "retryDelay": message}] },
+                "message": message,
+            })
+            .to_string();
+            for body in [json.as_bytes(), &raw[..]] {
+                let answer = Answer { status, retry_after: None, body: Some(body) };
+                let check = classify(DIALECTS[dialect], &answer, Some(key));
+                proptest::prop_assert_eq!(check.status(), Some(status));
+                let shown = format!("{check:?}");
+                proptest::prop_assert!(!shown.contains(key), "{}", shown);
+            }
+        }
+    }
+
+    #[test]
     fn retry_after_headers() {
         assert_eq!(retry_after(Some("20"), None), Some(Duration::from_secs(20)));
         assert_eq!(

@@ -373,3 +373,63 @@ async fn builtin_checker_knows_every_builtin_provider() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_reached_is_unavailable_not_invalid() {
+    let client = CheckClient::new(loopback_policy()).unwrap();
+    // A port that was free a moment ago: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let probe = HttpProber::openai(&client)
+        .with_base_url(&format!("http://127.0.0.1:{port}/v1"))
+        .unwrap();
+    let check = probe.check(&key()).await.unwrap();
+    assert_eq!(
+        check,
+        KeyCheck::Unavailable {
+            reason: byok_check::Unavailable::Connect,
+            detail: byok_check::Detail::default(),
+        }
+    );
+    // A name that cannot resolve (RFC 2606 reserves `.invalid`).
+    let probe = HttpProber::openai(&client)
+        .with_base_url("https://no-such-provider.invalid/v1")
+        .unwrap();
+    let check = probe.check(&key()).await.unwrap();
+    assert!(
+        matches!(
+            check,
+            KeyCheck::Unavailable {
+                reason: byok_check::Unavailable::Dns | byok_check::Unavailable::Timeout,
+                ..
+            }
+        ),
+        "{check:?}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_cap_are_not_read_whether_their_length_is_announced_or_not() {
+    let stub = ProviderStub::start().await.unwrap();
+    let client = CheckClient::new(loopback_policy().max_body_bytes(1024)).unwrap();
+    let probe = openai_at(&client, &stub);
+    let mut big = answer(StubProvider::OpenAi, Scenario::Oversized);
+    for announced in [false, true] {
+        big.content_length = announced;
+        stub.set_answer(big.clone());
+        let check = probe.check(&key()).await.unwrap();
+        // A 200 of a models list proves the key; the list is not read.
+        match &check {
+            KeyCheck::Valid(info) => assert!(info.models.is_empty(), "{check:?}"),
+            other => panic!("announced {announced}: {other:?}"),
+        }
+    }
+    // Under the cap, the list is read.
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+    let client = CheckClient::new(loopback_policy().max_body_bytes(4096)).unwrap();
+    let check = openai_at(&client, &stub).check(&key()).await.unwrap();
+    assert!(matches!(check, KeyCheck::Valid(info) if info.models.len() == 2));
+}

@@ -9,7 +9,7 @@
 
 mod common;
 
-use byok_testkit::provider_stub::{ProviderStub, Scenario, StubProvider, answer};
+use byok_testkit::provider_stub::{ProviderStub, Scenario, StubAnswer, StubProvider, answer};
 use common::{Env, rt};
 
 const KEY: &str = "sk-proj-canary-0a1b2c3d4e5f6a7b";
@@ -75,6 +75,21 @@ fn exit_codes_follow_the_result() {
             run.stdout
                 .starts_with(&format!("alice openai: {outcome} (")),
             "{scenario:?}: {run:?}"
+        );
+        assert!(
+            !run.stdout.contains(KEY) && !run.stderr.contains(KEY),
+            "{run:?}"
+        );
+    }
+    // Answers no scenario makes: a bare 403, a 404.
+    for (status, code, outcome) in [(403, 14, "forbidden"), (404, 16, "unknown")] {
+        stub.set_answer(StubAnswer::json(status, "{}"));
+        let run = env.run_k(&test_args(&url, &base, &[]), "");
+        assert_eq!(run.code, code, "{status}: {run:?}");
+        assert!(
+            run.stdout
+                .starts_with(&format!("alice openai: {outcome} (")),
+            "{status}: {run:?}"
         );
         assert!(
             !run.stdout.contains(KEY) && !run.stderr.contains(KEY),

@@ -166,7 +166,7 @@ fn classify_success(
             let why = if has_body {
                 "the answer was not the JSON this provider sends"
             } else {
-                "the answer was larger than the size cap"
+                "the body of the answer was over the size cap or cut off"
             };
             return KeyCheck::Unknown(Detail::new(Some(status), None, Some(why.to_owned())));
         }

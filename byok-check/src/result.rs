@@ -155,6 +155,10 @@ impl fmt::Display for KeyCheck {
                 f.write_str("the provider does not serve the region this request came from")
             }
             KeyCheck::Forbidden(_) => f.write_str("the key is not allowed to use this service"),
+            KeyCheck::Unavailable {
+                reason: Unavailable::ServerError,
+                ..
+            } => f.write_str("the provider failed to answer (a server error); try again later"),
             KeyCheck::Unavailable { reason, .. } => {
                 write!(f, "the provider could not be reached ({reason})")
             }

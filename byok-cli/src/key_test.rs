@@ -201,18 +201,21 @@ pub(crate) async fn run(
             println!("{} {}: {} ({})", r.user, r.provider, r.outcome, r.message);
         }
     }
-    // The lowest code among the results: a wrong key before a busy provider.
-    let worst = reports
-        .iter()
-        .filter_map(|r| r.check.as_ref().and_then(exit_of).map(|e| (e, r)))
-        .min_by_key(|(e, _)| *e as u8);
-    match worst {
+    match worst(&reports) {
         None => Ok(()),
         Some((exit, r)) => Err(CliError::new(
             exit,
             format!("{}'s {} key: {}", r.user, r.provider, r.message),
         )),
     }
+}
+
+/// The report of the lowest exit code: a wrong key before a busy provider.
+fn worst(reports: &[Reported]) -> Option<(Exit, &Reported)> {
+    reports
+        .iter()
+        .filter_map(|r| r.check.as_ref().and_then(exit_of).map(|e| (e, r)))
+        .min_by_key(|(e, _)| *e as u8)
 }
 
 /// Every (user, provider) of the store, or of one user.
@@ -247,5 +250,39 @@ async fn every_slot(store: &Store, user: Option<&str>) -> CliResult<Vec<(String,
             Some(next) => cursor = Some(next),
             None => return Ok(slots),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use byok::check::{Detail, KeyInfo, Unavailable};
+
+    use super::*;
+
+    fn reported(provider: &str, check: Option<KeyCheck>) -> Reported {
+        Reported {
+            user: "alice".into(),
+            provider: provider.into(),
+            outcome: check.as_ref().map_or("skipped", KeyCheck::outcome),
+            message: String::new(),
+            check,
+        }
+    }
+
+    #[test]
+    fn the_lowest_code_wins_and_valid_or_skipped_keys_pass() {
+        let unavailable = KeyCheck::Unavailable {
+            reason: Unavailable::Timeout,
+            detail: Detail::default(),
+        };
+        let reports = [
+            reported("a", Some(unavailable)),
+            reported("b", Some(KeyCheck::Invalid(Detail::default()))),
+            reported("c", Some(KeyCheck::Valid(KeyInfo::default()))),
+            reported("d", None),
+        ];
+        let (exit, r) = worst(&reports).unwrap_or_else(|| panic!("no worst"));
+        assert_eq!((exit, r.provider.as_str()), (Exit::KeyInvalid, "b"));
+        assert!(worst(&reports[2..]).is_none());
     }
 }

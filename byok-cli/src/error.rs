@@ -22,6 +22,20 @@ pub enum Exit {
     NotFound = 6,
     /// Interrupted (Ctrl-C), as shells report a process ended by SIGINT.
     Interrupted = 130,
+    /// `byok test`: the provider does not accept the key.
+    KeyInvalid = 10,
+    /// `byok test`: the key is valid but out of credit or quota.
+    KeyOutOfCredit = 11,
+    /// `byok test`: the provider is rate-limiting the key.
+    KeyRateLimited = 12,
+    /// `byok test`: the provider does not serve this region.
+    KeyRegionBlocked = 13,
+    /// `byok test`: the key may not use the service.
+    KeyForbidden = 14,
+    /// `byok test`: the provider could not be reached (5xx, timeout, DNS).
+    ProviderUnavailable = 15,
+    /// `byok test`: an answer that could not be classified.
+    KeyCheckUnknown = 16,
 }
 
 impl Exit {
@@ -35,6 +49,13 @@ impl Exit {
             Exit::Decrypt => "decrypt",
             Exit::NotFound => "not-found",
             Exit::Interrupted => "interrupted",
+            Exit::KeyInvalid => "key-invalid",
+            Exit::KeyOutOfCredit => "key-out-of-credit",
+            Exit::KeyRateLimited => "key-rate-limited",
+            Exit::KeyRegionBlocked => "key-region-blocked",
+            Exit::KeyForbidden => "key-forbidden",
+            Exit::ProviderUnavailable => "provider-unavailable",
+            Exit::KeyCheckUnknown => "key-check-unknown",
         }
     }
 }

@@ -30,6 +30,7 @@ mod dry_run;
 pub mod error;
 mod import;
 mod interrupt;
+mod key_test;
 mod keygen;
 mod keys;
 pub mod opt;
@@ -70,6 +71,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
         Command::ImportPython(o) => import::import_python(o, store, ring, json).await,
         Command::Check(o) => check::check(o, store, json).await,
         Command::Bench(o) => check::bench(o, store, json).await,
+        Command::Test(o) => key_test::run(o, store, ring, json).await,
         Command::Demo => demo::run().await,
         Command::Completions { shell } => {
             let mut cmd = <Opt as clap::CommandFactory>::command();

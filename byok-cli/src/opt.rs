@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::key_test::TestOpts;
+
 const EXAMPLES: &str = "\
 Examples:
   byok demo                                   # a tour on a temporary store
@@ -14,6 +16,7 @@ Examples:
   byok keygen --add-to keyring.txt --primary  # a new master key, then:
   byok --keyring keyring.txt rotate
   byok --store postgres://app@db/keys check
+  byok --keyring keyring.txt test openai --user alice   # ask OpenAI
 
 Exit codes:
   0  success
@@ -25,7 +28,11 @@ Exit codes:
   4  the store failed or cannot be reached
   5  a key did not decrypt: wrong master key, or tampered data
   6  the key asked for does not exist
+  byok test, by what the provider said (with --all, the lowest code):
+  10 invalid key   11 no credit or quota   12 rate-limited
+  13 region blocked   14 forbidden   15 provider unreachable   16 unknown
   130  interrupted (Ctrl-C)
+
 With --json, an error is one JSON object on standard error, with the same
 exit code.";
 
@@ -157,6 +164,10 @@ pub enum Command {
     Check(ScratchOpts),
     /// Measure set/get/list throughput and latency against a live store.
     Bench(BenchOpts),
+    /// Ask the provider whether a stored key works, and why not: invalid,
+    /// out of credit, rate-limited, region-blocked, … (free calls only,
+    /// unless --model); the exit code says which.
+    Test(TestOpts),
     /// A tour on a temporary SQLite store with a fresh keyring.
     Demo,
     /// Print a completion script for a shell, e.g.

@@ -235,6 +235,7 @@
 
 mod connection;
 mod error;
+mod fast_tier;
 mod layout;
 mod migrate;
 mod options;

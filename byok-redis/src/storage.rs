@@ -155,4 +155,8 @@ impl KeyStorage for RedisStorage {
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.scan_page(cursor, limit).await
     }
+
+    fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
+        Some(self)
+    }
 }

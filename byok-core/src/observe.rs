@@ -302,6 +302,7 @@ pub fn error_kind(error: &ByokError) -> &'static str {
             StorageErrorKind::Corrupt => "corrupt",
             StorageErrorKind::Rejected => "rejected",
             StorageErrorKind::Other => "storage",
+            StorageErrorKind::NotReplicated => "not_replicated",
         },
         ByokError::Encryption(EncryptionError::EncryptFailed) => "encryption",
         ByokError::Encryption(_) => "decryption",

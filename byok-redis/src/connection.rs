@@ -341,6 +341,46 @@ impl RedisStorage {
         }
     }
 
+    /// After a write of `user_id`'s keys: with
+    /// [`RedisOptions::with_replica_wait`], waits for the replicas of the
+    /// user's master (`WAIT`, on the connection that carried the write),
+    /// and fails with [`StorageErrorKind::NotReplicated`](byok_core::error::StorageErrorKind::NotReplicated)
+    /// when fewer acknowledged in time.
+    pub(crate) async fn confirm_write(&self, user_id: &str) -> Result<()> {
+        let Some(wait) = self.options.replica_wait() else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas)
+            .arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
+        let what = "waiting for replicas failed";
+        let acknowledged: i64 = match &self.conn {
+            Connection::Single(_) => self.query(what, &cmd).await?,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(self.layout.user_hash(user_id), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let mut conn = c.clone();
+                let value = self.run(what, conn.route_command(cmd, routing)).await?;
+                redis::from_redis_value(value).map_err(|e| storage_error(e.into(), what))?
+            }
+        };
+        if acknowledged >= i64::from(wait.replicas) {
+            return Ok(());
+        }
+        Err(byok_core::error::StorageError::new(
+            crate::error::BACKEND,
+            byok_core::error::StorageErrorKind::NotReplicated,
+            format!(
+                "the write was acknowledged by {acknowledged} of the {} replicas required \
+                 within {:?}; it may survive or be lost in a failover",
+                wait.replicas, wait.timeout
+            ),
+        )
+        .into())
+    }
+
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         what: &'static str,

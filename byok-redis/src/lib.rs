@@ -249,6 +249,6 @@ mod url;
 
 pub use connection::RedisStorage;
 pub use layout::{BUCKETS, MAX_PREFIX_LEN, bucket_of, check_prefix, encode_id};
-pub use options::RedisOptions;
+pub use options::{RedisOptions, ReplicaWait};
 pub use redis;
 pub use url::{RedisUrls, parse_urls};

@@ -61,7 +61,7 @@ impl KeyStorage for RedisStorage {
         let inv = self.write_invocation(&scripts::STORE, key);
         self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
             .await?;
-        Ok(())
+        self.confirm_write(key.user_id()).await
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
@@ -92,6 +92,9 @@ impl KeyStorage for RedisStorage {
         let removed: i64 = self
             .run("deleting a key failed", inv.invoke_async(&mut conn))
             .await?;
+        if removed > 0 {
+            self.confirm_write(user_id).await?;
+        }
         Ok(removed > 0)
     }
 
@@ -130,6 +133,9 @@ impl KeyStorage for RedisStorage {
         let cleared: i64 = self
             .run("clearing a user's keys failed", inv.invoke_async(&mut conn))
             .await?;
+        if cleared > 0 {
+            self.confirm_write(user_id).await?;
+        }
         Ok(u64::try_from(cleared).unwrap_or(0))
     }
 
@@ -146,7 +152,7 @@ impl KeyStorage for RedisStorage {
             .run("compare-and-swap failed", inv.invoke_async(&mut conn))
             .await?;
         match swapped {
-            1 => Ok(true),
+            1 => self.confirm_write(new.user_id()).await.map(|()| true),
             -1 => Err(corrupt("a byok record is not of the byok format")),
             _ => Ok(false),
         }

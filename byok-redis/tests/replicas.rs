@@ -282,7 +282,7 @@ mod cluster {
     }
 
     fn key(i: u32) -> ApiKey {
-        ApiKey::new(&format!("user-{i}"), "openai", i.to_le_bytes().to_vec()).unwrap()
+        ApiKey::new(format!("user-{i}"), "openai", i.to_le_bytes().to_vec()).unwrap()
     }
 
     /// Writes write-once keys, one new user each, until told to stop.

@@ -40,7 +40,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///
 /// How the two stay in step depends on whether the fast store offers the
 /// [`FastTier`] capability ([`KeyStorage::as_fast_tier`]); `RedisStorage`
-/// does.
+/// and `MemoryStorage` do (the latter keeps its copies apart from its
+/// keys, so two `TieredStorage`s of one process can share it).
 ///
 /// # With a [`FastTier`]: leased fills, safe across processes
 ///
@@ -93,8 +94,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///
 /// # Without it: an ordering lock in this process
 ///
-/// A fast store without the capability (`MemoryStorage`, or a custom
-/// backend that does not implement [`FastTier`]) is used through
+/// A fast store without the capability (a custom backend that does not
+/// implement [`FastTier`], or a wrapper that does not forward
+/// [`KeyStorage::as_fast_tier`]) is used through
 /// [`KeyStorage`]: a write evicts the slot, writes the durable store, then
 /// puts the new key into the fast store; a miss reads the durable store and
 /// fills the fast store; writes and fills of one slot are ordered by a lock

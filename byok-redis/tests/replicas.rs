@@ -47,9 +47,9 @@ async fn info(url: &str, section: &str) -> String {
     }
 }
 
-/// Waits (bounded) until the master at `url` has `n` replicas online.
+/// Waits (bounded: 30 s) until the master at `url` has `n` replicas online.
 async fn wait_for_replicas(url: &str, n: usize) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let text = info(url, "replication").await;
         if text.lines().filter(|l| l.contains("state=online")).count() >= n {
             return;

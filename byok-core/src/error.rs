@@ -117,6 +117,11 @@ pub enum StorageErrorKind {
     Rejected,
     /// Anything else.
     Other,
+    /// A write that the backend applied but could not confirm as durable
+    /// as asked (Redis: not acknowledged by the required replicas in
+    /// time). Its outcome is unknown: it may stay, or be lost in a
+    /// failover. Retryable: writing the same key again is safe.
+    NotReplicated,
 }
 
 impl StorageErrorKind {
@@ -124,7 +129,9 @@ impl StorageErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            StorageErrorKind::Unavailable | StorageErrorKind::Timeout
+            StorageErrorKind::Unavailable
+                | StorageErrorKind::Timeout
+                | StorageErrorKind::NotReplicated
         )
     }
 }
@@ -137,6 +144,7 @@ impl fmt::Display for StorageErrorKind {
             StorageErrorKind::Corrupt => "corrupt data",
             StorageErrorKind::Rejected => "rejected",
             StorageErrorKind::Other => "failed",
+            StorageErrorKind::NotReplicated => "write not confirmed by replicas",
         })
     }
 }

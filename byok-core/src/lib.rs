@@ -46,4 +46,4 @@ pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, 
 pub use observe::ObservedStorage;
 pub use secrecy;
 pub use storage::{Cursor, KeyStorage, KeyStorageExt, ScanPage};
-pub use tiered::TieredStorage;
+pub use tiered::{FastTier, LeaseToken, Lookup, TieredStorage};

@@ -191,6 +191,12 @@ impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.run("user_keys", self.inner.user_keys(user_id)).await
     }
+
+    /// The inner store's: the steps of leased fills are not observed one
+    /// by one (the `TieredStorage` over them counts hits and misses).
+    fn as_fast_tier(&self) -> Option<&dyn crate::tiered::FastTier> {
+        self.inner.as_fast_tier()
+    }
 }
 
 /// Runs one operation of the manager in a `byok.manager` span, and counts
@@ -296,6 +302,7 @@ pub fn error_kind(error: &ByokError) -> &'static str {
             StorageErrorKind::Corrupt => "corrupt",
             StorageErrorKind::Rejected => "rejected",
             StorageErrorKind::Other => "storage",
+            StorageErrorKind::NotReplicated => "not_replicated",
         },
         ByokError::Encryption(EncryptionError::EncryptFailed) => "encryption",
         ByokError::Encryption(_) => "decryption",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Field, InvalidInput, Problem, Result};
 use crate::key::ApiKey;
+use crate::tiered::FastTier;
 
 /// Where a key store keeps [`ApiKey`]s: one key per (user, provider) slot.
 ///
@@ -111,6 +112,13 @@ pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
         }
         Ok(keys)
     }
+    /// This store's [`FastTier`] capability, if it has one: leased fills
+    /// that let a [`TieredStorage`](crate::TieredStorage) use it as a fast
+    /// store shared by several processes. The default is `None`; wrappers
+    /// that forward every call to an inner store forward this too.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        None
+    }
 }
 
 /// A position in a [`KeyStorage::scan`] walk: an opaque token of the backend
@@ -197,6 +205,9 @@ macro_rules! forward_key_storage {
             }
             async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
                 (**self).user_keys(user_id).await
+            }
+            fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+                (**self).as_fast_tier()
             }
         }
     )*};

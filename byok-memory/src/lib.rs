@@ -20,6 +20,11 @@
 //! # }
 //! ```
 //!
+//! As the fast store of a `TieredStorage`, it keeps copies, fill leases
+//! and holds apart from its keys, each with a lifetime (it implements
+//! [`FastTier`](byok_core::FastTier)); `purge_expired` also drops those
+//! that have ended.
+//!
 //! Nothing survives a restart of the process; keys are lost with it by
 //! design. Use a SQL or Redis backend for keys that must last.
 
@@ -35,6 +40,8 @@ use byok_core::storage::check_same_slot;
 use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+
+mod fast_tier;
 
 /// How often the background sweeper purges expired keys by default.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -108,6 +115,9 @@ struct Inner {
     /// `users`, then `order`; `scan` never holds `order` while it locks a
     /// shard.
     order: RwLock<BTreeSet<Arc<str>>>,
+    /// Copies, leases and holds of a `TieredStorage` that uses this store
+    /// as its fast store (see [`FastTier`](byok_core::FastTier)).
+    fills: fast_tier::Fills,
 }
 
 impl MemoryStorage {
@@ -323,6 +333,7 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
+        self.inner.fills.sweep();
         Ok(self.inner.purge(chrono::Utc::now()))
     }
 
@@ -384,6 +395,10 @@ impl KeyStorage for MemoryStorage {
                 _ => return Ok(ScanPage { keys, next: None }),
             }
         }
+    }
+
+    fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
+        Some(self)
     }
 }
 

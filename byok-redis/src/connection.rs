@@ -358,6 +358,76 @@ impl RedisStorage {
         }
     }
 
+    /// After a write of `user_id`'s keys: with
+    /// [`RedisOptions::with_replica_wait`], waits for the replicas of the
+    /// user's master (`WAIT`, on the connection that carried the write),
+    /// and fails with [`StorageErrorKind::NotReplicated`](byok_core::error::StorageErrorKind::NotReplicated)
+    /// when fewer acknowledged in time.
+    pub(crate) async fn confirm_write(&self, user_id: &str) -> Result<()> {
+        let Some(wait) = self.options.replica_wait() else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas)
+            .arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
+        let what = "waiting for replicas failed";
+        let answer: Result<Value> = match &self.conn {
+            Connection::Single(_) => self.query(what, &cmd).await,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(self.layout.user_hash(user_id), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let mut conn = c.clone();
+                self.run(what, conn.route_command(cmd, routing)).await
+            }
+        };
+        // The write was applied; whatever stops the wait (a timeout, a
+        // master demoted meanwhile: `UNBLOCKED`, `WAIT cannot be used with
+        // replica instances`) leaves its outcome unknown.
+        let not_replicated = |message: String| {
+            byok_core::error::StorageError::new(
+                crate::error::BACKEND,
+                byok_core::error::StorageErrorKind::NotReplicated,
+                message,
+            )
+        };
+        let acknowledged = match answer {
+            Ok(value) => match redis::from_redis_value::<i64>(value) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(not_replicated(
+                        "the wait for replicas after a write failed; the write may survive \
+                         or be lost in a failover"
+                            .to_owned(),
+                    )
+                    .with_source(redis::RedisError::from(e))
+                    .into());
+                }
+            },
+            Err(e) => {
+                let mut error = not_replicated(
+                    "the wait for replicas after a write failed; the write may survive or be \
+                     lost in a failover"
+                        .to_owned(),
+                );
+                if let byok_core::ByokError::Storage(inner) = e {
+                    error = error.with_source(inner);
+                }
+                return Err(error.into());
+            }
+        };
+        if acknowledged >= i64::from(wait.replicas) {
+            return Ok(());
+        }
+        Err(not_replicated(format!(
+            "the write was acknowledged by {acknowledged} of the {} replicas required within \
+             {:?}; it may survive or be lost in a failover",
+            wait.replicas, wait.timeout
+        ))
+        .into())
+    }
+
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         what: &'static str,

@@ -151,6 +151,27 @@ impl Layout {
         format!("{}format", self.prefix)
     }
 
+    /// A copy kept for a `TieredStorage` (see [`crate::fast_tier`]): the
+    /// slot's copy, the slot's lease, the user's generation and the user's
+    /// hold, all under the user's tag.
+    pub(crate) fn fast_tier_keys(&self, user_id: &str, provider: &str) -> [String; 4] {
+        let tag = self.tag(bucket_of(user_id));
+        let (user, provider) = (encode_id(user_id), encode_id(provider));
+        [
+            format!("{tag}:c:{user}:{provider}"),
+            format!("{tag}:l:{user}:{provider}"),
+            format!("{tag}:g:{user}"),
+            format!("{tag}:h:{user}"),
+        ]
+    }
+
+    /// The user's generation and hold, as [`Self::fast_tier_keys`].
+    pub(crate) fn fast_tier_user_keys(&self, user_id: &str) -> [String; 2] {
+        let tag = self.tag(bucket_of(user_id));
+        let user = encode_id(user_id);
+        [format!("{tag}:g:{user}"), format!("{tag}:h:{user}")]
+    }
+
     /// Format 1: the hash that held one key.
     pub(crate) fn v1_key(&self, user_id: &str, provider: &str) -> String {
         format!(

@@ -61,6 +61,15 @@
 //! | `P{B}:users` | sorted set, scores 0 | the users of the bucket that have keys, in byte order |
 //! | `P{B}:exp` | sorted set | the bucket's expiring slots, scored by expiry (Unix ms); members `<len>:<user><provider>`, the user's length in bytes first |
 //! | `Pformat` | string | the format of the data under the prefix, `2` (see [upgrading](#upgrading-from-format-1)) |
+//! | `P{B}:c:<user>:<provider>` | string, with a Redis expiry | a [`TieredStorage`](byok_core::TieredStorage) copy: the user's generation, `:`, the record |
+//! | `P{B}:l:<user>:<provider>` | string, with a Redis expiry | a fill lease or a write's hold on the slot: the user's generation, `:`, a random token |
+//! | `P{B}:g:<user>` | counter, with a Redis expiry | the user's generation (moved on by a tiered `clear_all`) |
+//! | `P{B}:h:<user>` | string, with a Redis expiry | a tiered `clear_all`'s hold on every slot of the user |
+//!
+//! The last four exist only where the store is the fast store of a
+//! `TieredStorage` (see [below](#as-the-fast-store-of-a-tieredstorage)); the
+//! store's own methods neither read nor count them, and all of them expire
+//! by themselves.
 //!
 //! [`encode_id`] keeps letters, digits and `-._~@+` and percent-encodes
 //! every other byte, so encoded ids never hold `{`, `}` or `:`, and no two
@@ -170,6 +179,35 @@
 //!   by itself when Redis is back. A server busy with another client's
 //!   long script (`BUSY`) also gives a retryable
 //!   [`StorageErrorKind::Timeout`].
+//! * Durability is Redis's own. Redis replicates asynchronously, so a
+//!   failover (automatic after a master fails, or forced while it is
+//!   paused) can lose the last writes that the old master acknowledged;
+//!   a test that paused a cluster master, forced its replica to take over
+//!   and resumed it lost one acknowledged write in each of three runs.
+//!   [`RedisOptions::with_replica_wait`] makes every write wait for the
+//!   replicas (`WAIT`, on the connection that carried it; on a cluster,
+//!   the written slot's master): a write that returned `Ok` has reached
+//!   them, and one that did not fails with the retryable
+//!   [`StorageErrorKind::NotReplicated`], its outcome unknown (the same
+//!   test lost none of about a thousand writes so acknowledged, nor did a
+//!   kill -9 of a master or a migration of 1000 slots under writes). It is
+//!   not strong consistency: a reconnect between a write and its `WAIT`,
+//!   or a failover to a replica that had not acknowledged (when fewer than
+//!   all replicas are required), can still lose a write, and nothing is
+//!   fsynced by it.
+//!
+//! # As the fast store of a `TieredStorage`
+//!
+//! `RedisStorage` implements [`FastTier`](byok_core::FastTier), so a
+//! [`TieredStorage`](byok_core::TieredStorage) in front of a SQL store
+//! fills it with leases and bounds every copy's lifetime: processes that
+//! share the Redis never put back a key that one of them replaced or
+//! deleted. Each step (look up or lease, fill, hold, settle, and the
+//! user-wide hold and settle of `clear_all`) is one script over the keys
+//! of the table above; every one of those keys carries a Redis expiry, set
+//! by the server's clock (`PX`). Copies are not written with
+//! [`with_replica_wait`](RedisOptions::with_replica_wait): a copy lost in
+//! a failover is only a miss.
 //!
 //! ## `purge_expired`
 //!
@@ -226,7 +264,8 @@
 //! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HKEYS`,
 //! `HGETALL`, `GET`, `SET`, `DEL`, `EXISTS`, `ZADD`, `ZREM`, `ZCARD`,
 //! `ZSCORE`, `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`,
-//! plus `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
+//! `INCR`, `PTTL`, `PEXPIRE` and `WAIT` (for the two options above), plus
+//! `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
 //! comes from the client), so they replicate the same way under any
 //! replication mode. Versions before 7.0 are not tested.
 //!
@@ -234,9 +273,11 @@
 //! [`ByokConfig::auto_cleanup`]: byok_core::ByokConfig::auto_cleanup
 //! [`StorageErrorKind::Timeout`]: byok_core::error::StorageErrorKind::Timeout
 //! [`StorageErrorKind::Rejected`]: byok_core::error::StorageErrorKind::Rejected
+//! [`StorageErrorKind::NotReplicated`]: byok_core::error::StorageErrorKind::NotReplicated
 
 mod connection;
 mod error;
+mod fast_tier;
 mod layout;
 mod migrate;
 mod options;
@@ -250,6 +291,6 @@ mod url;
 
 pub use connection::RedisStorage;
 pub use layout::{BUCKETS, MAX_PREFIX_LEN, bucket_of, check_prefix, encode_id};
-pub use options::RedisOptions;
+pub use options::{RedisOptions, ReplicaWait};
 pub use redis;
 pub use url::{RedisUrls, parse_urls};

@@ -22,6 +22,17 @@ pub struct RedisOptions {
     connection_timeout: Duration,
     response_timeout: Duration,
     root_certificates: Option<Arc<[u8]>>,
+    replica_wait: Option<ReplicaWait>,
+}
+
+/// How many replicas must acknowledge each write, and how long to wait for
+/// them: see [`RedisOptions::with_replica_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas that must acknowledge a write.
+    pub replicas: u32,
+    /// How long a write waits for them.
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for RedisOptions {
@@ -29,6 +40,9 @@ impl fmt::Debug for RedisOptions {
         let mut d = f.debug_struct("RedisOptions");
         d.field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout);
+        if let Some(wait) = &self.replica_wait {
+            d.field("replica_wait", wait);
+        }
         if let Some(pem) = &self.root_certificates {
             d.field(
                 "root_certificates",
@@ -45,6 +59,7 @@ impl Default for RedisOptions {
             connection_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(3),
             root_certificates: None,
+            replica_wait: None,
         }
     }
 }
@@ -71,6 +86,32 @@ impl RedisOptions {
         self
     }
 
+    /// After each write (`store`, `delete`, `clear_all`, a
+    /// `compare_and_swap` that swapped), waits until `replicas` replicas of
+    /// the written key's master have acknowledged it (Redis `WAIT`), for at
+    /// most `timeout`, which must be shorter than the response timeout.
+    /// A write that fewer replicas acknowledged in time fails with the
+    /// retryable [`StorageErrorKind::NotReplicated`](byok_core::error::StorageErrorKind::NotReplicated):
+    /// the master applied it, and it may survive or be lost in a failover.
+    ///
+    /// Redis replicates asynchronously: without this option, a failover
+    /// (automatic, or forced while a master is paused) can lose the last
+    /// writes a master acknowledged before it. With it, a write that
+    /// returned `Ok` has reached `replicas` replicas, so a failover to one
+    /// of them keeps it; `WAIT` does not make Redis strongly consistent
+    /// (a failover may still pick a replica that had not acknowledged, if
+    /// fewer than all replicas were required, and writes are not fsynced
+    /// by it). Reads are not affected. Default: no waiting.
+    pub fn with_replica_wait(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_wait = (replicas > 0).then_some(ReplicaWait { replicas, timeout });
+        self
+    }
+
+    /// The replica acknowledgement each write waits for, if any.
+    pub fn replica_wait(&self) -> Option<ReplicaWait> {
+        self.replica_wait
+    }
+
     /// The certificate authorities given by
     /// [`with_root_certificates`](Self::with_root_certificates), in PEM.
     pub fn root_certificates(&self) -> Option<&[u8]> {
@@ -95,6 +136,14 @@ impl RedisOptions {
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.connection_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(ConfigError::new("Redis timeouts must be longer than zero"));
+        }
+        if let Some(wait) = self.replica_wait
+            && (wait.timeout.is_zero() || wait.timeout >= self.response_timeout)
+        {
+            return Err(ConfigError::new(
+                "the replica wait timeout must be longer than zero and shorter than the \
+                 response timeout",
+            ));
         }
         Ok(())
     }
@@ -124,6 +173,21 @@ mod tests {
         assert!(RedisOptions::default().check().is_ok());
         let zero = RedisOptions::default().with_connection_timeout(Duration::ZERO);
         assert!(zero.check().is_err());
+        let waits = RedisOptions::default().with_replica_wait(1, Duration::from_millis(500));
+        assert!(waits.check().is_ok());
+        assert_eq!(
+            format!("{waits:?}"),
+            "RedisOptions { connection_timeout: 2s, response_timeout: 3s, \
+             replica_wait: ReplicaWait { replicas: 1, timeout: 500ms } }"
+        );
+        let too_long = RedisOptions::default().with_replica_wait(1, Duration::from_secs(3));
+        assert!(too_long.check().is_err());
+        assert_eq!(
+            RedisOptions::default()
+                .with_replica_wait(0, Duration::from_secs(1))
+                .replica_wait(),
+            None
+        );
         assert_eq!(
             RedisOptions::default().command_deadline(),
             Duration::from_secs(5)

@@ -62,7 +62,7 @@ impl KeyStorage for RedisStorage {
         let inv = self.write_invocation(&scripts::STORE, key);
         self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
             .await?;
-        Ok(())
+        self.confirm_write(key.user_id()).await
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
@@ -93,6 +93,9 @@ impl KeyStorage for RedisStorage {
         let removed: i64 = self
             .run("deleting a key failed", inv.invoke_async(&mut conn))
             .await?;
+        if removed > 0 {
+            self.confirm_write(user_id).await?;
+        }
         Ok(removed > 0)
     }
 
@@ -131,6 +134,9 @@ impl KeyStorage for RedisStorage {
         let cleared: i64 = self
             .run("clearing a user's keys failed", inv.invoke_async(&mut conn))
             .await?;
+        if cleared > 0 {
+            self.confirm_write(user_id).await?;
+        }
         Ok(u64::try_from(cleared).unwrap_or(0))
     }
 
@@ -148,7 +154,7 @@ impl KeyStorage for RedisStorage {
             .run("compare-and-swap failed", inv.invoke_async(&mut conn))
             .await?;
         match swapped {
-            1 => Ok(true),
+            1 => self.confirm_write(new.user_id()).await.map(|()| true),
             -1 => Err(corrupt("a byok record is not of the byok format")),
             _ => Ok(false),
         }
@@ -156,5 +162,9 @@ impl KeyStorage for RedisStorage {
 
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.scan_page(cursor, limit).await
+    }
+
+    fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
+        Some(self)
     }
 }

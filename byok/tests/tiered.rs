@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use byok::{ApiKey, KeyStorage, MemoryStorage, TieredStorage};
+use std::time::Duration;
+
+use byok::{ApiKey, FastTier, KeyStorage, LeaseToken, Lookup, MemoryStorage, TieredStorage};
 
 fn tiered() -> TieredStorage {
     TieredStorage::new(
@@ -19,6 +21,20 @@ fn tiered() -> TieredStorage {
 }
 
 byok_testkit::conformance_tests!(tiered());
+
+/// The fast store's copy of a slot, through its `FastTier` (a miss takes
+/// a lease, which the next write ends).
+async fn copy_in(fast: &MemoryStorage, user: &str, provider: &str) -> Option<ApiKey> {
+    let token = LeaseToken::generate();
+    match fast
+        .lookup(user, provider, &token, Duration::from_secs(5))
+        .await
+        .unwrap()
+    {
+        Lookup::Hit(key) => Some(key),
+        _ => None,
+    }
+}
 
 #[tokio::test]
 async fn reads_fill_the_fast_store_and_writes_reach_both() {
@@ -30,7 +46,6 @@ async fn reads_fill_the_fast_store_and_writes_reach_both() {
         .store(&ApiKey::new("u", "p", vec![1]).unwrap())
         .await
         .unwrap();
-    assert!(fast.is_empty());
     assert_eq!(
         store
             .retrieve("u", "p")
@@ -40,24 +55,94 @@ async fn reads_fill_the_fast_store_and_writes_reach_both() {
             .encrypted_value(),
         [1]
     );
-    assert_eq!(fast.len(), 1, "a miss fills the fast store");
+    let copy = copy_in(&fast, "u", "p").await;
+    assert_eq!(
+        copy.unwrap().encrypted_value(),
+        [1],
+        "a miss fills the fast store"
+    );
+    assert!(fast.is_empty(), "copies are not keys of the fast store");
 
     store
         .store(&ApiKey::new("u", "p", vec![2]).unwrap())
         .await
         .unwrap();
-    for tier in [&fast, &durable] {
-        assert_eq!(
-            tier.retrieve("u", "p")
-                .await
-                .unwrap()
-                .unwrap()
-                .encrypted_value(),
-            [2]
-        );
-    }
+    let copy = copy_in(&fast, "u", "p").await;
+    assert_eq!(
+        copy.unwrap().encrypted_value(),
+        [2],
+        "a write puts its key in"
+    );
+    assert_eq!(
+        durable
+            .retrieve("u", "p")
+            .await
+            .unwrap()
+            .unwrap()
+            .encrypted_value(),
+        [2]
+    );
     assert!(store.delete("u", "p").await.unwrap());
-    assert!(fast.is_empty() && durable.is_empty());
+    assert!(copy_in(&fast, "u", "p").await.is_none() && durable.is_empty());
+}
+
+#[tokio::test]
+async fn copies_end_with_their_lifetime() {
+    let fast = MemoryStorage::new();
+    let durable = MemoryStorage::new();
+    let store = TieredStorage::new(Arc::new(fast.clone()), Arc::new(durable.clone()))
+        .with_copy_ttl(Duration::from_millis(50));
+    store
+        .store(&ApiKey::new("u", "p", vec![1]).unwrap())
+        .await
+        .unwrap();
+    assert!(copy_in(&fast, "u", "p").await.is_some());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        copy_in(&fast, "u", "p").await.is_none(),
+        "the copy outlived its TTL"
+    );
+}
+
+/// Two `TieredStorage`s over one memory fast store, as two managers of one
+/// process might share it: a read through one cannot put back a key that
+/// the other deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tiered_stores_sharing_a_fast_store_never_refill_a_deleted_key() {
+    let fast: Arc<dyn KeyStorage> = Arc::new(MemoryStorage::new());
+    let durable: Arc<dyn KeyStorage> = Arc::new(MemoryStorage::new());
+    let writer = TieredStorage::new(fast.clone(), durable.clone());
+    let reader = Arc::new(TieredStorage::new(fast.clone(), durable.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (reader, stop) = (reader.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    reader.retrieve("u", "p").await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for round in 0..200u8 {
+        writer
+            .store(&ApiKey::new("u", "p", vec![round]).unwrap())
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        writer.delete("u", "p").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if reader.retrieve("u", "p").await.unwrap().is_some() {
+            stale += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(stale, 0, "rounds in which a deleted key was read back");
 }
 
 #[tokio::test]
@@ -98,10 +183,10 @@ async fn concurrent_writers_leave_both_tiers_equal() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(
-        fast.retrieve("u", "p").await.unwrap(),
-        durable.retrieve("u", "p").await.unwrap()
-    );
+    // The copy, if any, is the durable store's key.
+    if let Some(copy) = copy_in(&fast, "u", "p").await {
+        assert_eq!(Some(copy), durable.retrieve("u", "p").await.unwrap());
+    }
 }
 
 #[tokio::test]

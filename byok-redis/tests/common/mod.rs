@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod server;
+
 use std::sync::OnceLock;
 
 use byok_core::{ApiKey, ByokConfig, KeyStorage};

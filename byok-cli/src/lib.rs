@@ -27,6 +27,7 @@ mod context;
 mod demo;
 pub mod error;
 mod keygen;
+mod keyring;
 mod keys;
 pub mod opt;
 
@@ -43,6 +44,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
     let (json, store, ring) = (global.json, &global.store, &global.keyring);
     match &opt.command {
         Command::Keygen(o) => keygen::run(o, json),
+        Command::Keyring(c) => keyring::run(c, ring, store, json).await,
         Command::Migrate => keys::migrate(store, json).await,
         Command::Set(o) => keys::set(o, store, ring, json).await,
         Command::Get(o) => keys::get(o, store, ring, json).await,

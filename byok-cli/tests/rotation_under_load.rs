@@ -360,6 +360,12 @@ fn rotation_under_load(url: &str, table: &str) {
     wait_for_instances(&addrs, "primary 2", |_, primary| primary == 2);
     let rotate = byok(&env, &vars, &["rotate"]);
     assert!(rotate.ok().contains("to master key id 2"), "{rotate:?}");
+    assert!(
+        rotate
+            .stdout
+            .contains("Every running instance must have master key id 2 as primary"),
+        "rotate says how to confirm the instances first: {rotate:?}"
+    );
     let verify = byok(&env, &vars, &["verify"]);
     assert!(verify.ok().contains(": 0 failed"), "{verify:?}");
     byok(&env, &vars, &["keyring", "remove", "1"]).ok();

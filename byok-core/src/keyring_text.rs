@@ -205,14 +205,18 @@ impl KeyringText {
             let current = primary_of(&entries)?;
             (current, mark(&entries, current))
         };
-        let mut tail = Zeroizing::new(String::new());
+        let mut tail = Zeroizing::new(String::with_capacity(128));
         if !self.text.is_empty() && !self.text.ends_with('\n') {
             tail.push('\n');
         }
         if primary || entries.is_empty() {
             tail.push('*');
         }
-        tail.push_str(&format!("{id}:{}\n", key.to_base64().expose_secret()));
+        // Piece by piece: a formatted temporary would hold the key unwiped.
+        tail.push_str(&id.to_string());
+        tail.push(':');
+        tail.push_str(key.to_base64().expose_secret());
+        tail.push('\n');
         let mut edited = apply(&self.text, &splices);
         edited.push_str(&tail);
         let mut ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
@@ -353,7 +357,10 @@ fn mark(entries: &[ParsedEntry], id: u32) -> Vec<Splice> {
 fn apply(text: &str, splices: &[Splice]) -> Zeroizing<String> {
     let mut order: Vec<&Splice> = splices.iter().collect();
     order.sort_by_key(|s| s.range.start);
-    let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
+    // Room for the marks and an added entry, so that the buffer holding
+    // master keys is never reallocated (a reallocation leaves an unwiped
+    // copy behind).
+    let mut out = Zeroizing::new(String::with_capacity(text.len() + 128));
     let mut at = 0;
     for s in order {
         out.push_str(&text[at..s.range.start]);

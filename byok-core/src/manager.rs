@@ -609,12 +609,15 @@ impl Byok {
             .load()
             .decrypt_string(user_id, provider, stored);
         match first {
-            Err(EncryptionError::UnknownKeyId { key_id })
-                if keys.reload_for_unknown(key_id, generation).await =>
-            {
-                keys.current
-                    .load()
-                    .decrypt_string(user_id, provider, stored)
+            Err(EncryptionError::UnknownKeyId { key_id }) if keys.source.is_some() => {
+                // Boxed: the rare reload must not grow every get_key's future.
+                if Box::pin(keys.reload_for_unknown(key_id, generation)).await {
+                    keys.current
+                        .load()
+                        .decrypt_string(user_id, provider, stored)
+                } else {
+                    Err(EncryptionError::UnknownKeyId { key_id })
+                }
             }
             other => other,
         }

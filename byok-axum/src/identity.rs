@@ -43,8 +43,9 @@ impl UserIdentity {
 /// How the application tells byok who the user of a request is.
 ///
 /// Return `Ok(None)` for an anonymous request (answered with
-/// `401 Unauthorized`) and `Err` when finding out failed (answered with
-/// `500`, and logged). An implementation can run the application's own
+/// `401 Unauthorized`), `Err` of an [`IdentityRefused`] for a request whose
+/// claim to be a user cannot be believed (`400`), and any other `Err` when
+/// finding out failed (`500`, and logged). An implementation can run the application's own
 /// extractors on `parts`:
 ///
 /// ```
@@ -79,7 +80,9 @@ pub trait Identify: fmt::Debug + Send + Sync + 'static {
 ///
 /// Use it only where every request passes that component and the component
 /// overwrites the header: anyone who can reach the application directly can
-/// send any header.
+/// send any header. A request with the header twice (a proxy that appends
+/// its value to the client's) or with a value that is not visible ASCII is
+/// refused with `400` ([`IdentityRefused`]), never taken to be either user.
 #[derive(Debug, Clone)]
 pub struct TrustedHeader {
     name: HeaderName,
@@ -95,18 +98,45 @@ impl TrustedHeader {
 #[async_trait]
 impl Identify for TrustedHeader {
     async fn identify(&self, parts: &mut Parts) -> Result<Option<UserIdentity>, BoxError> {
-        let Some(value) = parts.headers.get(&self.name) else {
+        let mut values = parts.headers.get_all(&self.name).iter();
+        let Some(value) = values.next() else {
             return Ok(None);
         };
+        // A proxy that appends instead of replacing leaves the client's own
+        // header beside its own: neither can be trusted.
+        if values.next().is_some() {
+            return Err(IdentityRefused("the identity header is repeated").into());
+        }
         let value = value
             .to_str()
-            .map_err(|_| format!("the {} header is not visible ASCII", self.name))?;
+            .map_err(|_| IdentityRefused("the identity header is not visible ASCII"))?;
         if value.trim().is_empty() {
             return Ok(None);
         }
         Ok(Some(UserIdentity::new(value)))
     }
 }
+
+/// The error of an [`Identify`] that refuses a request's claim to be a
+/// user, such as a [`TrustedHeader`] that is repeated or not ASCII:
+/// answered with `400 Bad Request` (not `500`), and logged as a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityRefused(pub &'static str);
+
+impl IdentityRefused {
+    /// Why the identity was refused (shown to the client).
+    pub fn reason(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for IdentityRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for IdentityRefused {}
 
 /// An [`Identify`] made from a closure over the request head; see
 /// [`identify_with`].

@@ -24,7 +24,7 @@
 //! let app: Router = Router::new()
 //!     .route("/chat", get(chat))
 //!     .route_layer(web.require_key("openai"))
-//!     .nest(web.settings_path(), web.settings_router());
+//!     .merge(web.settings_router());
 //! # let _ = app;
 //! # Ok(())
 //! # }
@@ -38,18 +38,25 @@
 //!   are route layers that put a [`ProviderKey`] on the request;
 //!   [`RequireKey`] is the same guard as an extractor. Without a key,
 //!   browsers get an "API key required" page that links to the settings
-//!   page, API clients an RFC 9457 problem document (`403`).
+//!   page (which links back), API clients an RFC 9457 problem document
+//!   (`403`).
 //! - **Settings**: [`ByokWeb::settings_router`] serves the page (plain
 //!   HTML forms, no JavaScript) and `GET`/`PUT`/`DELETE` JSON endpoints,
 //!   refuses cross-site posts, limits body size, and marks every answer
-//!   `Cache-Control: no-store`.
+//!   `Cache-Control: no-store`. Keys saved there never expire unless the
+//!   app says so ([`ByokWebBuilder::key_ttl`],
+//!   [`ByokWebBuilder::lifetime_choices`]); the words ([`Texts`]) and the
+//!   layout around the page ([`Layout`]) can be replaced.
 //! - **Errors**: every error becomes a [`ByokRejection`]; the mapping from
 //!   [`ByokError`](byok_core::ByokError) to a status lives in its `From`
-//!   implementation and nowhere else.
+//!   implementation and nowhere else, and a rejection is logged once, when
+//!   it becomes a response.
 //! - **HTTPS**: with `ByokConfig::require_https`, a key sent over plain
-//!   HTTP is refused in production and logged as a warning in development
-//!   ([`ByokWebBuilder::production`],
-//!   [`ByokWebBuilder::trust_forwarded_proto`]).
+//!   HTTP is refused in production (unless it stays on the machine:
+//!   `localhost`, `127.0.0.0/8`, `[::1]`, as browsers allow) and logged as
+//!   a warning in development ([`ByokWebBuilder::production`],
+//!   [`ByokWebBuilder::trust_forwarded_proto`],
+//!   [`ByokWebBuilder::allow_loopback_http`]).
 //!
 //! Nothing runs per request beyond what a route asks for: expired keys are
 //! invisible to every read, and removing them is the job of the store and
@@ -58,6 +65,7 @@
 
 mod html;
 mod identity;
+mod page;
 mod policy;
 mod rejection;
 mod require;
@@ -67,10 +75,15 @@ mod web;
 pub use async_trait::async_trait;
 pub use axum;
 pub use identity::{
-    FnIdentity, Identify, SESSION_USER_KEY, SessionKeys, TrustedHeader, UserIdentity, identify_with,
+    FnIdentity, Identify, IdentityRefused, SESSION_USER_KEY, SessionKeys, TrustedHeader,
+    UserIdentity, identify_with,
 };
+pub use page::{Layout, Page, Texts, english_duration};
 pub use rejection::{ByokRejection, RETRY_AFTER_SECONDS, RejectionKind};
 pub use require::{ByokUser, KeyOf, ProviderKey, RequireKey, RequireKeyLayer, RequireKeyService};
 pub use settings::{KeyList, KeyView, ProviderView};
 pub use tower_sessions;
-pub use web::{ByokWeb, ByokWebBuilder, DEFAULT_BODY_LIMIT, DEFAULT_SETTINGS_PATH};
+pub use web::{
+    ByokLayer, ByokService, ByokWeb, ByokWebBuilder, DEFAULT_BODY_LIMIT, DEFAULT_SETTINGS_PATH,
+    LIFETIME_CHOICES,
+};

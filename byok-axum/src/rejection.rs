@@ -1,7 +1,10 @@
 //! [`ByokRejection`]: every error answer of byok-axum, and the one place
 //! where a [`ByokError`] becomes an HTTP status.
 
+use std::borrow::Cow;
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +21,10 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 /// The base of the `type` URIs of byok-axum's problem documents.
 /// A tag URI (RFC 4151): unique, and not pretending to be a page.
 const PROBLEM_BASE: &str = "tag:byok-rs,2026:problem:";
+
+/// The `Content-Security-Policy` of byok-axum's pages unless set otherwise.
+pub(crate) const DEFAULT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// What went wrong, as a short slug; it ends the problem document's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +44,9 @@ pub enum RejectionKind {
     BodyTooLarge,
     /// The request has no user.
     Unauthenticated,
+    /// The header that names the user was repeated or unreadable, so the
+    /// request was not taken to be anyone's.
+    BadIdentity,
     /// A state-changing request came from another site.
     CrossSiteRequest,
     /// A key was submitted over plain HTTP in production.
@@ -59,6 +69,7 @@ impl RejectionKind {
             RejectionKind::MalformedBody => "malformed-body",
             RejectionKind::BodyTooLarge => "body-too-large",
             RejectionKind::Unauthenticated => "unauthenticated",
+            RejectionKind::BadIdentity => "bad-identity",
             RejectionKind::CrossSiteRequest => "cross-site-request",
             RejectionKind::InsecureTransport => "insecure-transport",
             RejectionKind::StorageUnavailable => "storage-unavailable",
@@ -72,8 +83,15 @@ impl RejectionKind {
 /// (`application/problem+json`) for API clients, or an HTML page for
 /// browsers (requests whose `Accept` names `text/html`).
 ///
-/// Every answer carries `Cache-Control: no-store`. No answer ever holds a
-/// key: invalid input is named by its field and problem, never its value.
+/// Every answer carries `Cache-Control: no-store`, and HTML pages the
+/// same `Content-Security-Policy` and `X-Content-Type-Options: nosniff` as
+/// the settings page. No answer ever holds a key: invalid input is named
+/// by its field and problem, never its value.
+///
+/// A rejection is logged once, when it becomes a response: server faults
+/// as errors (with the chain of [`source`](std::error::Error::source)s),
+/// refusals that an operator may need to act on as warnings, client
+/// mistakes at debug level.
 #[derive(Clone)]
 pub struct ByokRejection(Box<Details>);
 
@@ -88,6 +106,16 @@ struct Details {
     settings_path: Option<String>,
     retry_after: Option<u32>,
     html: bool,
+    /// The error this answer was made from.
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+    /// For the log only: why, and what the operator can do.
+    note: Option<Cow<'static, str>>,
+    /// The request's full path, for the log.
+    path: Option<String>,
+    /// The HTML page, made by the `ByokWeb` (its texts and layout).
+    page: Option<String>,
+    /// The headers of the HTML page.
+    csp: Option<HeaderValue>,
 }
 
 impl fmt::Debug for ByokRejection {
@@ -113,7 +141,14 @@ impl fmt::Display for ByokRejection {
     }
 }
 
-impl std::error::Error for ByokRejection {}
+impl StdError for ByokRejection {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
 
 impl ByokRejection {
     fn new(
@@ -132,6 +167,11 @@ impl ByokRejection {
             settings_path: None,
             retry_after: None,
             html: false,
+            source: None,
+            note: None,
+            path: None,
+            page: None,
+            csp: None,
         }))
     }
 
@@ -145,6 +185,11 @@ impl ByokRejection {
         self.0.kind
     }
 
+    /// The short title of the problem.
+    pub fn title(&self) -> &'static str {
+        self.0.title
+    }
+
     /// The human-readable explanation (never holds a key).
     pub fn detail(&self) -> &str {
         &self.0.detail
@@ -153,6 +198,16 @@ impl ByokRejection {
     /// The input that was rejected, for [`RejectionKind::InvalidInput`].
     pub fn field(&self) -> Option<&str> {
         self.0.field.as_deref()
+    }
+
+    /// The providers a [`RejectionKind::ApiKeyRequired`] asks for.
+    pub fn providers(&self) -> &[ProviderInfo] {
+        &self.0.providers
+    }
+
+    /// Whether the answer is an HTML page.
+    pub fn is_html(&self) -> bool {
+        self.0.html
     }
 
     /// Answers with an HTML page instead of a problem document.
@@ -165,6 +220,41 @@ impl ByokRejection {
     /// `text/html` (as browsers' navigations and form posts do).
     pub fn for_request(self, headers: &HeaderMap) -> Self {
         self.html(wants_html(headers))
+    }
+
+    /// Keeps `source` as the cause of this rejection: it is logged with the
+    /// rejection and returned by [`Error::source`](std::error::Error::source),
+    /// never sent to the client.
+    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.0.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// Adds a line for the log (never for the client): why, and how to
+    /// change it.
+    pub(crate) fn with_note(mut self, note: impl Into<Cow<'static, str>>) -> Self {
+        self.0.note = Some(note.into());
+        self
+    }
+
+    /// The request's full path, for the log line.
+    pub(crate) fn at(mut self, path: &str) -> Self {
+        if self.0.path.is_none() {
+            self.0.path = Some(path.to_owned());
+        }
+        self
+    }
+
+    /// The HTML page of this rejection, made by the caller, and the
+    /// `Content-Security-Policy` it is served with.
+    pub(crate) fn with_page(mut self, page: String, csp: HeaderValue) -> Self {
+        self.0.page = Some(page);
+        self.0.csp = Some(csp);
+        self
+    }
+
+    pub(crate) fn settings_link(&self) -> Option<&str> {
+        self.0.settings_path.as_deref()
     }
 
     /// Answers a browser with a page that links back to the settings page
@@ -213,6 +303,16 @@ impl ByokRejection {
             RejectionKind::Unauthenticated,
             "Not signed in",
             "sign in to manage API keys",
+        )
+    }
+
+    /// `400`: the header that names the user was repeated or unreadable.
+    pub fn bad_identity(why: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            RejectionKind::BadIdentity,
+            "Bad identity header",
+            why,
         )
     }
 
@@ -278,17 +378,76 @@ impl ByokRejection {
             detail,
         )
     }
+
+    /// The log line of this rejection, written once when it becomes a
+    /// response.
+    fn log(&self) {
+        let d = &self.0;
+        let path = d.path.as_deref().unwrap_or("");
+        let note = d.note.as_deref().unwrap_or("");
+        let source = d.source.as_deref().map(ErrorChain);
+        let status = d.status.as_u16();
+        let kind = d.kind.slug();
+        match d.kind {
+            RejectionKind::Internal | RejectionKind::DecryptionFailed => tracing::error!(
+                status,
+                kind,
+                path,
+                error = source.map(tracing::field::display),
+                "{}{note}",
+                d.detail
+            ),
+            RejectionKind::StorageUnavailable
+            | RejectionKind::InsecureTransport
+            | RejectionKind::CrossSiteRequest
+            | RejectionKind::BadIdentity => tracing::warn!(
+                status,
+                kind,
+                path,
+                error = source.map(tracing::field::display),
+                "{}{note}",
+                d.detail
+            ),
+            _ => tracing::debug!(
+                status,
+                kind,
+                path,
+                error = source.map(tracing::field::display),
+                "{}{note}",
+                d.detail
+            ),
+        }
+    }
+}
+
+/// An error and its sources, joined by `: `.
+struct ErrorChain<'a>(&'a (dyn StdError + Send + Sync));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 impl From<ByokError> for ByokRejection {
+    /// The mapping of byok's errors to HTTP; the error is kept as the
+    /// rejection's source. Nothing is logged here: the rejection is logged
+    /// when it becomes a response.
     fn from(e: ByokError) -> Self {
-        Self::from(&e)
+        let r = Self::from(&e);
+        r.with_source(e)
     }
 }
 
 impl From<&ByokError> for ByokRejection {
-    /// The mapping of byok's errors to HTTP. Server-side failures are logged
-    /// here (their messages hold no key material); nothing is deleted.
+    /// The same mapping as `From<ByokError>`, without keeping the error as
+    /// the source (it is borrowed).
     fn from(e: &ByokError) -> Self {
         match e {
             ByokError::KeyNotFound { .. } => Self::new(
@@ -307,12 +466,8 @@ impl From<&ByokError> for ByokRejection {
                 r.0.field = Some(field_name(invalid.field).to_owned());
                 r
             }
-            ByokError::Security(warning) => {
-                tracing::warn!(%warning, "request refused");
-                Self::insecure_transport()
-            }
+            ByokError::Security(_) => Self::insecure_transport(),
             ByokError::Storage(s) if s.is_retryable() => {
-                tracing::warn!(error = %s, "key store unavailable");
                 let mut r = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     RejectionKind::StorageUnavailable,
@@ -322,19 +477,14 @@ impl From<&ByokError> for ByokRejection {
                 r.0.retry_after = Some(RETRY_AFTER_SECONDS);
                 r
             }
-            ByokError::Encryption(err) => {
-                tracing::error!(error = %err, "a stored API key could not be decrypted; it was left unchanged");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    RejectionKind::DecryptionFailed,
-                    "Stored key unreadable",
-                    "the stored key could not be decrypted; it was kept, and the operators were told",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "byok operation failed");
-                Self::internal("the key store failed")
-            }
+            ByokError::Encryption(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RejectionKind::DecryptionFailed,
+                "Stored key unreadable",
+                "the stored key could not be decrypted; it was kept, and the operators were told",
+            )
+            .with_note("; the key was left unchanged"),
+            _ => Self::internal("the key store failed"),
         }
     }
 }
@@ -359,6 +509,23 @@ pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/html"))
 }
 
+/// The headers every HTML page of byok-axum carries.
+pub(crate) fn page_headers(headers: &mut HeaderMap, csp: HeaderValue) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Not no-referrer: under it, browsers send `Origin: null` with a form
+    // post, and the same-origin and loopback checks could not see where the
+    // post came from. Other sites still get no Referer.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -376,14 +543,24 @@ struct Problem<'a> {
 
 impl IntoResponse for ByokRejection {
     fn into_response(self) -> Response {
+        self.log();
         let mut response = if self.0.html {
-            let page = html::error_page(
-                self.0.title,
-                &self.0.detail,
-                &self.0.providers,
-                self.0.settings_path.as_deref(),
-            );
-            (self.0.status, axum::response::Html(page)).into_response()
+            let page = match self.0.page {
+                Some(page) => page,
+                None => html::error_page(
+                    self.0.title,
+                    &self.0.detail,
+                    &self.0.providers,
+                    self.0.settings_path.as_deref(),
+                ),
+            };
+            let mut r = (self.0.status, axum::response::Html(page)).into_response();
+            let csp = self
+                .0
+                .csp
+                .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CSP));
+            page_headers(r.headers_mut(), csp);
+            r
         } else {
             let problem = Problem {
                 kind: format!("{PROBLEM_BASE}{}", self.0.kind.slug()),
@@ -403,6 +580,10 @@ impl IntoResponse for ByokRejection {
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/problem+json"),
+            );
+            r.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
             );
             r
         };

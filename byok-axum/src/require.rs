@@ -65,13 +65,17 @@ impl ProviderKey {
 }
 
 /// Finds the first of `providers` that the request's user has a key for.
+/// A rejection is finished for the request (its page and log line).
 async fn find_key(
     web: &ByokWeb,
     parts: &mut Parts,
     providers: &[String],
 ) -> Result<ProviderKey, ByokRejection> {
     let html = crate::rejection::wants_html(&parts.headers);
-    let user = web.identify(parts).await.map_err(|r| r.html(html))?;
+    let user = match web.identify(parts).await {
+        Ok(user) => user,
+        Err(r) => return Err(web.reject(r.html(html), parts)),
+    };
     for provider in providers {
         match web.byok().get_key(&user.user_id, provider).await {
             Ok(Some(key)) => {
@@ -82,18 +86,18 @@ async fn find_key(
                 });
             }
             Ok(None) => {}
-            Err(e) => return Err(ByokRejection::from(e).html(html)),
+            Err(e) => return Err(web.reject(ByokRejection::from(e).html(html), parts)),
         }
     }
     let infos = providers
         .iter()
         .map(|p| {
             web.provider(p)
-                .cloned()
                 .unwrap_or_else(|| byok_core::display::ProviderInfo::of(p))
         })
         .collect();
-    Err(ByokRejection::api_key_required(infos, web.settings_path()).html(html))
+    let rejection = ByokRejection::api_key_required(infos, web.settings_path()).html(html);
+    Err(web.reject(rejection, parts))
 }
 
 impl ByokWeb {
@@ -105,6 +109,9 @@ impl ByokWeb {
     /// to the settings page, and an API client a `403` problem document of
     /// type `…:api-key-required`. A guarded response without a
     /// `Cache-Control` header of its own gets `no-store`.
+    ///
+    /// A provider that the settings page does not offer yet is added to it,
+    /// so that users can add the key this guard asks for.
     ///
     /// ```
     /// use byok_axum::axum::{Router, routing::get};
@@ -130,9 +137,11 @@ impl ByokWeb {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
+        let providers: Arc<[String]> = providers.into_iter().map(Into::into).collect();
+        self.offer(&providers);
         RequireKeyLayer {
             web: self.clone(),
-            providers: providers.into_iter().map(Into::into).collect(),
+            providers,
         }
     }
 }
@@ -211,11 +220,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ProviderKey {
     /// without that layer answers `500` (a setup error, logged).
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.remove::<ProviderKey>().ok_or_else(|| {
-            tracing::error!(
-                path = parts.uri.path(),
-                "ProviderKey used on a route without require_key; add .route_layer(byok_web.require_key(..))"
-            );
             ByokRejection::internal("this route is not set up for API keys")
+                .at(web::full_path(parts))
+                .with_note(
+                    "; ProviderKey used on a route without require_key; add \
+                     .route_layer(byok_web.require_key(..))",
+                )
         })
     }
 }
@@ -236,7 +246,9 @@ pub trait KeyOf: Send + Sync + 'static {
 
 /// An extractor that is its own guard: it finds the user's key for one of
 /// `P::PROVIDERS` and rejects the request, as [`ByokWeb::require_key`]
-/// does, when there is none. Needs [`ByokWeb::layer`] on the router.
+/// does, when there is none. Needs [`ByokWeb::layer`] on the router, which
+/// marks a response made with the key `Cache-Control: no-store` (unless
+/// the handler set a `Cache-Control` of its own), as the layer does.
 ///
 /// ```
 /// use byok_axum::{KeyOf, RequireKey};
@@ -265,7 +277,9 @@ impl<P: KeyOf, S: Send + Sync> FromRequestParts<S> for RequireKey<P> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let web = web::from_parts(parts)?;
         let providers: Vec<String> = P::PROVIDERS.iter().map(|p| (*p).to_owned()).collect();
+        web.offer(&providers);
         let key = find_key(&web, parts, &providers).await?;
+        crate::web::KeyUsed::mark(parts);
         Ok(RequireKey(key, PhantomData))
     }
 }
@@ -288,8 +302,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ByokUser {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let html = crate::rejection::wants_html(&parts.headers);
         let web = web::from_parts(parts).map_err(|r| r.html(html))?;
-        let user = web.identify(parts).await.map_err(|r| r.html(html))?;
-        Ok(ByokUser { web, user })
+        match web.identify(parts).await {
+            Ok(user) => Ok(ByokUser { web, user }),
+            Err(r) => Err(web.reject(r.html(html), parts)),
+        }
     }
 }
 

@@ -4,26 +4,26 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query, Request};
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::display::ProviderInfo;
 use byok_core::error::{Field, Problem};
 use byok_core::secrecy::{ExposeSecret, SecretString};
 use byok_core::{ByokError, InvalidInput, KeySummary, Ttl};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::html::{self, Notice, Row};
+use crate::html::{self, FormError, Notice, Row, SettingsPage};
 use crate::identity::UserIdentity;
+use crate::page::english_duration;
 use crate::policy;
-use crate::rejection::ByokRejection;
+use crate::rejection::{ByokRejection, page_headers};
 use crate::require::ByokUser;
-use crate::web::ByokWeb;
+use crate::web::{ByokWeb, encode_component, is_safe_next, with_next};
 
 /// What the JSON API says about a stored key; nothing in it is secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,13 +48,24 @@ pub struct KeyView {
 }
 
 impl From<&KeySummary> for KeyView {
+    /// The words of `created` and `expires` are rounded as people read
+    /// them: a key set a second ago for a day "expires in 24 hours".
     fn from(k: &KeySummary) -> Self {
+        let now = Utc::now();
+        let words =
+            |d: byok_core::chrono::TimeDelta| english_duration(d.to_std().unwrap_or_default());
+        let expires = match k.expires_at {
+            None => "Never".to_owned(),
+            Some(_) if k.is_expired => "Expired".to_owned(),
+            Some(at) if at <= now => "Expired".to_owned(),
+            Some(at) => format!("Expires in {}", words(at - now)),
+        };
         KeyView {
             provider: k.provider.clone(),
             display_name: k.display_name.clone(),
             hint: k.hint.clone(),
-            created: k.created.clone(),
-            expires: k.expires.clone(),
+            created: format!("{} ago", words(now - k.created_at)),
+            expires,
             is_expired: k.is_expired,
             created_at: k.created_at,
             expires_at: k.expires_at,
@@ -86,141 +97,183 @@ pub struct KeyList {
     pub providers: Vec<ProviderView>,
 }
 
-/// The forms of the settings page; `provider` only on the provider picker.
+/// The forms of the settings page; `provider` only on the provider picker,
+/// `ttl` only where the page offers a choice of lifetimes.
 #[derive(Deserialize)]
 struct KeyForm {
     #[serde(default)]
     provider: Option<String>,
     api_key: SecretString,
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
 }
 
-/// The body of `PUT …/api/{provider}`.
+/// The delete form.
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// The body of `PUT …/api/{provider}`: `ttl_seconds` absent is the web's
+/// default lifetime, `null` is no expiry.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
     api_key: SecretString,
-    #[serde(default)]
-    ttl_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    ttl_seconds: Option<Option<u64>>,
 }
 
-#[derive(Deserialize)]
-struct Flash {
-    saved: Option<String>,
-    deleted: Option<String>,
+/// Tells a field that is present (even as `null`) from one that is absent.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
+
+/// The query of the settings page: a signed notice of what was just done,
+/// and where the user came from.
+#[derive(Deserialize, Default)]
+struct PageQuery {
+    notice: Option<String>,
+    provider: Option<String>,
+    at: Option<i64>,
+    sig: Option<String>,
+    next: Option<String>,
+}
+
+/// How long a notice link is good for.
+const NOTICE_SECONDS: i64 = 120;
 
 impl ByokWeb {
-    /// The settings page and its JSON API, for the configured providers.
-    /// Nest it where [`settings_path`](Self::settings_path) says:
+    /// The settings page and its JSON API, for the providers of the page,
+    /// served under [`settings_path`](Self::settings_path). Merge it into
+    /// the application's router:
     ///
     /// ```
     /// # use byok_axum::{ByokWeb, axum::Router};
     /// # fn app(web: ByokWeb) -> Router {
-    /// Router::new().nest(web.settings_path(), web.settings_router())
+    /// Router::new().merge(web.settings_router())
     /// # }
     /// ```
     ///
-    /// | method and path | answer |
+    /// | method and path (under the settings path) | answer |
     /// |---|---|
-    /// | `GET /` | the settings page (HTML) |
-    /// | `POST /` (form `provider`, `api_key`) | the provider picker: stores the key; `303` back to the page |
-    /// | `POST /{provider}` (form `api_key`) | stores the key; `303` back to the page |
+    /// | `GET` (with or without `/`) | `200` the settings page (HTML) |
+    /// | `POST` (form `provider`, `api_key`, `ttl`?) | the provider picker: stores the key; `303` back to the page |
+    /// | `POST /{provider}` (form `api_key`, `ttl`?) | stores the key; `303` back to the page |
     /// | `POST /{provider}/delete` | deletes the key; `303` back to the page |
-    /// | `GET /api` | every provider with the user's key ([`KeyList`]) |
+    /// | `GET /api` | `200` every provider with the user's key ([`KeyList`]) |
     /// | `GET /api/{provider}` | `200` [`KeyView`], `404` without a key |
     /// | `PUT /api/{provider}` (JSON `{"api_key", "ttl_seconds"?}`) | `201` new or `200` replaced, [`KeyView`] |
     /// | `DELETE /api/{provider}` | `204`, `404` without a key |
     ///
-    /// Errors are [`ByokRejection`]s: `401` without a user, `403` for a
-    /// cross-site request or a key over plain HTTP in production, `404` for
-    /// a provider that is not configured (`422` naming `provider` on the
-    /// picker), `400`/`415`/`422` for a malformed
-    /// body, `422` for an invalid key (naming the field), `413` for a body
-    /// over the limit, `503` with `Retry-After` when the store is
-    /// unavailable. Every answer carries `Cache-Control: no-store`; no
-    /// answer ever contains a key.
+    /// `ttl_seconds` absent gives the key the
+    /// [`key_ttl`](crate::ByokWebBuilder::key_ttl) (default: no expiry),
+    /// `null` no expiry, a number that many seconds. Of racing `PUT`s for
+    /// one key served by one process, only the one that created it answers
+    /// `201`.
+    ///
+    /// A form that is refused for its input (an empty or blank key, one
+    /// that is too long or holds a control character, a provider or
+    /// lifetime the page does not offer) gets the page again, `422`, with
+    /// the message next to the field. Other errors are [`ByokRejection`]s:
+    /// `400` for a repeated or unreadable identity header, `401` without a
+    /// user, `403` for a cross-site request or a key over plain HTTP from
+    /// another machine in production, `404` for a provider that is not
+    /// offered, `400`/`415`/`422` for a malformed body, `422` for an
+    /// invalid key in the API (naming the field), `413` for a body over the
+    /// limit, `503` with `Retry-After` when the store is unavailable. Every
+    /// answer carries `Cache-Control: no-store`, pages a
+    /// `Content-Security-Policy` and `X-Content-Type-Options: nosniff`;
+    /// no answer ever contains a key.
     pub fn settings_router(&self) -> Router {
+        let base = self.settings_path();
         Router::new()
-            .route("/", get(page).post(form_add))
-            .route("/api", get(api_list))
+            .route(base, get(page).post(form_add))
+            .route(&format!("{base}/"), get(page).post(form_add))
+            .route(&format!("{base}/api"), get(api_list))
             .route(
-                "/api/{provider}",
+                &format!("{base}/api/{{provider}}"),
                 get(api_get).put(api_put).delete(api_delete),
             )
-            .route("/{provider}", post(form_set))
-            .route("/{provider}/delete", post(form_delete))
-            .layer(middleware::from_fn(same_origin))
+            .route(&format!("{base}/{{provider}}"), post(form_set))
+            .route(&format!("{base}/{{provider}}/delete"), post(form_delete))
+            .layer(middleware::from_fn_with_state(self.clone(), same_origin))
             .layer(DefaultBodyLimit::max(self.body_limit()))
-            .layer(middleware::map_response(security_headers))
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                security_headers,
+            ))
             .layer(self.layer())
     }
 }
 
-async fn same_origin(request: Request, next: Next) -> Response {
+async fn same_origin(State(web): State<ByokWeb>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(rejection) = policy::check_same_origin(&parts) {
-        return rejection.into_response();
+    if let Err(rejection) = policy::check_same_origin(&web, &parts) {
+        return web.reject(rejection, &parts).into_response();
     }
     next.run(Request::from_parts(parts, body)).await
 }
 
-async fn security_headers(mut response: Response) -> Response {
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+async fn security_headers(State(web): State<ByokWeb>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    page_headers(response.headers_mut(), web.csp());
     response
 }
 
-fn configured<'a>(
-    web: &'a ByokWeb,
-    provider: &str,
-    headers: &HeaderMap,
-) -> Result<&'a ProviderInfo, ByokRejection> {
-    web.provider(provider)
-        .ok_or_else(|| ByokRejection::unknown_provider().for_request(headers))
+/// The provider of a path, if the page offers it; `404` otherwise.
+fn offered(web: &ByokWeb, provider: &str, parts: &Parts) -> Result<(), ByokRejection> {
+    match web.provider(provider) {
+        Some(_) => Ok(()),
+        None => Err(ByokRejection::unknown_provider()
+            .for_request(&parts.headers)
+            .back_to(web.settings_path())),
+    }
 }
 
 /// The key of a submission, trimmed (a pasted key often carries a space or
 /// line break), or the error naming what was wrong with it.
-fn submitted_key(key: &SecretString) -> Result<&str, ByokError> {
+fn submitted_key(key: &SecretString) -> Result<&str, InvalidInput> {
     let key = key.expose_secret().trim();
     if key.is_empty() {
-        return Err(InvalidInput::new(Field::ApiKey, Problem::Empty).into());
+        return Err(InvalidInput::new(Field::ApiKey, Problem::Empty));
     }
     byok_core::validate::api_key(key)?;
     Ok(key)
 }
 
-/// The TTL of a key the user sets: what was asked for (or the manager's
-/// default), capped by what the user's identity allows.
-fn key_ttl(web: &ByokWeb, user: &UserIdentity, asked: Option<u64>) -> Result<Ttl, ByokError> {
-    let asked = match asked {
-        Some(0) => {
-            return Err(InvalidInput::new(Field::Ttl, Problem::Other("must be at least 1")).into());
-        }
-        Some(s) => Some(Duration::from_secs(s)),
-        None => web.byok().config().default_ttl,
-    };
-    Ok(match (asked, user.key_ttl) {
+/// The TTL of a key the user sets: what was asked for (`None`: the web's
+/// default; `Some(None)`: no expiry), capped by what the user's identity
+/// allows.
+fn key_ttl(web: &ByokWeb, user: &UserIdentity, asked: Option<Option<Duration>>) -> Ttl {
+    let asked = asked.unwrap_or(web.key_ttl());
+    match (asked, user.key_ttl) {
         (Some(a), Some(cap)) => Ttl::After(a.min(cap)),
         (None, Some(cap)) => Ttl::After(cap),
         (Some(a), None) => Ttl::After(a),
         (None, None) => Ttl::Never,
-    })
+    }
+}
+
+/// The lifetime a form chose: one of those the page offers, or the web's
+/// default when the page offers none and the form says nothing.
+fn chosen_lifetime(web: &ByokWeb, ttl: Option<&str>) -> Result<Option<Duration>, ()> {
+    let Some(ttl) = ttl else {
+        return Ok(web.key_ttl());
+    };
+    let chosen = if ttl == "never" {
+        None
+    } else {
+        Some(Duration::from_secs(ttl.parse::<u64>().map_err(|_| ())?))
+    };
+    if web.lifetimes().contains(&chosen) {
+        Ok(chosen)
+    } else {
+        Err(())
+    }
 }
 
 async fn summary_of(
@@ -236,155 +289,295 @@ async fn summary_of(
         .find(|k| k.provider == provider))
 }
 
-async fn page(
-    ByokUser { web, user }: ByokUser,
-    parts: Parts,
-    Query(flash): Query<Flash>,
+/// The MAC of a notice: only this application, for this user, could have
+/// made the link, so a crafted link shows no notice.
+fn notice_sig(web: &ByokWeb, user: &str, action: &str, provider: &str, at: i64) -> String {
+    web.byok().keyed_fingerprint(&format!(
+        "byok-axum notice\n{user}\n{action}\n{provider}\n{at}"
+    ))
+}
+
+/// Where a form post sends the browser: the settings page with a signed
+/// notice, and the page the user came from.
+fn back_to_page(
+    web: &ByokWeb,
+    user: &str,
+    action: &str,
+    provider: &str,
+    next: Option<&str>,
+) -> Response {
+    let at = Utc::now().timestamp();
+    let sig = notice_sig(web, user, action, provider, at);
+    let mut to = format!(
+        "{}?notice={action}&provider={}&at={at}&sig={sig}",
+        web.settings_path(),
+        encode_component(provider)
+    );
+    if let Some(next) = next.filter(|n| is_safe_next(n)) {
+        to = with_next(&to, next);
+    }
+    Redirect::to(&to).into_response()
+}
+
+/// Whether a notice of the query was made by this application for `user`
+/// in the last two minutes.
+fn notice_is_genuine(web: &ByokWeb, user: &str, q: &PageQuery) -> bool {
+    let (Some(action), Some(provider), Some(at), Some(sig)) = (
+        q.notice.as_deref(),
+        q.provider.as_deref(),
+        q.at,
+        q.sig.as_deref(),
+    ) else {
+        return false;
+    };
+    let age = Utc::now().timestamp() - at;
+    if !(0..=NOTICE_SECONDS).contains(&age) {
+        return false;
+    }
+    let expected = notice_sig(web, user, action, provider, at);
+    expected.len() == sig.len()
+        && expected
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Renders the settings page for `user`, with what the page says above the
+/// list and an inline error, answered with `status`.
+async fn render(
+    web: &ByokWeb,
+    user: &UserIdentity,
+    parts: &Parts,
+    notice: Option<(&str, &str)>,
+    next: Option<&str>,
+    error: Option<FormError<'_>>,
+    status: StatusCode,
 ) -> Result<Response, ByokRejection> {
-    let html = |e: ByokError| ByokRejection::from(e).html(true);
-    let summaries = web.byok().key_summary(&user.user_id).await.map_err(html)?;
-    let rows: Vec<Row<'_>> = web
-        .providers()
+    let summaries = web
+        .byok()
+        .key_summary(&user.user_id)
+        .await
+        .map_err(|e| ByokRejection::from(e).html(true))?;
+    let providers = web.providers();
+    let rows: Vec<Row<'_>> = providers
         .iter()
         .map(|info| Row {
             info,
             summary: summaries.iter().find(|k| k.provider == info.id),
         })
         .collect();
-    let name_of = |id: &str| web.provider(id).map(|p| p.name.as_str());
-    let notice = match (
-        flash.saved.as_deref().and_then(name_of),
-        flash.deleted.as_deref().and_then(name_of),
-    ) {
-        (Some(name), _) => Notice::Saved(name),
-        (None, Some(name)) => Notice::Deleted(name),
-        (None, None) => Notice::None,
+    let name_of = |id: &str| {
+        providers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.name.as_str())
     };
-    let warn = web.byok().config().require_https && !policy::is_https(&web, &parts);
-    let body = html::settings_page(web.settings_path(), &rows, notice, warn);
-    Ok(Html(body).into_response())
+    let notice = match notice {
+        Some(("saved", id)) => name_of(id).map_or(Notice::None, Notice::Saved),
+        Some(("deleted", id)) => name_of(id).map_or(Notice::None, Notice::Deleted),
+        _ => Notice::None,
+    };
+    let page = SettingsPage {
+        base: web.settings_path(),
+        rows,
+        notice,
+        plain_http_warning: !policy::transport_is_secure(web, parts),
+        next: next.filter(|n| is_safe_next(n)),
+        error,
+        lifetimes: web.lifetimes(),
+        default_lifetime: web.key_ttl(),
+        now: Utc::now(),
+    };
+    let body = html::settings_page(web.view(), &page);
+    let mut response = (status, Html(body)).into_response();
+    page_headers(response.headers_mut(), web.csp());
+    Ok(response)
 }
 
-/// Percent-encodes `s` for a query string.
-fn query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+async fn page(
+    ByokUser { web, user }: ByokUser,
+    parts: Parts,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let notice = if notice_is_genuine(&web, &user.user_id, &q) {
+        q.notice.as_deref().zip(q.provider.as_deref())
+    } else {
+        None
+    };
+    render(
+        &web,
+        &user,
+        &parts,
+        notice,
+        q.next.as_deref(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+    .unwrap_or_else(|r| web.reject(r.html(true), &parts).into_response())
 }
 
 async fn form_set(
-    user: ByokUser,
+    ByokUser { web, user }: ByokUser,
     Path(provider): Path<String>,
     parts: Parts,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
-    let back = user.web.settings_path().to_owned();
-    store_from_form(user, Some(provider), parts, form)
+    store_from_form(&web, &user, Some(provider), &parts, form)
         .await
-        .unwrap_or_else(|r| r.html(true).back_to(&back).into_response())
+        .unwrap_or_else(|r| {
+            web.reject(r.html(true).back_to(web.settings_path()), &parts)
+                .into_response()
+        })
 }
 
 async fn form_add(
-    user: ByokUser,
+    ByokUser { web, user }: ByokUser,
     parts: Parts,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
-    let back = user.web.settings_path().to_owned();
-    store_from_form(user, None, parts, form)
+    store_from_form(&web, &user, None, &parts, form)
         .await
-        .unwrap_or_else(|r| r.html(true).back_to(&back).into_response())
+        .unwrap_or_else(|r| {
+            web.reject(r.html(true).back_to(web.settings_path()), &parts)
+                .into_response()
+        })
+}
+
+/// The message of a refused key, in the page's words.
+fn key_message<'a>(web: &'a ByokWeb, invalid: &InvalidInput) -> &'a str {
+    let t = &web.view().texts;
+    match invalid.problem {
+        Problem::Empty | Problem::Blank => &t.error_key_empty,
+        Problem::TooLong { .. } => &t.error_key_too_long,
+        _ => &t.error_key_control,
+    }
 }
 
 /// Stores the key of a form post, for the provider of the path or, on the
-/// page's provider picker, of the form's `provider` field.
+/// page's provider picker, of the form's `provider` field. Input the user
+/// can fix gets the page again with the message next to the field.
 async fn store_from_form(
-    ByokUser { web, user }: ByokUser,
+    web: &ByokWeb,
+    user: &UserIdentity,
     path_provider: Option<String>,
-    parts: Parts,
+    parts: &Parts,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Result<Response, ByokRejection> {
     if let Some(provider) = &path_provider {
-        configured(&web, provider, &parts.headers)?;
+        offered(web, provider, parts)?;
     }
-    policy::check_key_transport(&web, &parts)?;
+    policy::check_key_transport(web, parts)?;
     let Form(form) = form.map_err(|e| ByokRejection::malformed_body(e.status()))?;
-    let provider = match path_provider {
-        Some(provider) => provider,
-        None => {
-            let provider = form.provider.unwrap_or_default();
-            if web.provider(&provider).is_none() {
-                return Err(ByokError::from(InvalidInput::new(
-                    Field::Provider,
-                    Problem::Other("is not one that this application offers"),
-                ))
-                .into());
-            }
-            provider
+    let next = form.next.as_deref();
+    let texts = web.view().texts;
+    let provider = match path_provider.as_deref() {
+        Some(provider) => Ok(provider.to_owned()),
+        None => match form.provider.as_deref() {
+            Some(p) if web.provider(p).is_some() => Ok(p.to_owned()),
+            _ => Err(&*texts.error_provider),
+        },
+    };
+    let checked = provider.and_then(|provider| {
+        let key = submitted_key(&form.api_key).map_err(|invalid| key_message(web, &invalid))?;
+        let lifetime =
+            chosen_lifetime(web, form.ttl.as_deref()).map_err(|()| &*texts.error_lifetime)?;
+        Ok((provider, key, lifetime))
+    });
+    let (provider, key, lifetime) = match checked {
+        Ok(checked) => checked,
+        Err(message) => {
+            let error = FormError {
+                provider: path_provider.as_deref(),
+                message,
+            };
+            return render(
+                web,
+                user,
+                parts,
+                None,
+                next,
+                Some(error),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
         }
     };
-    let key = submitted_key(&form.api_key)?;
-    let ttl = key_ttl(&web, &user, None)?;
+    let ttl = key_ttl(web, user, Some(lifetime));
     web.byok()
         .set_key(&user.user_id, &provider, key, ttl)
         .await?;
-    let to = format!("{}?saved={}", web.settings_path(), query_value(&provider));
-    Ok(Redirect::to(&to).into_response())
+    Ok(back_to_page(web, &user.user_id, "saved", &provider, next))
 }
 
 async fn form_delete(
     ByokUser { web, user }: ByokUser,
     Path(provider): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ByokRejection> {
-    let back = |r: ByokRejection| r.html(true).back_to(web.settings_path());
-    configured(&web, &provider, &headers).map_err(back)?;
-    web.byok()
-        .delete_key(&user.user_id, &provider)
-        .await
-        .map_err(|e| back(e.into()))?;
-    let to = format!("{}?deleted={}", web.settings_path(), query_value(&provider));
-    Ok(Redirect::to(&to).into_response())
+    parts: Parts,
+    form: Result<Form<DeleteForm>, FormRejection>,
+) -> Response {
+    let result = async {
+        offered(&web, &provider, &parts)?;
+        web.byok().delete_key(&user.user_id, &provider).await?;
+        let next = form.as_ref().ok().and_then(|Form(f)| f.next.as_deref());
+        Ok::<_, ByokRejection>(back_to_page(
+            &web,
+            &user.user_id,
+            "deleted",
+            &provider,
+            next,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|r| {
+        web.reject(r.html(true).back_to(web.settings_path()), &parts)
+            .into_response()
+    })
 }
 
-async fn api_list(ByokUser { web, user }: ByokUser) -> Result<Json<KeyList>, ByokRejection> {
-    let summaries = web.byok().key_summary(&user.user_id).await?;
-    let providers = web
-        .providers()
-        .iter()
-        .map(|p| ProviderView {
-            provider: p.id.clone(),
-            display_name: p.name.clone(),
-            placeholder: p.placeholder.to_owned(),
-            docs_url: p.docs_url.map(str::to_owned),
-            key: summaries
-                .iter()
-                .find(|k| k.provider == p.id)
-                .map(KeyView::from),
-        })
-        .collect();
-    Ok(Json(KeyList { providers }))
+async fn api_list(ByokUser { web, user }: ByokUser, parts: Parts) -> Response {
+    let result = async {
+        let summaries = web.byok().key_summary(&user.user_id).await?;
+        let providers = web
+            .providers()
+            .iter()
+            .map(|p| ProviderView {
+                provider: p.id.clone(),
+                display_name: p.name.clone(),
+                placeholder: p.placeholder.to_owned(),
+                docs_url: p.docs_url.map(str::to_owned),
+                key: summaries
+                    .iter()
+                    .find(|k| k.provider == p.id)
+                    .map(KeyView::from),
+            })
+            .collect();
+        Ok::<_, ByokRejection>(Json(KeyList { providers }).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|r| web.reject(r, &parts).into_response())
 }
 
 async fn api_get(
     ByokUser { web, user }: ByokUser,
     Path(provider): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<KeyView>, ByokRejection> {
-    configured(&web, &provider, &headers)?;
-    match summary_of(&web, &user.user_id, &provider).await? {
-        Some(k) => Ok(Json(KeyView::from(&k))),
-        None => Err(ByokError::KeyNotFound {
-            user_id: user.user_id,
-            provider,
+    parts: Parts,
+) -> Response {
+    let result = async {
+        offered(&web, &provider, &parts)?;
+        match summary_of(&web, &user.user_id, &provider).await? {
+            Some(k) => Ok(Json(KeyView::from(&k)).into_response()),
+            None => Err(ByokError::KeyNotFound {
+                user_id: user.user_id.clone(),
+                provider: provider.clone(),
+            }
+            .into()),
         }
-        .into()),
     }
+    .await;
+    result.unwrap_or_else(|r: ByokRejection| web.reject(r, &parts).into_response())
 }
 
 async fn api_put(
@@ -392,41 +585,69 @@ async fn api_put(
     Path(provider): Path<String>,
     parts: Parts,
     body: Result<Json<KeyBody>, JsonRejection>,
-) -> Result<Response, ByokRejection> {
-    configured(&web, &provider, &parts.headers)?;
-    policy::check_key_transport(&web, &parts)?;
-    let Json(body) = body.map_err(|e| ByokRejection::malformed_body(e.status()))?;
-    let key = submitted_key(&body.api_key)?;
-    let ttl = key_ttl(&web, &user, body.ttl_seconds)?;
-    let existed = web.byok().has_key(&user.user_id, &provider).await?;
-    web.byok()
-        .set_key(&user.user_id, &provider, key, ttl)
-        .await?;
-    let view = summary_of(&web, &user.user_id, &provider)
-        .await?
-        .map(|k| KeyView::from(&k))
-        .ok_or_else(|| ByokRejection::internal("the key was stored but could not be read back"))?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(view)).into_response())
+) -> Response {
+    let result = async {
+        offered(&web, &provider, &parts)?;
+        policy::check_key_transport(&web, &parts)?;
+        let Json(body) = body.map_err(|e| ByokRejection::malformed_body(e.status()))?;
+        let key = submitted_key(&body.api_key).map_err(ByokError::from)?;
+        let asked = match body.ttl_seconds {
+            Some(Some(0)) => {
+                return Err(ByokError::from(InvalidInput::new(
+                    Field::Ttl,
+                    Problem::Other("must be at least 1"),
+                ))
+                .into());
+            }
+            Some(s) => Some(s.map(Duration::from_secs)),
+            None => None,
+        };
+        let ttl = key_ttl(&web, &user, asked);
+        // The store says nothing of what a write replaced: "was there a
+        // key?" and the write are one step among the PUTs of this process,
+        // so that of racing PUTs only the one that created the key says so.
+        let existed = {
+            let _slot = web.slot_lock(&user.user_id, &provider).lock().await;
+            let existed = web.byok().has_key(&user.user_id, &provider).await?;
+            web.byok()
+                .set_key(&user.user_id, &provider, key, ttl)
+                .await?;
+            existed
+        };
+        let view = summary_of(&web, &user.user_id, &provider)
+            .await?
+            .map(|k| KeyView::from(&k))
+            .ok_or_else(|| {
+                ByokRejection::internal("the key was stored but could not be read back")
+            })?;
+        let status = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok::<_, ByokRejection>((status, Json(view)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|r| web.reject(r, &parts).into_response())
 }
 
 async fn api_delete(
     ByokUser { web, user }: ByokUser,
     Path(provider): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ByokRejection> {
-    configured(&web, &provider, &headers)?;
-    if web.byok().delete_key(&user.user_id, &provider).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ByokError::KeyNotFound {
-            user_id: user.user_id,
-            provider,
+    parts: Parts,
+) -> Response {
+    let result = async {
+        offered(&web, &provider, &parts)?;
+        if web.byok().delete_key(&user.user_id, &provider).await? {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(ByokError::KeyNotFound {
+                user_id: user.user_id.clone(),
+                provider: provider.clone(),
+            }
+            .into())
         }
-        .into())
     }
+    .await;
+    result.unwrap_or_else(|r: ByokRejection| web.reject(r, &parts).into_response())
 }

@@ -6,6 +6,9 @@
 //! installs). Without them it prints a `skipped:` line and passes, unless
 //! `BYOK_TEST_REQUIRE_SERVICES=1`. It saves a screenshot of the settings
 //! page to `target/byok-axum-artifacts/settings.png`.
+//!
+//! `readme_lines_work_on_plain_http_localhost` runs the README's axum lines
+//! as they are written (production defaults) on `http://127.0.0.1`.
 
 #![allow(
     clippy::unwrap_used,
@@ -146,7 +149,7 @@ async fn browser_adds_uses_and_deletes_a_key() {
         .unwrap();
     c.wait()
         .at_most(Duration::from_secs(30))
-        .for_url(&url_of(&base, "/settings/api-keys"))
+        .for_url(&url_of(&base, "/settings/api-keys?next=%2Fchat"))
         .await
         .unwrap();
     assert_eq!(text_of(&c, "h1").await, "API keys");
@@ -166,7 +169,7 @@ async fn browser_adds_uses_and_deletes_a_key() {
     );
     assert_eq!(
         input.attr("autocomplete").await.unwrap().as_deref(),
-        Some("off")
+        Some("new-password")
     );
     input.send_keys(KEY).await.unwrap();
     c.find(Locator::Css("#provider-openai button[type=submit]"))
@@ -219,4 +222,180 @@ async fn browser_adds_uses_and_deletes_a_key() {
 
 fn url_of(base: &str, path: &str) -> url::Url {
     url::Url::parse(&format!("{base}{path}")).unwrap()
+}
+
+/// The crate paths the README's lines use (`byok::axum`, `byok::connect`),
+/// over the crates this test links.
+mod byok {
+    pub(crate) use byok_axum as axum;
+
+    /// `byok::connect` for the SQLite URLs of the README.
+    pub(crate) async fn connect(
+        url: &str,
+    ) -> byok_core::Result<std::sync::Arc<dyn byok_core::KeyStorage>> {
+        let store =
+            byok_sql::SqliteStorage::connect(url, &byok_core::ByokConfig::default()).await?;
+        store.migrate().await?;
+        Ok(std::sync::Arc::new(store))
+    }
+}
+
+/// The README's `chat` handler.
+async fn chat(key: byok::axum::ProviderKey) -> String {
+    use byok_core::secrecy::ExposeSecret;
+    format!(
+        "chat with a key of {} bytes",
+        key.key().expose_secret().len()
+    )
+}
+
+/// The README's lines, as written there (the test checks that they are).
+#[rustfmt::skip]
+async fn readme_app(
+    keyring: byok_core::Keyring,
+) -> Result<axum::Router, Box<dyn std::error::Error>> {
+    use axum::Router;
+    use axum::routing::get;
+    use byok_core::{Byok, ByokConfig};
+    // README start
+    use byok::axum::{ByokWeb, ProviderKey, TrustedHeader};
+
+    let byok = Byok::new(byok::connect("sqlite://keys.db").await?, keyring, ByokConfig::default())?;
+    // Who the user is: your own `Identify`, `identify_with(|parts| …)`, a trusted
+    // proxy's header, or `SessionKeys` (keys that end with the session).
+    let web = ByokWeb::builder(byok, TrustedHeader::new("x-forwarded-user".parse()?))
+        .providers(["openai", "anthropic"])
+        .build()?;
+    let app = Router::new()
+        .route("/chat", get(chat)) // async fn chat(key: ProviderKey) -> …
+        .route_layer(web.require_key("openai"))
+        .merge(web.settings_router()); // /settings/api-keys
+    // README end
+    let _: Option<ProviderKey> = None;
+    Ok(app)
+}
+
+#[test]
+fn the_readme_lines_are_the_ones_tested() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## In an axum app").unwrap()..];
+    let start = section.find("```rust").unwrap();
+    let block = &section[start..];
+    let block = &block[block.find('\n').unwrap() + 1..block.find("\n```\n").unwrap()];
+    let source = include_str!("browser.rs");
+    let tested =
+        &source[source.find("// README start").unwrap()..source.find("// README end").unwrap()];
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            squash(tested).contains(&squash(line)),
+            "the README line {line:?} is not the one the browser test runs"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_lines_work_on_plain_http_localhost() {
+    let (Some(chromium), Some(driver)) = (find_program("chromium"), find_program("chromedriver"))
+    else {
+        skip("no chromium or chromedriver on the PATH");
+        return;
+    };
+    // The README's `sqlite://keys.db` is relative: run in a fresh directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    let keyring = byok_core::Keyring::new(1, byok_core::MasterKey::generate());
+    let app = readme_app(keyring).await.unwrap();
+    // The authenticating proxy in front of the app names the user.
+    let app = app.layer(axum::middleware::map_request(
+        |mut request: axum::extract::Request| async move {
+            request
+                .headers_mut()
+                .insert("x-forwarded-user", "alice".parse().unwrap());
+            request
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (mut chromedriver, port) = start_chromedriver(&driver).await;
+    let c = connect(port, &chromium).await;
+
+    // The guard sends the browser to the settings, which link back.
+    c.goto(&format!("{base}/chat")).await.unwrap();
+    assert_eq!(text_of(&c, "h1").await, "API key required");
+    c.find(Locator::Css("#settings-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "h1").await, "API keys");
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("next=%2Fchat")
+    );
+    assert!(
+        !text_of(&c, "body").await.contains("plain HTTP"),
+        "loopback is a secure context"
+    );
+
+    // Save a key over plain HTTP on 127.0.0.1, in production mode.
+    let input = c
+        .find(Locator::Css("#provider-openai input[name=api_key]"))
+        .await
+        .unwrap();
+    input.send_keys(KEY).await.unwrap();
+    c.find(Locator::Css("#provider-openai button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, ".notice").await, "Saved your OpenAI key.");
+    assert_eq!(text_of(&c, "#provider-openai .key-hint").await, HINT);
+    // The expiry as configured: the default is none.
+    assert_eq!(
+        text_of(&c, "#provider-openai .key-expiry").await,
+        "never expires"
+    );
+
+    // A key of blanks: the page again, the message by the field.
+    let input = c
+        .find(Locator::Css("#provider-openai input[name=api_key]"))
+        .await
+        .unwrap();
+    input.send_keys("   ").await.unwrap();
+    c.find(Locator::Css("#provider-openai button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#error-openai").await, "Enter your key.");
+    assert_eq!(text_of(&c, "h1").await, "API keys");
+    assert_eq!(
+        text_of(&c, "#provider-openai .key-hint").await,
+        HINT,
+        "the key is kept"
+    );
+
+    // And back to where the user came from, which now works.
+    c.find(Locator::Css("#back-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let body = text_of(&c, "body").await;
+    assert_eq!(body, format!("chat with a key of {} bytes", KEY.len()));
+    assert!(!c.source().await.unwrap().contains("BROWSER-canary"));
+
+    c.close().await.unwrap();
+    chromedriver.kill().await.unwrap();
+    server.abort();
 }

@@ -67,7 +67,7 @@ fn app_of(web: &ByokWeb) -> Router {
         .merge(guarded)
         .merge(any)
         .route("/extract", get(chat_extractor))
-        .nest(web.settings_path(), web.settings_router())
+        .merge(web.settings_router())
         .layer(web.layer())
 }
 
@@ -165,6 +165,10 @@ fn put_key(provider: &str, user: &str, body: serde_json::Value) -> Request<Body>
 
 fn get_api(uri: &str, user: &str) -> Request<Body> {
     api(Method::GET, uri, user).body(Body::empty()).unwrap()
+}
+
+fn location(a: &Answer) -> String {
+    a.headers[header::LOCATION].to_str().unwrap().to_owned()
 }
 
 fn assert_no_store(a: &Answer) {
@@ -271,7 +275,7 @@ async fn form_adds_replaces_and_deletes() {
     assert!(page.body.contains("No key saved."));
     assert!(
         page.body
-            .contains(r#"type="password" name="api_key" autocomplete="off""#),
+            .contains(r#"type="password" name="api_key" autocomplete="new-password""#),
         "{}",
         page.body
     );
@@ -291,9 +295,10 @@ async fn form_adds_replaces_and_deletes() {
     )
     .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    assert_eq!(
-        a.headers[header::LOCATION],
-        "/settings/api-keys?saved=openai"
+    let saved = location(&a);
+    assert!(
+        saved.starts_with("/settings/api-keys?notice=saved&provider=openai&at="),
+        "{saved}"
     );
     assert_no_store(&a);
     let stored = t.byok.require_key("alice", "openai").await.unwrap();
@@ -301,7 +306,7 @@ async fn form_adds_replaces_and_deletes() {
 
     let page = send(
         &t.app,
-        browser(Method::GET, "/settings/api-keys?saved=openai", "alice")
+        browser(Method::GET, &saved, "alice")
             .body(Body::empty())
             .unwrap(),
     )
@@ -335,14 +340,15 @@ async fn form_adds_replaces_and_deletes() {
     )
     .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
-    assert_eq!(
-        a.headers[header::LOCATION],
-        "/settings/api-keys?deleted=openai"
+    let deleted = location(&a);
+    assert!(
+        deleted.starts_with("/settings/api-keys?notice=deleted&provider=openai&at="),
+        "{deleted}"
     );
     assert!(providers_of(&t.byok, "alice").await.is_empty());
     let page = send(
         &t.app,
-        browser(Method::GET, "/settings/api-keys?deleted=openai", "alice")
+        browser(Method::GET, &deleted, "alice")
             .body(Body::empty())
             .unwrap(),
     )
@@ -780,7 +786,7 @@ async fn guards_answer_browsers_and_api_clients() {
     assert_no_store(&a);
     assert!(a.body.contains("API key required"));
     assert!(a.body.contains("<strong>OpenAI</strong>"));
-    assert!(a.body.contains(r#"href="/settings/api-keys""#));
+    assert!(a.body.contains(r#"href="/settings/api-keys?next=%2Fchat""#));
 
     let a = send(&t.app, get_api("/chat", "alice")).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
@@ -1000,7 +1006,7 @@ async fn session_keys_disappear_with_the_session() {
         .route("/chat", get(chat))
         .route_layer(web.require_key("openai"))
         .route("/logout", axum::routing::post(logout))
-        .nest(web.settings_path(), web.settings_router())
+        .merge(web.settings_router())
         .layer(web.layer())
         .layer(sessions);
 
@@ -1218,10 +1224,7 @@ async fn provider_picker_stores_for_the_chosen_provider_only() {
     )
     .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    assert_eq!(
-        a.headers[header::LOCATION],
-        "/settings/api-keys?saved=anthropic"
-    );
+    assert!(location(&a).starts_with("/settings/api-keys?notice=saved&provider=anthropic&"));
     assert_eq!(providers_of(&t.byok, "alice").await, ["anthropic"]);
 
     for body in [
@@ -1230,12 +1233,919 @@ async fn provider_picker_stores_for_the_chosen_provider_only() {
     ] {
         let a = send(&t.app, form_post(SETTINGS, "bob", &body)).await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
-        assert!(a.body.contains("invalid provider"), "{}", a.body);
+        // The page again, the message next to the picker.
         assert!(
-            a.body.contains(r#"href="/settings/api-keys""#),
-            "a way back"
+            a.body.contains(
+                r#"<p class="field-error" id="error-add-key" role="alert">Choose one of the providers listed.</p>"#
+            ),
+            "{}",
+            a.body
         );
+        assert!(a.body.contains(r#"<h1>API keys</h1>"#), "the settings page");
         assert!(!a.body.contains("abcdefghijklmnop"));
         assert!(providers_of(&t.byok, "bob").await.is_empty());
     }
+}
+
+/// A guarded route under a nested router, to see the paths in log lines.
+async fn chat_no_cache_override(RequireKey(key, ..): RequireKey<OpenAi>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "private, max-age=5")],
+        format!("extractor {}", key.provider()),
+    )
+}
+
+fn web_with(f: impl FnOnce(byok_axum::ByokWebBuilder) -> byok_axum::ByokWebBuilder) -> TestApp {
+    let byok = manager(Arc::new(MemoryStorage::new()));
+    let builder = ByokWeb::builder(byok.clone(), TrustedHeader::new("x-user".parse().unwrap()))
+        .providers(["openai", "anthropic"])
+        .trust_forwarded_proto(true);
+    let web = f(builder).build().unwrap();
+    TestApp {
+        app: app_of(&web),
+        byok,
+    }
+}
+
+fn page_of(uri: &str, user: &str) -> Request<Body> {
+    browser(Method::GET, uri, user).body(Body::empty()).unwrap()
+}
+
+/// A PUT of the JSON API as `curl` on this machine sends it: plain HTTP,
+/// no proxy headers.
+fn local_put(host: &str, extra: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("{SETTINGS}/api/openai"))
+        .header("x-user", "alice")
+        .header(header::HOST, host)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::from(format!(r#"{{"api_key":"{OPENAI_KEY}"}}"#)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn loopback_plain_http_is_accepted_in_production() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    // Production defaults: no TLS, no proxy.
+    let t = test_app(true, false);
+    for host in [
+        "127.0.0.1:3000",
+        "localhost:3000",
+        "[::1]:3000",
+        "127.0.0.2",
+    ] {
+        let a = send(&t.app, local_put(host, &[])).await;
+        assert!(a.status.is_success(), "{host}: {} {}", a.status, a.body);
+    }
+    let a = send(
+        &t.app,
+        local_put("localhost:3000", &[("origin", "http://localhost:3000")]),
+    )
+    .await;
+    assert!(a.status.is_success());
+    let refusals_before = logs.text().matches(" WARN ").count();
+    // Not loopback: another host, a browser on another site, a proxy.
+    for (host, extra) in [
+        ("app.test", vec![]),
+        // A browser on the public name of a proxy that rewrote Host.
+        (
+            "127.0.0.1:3000",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "http://public.example"),
+            ],
+        ),
+        (
+            "127.0.0.1:3000",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("referer", "http://public.example/"),
+            ],
+        ),
+        ("127.0.0.1:3000", vec![("x-forwarded-for", "203.0.113.7")]),
+        ("127.0.0.1:3000", vec![("forwarded", "for=203.0.113.7")]),
+        ("localhost.evil.test", vec![]),
+    ] {
+        let a = send(&t.app, local_put(host, &extra)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{host} {extra:?}");
+        assert_eq!(
+            a.json()["type"],
+            "tag:byok-rs,2026:problem:insecure-transport"
+        );
+    }
+    // One WARN line per refusal, saying how to configure it.
+    let text = logs.text();
+    let warns: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warns.len() - refusals_before, 6, "{text}");
+    let last = warns.last().unwrap();
+    for words in [
+        "HTTPS",
+        "served_over_tls",
+        "trust_forwarded_proto",
+        "localhost",
+    ] {
+        assert!(last.contains(words), "{last}");
+    }
+    assert!(last.contains("/settings/api-keys/api/openai"), "{last}");
+    // The page warns only off loopback.
+    let page = |host: &str| {
+        Request::builder()
+            .uri(SETTINGS)
+            .header("x-user", "alice")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert!(
+        !send(&t.app, page("127.0.0.1:3000"))
+            .await
+            .body
+            .contains("plain HTTP")
+    );
+    assert!(
+        send(&t.app, page("app.test"))
+            .await
+            .body
+            .contains("plain HTTP")
+    );
+    // And it can be turned off.
+    let t = web_with(|b| b.trust_forwarded_proto(false).allow_loopback_http(false));
+    let a = send(&t.app, local_put("127.0.0.1:3000", &[])).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn web_keys_live_as_long_as_the_app_says() {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let expiry = |t: &TestApp, user: &'static str| {
+        let byok = t.byok.clone();
+        async move { byok.key_summary(user).await.unwrap()[0].expires_at }
+    };
+    // Default: no expiry, from the form and from the API.
+    let t = app();
+    let a = send(
+        &t.app,
+        form_post(
+            &format!("{SETTINGS}/openai"),
+            "alice",
+            &form_body(OPENAI_KEY),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(expiry(&t, "alice").await, None);
+    let a = send(
+        &t.app,
+        put_key(
+            "openai",
+            "bob",
+            serde_json::json!({ "api_key": OPENAI_KEY }),
+        ),
+    )
+    .await;
+    assert!(a.json()["expires_at"].is_null(), "{}", a.body);
+    assert_eq!(a.json()["expires"], "Never");
+    let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+    assert!(page.body.contains("never expires"), "{}", page.body);
+    assert!(
+        !page.body.contains(r#"name="ttl""#),
+        "no choice unless offered"
+    );
+
+    // A lifetime set by the app, shown as people read it.
+    let t = web_with(|b| b.key_ttl(Some(day)));
+    let a = send(
+        &t.app,
+        form_post(
+            &format!("{SETTINGS}/openai"),
+            "alice",
+            &form_body(OPENAI_KEY),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let at = expiry(&t, "alice").await.unwrap();
+    let left = at - byok_core::chrono::Utc::now();
+    assert!(left > byok_core::chrono::Duration::hours(23), "{left}");
+    let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+    assert!(page.body.contains("expires in 24 hours"), "{}", page.body);
+    let a = send(&t.app, get_api(&format!("{SETTINGS}/api/openai"), "alice")).await;
+    assert_eq!(a.json()["expires"], "Expires in 24 hours");
+    // ttl_seconds: null is no expiry; a number is that many seconds.
+    let a = send(
+        &t.app,
+        put_key(
+            "openai",
+            "bob",
+            serde_json::json!({ "api_key": OPENAI_KEY, "ttl_seconds": null }),
+        ),
+    )
+    .await;
+    assert!(a.json()["expires_at"].is_null(), "{}", a.body);
+    let a = send(
+        &t.app,
+        put_key(
+            "openai",
+            "carol",
+            serde_json::json!({ "api_key": OPENAI_KEY, "ttl_seconds": 7200 }),
+        ),
+    )
+    .await;
+    assert_eq!(a.json()["expires"], "Expires in 2 hours");
+
+    // A choice on the form.
+    let t = web_with(|b| {
+        b.key_ttl(Some(day))
+            .lifetime_choices(byok_axum::LIFETIME_CHOICES)
+    });
+    let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+    assert!(
+        page.body.contains(
+            r#"<option value="86400" selected>1 day</option><option value="2592000">30 days</option><option value="never">until deleted</option>"#
+        ),
+        "{}",
+        page.body
+    );
+    let post = |user: &'static str, ttl: &str| {
+        form_post(
+            &format!("{SETTINGS}/openai"),
+            user,
+            &format!("{}&ttl={ttl}", form_body(OPENAI_KEY)),
+        )
+    };
+    assert_eq!(
+        send(&t.app, post("alice", "never")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(expiry(&t, "alice").await, None);
+    assert_eq!(
+        send(&t.app, post("bob", "2592000")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = send(&t.app, page_of(SETTINGS, "bob")).await;
+    assert!(page.body.contains("expires in 30 days"), "{}", page.body);
+    let a = send(&t.app, post("carol", "12345")).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.body.contains("Choose one of the lifetimes listed."));
+    assert!(providers_of(&t.byok, "carol").await.is_empty());
+}
+
+struct Groq;
+impl KeyOf for Groq {
+    const PROVIDERS: &'static [&'static str] = &["groq"];
+}
+
+async fn groq_extractor(RequireKey(key, ..): RequireKey<Groq>) -> String {
+    format!("extractor {}", key.provider())
+}
+
+#[tokio::test]
+async fn a_guard_offers_its_provider_on_the_page() {
+    let byok = manager(Arc::new(MemoryStorage::new()));
+    let web = ByokWeb::builder(byok.clone(), TrustedHeader::new("x-user".parse().unwrap()))
+        .providers(["openai"])
+        .trust_forwarded_proto(true)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/groq", get(chat))
+        .route_layer(web.require_key("groq"))
+        .route(
+            "/mistral",
+            get(|RequireKey(k, ..): RequireKey<Mistral>| async move { k.provider().to_owned() }),
+        )
+        .route("/groq-extract", get(groq_extractor))
+        .merge(web.settings_router())
+        .layer(web.layer());
+    let page = send(&app, page_of(SETTINGS, "alice")).await;
+    assert!(page.body.contains(r#"id="provider-groq""#), "{}", page.body);
+    assert!(page.body.contains(r#"action="/settings/api-keys/groq""#));
+    let a = send(&app, page_of("/groq", "alice")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = send(
+        &app,
+        form_post(
+            &format!("{SETTINGS}/groq"),
+            "alice",
+            &form_body("gsk_abcdefghijklmnop"),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(
+        send(&app, get_api("/groq", "alice")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, get_api("/groq-extract", "alice")).await.body,
+        "extractor groq"
+    );
+    // An extractor's provider is offered once a request has asked for it.
+    let _ = send(&app, get_api("/mistral", "alice")).await;
+    let page = send(&app, page_of(SETTINGS, "alice")).await;
+    assert!(page.body.contains(r#"id="provider-mistral""#));
+    assert_eq!(
+        web.providers()
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>(),
+        ["openai", "groq", "mistral"]
+    );
+}
+
+struct Mistral;
+impl KeyOf for Mistral {
+    const PROVIDERS: &'static [&'static str] = &["mistral"];
+}
+
+#[tokio::test]
+async fn form_errors_show_the_page_again_with_the_message_by_the_field() {
+    let t = app();
+    t.byok
+        .set_key("alice", "anthropic", "sk-ant-abcdefghijklmnop", Ttl::Never)
+        .await
+        .unwrap();
+    for (body, message) in [
+        ("api_key=".to_owned(), "Enter your key."),
+        ("api_key=+++".to_owned(), "Enter your key."),
+        (
+            format!("api_key={}", "k".repeat(9 * 1024)),
+            "That is longer than any API key.",
+        ),
+        (
+            "api_key=sk-abc%07defghijklmnop".to_owned(),
+            "The key contains a character",
+        ),
+    ] {
+        let a = send(
+            &t.app,
+            form_post(&format!("{SETTINGS}/openai"), "alice", &body),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(a.content_type().starts_with("text/html"));
+        assert_no_store(&a);
+        assert!(a.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+        // The whole page, with the user's other key, and the message right
+        // after the form of that provider.
+        assert!(a.body.contains("<h1>API keys</h1>"));
+        assert!(a.body.contains("sk-a...mnop"), "{}", a.body);
+        let openai = a.body.find(r#"id="provider-openai""#).unwrap();
+        let error = a.body.find(r#"id="error-openai""#).unwrap();
+        let anthropic = a.body.find(r#"id="provider-anthropic""#).unwrap();
+        assert!(openai < error && error < anthropic, "{}", a.body);
+        assert!(a.body[error..].contains(message), "{message}: {}", a.body);
+        assert!(
+            a.body
+                .contains(r#"aria-invalid="true" aria-describedby="error-openai""#)
+        );
+        assert!(!a.body.contains("defghijklmnop") && !a.body.contains("kkkkkkkk"));
+    }
+    assert_eq!(providers_of(&t.byok, "alice").await, ["anthropic"]);
+}
+
+#[tokio::test]
+async fn notices_cannot_be_faked_by_a_link() {
+    let t = app();
+    for uri in [
+        format!("{SETTINGS}?saved=openai"),
+        format!("{SETTINGS}?deleted=openai"),
+        format!(
+            "{SETTINGS}?notice=saved&provider=openai&at={}&sig=0123456789abcdef",
+            byok_core::chrono::Utc::now().timestamp()
+        ),
+    ] {
+        let page = send(&t.app, page_of(&uri, "alice")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.body.contains("class=\"notice\""), "{uri}");
+    }
+    let a = send(
+        &t.app,
+        form_post(
+            &format!("{SETTINGS}/openai"),
+            "alice",
+            &form_body(OPENAI_KEY),
+        ),
+    )
+    .await;
+    let real = location(&a);
+    assert!(
+        send(&t.app, page_of(&real, "alice"))
+            .await
+            .body
+            .contains("Saved your OpenAI key.")
+    );
+    // Another user's link, or a changed provider, shows nothing.
+    assert!(
+        !send(&t.app, page_of(&real, "bob"))
+            .await
+            .body
+            .contains("class=\"notice\"")
+    );
+    let changed = real.replace("provider=openai", "provider=anthropic");
+    assert!(
+        !send(&t.app, page_of(&changed, "alice"))
+            .await
+            .body
+            .contains("class=\"notice\"")
+    );
+}
+
+#[tokio::test]
+async fn guard_page_links_back_and_to_sign_in() {
+    let t = web_with(|b| b.sign_in_url("/login"));
+    let a = send(&t.app, page_of("/chat?q=hi%20there&x=1", "alice")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.body
+            .contains(r#"href="/settings/api-keys?next=%2Fchat%3Fq%3Dhi%2520there%26x%3D1""#),
+        "{}",
+        a.body
+    );
+    // The settings page links back, and its forms carry the way back
+    // through the save.
+    let next = "/chat?q=hi%20there&x=1";
+    let settings = format!("{SETTINGS}?next=%2Fchat%3Fq%3Dhi%2520there%26x%3D1");
+    let page = send(&t.app, page_of(&settings, "alice")).await;
+    assert!(
+        page.body
+            .contains(r#"<a id="back-link" href="/chat?q=hi%20there&amp;x=1">"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"<input type="hidden" name="next" value="/chat?q=hi%20there&amp;x=1">"#)
+    );
+    let a = send(
+        &t.app,
+        form_post(
+            &format!("{SETTINGS}/openai"),
+            "alice",
+            &format!(
+                "{}&next=%2Fchat%3Fq%3Dhi%2520there%26x%3D1",
+                form_body(OPENAI_KEY)
+            ),
+        ),
+    )
+    .await;
+    let to = location(&a);
+    assert!(
+        to.ends_with("&next=%2Fchat%3Fq%3Dhi%2520there%26x%3D1"),
+        "{to}"
+    );
+    let page = send(&t.app, page_of(&to, "alice")).await;
+    assert!(page.body.contains("Saved your OpenAI key."));
+    assert!(
+        page.body
+            .contains(&format!(r#"href="{}""#, next.replace('&', "&amp;")))
+    );
+    // Only this site's paths.
+    for bad in [
+        "//evil.test/x",
+        "https://evil.test/",
+        "/\\evil.test",
+        "javascript:alert(1)",
+        "/%0d%0aSet-Cookie:x",
+    ] {
+        let uri = format!(
+            "{SETTINGS}?next={}",
+            bad.replace('/', "%2F")
+                .replace('\\', "%5C")
+                .replace(':', "%3A")
+        );
+        let page = send(&t.app, page_of(&uri, "alice")).await;
+        assert_eq!(page.status, StatusCode::OK, "{bad}");
+        assert!(!page.body.contains("back-link"), "{bad}: {}", page.body);
+        assert!(!page.body.contains("evil.test"), "{bad}");
+    }
+    // Without a user: a link to the app's sign-in page, which leads back.
+    let a = send(
+        &t.app,
+        Request::builder()
+            .uri("/chat?q=1")
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        a.body
+            .contains(r#"<a id="sign-in-link" href="/login?next=%2Fchat%3Fq%3D1">Sign in</a>"#),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn trailing_slash_serves_the_page() {
+    let t = app();
+    let a = send(&t.app, page_of(&format!("{SETTINGS}/"), "alice")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("<h1>API keys</h1>"));
+    assert_no_store(&a);
+}
+
+#[tokio::test]
+async fn guard_pages_carry_the_settings_pages_headers() {
+    let t = app();
+    let settings = send(&t.app, page_of(SETTINGS, "alice")).await;
+    let csp = settings.headers[header::CONTENT_SECURITY_POLICY].clone();
+    assert!(csp.to_str().unwrap().contains("default-src 'none'"));
+    for request in [
+        page_of("/chat", "alice"),
+        page_of("/extract", "alice"),
+        Request::builder()
+            .uri("/chat")
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap(),
+    ] {
+        let a = send(&t.app, request).await;
+        assert!(a.status.is_client_error());
+        assert!(a.content_type().starts_with("text/html"));
+        assert_eq!(
+            a.headers[header::CONTENT_SECURITY_POLICY],
+            csp,
+            "{}",
+            a.body
+        );
+        assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        // Same-origin, so that a browser's form post carries its Origin.
+        assert_eq!(a.headers[header::REFERRER_POLICY], "same-origin");
+        assert_no_store(&a);
+    }
+}
+
+#[tokio::test]
+async fn layout_and_texts_can_be_replaced() {
+    let t = web_with(|b| {
+        b.texts(byok_axum::Texts {
+            lang: "de".into(),
+            title: "API-Schlüssel".into(),
+            save: "Speichern".into(),
+            no_key: "Kein Schlüssel.".into(),
+            key_required_title: "API-Schlüssel nötig".into(),
+            ..byok_axum::Texts::default()
+        })
+        .layout(|page: &byok_axum::Page<'_>| {
+            format!(
+                "<!DOCTYPE html><html lang=\"{}\"><title>{}</title><nav>My app</nav><main>{}</main></html>",
+                page.lang, page.title, page.body
+            )
+        })
+    });
+    let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+    assert!(page.body.starts_with("<!DOCTYPE html><html lang=\"de\"><title>API-Schlüssel</title><nav>My app</nav><main><h1>API-Schlüssel</h1>"), "{}", page.body);
+    assert!(page.body.contains("Kein Schlüssel.") && page.body.contains(">Speichern<"));
+    let guard = send(&t.app, page_of("/chat", "alice")).await;
+    assert!(
+        guard
+            .body
+            .contains("<nav>My app</nav><main><h1>API-Schlüssel nötig</h1>"),
+        "{}",
+        guard.body
+    );
+    let a = send(
+        &t.app,
+        form_post(&format!("{SETTINGS}/openai"), "alice", "api_key=+"),
+    )
+    .await;
+    assert!(a.body.contains("<nav>My app</nav>") && a.body.contains("Enter your key."));
+}
+
+#[tokio::test]
+async fn a_repeated_identity_header_is_refused() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let t = app();
+    t.byok
+        .set_key("alice", "openai", OPENAI_KEY, Ttl::Never)
+        .await
+        .unwrap();
+    for uri in [
+        "/chat",
+        "/extract",
+        &format!("{SETTINGS}/api/openai"),
+        SETTINGS,
+    ] {
+        let request = Request::builder()
+            .uri(uri)
+            .header("x-user", "alice")
+            .header("x-user", "mallory")
+            .header("x-forwarded-proto", "https")
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&t.app, request).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.body);
+        assert_eq!(a.json()["type"], "tag:byok-rs,2026:problem:bad-identity");
+        assert!(!a.body.contains("alice") && !a.body.contains("sk-p"));
+    }
+    let a = send(
+        &t.app,
+        api(Method::DELETE, &format!("{SETTINGS}/api/openai"), "mallory")
+            .header("x-user", "alice")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(t.byok.has_key("alice", "openai").await.unwrap());
+    assert!(!logs.text().contains("ERROR"), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn a_non_ascii_identity_header_is_a_clear_400() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let t = app();
+    for uri in ["/chat", SETTINGS] {
+        let request = Request::builder()
+            .uri(uri)
+            .header(
+                "x-user",
+                axum::http::HeaderValue::from_bytes("José".as_bytes()).unwrap(),
+            )
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&t.app, request).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(a.body.contains("not visible ASCII"), "{}", a.body);
+    }
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("bad-identity"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_extractor_guard_marks_its_answers_no_store() {
+    let t = app();
+    t.byok
+        .set_key("alice", "openai", OPENAI_KEY, Ttl::Never)
+        .await
+        .unwrap();
+    let a = send(&t.app, get_api("/extract", "alice")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_no_store(&a);
+    // A handler's own Cache-Control stays, as with the layer.
+    let web = ByokWeb::builder(
+        t.byok.clone(),
+        TrustedHeader::new("x-user".parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    let app = Router::new()
+        .route("/own", get(chat_no_cache_override))
+        .route("/plain", get(|| async { "no key here" }))
+        .layer(web.layer());
+    let a = send(&app, get_api("/own", "alice")).await;
+    assert_eq!(a.headers[header::CACHE_CONTROL], "private, max-age=5");
+    let a = send(&app, get_api("/plain", "alice")).await;
+    assert!(
+        !a.headers.contains_key(header::CACHE_CONTROL),
+        "only answers made with a key"
+    );
+}
+
+#[tokio::test]
+async fn provider_ids_are_percent_encoded_in_every_url() {
+    let odd = "team/a?b#c d";
+    let byok = manager(Arc::new(MemoryStorage::new()));
+    let web = ByokWeb::builder(byok.clone(), TrustedHeader::new("x-user".parse().unwrap()))
+        .providers(["openai", odd])
+        .trust_forwarded_proto(true)
+        .build()
+        .unwrap();
+    let app = app_of(&web);
+    let page = send(&app, page_of(SETTINGS, "alice")).await;
+    let action = "/settings/api-keys/team%2Fa%3Fb%23c%20d";
+    assert!(
+        page.body.contains(&format!(r#"action="{action}""#)),
+        "{}",
+        page.body
+    );
+    let a = send(&app, form_post(action, "alice", &form_body(OPENAI_KEY))).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(
+        location(&a).contains("provider=team%2Fa%3Fb%23c%20d"),
+        "{}",
+        location(&a)
+    );
+    assert_eq!(providers_of(&byok, "alice").await, [odd]);
+    let page = send(&app, page_of(&location(&a), "alice")).await;
+    assert!(page.body.contains("Saved your"), "{}", page.body);
+    assert!(page.body.contains(&format!(r#"action="{action}/delete""#)));
+    let a = send(
+        &app,
+        get_api(&format!("{SETTINGS}/api/team%2Fa%3Fb%23c%20d"), "alice"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = send(&app, form_post(&format!("{action}/delete"), "alice", "")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert!(providers_of(&byok, "alice").await.is_empty());
+}
+
+#[tokio::test]
+async fn referer_is_checked_when_origin_is_absent() {
+    let t = web_with(|b| b.trusted_origins(["https://public.example"]));
+    t.byok
+        .set_key("alice", "openai", OPENAI_KEY, Ttl::Never)
+        .await
+        .unwrap();
+    let post = |referer: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("{SETTINGS}/openai"))
+            .header("x-user", "alice")
+            .header(header::HOST, "app.test")
+            .header("x-forwarded-proto", "https")
+            .header(header::REFERER, referer)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form_body("sk-attacker-key-0000000000")))
+            .unwrap()
+    };
+    for referer in [
+        "https://evil.test/page",
+        "https://app.test.evil.test/",
+        "garbage",
+    ] {
+        let a = send(&t.app, post(referer)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{referer}");
+    }
+    assert_eq!(
+        t.byok
+            .require_key("alice", "openai")
+            .await
+            .unwrap()
+            .expose_secret(),
+        OPENAI_KEY
+    );
+    for referer in [
+        "https://app.test/settings/api-keys",
+        "https://public.example/settings",
+    ] {
+        let a = send(&t.app, post(referer)).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{referer}");
+    }
+}
+
+/// A memory store whose reads and writes take a moment, as a server's do,
+/// so that racing requests overlap.
+#[derive(Debug, Default)]
+struct SlowStorage(MemoryStorage);
+
+async fn pause() {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+}
+
+#[byok_core::async_trait]
+impl KeyStorage for SlowStorage {
+    async fn store(&self, key: &ApiKey) -> byok_core::Result<()> {
+        pause().await;
+        self.0.store(key).await
+    }
+    async fn retrieve(&self, u: &str, p: &str) -> byok_core::Result<Option<ApiKey>> {
+        pause().await;
+        self.0.retrieve(u, p).await
+    }
+    async fn delete(&self, u: &str, p: &str) -> byok_core::Result<bool> {
+        self.0.delete(u, p).await
+    }
+    async fn list_providers(&self, u: &str) -> byok_core::Result<Vec<String>> {
+        self.0.list_providers(u).await
+    }
+    async fn clear_all(&self, u: &str) -> byok_core::Result<u64> {
+        self.0.clear_all(u).await
+    }
+    async fn purge_expired(&self) -> byok_core::Result<u64> {
+        self.0.purge_expired().await
+    }
+    async fn compare_and_swap(&self, a: &ApiKey, b: &ApiKey) -> byok_core::Result<bool> {
+        self.0.compare_and_swap(a, b).await
+    }
+    async fn scan(&self, c: Option<&Cursor>, n: usize) -> byok_core::Result<ScanPage> {
+        self.0.scan(c, n).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_racing_puts_only_the_one_that_created_the_key_says_201() {
+    let byok = manager(Arc::new(SlowStorage::default()));
+    let web = ByokWeb::builder(byok, TrustedHeader::new("x-user".parse().unwrap()))
+        .trust_forwarded_proto(true)
+        .build()
+        .unwrap();
+    let app = app_of(&web);
+    for user in ["alice", "bob", "carol"] {
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = serde_json::json!({ "api_key": format!("sk-race-{i:04}-abcdefghijkl") });
+                send(&app, put_key("openai", user, body)).await.status
+            }));
+        }
+        let mut created = 0;
+        for task in tasks {
+            let status = task.await.unwrap();
+            assert!(
+                status == StatusCode::CREATED || status == StatusCode::OK,
+                "{status}"
+            );
+            created += usize::from(status == StatusCode::CREATED);
+        }
+        assert_eq!(created, 1, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn log_lines_name_the_full_path() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let web = ByokWeb::builder(
+        manager(Arc::new(DownStorage)),
+        TrustedHeader::new("x-user".parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    let inner = Router::new()
+        .route("/chat", get(chat))
+        .route_layer(web.require_key("openai"));
+    let app = Router::new()
+        .nest("/v1", inner)
+        .merge(web.settings_router())
+        .layer(web.layer());
+    let a = send(&app, get_api("/v1/chat", "alice")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let a = send(
+        &app,
+        api(Method::DELETE, &format!("{SETTINGS}/api/openai"), "alice")
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let text = logs.text();
+    assert!(
+        text.contains("path=\"/v1/chat\"") || text.contains("path=/v1/chat"),
+        "{text}"
+    );
+    assert!(text.contains("/settings/api-keys/api/openai"), "{text}");
+}
+
+#[tokio::test]
+async fn a_rejection_logs_once_when_answered_and_keeps_its_source() {
+    use std::error::Error as _;
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let r = byok_axum::ByokRejection::from(down());
+    assert!(
+        logs.text().is_empty(),
+        "nothing logged on conversion: {}",
+        logs.text()
+    );
+    let source = r.source().expect("the byok error is the source");
+    assert!(source.downcast_ref::<byok_core::ByokError>().is_some());
+    assert!(source.to_string().contains("the test store is down"));
+    let response = r.clone().into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = logs.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("the test store is down"),
+        "{text}"
+    );
+    // Through a route: one line per failed request.
+    let web = ByokWeb::builder(
+        manager(Arc::new(DownStorage)),
+        TrustedHeader::new("x-user".parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    let before = logs.text().lines().count();
+    let a = send(&app_of(&web), get_api("/chat", "alice")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let after: Vec<String> = logs
+        .text()
+        .lines()
+        .skip(before)
+        .map(str::to_owned)
+        .collect();
+    let warnings: Vec<&String> = after
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{after:?}");
 }

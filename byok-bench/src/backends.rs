@@ -200,6 +200,16 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
             ),
         }
     }
+    if sizes.wants("web") && (wants("memory") || wants("sqlite")) {
+        let t = Instant::now();
+        eprintln!("web: running");
+        match crate::web_row::rows(&sizes, &config, wants("memory"), wants("sqlite"), &mut rows)
+            .await
+        {
+            Ok(()) => eprintln!("web: done in {}", harness::fmt_duration(t.elapsed())),
+            Err(e) => eprintln!("web: {e}"),
+        }
+    }
     println!(
         "\nThe whole table ({} in all):\n\n{}",
         harness::fmt_duration(started.elapsed()),

@@ -22,6 +22,7 @@ mod opt;
 mod redis;
 mod rows;
 mod sql;
+mod web_row;
 
 use clap::Parser as _;
 

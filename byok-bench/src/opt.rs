@@ -13,9 +13,9 @@ pub(crate) const BACKENDS: [&str; 6] = [
 ];
 
 /// Every kind of row.
-pub(crate) const ROWS: [&str; 10] = [
+pub(crate) const ROWS: [&str; 11] = [
     "crypto", "retrieve", "get_key", "store", "set_key", "list", "clear", "purge", "rotate",
-    "bytes",
+    "bytes", "web",
 ];
 
 /// Measures byok against the code a user would write by hand, interleaved

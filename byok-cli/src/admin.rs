@@ -4,13 +4,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use byok::{Cursor, KeyStorage as _};
+use byok::{Cursor, KeyStorage as _, KeyStorageExt as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::context::{self, Concrete, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
-use crate::opt::{CopyOpts, KeyringOpts, RotateOpts, StoreOpts};
+use crate::interrupt::Interruptible;
+use crate::opt::{CopyOpts, KeyringOpts, OnConflict, RotateOpts, StoreOpts};
+use crate::output::{note, out};
 
 const SCAN_PAGE: usize = 500;
 
@@ -88,27 +90,29 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         return context::print_json(&stats);
     }
-    println!("store: {}", stats.store);
-    println!(
+    out!("store: {}", stats.store)?;
+    out!(
         "{} live key(s) of {} user(s), {} without expiry",
-        stats.keys, stats.users, stats.never_expire
-    );
+        stats.keys,
+        stats.users,
+        stats.never_expire
+    )?;
     match stats.expired_not_purged {
-        Some(n) => println!("{n} expired key(s) still stored (`byok purge` removes them)"),
-        None => println!("expired keys: removed by the store itself"),
+        Some(n) => out!("{n} expired key(s) still stored (`byok purge` removes them)")?,
+        None => out!("expired keys: removed by the store itself")?,
     }
     let mut t = context::new_table();
     t.set_header(["master key id", "keys"]);
     for (id, n) in &stats.by_key_id {
         t.add_row([id.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     let mut t = context::new_table();
     t.set_header(["provider", "keys"]);
     for (p, n) in &stats.by_provider {
         t.add_row([p.clone(), n.to_string()]);
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(())
 }
 
@@ -176,21 +180,21 @@ pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) 
         context::print_json(&v)?;
     } else {
         for f in &v.failed {
-            println!(
+            out!(
                 "FAILED  {} {} (master key id {}): {}",
                 f.user,
                 f.provider,
                 key_id_label(f.key_id),
                 f.reason
-            );
+            )?;
         }
         for (id, n) in &v.ok_by_key_id {
-            println!("master key id {id}: {n} key(s) decrypt");
+            out!("master key id {id}: {n} key(s) decrypt")?;
         }
         for (id, n) in &v.failed_by_key_id {
-            println!("master key id {id}: {n} key(s) do NOT decrypt");
+            out!("master key id {id}: {n} key(s) do NOT decrypt")?;
         }
-        println!("verified {} key(s): {} failed", v.checked, failed);
+        out!("verified {} key(s): {} failed", v.checked, failed)?;
     }
     if failed > 0 {
         return Err(CliError::problem(format!(
@@ -215,19 +219,54 @@ struct RotationState {
     malformed: u64,
 }
 
+/// What names a store wherever the command runs: a SQLite file by its
+/// absolute path, any other store by its URL without the password.
+fn store_identity(opts: &StoreOpts) -> String {
+    match context::sqlite_file(&opts.url) {
+        Some(path) => std::fs::canonicalize(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string(),
+        None => context::redact(&opts.url),
+    }
+}
+
 fn store_fingerprint(opts: &StoreOpts) -> String {
     let mut h = Sha256::new();
-    for part in [&opts.url, &opts.table, &opts.prefix] {
+    for part in [&store_identity(opts), &opts.table, &opts.prefix] {
         h.update(part.as_bytes());
         h.update([0]);
     }
     hex::encode(&h.finalize()[..8])
 }
 
+/// Where a rotation saves its progress, unless `--state` says: beside a
+/// SQLite file, else in the user's state directory
+/// (`$XDG_STATE_HOME/byok`, or `~/.local/state/byok`), named after the
+/// store, so that a re-run from any directory resumes.
 fn state_path(opts: &RotateOpts, store: &StoreOpts) -> PathBuf {
-    opts.state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!(".byok-rotate-{}.json", store_fingerprint(store))))
+    if let Some(path) = &opts.state {
+        return path.clone();
+    }
+    let name = format!(".byok-rotate-{}.json", store_fingerprint(store));
+    if let Some(db) = context::sqlite_file(&store.url) {
+        let db = std::fs::canonicalize(&db).unwrap_or(db);
+        if let Some(dir) = db.parent() {
+            return dir.join(name);
+        }
+    }
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("state"))
+        });
+    match dir {
+        Some(dir) => dir.join("byok").join(&name[1..]),
+        None => PathBuf::from(name),
+    }
 }
 
 fn save_state(path: &Path, state: &RotationState) -> CliResult {
@@ -242,6 +281,7 @@ fn save_state(path: &Path, state: &RotationState) -> CliResult {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
     std::io::Write::write_all(&mut tmp, &text).map_err(|e| fail(&e))?;
     tmp.persist(path).map_err(|e| fail(&e.error))?;
@@ -271,6 +311,9 @@ pub(crate) async fn rotate(
     ring: &KeyringOpts,
     json: bool,
 ) -> CliResult {
+    if opts.dry_run {
+        return crate::dry_run::rotate(opts, store_opts, ring, json).await;
+    }
     let page_size = context::page_size(opts.page_size)?;
     let ring = context::keyring(ring)?;
     let store = Store::open(store_opts, Schema::AsItIs).await?;
@@ -310,13 +353,37 @@ pub(crate) async fn rotate(
         },
     };
     let total = context::count_keys(&store, SCAN_PAGE).await?;
-    let bar = context::progress(Some(total.max(state.seen)), "rotating");
-    bar.set_position(state.seen);
+    let bar = context::progress_from(total.max(state.seen), state.seen, "rotating");
+    if !json {
+        note!(
+            "saving the rotation's progress in {}; if it stops, run the same command again \
+             to resume",
+            path.display()
+        );
+    }
+    // Ctrl-C stops between pages (or within one, whose keys the re-run
+    // finds current), and says how to go on.
+    let mut interrupt = Interruptible::new();
+    let resume = format!("the saved state {} lets you resume", path.display());
     loop {
-        let page = byok
-            .rotate_page(state.cursor.as_ref(), page_size)
-            .await
-            .map_err(store.fail("rotating failed (the saved state lets you resume)"))?;
+        let page = tokio::select! {
+            biased;
+            () = interrupt.interrupted() => {
+                bar.finish_and_clear();
+                return Err(CliError::new(
+                    Exit::Interrupted,
+                    format!(
+                        "interrupted after {} of {} key(s); the progress is saved in {}: run the \
+                         same command again to resume",
+                        state.seen,
+                        total.max(state.seen),
+                        path.display()
+                    ),
+                ));
+            }
+            page = byok.rotate_page(state.cursor.as_ref(), page_size) => page,
+        };
+        let page = page.map_err(store.fail(&format!("rotating failed ({resume})")))?;
         let n = page.already_current
             + page.changed_concurrently
             + page.malformed
@@ -339,7 +406,11 @@ pub(crate) async fn rotate(
         }
         save_state(&path, &state)?;
         if opts.pause_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(opts.pause_ms)).await;
+            tokio::select! {
+                biased;
+                () = interrupt.interrupted() => {}
+                () = tokio::time::sleep(Duration::from_millis(opts.pause_ms)) => {}
+            }
         }
     }
     bar.finish_and_clear();
@@ -407,7 +478,7 @@ pub(crate) async fn rotate(
         for (id, text) in &advice {
             println!("master key id {id}: {text}");
         }
-        println!("{}", rotate_note(primary));
+        out!("{}", rotate_note(primary))?;
     }
     if complete {
         Ok(())
@@ -430,88 +501,227 @@ fn rotate_note(primary: u32) -> String {
     )
 }
 
+/// The keyring for `copy`, when one is given: copy checks keys with it,
+/// and copies ciphertexts unchecked without one.
+fn optional_keyring(opts: &KeyringOpts) -> CliResult<Option<byok::Keyring>> {
+    if opts.keyring.is_none() && std::env::var_os(context::KEYRING_VAR).is_none() {
+        return Ok(None);
+    }
+    context::keyring(opts).map(Some)
+}
+
 /// `byok copy`.
-pub(crate) async fn copy(opts: &CopyOpts, store: &StoreOpts, json: bool) -> CliResult {
+pub(crate) async fn copy(
+    opts: &CopyOpts,
+    store: &StoreOpts,
+    keyring: &KeyringOpts,
+    json: bool,
+) -> CliResult {
     let page_size = context::page_size(opts.page_size)?;
+    let ring = optional_keyring(keyring)?;
+    let on_conflict = match opts.on_conflict {
+        OnConflict::Skip => byok::OnConflict::Skip,
+        OnConflict::Newer => byok::OnConflict::Newer,
+        OnConflict::Overwrite => byok::OnConflict::Overwrite,
+    };
+    if on_conflict == byok::OnConflict::Overwrite && !opts.dry_run {
+        crate::confirm::ask(
+            opts.yes,
+            "replace every key of the target that differs from the source's",
+        )?;
+    }
     let source = Store::open(store, Schema::AsItIs).await?;
-    let target = Store::open_url(&opts.to, &opts.to_table, &opts.to_prefix, Schema::Create).await?;
+    // Read the source before the target is touched: a source that cannot
+    // be read must not leave an empty target behind.
     let total = context::count_keys(&source, page_size).await?;
-    let bar = context::progress(Some(total), "copying");
-    let mut cursor = None;
-    let mut copied = 0u64;
-    // Keys spread evenly over the walk, compared at the end.
-    let stride = (total / opts.sample.max(1) as u64).max(1);
-    let mut sample = Vec::new();
-    loop {
-        let page = source
-            .storage
-            .scan(cursor.as_ref(), page_size)
-            .await
-            .map_err(source.fail("reading the source failed"))?;
-        for key in &page.keys {
-            target
-                .storage
-                .store(key)
-                .await
-                .map_err(target.fail("writing to the target failed (re-running is safe)"))?;
-            if copied.is_multiple_of(stride) && sample.len() < opts.sample {
-                sample.push(key.clone());
-            }
-            copied += 1;
-            bar.inc(1);
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    let target = if opts.dry_run {
+        dry_run_target(&opts.to, &opts.to_table, &opts.to_prefix).await?
+    } else {
+        Store::open_url(&opts.to, &opts.to_table, &opts.to_prefix, Schema::Create).await?
+    };
+    if ring.is_none() && !json {
+        eprintln!(
+            "note: no keyring given (--keyring or {}), so keys are copied without checking \
+             that they decrypt",
+            context::KEYRING_VAR
+        );
     }
+    let mut options = byok::CopyOptions::new()
+        .page_size(page_size)
+        .on_conflict(on_conflict)
+        .dry_run(opts.dry_run)
+        .sample(opts.sample);
+    if let Some(ring) = ring {
+        options = options.verify_with(ring);
+    }
+    let bar = context::progress(None, if opts.dry_run { "checking" } else { "copying" });
+    let report = source
+        .storage
+        .copy_into(target.storage.as_ref(), &options)
+        .await
+        .map_err(target.fail("copying failed (re-running is safe)"));
     bar.finish_and_clear();
+    let report = report?;
     let in_target = context::count_keys(&target, page_size).await?;
-    let mut mismatched = Vec::new();
-    for key in &sample {
-        let there = target
-            .storage
-            .retrieve(key.user_id(), key.provider())
-            .await
-            .map_err(target.fail("reading the target failed"))?;
-        let same = there.is_some_and(|t| {
-            t.encrypted_value() == key.encrypted_value()
-                && t.hint() == key.hint()
-                && t.expires_at() == key.expires_at()
-                && t.created_at() == key.created_at()
-        });
-        if !same {
-            mismatched.push(format!("{} {}", key.user_id(), key.provider()));
-        }
-    }
-    let counts_ok = in_target >= copied;
+    let expected = total.saturating_sub(report.source_failed.len() as u64);
+    let counts_ok = report.blocked() || opts.dry_run || in_target >= expected;
     if json {
         context::print_json(&serde_json::json!({
-            "from": source.name, "to": target.name, "copied": copied,
-            "target_keys": in_target, "sampled": sample.len(),
-            "sample_mismatches": mismatched, "verified": counts_ok && mismatched.is_empty(),
+            "from": source.name, "to": target.name, "dry_run": opts.dry_run,
+            "source_keys": report.scanned, "copied": report.copied,
+            "identical": report.identical, "replaced": report.replaced(),
+            "kept": report.kept(), "conflicts": report.conflicts,
+            "blocked": report.blocked(),
+            "unknown_target_key_ids": report.unknown_target_key_ids,
+            "target_failed": report.target_failed, "source_failed": report.source_failed,
+            "target_keys": in_target, "sampled": report.sampled,
+            "sample_mismatches": report.sample_mismatches,
+            "verified": counts_ok && report.is_complete(),
         }))?;
     } else {
+        print_copy(&report, &source, &target, in_target);
+    }
+    copy_outcome(&report, counts_ok, in_target, expected, opts.on_conflict)
+}
+
+/// The target of a dry run, opened without creating anything: a SQLite
+/// file that does not exist yet is an empty store.
+pub(crate) async fn dry_run_target(url: &str, table: &str, prefix: &str) -> CliResult<Store> {
+    let missing = ["sqlite://", "sqlite:"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .is_some_and(|path| {
+            !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists()
+        });
+    if missing {
+        let mut empty = Store::open_url("memory:", "t", "p", Schema::AsItIs).await?;
+        empty.name = context::redact(url);
+        return Ok(empty);
+    }
+    Store::open_url(url, table, prefix, Schema::AsItIs).await
+}
+
+fn print_copy(report: &byok::CopyReport, source: &Store, target: &Store, in_target: u64) {
+    let would = if report.dry_run {
+        "dry run: would copy"
+    } else {
+        "copied"
+    };
+    if report.blocked() {
         println!(
-            "copied {copied} key(s) from {} to {}",
-            source.name, target.name
+            "nothing was written: {} key(s) already in {} do not decrypt with this keyring",
+            report.target_failed.len(),
+            target.name
         );
-        println!(
-            "target holds {in_target} live key(s); {} sampled key(s) compared byte for byte, \
-             {} differ",
-            sample.len(),
-            mismatched.len()
-        );
-        for m in &mismatched {
-            println!("  differs: {m}");
+        for (id, n) in &report.unknown_target_key_ids {
+            println!("  master key id {id} (not in the keyring): {n} key(s)");
         }
+        for f in &report.target_failed {
+            println!(
+                "  target key {} {} (master key id {}): {}",
+                f.user_id,
+                f.provider,
+                key_id_label(f.key_id),
+                f.reason
+            );
+        }
+        return;
+    }
+    println!(
+        "{would} {} key(s) from {} to {}; {} already identical, {} conflict(s): {} replaced, \
+         {} kept",
+        report.copied,
+        source.name,
+        target.name,
+        report.identical,
+        report.conflicts.len(),
+        report.replaced(),
+        report.kept()
+    );
+    for c in &report.conflicts {
+        let what = match c.resolution {
+            byok::copy::Resolution::KeptTarget => "kept the target's key",
+            byok::copy::Resolution::Replaced if report.dry_run => "would replace the target's key",
+            byok::copy::Resolution::Replaced => "replaced the target's key",
+            byok::copy::Resolution::ChangedDuringCopy => {
+                "kept the target's key (it changed during the copy)"
+            }
+        };
+        println!(
+            "  conflict {} {}: source master key id {}, created {}; target master key id {}, \
+             created {}: {what}",
+            c.user_id,
+            c.provider,
+            key_id_label(c.source_key_id),
+            c.source_created_at.to_rfc3339(),
+            key_id_label(c.target_key_id),
+            c.target_created_at.to_rfc3339()
+        );
+    }
+    for f in &report.source_failed {
+        println!(
+            "  NOT copied {} {} (master key id {}): {}",
+            f.user_id,
+            f.provider,
+            key_id_label(f.key_id),
+            f.reason
+        );
+    }
+    if !report.dry_run {
+        println!(
+            "target holds {in_target} live key(s); {} copied key(s) read back and compared \
+             byte for byte, {} differ",
+            report.sampled,
+            report.sample_mismatches.len()
+        );
+        for (u, p) in &report.sample_mismatches {
+            println!("  differs: {u} {p}");
+        }
+    }
+}
+
+fn copy_outcome(
+    report: &byok::CopyReport,
+    counts_ok: bool,
+    in_target: u64,
+    expected: u64,
+    policy: OnConflict,
+) -> CliResult {
+    if report.blocked() {
+        return Err(CliError::problem(
+            "the target holds keys this keyring cannot decrypt; nothing was written (add their \
+             master keys to the keyring, or copy into another target)",
+        ));
+    }
+    let kept_on_purpose = match policy {
+        OnConflict::Newer => report
+            .conflicts
+            .iter()
+            .filter(|c| c.resolution == byok::copy::Resolution::KeptTarget)
+            .count() as u64,
+        _ => 0,
+    };
+    if report.kept() > kept_on_purpose {
+        return Err(CliError::problem(format!(
+            "{} key(s) in the target differ from the source's and were kept (listed above); \
+             choose with --on-conflict newer or overwrite",
+            report.kept() - kept_on_purpose
+        )));
+    }
+    if !report.source_failed.is_empty() {
+        return Err(CliError::problem(format!(
+            "{} source key(s) do not decrypt with this keyring and were not copied",
+            report.source_failed.len()
+        )));
     }
     if !counts_ok {
         return Err(CliError::problem(format!(
-            "the target holds {in_target} keys, fewer than the {copied} copied; run the copy again"
+            "the target holds {in_target} keys, fewer than the {expected} expected; run the \
+             copy again"
         )));
     }
-    if !mismatched.is_empty() {
+    if !report.sample_mismatches.is_empty() {
         return Err(CliError::problem(
             "some copied keys differ in the target (written meanwhile?); run the copy again",
         ));

@@ -2,14 +2,17 @@
 //! namespace that is removed afterwards.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use byok::{ApiKey, ByokConfig, KeyStorage};
 use serde::Serialize;
 
 use crate::context::{self, Concrete, redact};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Exit};
+use crate::interrupt::Interruptible;
 use crate::opt::{BenchOpts, ScratchOpts, StoreOpts};
+use crate::output::{note, out};
 
 /// A store of its own table (SQL) or key prefix (Redis) on a live server.
 #[derive(Debug)]
@@ -23,14 +26,42 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn open(url: &str) -> CliResult<Scratch> {
-        let name = redact(url);
+    /// Opens a scratch namespace at `url`; Ctrl-C meanwhile drops whatever
+    /// part of it was made.
+    async fn open_interruptibly(url: &str, interrupt: &mut Interruptible) -> CliResult<Scratch> {
         let namespace = format!("byok_scratch_{:016x}", rand::random::<u64>());
-        let config = ByokConfig {
-            db_table_name: namespace.clone(),
+        tokio::select! {
+            biased;
+            () = interrupt.interrupted() => {
+                // The table may have been made before the open was cut off.
+                let name = format!("{} (table or key prefix {namespace})", redact(url));
+                let what = match Concrete::open(url, &Self::config(&namespace)).await {
+                    Ok((_, cleanup)) if cleanup.drop_table().await.is_ok() => {
+                        "interrupted before the scratch namespace was ready; it was removed"
+                            .to_owned()
+                    }
+                    _ => format!(
+                        "interrupted before the scratch namespace was ready; check {name} \
+                         for anything left"
+                    ),
+                };
+                Err(CliError::new(Exit::Interrupted, what))
+            }
+            scratch = Self::open(url, namespace.clone()) => scratch,
+        }
+    }
+
+    fn config(namespace: &str) -> ByokConfig {
+        ByokConfig {
+            db_table_name: namespace.to_owned(),
             session_key_prefix: format!("{namespace}:"),
             ..context::config("unused", "unused")
-        };
+        }
+    }
+
+    async fn open(url: &str, namespace: String) -> CliResult<Scratch> {
+        let name = redact(url);
+        let config = Self::config(&namespace);
         let fail = |e: byok::ByokError| {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
@@ -62,10 +93,26 @@ impl Scratch {
         }
     }
 
-    /// Removes the namespace; returns what is left behind (live keys).
+    /// The error of a command interrupted by Ctrl-C, after [`remove`]
+    /// left `left` keys.
+    ///
+    /// [`remove`]: Self::remove
+    fn interrupted(&self, left: u64) -> CliError {
+        let what = if left > 0 {
+            format!(
+                "interrupted; the scratch {} could not be removed entirely: remove it by hand",
+                self.describe()
+            )
+        } else {
+            format!("interrupted; the scratch {} was removed", self.describe())
+        };
+        CliError::new(Exit::Interrupted, what)
+    }
+
+    /// Removes the namespace; returns how many keys are left behind.
     async fn remove(&self) -> u64 {
         if let Err(e) = self.cleanup.drop_table().await {
-            eprintln!(
+            note!(
                 "warning: could not drop the scratch table {}: {e}",
                 self.namespace
             );
@@ -74,11 +121,39 @@ impl Scratch {
         if self.cleanup.is_sql() {
             return 0;
         }
-        // The cases clear their own users; anything left would show here.
-        match self.store.scan(None, 100).await {
-            Ok(page) => page.keys.len() as u64,
-            Err(_) => 0,
+        let Concrete::Redis(redis) = &self.cleanup else {
+            return 0;
+        };
+        // The cases clear their own users, unless one was cut short by
+        // Ctrl-C: clear whoever is left, and first purge the expired
+        // records, which stay in their users' hashes until a purge.
+        let _ = redis.purge_expired().await;
+        let mut left = 0;
+        for _ in 0..1000 {
+            let page = match self.store.scan(None, 500).await {
+                Ok(page) => page,
+                Err(_) => return left.max(1),
+            };
+            left = page.keys.len() as u64;
+            if page.keys.is_empty() {
+                break;
+            }
+            for key in &page.keys {
+                if redis.clear_all(key.user_id()).await.is_err() {
+                    return left;
+                }
+            }
         }
+        if left > 0 {
+            return left;
+        }
+        // The first write marked the prefix; with its keys gone, the mark
+        // is all that is left of it.
+        if let Err(e) = redis.unmark().await {
+            note!("warning: could not remove {}format: {e}", redis.prefix());
+            return 1;
+        }
+        0
     }
 }
 
@@ -98,17 +173,33 @@ struct CaseLine {
 
 /// `byok check`.
 pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> CliResult {
-    let scratch = Scratch::open(url_of(opts, store)).await?;
+    // Ctrl-C stops the cases, not the clean-up.
+    let mut interrupt = Interruptible::new();
+    let scratch = Scratch::open_interruptibly(url_of(opts, store), &mut interrupt).await?;
+    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
+    let ran = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => None,
+        ran = run_cases(&scratch, json, &mut lines) => Some(ran),
+    };
+    let left = scratch.remove().await;
+    let Some(ran) = ran else {
+        return Err(scratch.interrupted(left));
+    };
+    ran?;
+    report(&scratch, &lines, left, json)
+}
+
+/// Runs the cases of `byok_testkit::run_all`, one by one, so that each
+/// line shows as soon as its case ends.
+async fn run_cases(scratch: &Scratch, json: bool, lines: &mut Vec<CaseLine>) -> CliResult {
     if !json {
-        println!(
+        out!(
             "conformance suite against {} ({})",
             scratch.name,
             scratch.describe()
-        );
+        )?;
     }
-    // The cases of `byok_testkit::run_all`, one by one, so that each line
-    // shows as soon as its case ends.
-    let mut lines = Vec::with_capacity(byok_testkit::CASES.len());
     for (name, case) in byok_testkit::CASES {
         let start = Instant::now();
         let outcome = case(scratch.store.as_ref()).await;
@@ -120,13 +211,17 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
         };
         if !json {
             match &line.failure {
-                None => println!("ok      {} ({} ms)", line.case, line.millis),
-                Some(f) => println!("FAILED  {} ({} ms): {f}", line.case, line.millis),
+                None => out!("ok      {} ({} ms)", line.case, line.millis)?,
+                Some(f) => out!("FAILED  {} ({} ms): {f}", line.case, line.millis)?,
             }
         }
         lines.push(line);
     }
-    let left = scratch.remove().await;
+    Ok(())
+}
+
+/// What `byok check` found, and its exit.
+fn report(scratch: &Scratch, lines: &[CaseLine], left: u64, json: bool) -> CliResult {
     let passed = lines.iter().filter(|l| l.passed).count();
     let failed = lines.len() - passed;
     if json {
@@ -135,7 +230,7 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
             "failed": failed, "left_behind": left,
         }))?;
     } else {
-        println!(
+        out!(
             "{passed} passed, {failed} failed; scratch {} removed{}",
             scratch.describe(),
             if left > 0 {
@@ -143,7 +238,7 @@ pub(crate) async fn check(opts: &ScratchOpts, store: &StoreOpts, json: bool) -> 
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     if failed > 0 {
         return Err(CliError::problem(format!(
@@ -187,13 +282,29 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
     if opts.ops == 0 {
         return Err(CliError::usage("--ops must be at least 1"));
     }
-    let scratch = Scratch::open(url_of(&opts.target, store)).await?;
-    let result = run_bench(&scratch, opts.ops).await;
-    let users = opts.ops.div_ceil(PROVIDERS.len());
+    // As for `check`: Ctrl-C stops the measurements, not the clean-up.
+    let mut interrupt = Interruptible::new();
+    let written = AtomicUsize::new(0);
+    let scratch = Scratch::open_interruptibly(url_of(&opts.target, store), &mut interrupt).await?;
+    let result = tokio::select! {
+        biased;
+        () = interrupt.interrupted() => None,
+        result = run_bench(&scratch, opts.ops, &written) => Some(result),
+    };
+    // A dropped table takes its keys along; under a Redis prefix, each
+    // user written is cleared.
+    let users = if scratch.cleanup.is_sql() {
+        0
+    } else {
+        written.load(Ordering::Relaxed).div_ceil(PROVIDERS.len())
+    };
     for u in 0..users {
         let _ = scratch.store.clear_all(&bench_user(&scratch, u)).await;
     }
-    scratch.remove().await;
+    let left = scratch.remove().await;
+    let Some(result) = result else {
+        return Err(scratch.interrupted(left));
+    };
     let results = result?;
     if json {
         return context::print_json(&serde_json::json!({
@@ -211,12 +322,12 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
             format!("{} µs", f.p99_us),
         ]);
     }
-    println!(
+    out!(
         "against {} ({}), one operation at a time:",
         scratch.name,
         scratch.describe()
-    );
-    println!("{t}");
+    )?;
+    out!("{t}")?;
     Ok(())
 }
 
@@ -226,7 +337,13 @@ fn bench_user(scratch: &Scratch, u: usize) -> String {
     format!("{}-user-{u}", scratch.namespace)
 }
 
-async fn run_bench(scratch: &Scratch, ops: usize) -> CliResult<Vec<Figures>> {
+/// Measures `ops` operations of each kind; `written` counts the keys set so
+/// far, for the clean-up.
+async fn run_bench(
+    scratch: &Scratch,
+    ops: usize,
+    written: &AtomicUsize,
+) -> CliResult<Vec<Figures>> {
     let store = scratch.store.as_ref();
     let fail = |what: &'static str| {
         move |e: byok::ByokError| CliError::from_byok(what, &e, Some(&scratch.name))
@@ -248,6 +365,7 @@ async fn run_bench(scratch: &Scratch, ops: usize) -> CliResult<Vec<Figures>> {
         let key = ApiKey::new(&user, provider, value.clone())
             .map_err(|e| fail("making a key failed")(e.into()))?;
         let t = Instant::now();
+        written.fetch_max(i + 1, Ordering::Relaxed);
         store.store(&key).await.map_err(fail("set failed"))?;
         samples.push(t.elapsed());
         bar.inc(1);

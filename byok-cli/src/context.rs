@@ -10,47 +10,15 @@ use serde::Serialize;
 
 use crate::error::{CliError, CliResult, Exit};
 use crate::opt::{KeyringOpts, StoreOpts};
+use crate::output::out;
 
 /// The variable that holds the keyring text.
 pub(crate) const KEYRING_VAR: &str = "BYOK_KEYRING";
 
-/// The URL with any password replaced by `***`, fit for printing.
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        // A Redis Cluster list or a plain path: redact each part.
-        Err(_) if url.contains(',') => url.split(',').map(redact).collect::<Vec<_>>().join(","),
-        Err(_) if url.contains('@') => "<a URL that could not be parsed>".to_owned(),
-        Err(_) => url.to_owned(),
-    }
-}
-
-/// The passwords in a URL (or a comma-separated list), raw and decoded, so
-/// that they can be scrubbed from any message.
-pub(crate) fn passwords(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for part in url.split(',') {
-        if let Ok(u) = url::Url::parse(part.trim())
-            && let Some(p) = u.password()
-            && !p.is_empty()
-        {
-            out.push(p.to_owned());
-            if let Some((_, decoded)) =
-                url::form_urlencoded::parse(format!("x={p}").as_bytes()).next()
-            {
-                out.push(decoded.into_owned());
-            }
-        }
-    }
-    out
-}
+pub(crate) use crate::secrets::redact;
 
 /// The file of a `sqlite:` URL, unless it names an in-memory database.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -118,12 +86,40 @@ impl Store {
             ));
         }
         let config = config(table, prefix);
+        let fail = |e: byok::ByokError| {
+            CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
+        };
+        if let Ok(byok::StorageBackend::Redis) = byok::StorageBackend::from_url(url) {
+            let redis = byok::RedisStorage::open(url, &config).await.map_err(fail)?;
+            // Opening writes nothing; `migrate` and `set` mark the prefix as
+            // a store, other commands refuse a prefix that is none.
+            match schema {
+                Schema::Create => {
+                    redis.migrate().await.map_err(fail)?;
+                }
+                Schema::AsItIs => {
+                    if !redis.is_marked().await.map_err(fail)? {
+                        return Err(CliError::new(
+                            Exit::Store,
+                            format!(
+                                "there is no byok store under the key prefix {prefix:?} at \
+                                 {name}; check --prefix (or BYOK_PREFIX), or create one with \
+                                 `byok migrate`"
+                            ),
+                        ));
+                    }
+                }
+            }
+            return Ok(Store {
+                storage: Arc::new(redis),
+                name,
+            });
+        }
         let opened = match schema {
             Schema::Create => byok::connect_with(url, &config).await,
             Schema::AsItIs => byok::open_with(url, &config).await,
         };
-        let storage = opened
-            .map_err(|e| CliError::from_byok(&format!("cannot open the store {name}"), &e, None))?;
+        let storage = opened.map_err(fail)?;
         Ok(Store { storage, name })
     }
 
@@ -168,10 +164,34 @@ pub(crate) fn keyring(opts: &KeyringOpts) -> CliResult<Keyring> {
     }
 }
 
+/// The variable that sets how long keys set without `--ttl` live.
+pub(crate) const DEFAULT_TTL_VAR: &str = "BYOK_DEFAULT_TTL";
+
+/// How long keys set without `--ttl` live: `BYOK_DEFAULT_TTL` (a duration
+/// such as `30d`, or `never`), else the library's default, 24 hours.
+pub(crate) fn default_ttl() -> CliResult<Option<Duration>> {
+    match std::env::var(DEFAULT_TTL_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(ByokConfig::default().default_ttl),
+        Ok(text) if text.trim().eq_ignore_ascii_case("never") => Ok(None),
+        Ok(text) => match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(CliError::usage(format!(
+                "{DEFAULT_TTL_VAR} must be a duration such as 30d or 12h, or `never`"
+            ))),
+        },
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::usage(format!(
+            "{DEFAULT_TTL_VAR} must be a duration such as 30d or 12h, or `never`"
+        ))),
+    }
+}
+
 /// A manager over `store` with `keyring`, without background tasks.
 pub(crate) fn manager(store: &Store, keyring: Keyring) -> CliResult<Byok> {
     Byok::builder(store.storage.clone(), keyring)
-        .config(config("user_api_keys", "byok_"))
+        .config(ByokConfig {
+            default_ttl: default_ttl()?,
+            ..config("user_api_keys", "byok_")
+        })
         .build()
         .map_err(|e| CliError::from_byok("cannot start", &e, None))
 }
@@ -180,7 +200,7 @@ pub(crate) fn manager(store: &Store, keyring: Keyring) -> CliResult<Byok> {
 pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> CliResult {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::new(Exit::Problem, format!("cannot print JSON: {e}")))?;
-    println!("{text}");
+    out!("{text}")?;
     Ok(())
 }
 
@@ -199,6 +219,19 @@ pub(crate) fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// A progress bar over `len` keys of which `done` are done already (a
+/// resumed walk). It counts the keys left, so that its rate and time left
+/// are those of this run, not skewed by the keys done before it started.
+pub(crate) fn progress_from(len: u64, done: u64, what: &str) -> ProgressBar {
+    if done == 0 {
+        return progress(Some(len), what);
+    }
+    progress(
+        Some(len.saturating_sub(done)),
+        &format!("{what} (resumed; {done} done before)"),
+    )
 }
 
 /// Counts the unexpired keys of a store, page by page, decrypting nothing.
@@ -246,7 +279,8 @@ pub(crate) enum Concrete {
     Sqlite(byok::SqliteStorage),
     Postgres(byok::PostgresStorage),
     MySql(byok::MySqlStorage),
-    /// Redis or memory.
+    Redis(byok::RedisStorage),
+    /// Memory.
     Other,
 }
 
@@ -269,13 +303,17 @@ impl Concrete {
                 let s = byok::MySqlStorage::connect(url, config).await?;
                 (Arc::new(s.clone()), Concrete::MySql(s))
             }
+            byok::StorageBackend::Redis => {
+                let s = byok::RedisStorage::open(url, config).await?;
+                (Arc::new(s.clone()), Concrete::Redis(s))
+            }
             _ => (byok::open_with(url, config).await?, Concrete::Other),
         })
     }
 
     /// Whether this is a SQL store.
     pub(crate) fn is_sql(&self) -> bool {
-        !matches!(self, Concrete::Other)
+        !matches!(self, Concrete::Redis(_) | Concrete::Other)
     }
 
     /// Creates the schema of a SQL store.
@@ -284,7 +322,7 @@ impl Concrete {
             Concrete::Sqlite(s) => s.migrate().await,
             Concrete::Postgres(s) => s.migrate().await,
             Concrete::MySql(s) => s.migrate().await,
-            Concrete::Other => Ok(()),
+            Concrete::Redis(_) | Concrete::Other => Ok(()),
         }
     }
 
@@ -308,7 +346,7 @@ impl Concrete {
                     .execute(s.pool())
                     .await?;
             }
-            Concrete::Other => {}
+            Concrete::Redis(_) | Concrete::Other => {}
         }
         Ok(())
     }
@@ -344,7 +382,7 @@ impl Concrete {
                     .fetch_one(s.pool())
                     .await
             }
-            Concrete::Other => return None,
+            Concrete::Redis(_) | Concrete::Other => return None,
         };
         Some(n.map(|n| u64::try_from(n).unwrap_or(0)))
     }
@@ -355,24 +393,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_printed_without_passwords() {
-        assert_eq!(
-            redact("postgres://app:hunter2@db:5432/keys"),
-            "postgres://app:***@db:5432/keys"
-        );
-        assert_eq!(redact("sqlite://./byok.db"), "sqlite://./byok.db");
-        let cluster = redact("redis://:hunter2@h1:7000,redis://:hunter2@h2:7001");
-        assert!(!cluster.contains("hunter2"), "{cluster}");
-        assert!(!redact("postgres://app:hunter2@[::1/x").contains("hunter2"));
-    }
-
-    #[test]
-    fn passwords_are_found_raw_and_decoded() {
-        let found = passwords("mysql://app:p%40ss@h/db,redis://:other@h2");
-        assert!(found.contains(&"p%40ss".to_owned()), "{found:?}");
-        assert!(found.contains(&"p@ss".to_owned()), "{found:?}");
-        assert!(found.contains(&"other".to_owned()), "{found:?}");
-        assert!(passwords("sqlite://./byok.db").is_empty());
+    fn a_resumed_bar_counts_only_this_run() {
+        let bar = progress_from(1_000_000, 500_000, "rotating");
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        assert_eq!(bar.length(), Some(500_000));
+        assert_eq!(bar.position(), 0);
+        std::thread::sleep(Duration::from_millis(200));
+        bar.inc(100);
+        bar.tick();
+        // About 500 keys a second; counting the resumed half would make
+        // it millions.
+        assert!(bar.per_sec() < 5_000.0, "{}", bar.per_sec());
+        bar.finish_and_clear();
     }
 
     #[test]

@@ -6,9 +6,10 @@ use byok::{Byok, Keyring, MasterKey, Ttl};
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
 use crate::keys::{Row, table};
+use crate::output::out;
 
-fn step(n: u32, text: &str) {
-    println!("\n[{n}] {text}");
+fn step(n: u32, text: &str) -> CliResult {
+    out!("\n[{n}] {text}")
 }
 
 /// Keys that look like real ones but are made up here.
@@ -34,12 +35,12 @@ pub(crate) async fn run() -> CliResult {
     let path = dir.path().display().to_string();
     let closed = dir.close();
     result?;
-    step(9, "clean up");
+    step(9, "clean up")?;
     match closed {
-        Ok(()) => println!("    removed {path}"),
-        Err(e) => println!("    could not remove {path}: {e}"),
+        Ok(()) => out!("    removed {path}")?,
+        Err(e) => out!("    could not remove {path}: {e}")?,
     }
-    println!("\ndone. Next: `byok keygen --out keyring.txt`, then `byok --help`.");
+    out!("\ndone. Next: `byok keygen --out keyring.txt`, then `byok --help`.")?;
     Ok(())
 }
 
@@ -47,22 +48,22 @@ async fn tour(url: &str) -> CliResult {
     step(
         1,
         "a temporary SQLite store and a fresh keyring with master key id 1",
-    );
+    )?;
     let store = Store::open_url(url, "user_api_keys", "byok_", Schema::Create).await?;
-    println!("    store: {}", store.name);
+    out!("    store: {}", store.name)?;
     let ring = Keyring::new(1, MasterKey::generate());
     let byok = context::manager(&store, ring.clone())?;
     let fail = |what: &'static str| store.fail(what);
 
-    step(2, "set keys for two users (encrypted under key id 1)");
+    step(2, "set keys for two users (encrypted under key id 1)")?;
     for (user, provider, key) in DEMO_KEYS {
         byok.set_key(user, provider, key, Ttl::Default)
             .await
             .map_err(fail("set failed"))?;
-        println!("    set {user}'s {provider} key");
+        out!("    set {user}'s {provider} key")?;
     }
 
-    step(3, "list them, masked (nothing is decrypted)");
+    step(3, "list them, masked (nothing is decrypted)")?;
     let mut rows = Vec::new();
     for user in ["alice", "bob"] {
         for key in store
@@ -74,15 +75,15 @@ async fn tour(url: &str) -> CliResult {
             rows.push(Row::of(&key));
         }
     }
-    println!("{}", table(&rows));
+    out!("{}", table(&rows))?;
 
-    step(4, "read one back, decrypted");
+    step(4, "read one back, decrypted")?;
     let key = byok
         .require_key("alice", "openai")
         .await
         .map_err(fail("get failed"))?;
     let matches = key.expose_secret() == DEMO_KEYS[0].2;
-    println!(
+    out!(
         "    alice's openai key decrypts ({} characters, {})",
         key.expose_secret().len(),
         if matches {
@@ -90,32 +91,32 @@ async fn tour(url: &str) -> CliResult {
         } else {
             "DOES NOT MATCH"
         }
-    );
+    )?;
 
-    step(5, "rotate: add master key id 2, make it primary");
+    step(5, "rotate: add master key id 2, make it primary")?;
     let mut new_ring = ring;
     new_ring
         .add(2, MasterKey::generate())
         .and_then(|r| r.set_primary(2))
         .map_err(|e| CliError::new(Exit::Config, e.message().to_owned()))?;
     let rotated = context::manager(&store, new_ring.clone())?;
-    println!("    keyring now holds ids 1 and 2; new keys are written under id 2");
+    out!("    keyring now holds ids 1 and 2; new keys are written under id 2")?;
 
-    step(6, "old keys still read while they are under id 1");
+    step(6, "old keys still read while they are under id 1")?;
     let bob = rotated
         .require_key("bob", "openai")
         .await
         .map_err(fail("get failed"))?;
-    println!(
+    out!(
         "    bob's openai key, still under id 1, decrypts with the new keyring: {}",
         bob.expose_secret() == DEMO_KEYS[2].2
-    );
+    )?;
     let report = rotated.rotate().await.map_err(fail("rotate failed"))?;
-    println!(
+    out!(
         "    rotate(): {} key(s) re-encrypted from id 1 to id 2; complete: {}",
         report.rotated.get(&1).copied().unwrap_or(0),
         report.is_complete()
-    );
+    )?;
     let mut only_new = new_ring;
     only_new
         .remove(1)
@@ -131,26 +132,26 @@ async fn tour(url: &str) -> CliResult {
             ok += 1;
         }
     }
-    println!(
+    out!(
         "    with key id 1 removed from the keyring, {ok} of {} keys still decrypt",
         DEMO_KEYS.len()
-    );
+    )?;
 
-    step(7, "delete one key, then all of alice's");
+    step(7, "delete one key, then all of alice's")?;
     let removed = after
         .delete_key("bob", "openai")
         .await
         .map_err(fail("delete failed"))?;
-    println!("    deleted bob's openai key: {removed}");
+    out!("    deleted bob's openai key: {removed}")?;
     let cleared = after
         .clear_keys("alice")
         .await
         .map_err(fail("clear failed"))?;
-    println!("    cleared alice's keys: {cleared} removed");
+    out!("    cleared alice's keys: {cleared} removed")?;
 
-    step(8, "what is left");
+    step(8, "what is left")?;
     let left = context::count_keys(&store, 100).await?;
-    println!("    {left} key(s) in the store");
+    out!("    {left} key(s) in the store")?;
     if !matches || ok != DEMO_KEYS.len() || left != 0 {
         return Err(CliError::problem("the demo did not go as expected"));
     }

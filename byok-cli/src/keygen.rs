@@ -21,15 +21,15 @@ pub(crate) fn run(opts: &KeygenOpts, json: bool) -> CliResult {
                 "primary_key_id": primary,
             }))?;
         } else if primary == id {
-            println!("added master key id {id} (primary) to {}", path.display());
+            crate::output::out!("added master key id {id} (primary) to {}", path.display())?;
         } else {
-            println!(
+            crate::output::out!(
                 "added master key id {id} to {} (decrypt-only; master key id {primary} stays \
                  primary).\nNext: wait until every running instance has loaded it, then `byok \
                  --keyring {} keyring promote {id}`.",
                 path.display(),
                 path.display()
-            );
+            )?;
         }
         return Ok(());
     }

@@ -10,6 +10,7 @@ use byok::keyring_text::{self, KeyringText};
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
 use crate::opt::{KeyringCommand, KeyringOpts, StoreOpts};
+use crate::output::{note, out};
 
 /// Applies `edit` to the keyring file at `path` (see
 /// [`keyring_text::edit_file`]) and prints its warnings on standard error.
@@ -25,7 +26,7 @@ pub(crate) fn edit<T>(
     match result {
         Ok((value, done)) => {
             for warning in &done.warnings {
-                eprintln!("warning: {warning}");
+                note!("warning: {warning}");
             }
             Ok(value)
         }
@@ -84,7 +85,7 @@ fn show(opts: &KeyringOpts, json: bool) -> CliResult {
         } else {
             "decrypt-only"
         };
-        println!("master key id {id}: {role}");
+        out!("master key id {id}: {role}")?;
     }
     Ok(())
 }
@@ -102,18 +103,18 @@ fn promote(opts: &KeyringOpts, id: u32, json: bool) -> CliResult {
         }));
     }
     if !changed {
-        println!(
+        out!(
             "master key id {id} is already primary in {}",
             path.display()
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    out!(
         "master key id {id} is now primary in {} (was {previous}).\nNext: wait until every \
          running instance has loaded it (each logs `keyring replaced` with primary={id} when it \
          reloads), then run `byok rotate`.",
         path.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -162,14 +163,14 @@ async fn remove(
         }));
     }
     match under {
-        Some(_) => println!(
+        Some(_) => out!(
             "removed master key id {id} from {}; no stored key was under it",
             path.display()
-        ),
-        None => println!(
+        )?,
+        None => out!(
             "removed master key id {id} from {} (--force: the store was not checked)",
             path.display()
-        ),
+        )?,
     }
     Ok(())
 }

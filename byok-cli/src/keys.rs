@@ -13,28 +13,74 @@ use zeroize::Zeroizing;
 
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult};
-use crate::opt::{GetOpts, KeyringOpts, ListOpts, SetOpts, StoreOpts};
+use crate::opt::{GetOpts, KeyringOpts, ListOpts, MigrateOpts, SetOpts, StoreOpts};
+use crate::output::out;
+use crate::{secrets, terminal};
 
 /// `byok migrate`.
-pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> CliResult {
+pub(crate) async fn migrate(migrate: &MigrateOpts, opts: &StoreOpts, json: bool) -> CliResult {
+    if migrate.print_sql {
+        return print_sql(opts, json);
+    }
     let store = Store::open(opts, Schema::Create).await?;
     if json {
         context::print_json(&serde_json::json!({ "store": store.name, "migrated": true }))
     } else {
-        println!("the schema of {} is up to date", store.name);
+        out!("the schema of {} is up to date", store.name)?;
         Ok(())
     }
 }
 
+/// `byok migrate --print-sql`: the schema statements of the store's engine
+/// and table, without connecting.
+fn print_sql(opts: &StoreOpts, json: bool) -> CliResult {
+    let fail = |e: byok::ByokError| CliError::from_byok("cannot print the schema", &e, None);
+    let backend = byok::StorageBackend::from_url(&opts.url).map_err(|e| fail(e.into()))?;
+    let statements = match backend {
+        byok::StorageBackend::Sqlite => byok::SqliteStorage::schema_sql(&opts.table),
+        byok::StorageBackend::Postgres => byok::PostgresStorage::schema_sql(&opts.table),
+        byok::StorageBackend::MySql => byok::MySqlStorage::schema_sql(&opts.table),
+        other => {
+            return Err(CliError::usage(format!(
+                "--print-sql is for SQL stores (sqlite:, postgres:, mysql:), not {other}"
+            )));
+        }
+    }
+    .map_err(fail)?;
+    if json {
+        return context::print_json(&statements);
+    }
+    for statement in &statements {
+        out!("{statement};")?;
+    }
+    Ok(())
+}
+
 /// Reads an API key from standard input: a prompt without echo on a
 /// terminal, else everything up to the end, less the trailing newline.
-pub(crate) fn read_key() -> CliResult<Zeroizing<String>> {
+///
+/// The prompt runs on a thread of its own, so that Ctrl-C ends the command
+/// at once; the terminal's settings (echo) are put back on every way out.
+pub(crate) async fn read_key() -> CliResult<Zeroizing<String>> {
     let stdin = std::io::stdin();
     let mut key = if stdin.is_terminal() {
-        Zeroizing::new(
-            rpassword::prompt_password("API key (not shown): ")
-                .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?,
-        )
+        terminal::save();
+        let read = tokio::task::spawn_blocking(|| {
+            rpassword::prompt_password("API key (not shown): ").map(Zeroizing::new)
+        })
+        .await;
+        terminal::restore();
+        match read {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return Err(CliError::new(
+                    crate::error::Exit::Interrupted,
+                    "interrupted; nothing was stored",
+                ));
+            }
+            Ok(Err(e)) => return Err(CliError::usage(format!("cannot read the key: {e}"))),
+            Err(_) => return Err(CliError::usage("cannot read the key")),
+        }
     } else {
         let mut text = Zeroizing::new(String::new());
         stdin.lock().read_to_string(&mut text).map_err(|_| {
@@ -70,6 +116,32 @@ fn ttl(opts: &SetOpts) -> CliResult<Ttl> {
     }
 }
 
+/// A duration as `--ttl` takes it: `24h`, `30d`, `90min`.
+fn short_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => humantime::format_duration(d).to_string(),
+        s if s % 86_400 == 0 && s >= 7 * 86_400 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// Refuses a provider that looks like an API key (`byok set sk-proj-…
+/// --user u`): it would be stored in clear as a provider name. The message
+/// does not repeat it.
+fn check_provider(provider: &str) -> CliResult {
+    if secrets::looks_like_key(provider) {
+        return Err(CliError::usage(
+            "the provider looks like an API key, so it was not stored; the provider is a name \
+             such as `openai`, and the key is read from standard input: \
+             `byok set openai --user U < key.txt`",
+        ));
+    }
+    Ok(())
+}
+
 /// `byok set`.
 pub(crate) async fn set(
     opts: &SetOpts,
@@ -77,9 +149,11 @@ pub(crate) async fn set(
     ring: &KeyringOpts,
     json: bool,
 ) -> CliResult {
+    check_provider(&opts.provider)?;
     let ttl = ttl(opts)?;
+    let default_ttl = context::default_ttl()?;
     let keyring = context::keyring(ring)?;
-    let key = read_key()?;
+    let key = read_key().await?;
     let store = Store::open(store, Schema::Create).await?;
     let byok = context::manager(&store, keyring)?;
     byok.set_key(&opts.user, &opts.provider, &key, ttl)
@@ -95,13 +169,32 @@ pub(crate) async fn set(
         context::print_json(&row)
     } else {
         match row {
-            Some(r) => println!(
+            Some(r) if ttl == Ttl::Default => {
+                let when = match (r.expires_at, default_ttl) {
+                    (Some(at), Some(d)) => format!(
+                        "it expires at {} (in {}, the default time to live)",
+                        at.format("%Y-%m-%d %H:%M UTC"),
+                        short_duration(d)
+                    ),
+                    _ => "it never expires (the default time to live)".to_owned(),
+                };
+                out!(
+                    "stored {}'s {} key {}; {when}; choose another with --ttl, --no-expiry \
+                     or BYOK_DEFAULT_TTL",
+                    r.user,
+                    r.provider,
+                    r.hint
+                )
+            }
+            Some(r) => out!(
                 "stored {}'s {} key {} (expires: {})",
-                r.user, r.provider, r.hint, r.expires
+                r.user,
+                r.provider,
+                r.hint,
+                r.expires
             ),
-            None => println!("stored {}'s {} key", opts.user, opts.provider),
+            None => out!("stored {}'s {} key", opts.user, opts.provider),
         }
-        Ok(())
     }
 }
 
@@ -143,16 +236,20 @@ pub(crate) async fn get(
                 "user": row.user, "provider": row.provider, "key": secret.expose_secret(),
             }))
         } else {
-            println!("{}", secret.expose_secret());
+            out!("{}", secret.expose_secret())?;
             Ok(())
         }
     } else if json {
         context::print_json(&row)
     } else {
-        println!(
+        out!(
             "{} {}: {} (created {}, expires: {})",
-            row.user, row.provider, row.hint, row.created, row.expires
-        );
+            row.user,
+            row.provider,
+            row.hint,
+            row.created,
+            row.expires
+        )?;
         Ok(())
     }
 }
@@ -252,10 +349,10 @@ pub(crate) async fn list(opts: &ListOpts, store: &StoreOpts, json: bool) -> CliR
         return context::print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no keys");
+        out!("no keys")?;
     } else {
-        println!("{}", table(&rows));
-        println!("{} key(s)", rows.len());
+        out!("{}", table(&rows))?;
+        out!("{} key(s)", rows.len())?;
     }
     Ok(())
 }
@@ -268,11 +365,11 @@ pub(crate) async fn rm(opts: &StoreOpts, user: &str, provider: &str, json: bool)
         .delete(user, provider)
         .await
         .map_err(store.fail("removing the key failed"))?;
-    if json {
+    if removed && json {
         return context::print_json(&serde_json::json!({ "removed": removed }));
     }
     if removed {
-        println!("removed {user}'s {provider} key");
+        out!("removed {user}'s {provider} key")?;
         Ok(())
     } else {
         Err(CliError::new(
@@ -293,7 +390,7 @@ pub(crate) async fn clear(opts: &StoreOpts, user: &str, json: bool) -> CliResult
     if json {
         context::print_json(&serde_json::json!({ "removed": removed }))
     } else {
-        println!("removed {removed} key(s) of {user}");
+        out!("removed {removed} key(s) of {user}")?;
         Ok(())
     }
 }
@@ -309,7 +406,7 @@ pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
     if json {
         context::print_json(&serde_json::json!({ "purged": purged }))
     } else {
-        println!("purged {purged} expired key(s)");
+        out!("purged {purged} expired key(s)")?;
         Ok(())
     }
 }

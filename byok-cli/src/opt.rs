@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::key_test::TestOpts;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -16,6 +18,7 @@ Examples:
   byok --keyring keyring.txt rotate            # once every instance has it primary
   byok --keyring keyring.txt keyring remove 1  # once no key is under it
   byok --store postgres://app@db/keys check
+  byok --keyring keyring.txt test openai --user alice   # ask OpenAI
 
 Exit codes:
   0  success
@@ -26,7 +29,14 @@ Exit codes:
   3  configuration: no keyring, or a keyring that cannot be read
   4  the store failed or cannot be reached
   5  a key did not decrypt: wrong master key, or tampered data
-  6  the key asked for does not exist";
+  6  the key asked for does not exist
+  byok test, by what the provider said (with --all, the lowest code):
+  10 invalid key   11 no credit or quota   12 rate-limited
+  13 region blocked   14 forbidden   15 provider unreachable   16 unknown
+  130  interrupted (Ctrl-C)
+
+With --json, an error is one JSON object on standard error, with the same
+exit code.";
 
 /// Run and operate a byok key store: users' API keys, encrypted at rest.
 ///
@@ -51,6 +61,10 @@ pub struct GlobalOpts {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log what the library does on standard error: -v, -vv, -vvv
+    /// (RUST_LOG, when set, chooses instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// The store.
     #[command(flatten)]
     pub store: StoreOpts,
@@ -62,7 +76,9 @@ pub struct GlobalOpts {
 /// Where the keys are.
 #[derive(Debug, Clone, Args)]
 pub struct StoreOpts {
-    /// The store's URL. A password in it is never printed.
+    /// The store's URL. A password in it is never printed; keep it out of
+    /// the command line with BYOK_STORE, or for PostgreSQL with PGPASSWORD
+    /// or ~/.pgpass and a URL without one.
     #[arg(
         long = "store",
         global = true,
@@ -103,8 +119,8 @@ pub enum Command {
     #[command(subcommand)]
     Keyring(KeyringCommand),
     /// Create or upgrade the store's schema (other commands never do,
-    /// except `set` and the target of `copy`).
-    Migrate,
+    /// except `set` and the targets of `copy` and `import-python`).
+    Migrate(MigrateOpts),
     /// Store a user's key, read from standard input (never an argument).
     Set(SetOpts),
     /// Show a user's key: its masked hint, or the key with --reveal.
@@ -119,29 +135,53 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
-    /// Remove every key of a user.
+    /// Remove every key of a user (asks first on a terminal; elsewhere
+    /// it needs --yes).
     Clear {
         /// The user id.
         #[arg(long)]
         user: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Delete expired keys and print how many; fit for cron.
-    Purge,
+    Purge {
+        /// Count the expired keys and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Count keys per master-key id and per provider, decrypting nothing.
     Stats,
     /// Decrypt every key (printing nothing secret); fail if any does not.
     Verify,
     /// Re-encrypt every key under the primary master key; resumable.
     Rotate(RotateOpts),
-    /// Copy every key to another store, ciphertexts as they are.
+    /// Copy every key to another store, ciphertexts as they are; never
+    /// replaces a different target key unless told to. With a keyring
+    /// (--keyring or BYOK_KEYRING), first checks that every key decrypts.
     Copy(CopyOpts),
+    /// Move keys from the Python library cjm-fasthtml-byok into this store:
+    /// decrypts its Fernet tokens, re-encrypts them under the keyring's
+    /// primary key, and reports every row; the source is only read.
+    ImportPython(ImportPythonOpts),
     /// Run the conformance suite against a live store, in a scratch
     /// namespace that is removed afterwards.
     Check(ScratchOpts),
     /// Measure set/get/list throughput and latency against a live store.
     Bench(BenchOpts),
+    /// Ask the provider whether a stored key works, and why not: invalid,
+    /// out of credit, rate-limited, region-blocked, … (free calls only,
+    /// unless --model); the exit code says which.
+    Test(TestOpts),
     /// A tour on a temporary SQLite store with a fresh keyring.
     Demo,
+    /// Print a completion script for a shell, e.g.
+    /// `byok completions bash > /etc/bash_completion.d/byok`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `byok keygen`.
@@ -188,6 +228,15 @@ pub enum KeyringCommand {
     },
 }
 
+/// `byok migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateOpts {
+    /// Print the SQL that creates the table and its index instead of
+    /// running it (nothing is connected to).
+    #[arg(long)]
+    pub print_sql: bool,
+}
+
 /// `byok set`.
 #[derive(Debug, Args)]
 pub struct SetOpts {
@@ -196,7 +245,8 @@ pub struct SetOpts {
     /// The user id.
     #[arg(long)]
     pub user: String,
-    /// How long the key lives: `30d`, `12h`, `90min` (default: 24h).
+    /// How long the key lives: `30d`, `12h`, `90min` (default: 24h, or
+    /// BYOK_DEFAULT_TTL: a duration or `never`).
     #[arg(long, conflicts_with = "no_expiry")]
     pub ttl: Option<String>,
     /// The key never expires.
@@ -232,7 +282,9 @@ pub struct ListOpts {
 #[derive(Debug, Args)]
 pub struct RotateOpts {
     /// Where the cursor is saved after each page (default: a file named
-    /// after the store in the current directory).
+    /// after the store, beside a SQLite database, else in
+    /// $XDG_STATE_HOME/byok or ~/.local/state/byok; the command says
+    /// which, and a re-run from any directory resumes from it).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Keys per page.
@@ -241,6 +293,10 @@ pub struct RotateOpts {
     /// Milliseconds to pause between pages, to spare a busy store.
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
+    /// Count what would be rotated (decrypting each key) and write nothing,
+    /// not even the rotation state.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `byok copy`.
@@ -261,6 +317,56 @@ pub struct CopyOpts {
     /// How many copied keys to compare byte for byte at the end.
     #[arg(long, default_value_t = 100)]
     pub sample: usize,
+    /// What to do where the target holds a different key for a slot: keep
+    /// it and report (exit 1), keep the later-created key, or replace it.
+    #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
+    pub on_conflict: OnConflict,
+    /// Report what the copy would do and write nothing (the target's schema
+    /// is not created either).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --on-conflict overwrite: do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+/// `byok copy --on-conflict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    /// Keep the target's key, list the conflict, exit 1.
+    Skip,
+    /// The key with the later creation date wins (the target's on a tie).
+    Newer,
+    /// The source's key replaces the target's.
+    Overwrite,
+}
+
+/// `byok import-python`.
+#[derive(Debug, Args)]
+pub struct ImportPythonOpts {
+    /// The Python library's database, in byok's URL form: sqlite://FILE
+    /// (SQLAlchemy's sqlite:///FILE), postgres://…, mysql://…. Only read.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Its table (the Python library's `BYOKConfig.db_table_name`).
+    #[arg(long, default_value = "user_api_keys")]
+    pub from_table: String,
+    /// A file holding the Python application's secret key (`-`: standard
+    /// input; one trailing newline is ignored). Without it, the secret is
+    /// read from the BYOK_PYTHON_SECRET variable.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The secret is the application's own Fernet key
+    /// (`BYOKConfig.encryption_key`) rather than its secret key.
+    #[arg(long)]
+    pub fernet_key: bool,
+    /// The UTC offset of the times the Python application wrote (naive
+    /// local times), such as +00:00 (default: this machine's time zone).
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub utc_offset: Option<String>,
+    /// Report what would be converted and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A store given as an optional positional URL, for `check`.

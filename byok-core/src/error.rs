@@ -251,6 +251,16 @@ pub enum Problem {
         /// Byte offset of the first control character.
         at: usize,
     },
+    /// It held an invisible format character (Unicode category Cf: the
+    /// bidirectional controls U+202A–U+202E and U+2066–U+2069, zero-width
+    /// characters U+200B–U+200F, U+FEFF, …), which would make two ids look
+    /// alike or reorder the text around them when printed.
+    FormatCharacter {
+        /// Byte offset of the first format character.
+        at: usize,
+        /// The character, by its code point.
+        code_point: u32,
+    },
     /// It held nothing but whitespace.
     Blank,
     /// Something else, described.
@@ -267,6 +277,10 @@ impl fmt::Display for Problem {
             Problem::ControlCharacter { at } => {
                 write!(f, "contains a control character at byte {at}")
             }
+            Problem::FormatCharacter { at, code_point } => write!(
+                f,
+                "contains the invisible format character U+{code_point:04X} at byte {at}"
+            ),
             Problem::Blank => f.write_str("must not be blank (only whitespace)"),
             Problem::Other(what) => f.write_str(what),
         }

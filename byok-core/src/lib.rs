@@ -21,6 +21,7 @@
 //! ```
 
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod display;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod validate;
 pub use async_trait::async_trait;
 pub use chrono;
 pub use config::{ByokConfig, StorageBackend};
+pub use copy::{CopyOptions, CopyReport, OnConflict};
 pub use crypto::{Keyring, MasterKey};
 pub use error::{
     ByokError, ConfigError, EncryptionError, InvalidInput, Result, SecurityWarning, StorageError,

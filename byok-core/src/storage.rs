@@ -208,23 +208,24 @@ forward_key_storage!(Arc<T>, Box<T>);
 /// by hand.
 #[async_trait]
 pub trait KeyStorageExt: KeyStorage {
-    /// Copies every unexpired key into `target`, page by page; returns how
-    /// many were copied. This is how keys move between backends: the
-    /// ciphertexts are copied as they are, nothing is decrypted.
-    async fn copy_into(&self, target: &dyn KeyStorage, page_size: usize) -> Result<u64> {
-        let mut cursor = None;
-        let mut copied = 0;
-        loop {
-            let page = self.scan(cursor.as_ref(), page_size).await?;
-            for key in &page.keys {
-                target.store(key).await?;
-                copied += 1;
-            }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(copied),
-            }
-        }
+    /// Copies every unexpired key into `target`, page by page. This is how
+    /// keys move between backends: the ciphertexts are copied as they are.
+    ///
+    /// A target key is never replaced silently: where the target holds a
+    /// different key for a slot, `options.on_conflict` decides and the
+    /// [`CopyReport`](crate::copy::CopyReport) lists the conflict (user,
+    /// provider, both master key ids, both dates). With
+    /// [`CopyOptions::verify_with`](crate::copy::CopyOptions::verify_with),
+    /// nothing is written unless every key already in the target decrypts
+    /// under the keyring, and a source key that does not is not copied.
+    /// A key written into the target while the copy runs may be replaced
+    /// only if its slot was empty when the copy read it.
+    async fn copy_into(
+        &self,
+        target: &dyn KeyStorage,
+        options: &crate::copy::CopyOptions,
+    ) -> Result<crate::copy::CopyReport> {
+        crate::copy::copy_into(self, target, options).await
     }
 
     /// Whether an unexpired key is stored for the slot.

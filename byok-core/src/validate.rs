@@ -2,7 +2,10 @@
 //!
 //! A user id is non-empty UTF-8 of at most [`MAX_USER_ID_LEN`] bytes; a
 //! provider is non-empty and at most [`MAX_PROVIDER_LEN`] bytes; neither may
-//! contain control characters. Everything else — colons, `*`, `%`, `_`,
+//! contain control characters, nor invisible format characters (Unicode
+//! category Cf, such as the bidirectional controls U+202A–U+202E and
+//! U+2066–U+2069, or U+200B–U+200F and U+FEFF), which would let two ids
+//! look alike, or reorder what is printed around them. Everything else — colons, `*`, `%`, `_`,
 //! quotes, braces, backslashes, spaces, any Unicode — is legal and must
 //! round-trip exactly. Ids compare byte for byte: `alice`, `Alice` and
 //! `alice ` are three different users.
@@ -62,6 +65,58 @@ fn control_character(value: &str) -> Option<usize> {
     })
 }
 
+/// Whether `c` is a format character (Unicode general category Cf, as of
+/// Unicode 16).
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// The first format character of `value` and its byte offset, if any.
+fn format_character(value: &str) -> Option<(usize, char)> {
+    // Every format character is outside ASCII, and most ids are ASCII.
+    if value.is_ascii() {
+        return None;
+    }
+    value.char_indices().find(|(_, c)| is_format(*c))
+}
+
+/// [`check`], and no format characters: the rules of ids.
+fn check_id(field: Field, value: &str, max: usize) -> Result<(), InvalidInput> {
+    check(field, value, max)?;
+    match format_character(value) {
+        Some((at, c)) => Err(InvalidInput::new(
+            field,
+            Problem::FormatCharacter {
+                at,
+                code_point: u32::from(c),
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks a user id.
 ///
 /// ```
@@ -70,14 +125,20 @@ fn control_character(value: &str) -> Option<usize> {
 /// assert!(user_id("a:b{c}*%_'\"\\ é").is_ok());
 /// assert!(user_id("").is_err());
 /// assert!(user_id("tab\there").is_err());
+/// // A right-to-left override, named by its code point, never printed.
+/// let e = user_id("alice\u{202e}nimda").unwrap_err();
+/// assert_eq!(
+///     e.to_string(),
+///     "invalid user id: contains the invisible format character U+202E at byte 5"
+/// );
 /// ```
 pub fn user_id(value: &str) -> Result<(), InvalidInput> {
-    check(Field::UserId, value, MAX_USER_ID_LEN)
+    check_id(Field::UserId, value, MAX_USER_ID_LEN)
 }
 
 /// Checks a provider name.
 pub fn provider(value: &str) -> Result<(), InvalidInput> {
-    check(Field::Provider, value, MAX_PROVIDER_LEN)
+    check_id(Field::Provider, value, MAX_PROVIDER_LEN)
 }
 
 /// Checks a user id and a provider name together.
@@ -187,6 +248,51 @@ mod tests {
                 assert_eq!(control_character(&text), expected, "{:?}", text);
             }
         }
+    }
+
+    #[test]
+    fn format_characters_are_rejected_by_code_point() {
+        for c in [
+            '\u{ad}',
+            '\u{61c}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            let id = format!("é{c}x");
+            for e in [user_id(&id).unwrap_err(), provider(&id).unwrap_err()] {
+                assert_eq!(
+                    e.problem,
+                    Problem::FormatCharacter {
+                        at: 2,
+                        code_point: u32::from(c)
+                    },
+                    "{c:?}"
+                );
+                assert!(!e.to_string().contains(c), "{e}");
+            }
+        }
+        // Neighbours that are not format characters stay legal.
+        for ok in [
+            "\u{200a}x",
+            "\u{2028}x",
+            "\u{2070}",
+            "\u{fffc}",
+            "\u{e0080}",
+        ] {
+            assert!(user_id(ok).is_ok(), "{ok:?}");
+        }
+        // Keys and hints are not ids: their rules are unchanged.
+        assert!(api_key("sk-\u{200b}abc").is_ok());
     }
 
     #[test]

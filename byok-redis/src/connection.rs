@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use byok_core::error::ConfigError;
@@ -67,6 +68,13 @@ pub struct RedisStorage {
     /// [`RedisOptions::command_deadline`], so that [`run`](Self::run) needs
     /// no timer of its own (one timer less per command).
     pub(crate) bounded_by_driver: bool,
+    /// Whether the prefix is known to hold the format marker, so that a
+    /// write need not check it (see [`migrate`](Self::migrate)). Opening
+    /// never writes it: a prefix is marked by its first write.
+    pub(crate) marked: Arc<AtomicBool>,
+    /// Held while a first write marks the prefix, so that concurrent first
+    /// writes walk the buckets once, not once each.
+    pub(crate) marking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -91,7 +99,8 @@ impl RedisStorage {
     /// Connects to one Redis server (`redis://`, or `rediss://` with a TLS
     /// feature: see [TLS](crate#tls)), with the key prefix of `config` and
     /// default [`RedisOptions`], and moves data of an older format (see
-    /// [upgrading](crate#upgrading-from-format-1)).
+    /// [upgrading](crate#upgrading-from-format-1)). Connecting to a prefix
+    /// that holds no data of an older format writes nothing.
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         Self::connect_with(url, config, RedisOptions::default()).await
     }
@@ -133,9 +142,11 @@ impl RedisStorage {
             options,
             nodes: describe_nodes(&[url]).into(),
             bounded_by_driver: true,
+            marked: Arc::default(),
+            marking: Arc::default(),
         };
         store.check_eviction_policy().await;
-        store.migrate().await?;
+        store.upgrade().await?;
         Ok(store)
     }
 
@@ -181,9 +192,11 @@ impl RedisStorage {
             options,
             nodes: describe_nodes(urls).into(),
             bounded_by_driver: false,
+            marked: Arc::default(),
+            marking: Arc::default(),
         };
         store.check_eviction_policy().await;
-        store.migrate().await?;
+        store.upgrade().await?;
         Ok(store)
     }
 
@@ -230,12 +243,16 @@ impl RedisStorage {
             options: RedisOptions::default(),
             nodes: Arc::from(vec!["<given connection>".to_owned()]),
             bounded_by_driver: false,
+            marked: Arc::default(),
+            marking: Arc::default(),
         })
     }
 
     /// The same store under another key prefix (see [`check_prefix`](crate::check_prefix)).
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
         self.layout = Layout::new(prefix)?;
+        self.marked = Arc::default();
+        self.marking = Arc::default();
         Ok(self)
     }
 
@@ -404,6 +421,8 @@ mod tests {
             options: RedisOptions::default(),
             nodes: describe_nodes(&[url]).into(),
             bounded_by_driver: true,
+            marked: Arc::default(),
+            marking: Arc::default(),
         };
         assert_eq!(
             format!("{store:?}"),

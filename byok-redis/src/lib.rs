@@ -93,11 +93,13 @@
 //! with the fields `v`, `c`, `h`, `e`) and a sorted set of each user's
 //! providers (`P{B}:i:<user>`); the bucket sets are the same in both
 //! formats. [`RedisStorage::connect`] (and every other way of connecting)
-//! reads `Pformat`; when it is not there, it runs
-//! [`RedisStorage::migrate`], which walks the buckets' user sets, moves each
-//! user's format-1 keys into the user's hash in one script per user (a key
-//! already written in format 2 wins), deletes the format-1 keys, and then
-//! writes `Pformat`. On an empty prefix this is one read per bucket, once.
+//! reads `Pformat`; when it is not there, it walks the buckets' user sets,
+//! moves each user's format-1 keys into the user's hash in one script per
+//! user (a key already written in format 2 wins), deletes the format-1
+//! keys, and then writes `Pformat`. On an empty prefix this is one read per
+//! bucket and writes nothing: opening a store to read it never writes, and
+//! `Pformat` is written by the first write through a store, or by
+//! [`RedisStorage::migrate`].
 //! Stop processes of the older version before the first connect of this
 //! one: keys they write in format 1 afterwards are not seen. A prefix
 //! marked with a format this version does not know is refused with a

@@ -3,6 +3,7 @@
 //! See the [crate docs](crate#upgrading-from-format-1).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use byok_core::Result;
 use byok_core::error::{ConfigError, StorageError, StorageErrorKind};
@@ -25,10 +26,14 @@ const MIGRATE_ATTEMPTS: usize = 16;
 impl RedisStorage {
     /// Moves every key stored under this prefix in format 1 (the hash per
     /// key of earlier byok-redis versions) to the current format, then marks
-    /// the prefix as current; returns how many keys it moved.
+    /// the prefix as current (`Pformat`); returns how many keys it moved.
     ///
-    /// [`connect`](Self::connect) and the other connecting functions call
-    /// it, so it rarely needs calling by hand: only for a store made by
+    /// [`connect`](Self::connect) and the other connecting functions move
+    /// keys of format 1 but mark nothing when there are none, so that
+    /// opening a store only to read it writes nothing; the first write
+    /// through a store (`store`, `compare_and_swap`) runs this once. Call
+    /// it by hand to mark an empty prefix as a store (`byok migrate`), or
+    /// for a store made by
     /// [`from_connection_manager`](Self::from_connection_manager) or
     /// [`with_prefix`](Self::with_prefix) over data of format 1. Once a
     /// prefix is marked, it costs one `GET`. Safe to run from several
@@ -41,12 +46,61 @@ impl RedisStorage {
     /// byok format ([`StorageErrorKind::Corrupt`]), and on a prefix marked
     /// with a format this version does not know (a config error).
     pub async fn migrate(&self) -> Result<u64> {
-        let format_key = self.layout.format_key();
+        self.migrate_and_mark(true).await
+    }
+
+    /// What connecting runs: moves keys of format 1, if any, and marks the
+    /// prefix only then.
+    pub(crate) async fn upgrade(&self) -> Result<u64> {
+        self.migrate_and_mark(false).await
+    }
+
+    /// Marks the prefix before this store's first write (once per store and
+    /// its clones).
+    pub(crate) async fn mark_before_write(&self) -> Result<()> {
+        if self.marked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _marking = self.marking.lock().await;
+        if !self.marked.load(Ordering::Acquire) {
+            self.migrate().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the prefix holds the format marker: it has been written to,
+    /// or marked by [`migrate`](Self::migrate). Reads only; a mistyped
+    /// prefix is told from a store this way.
+    pub async fn is_marked(&self) -> Result<bool> {
+        Ok(self.read_format().await?.is_some())
+    }
+
+    /// Deletes the format marker, so that a prefix whose keys are all gone
+    /// (a scratch prefix after its test) leaves nothing behind. Keys still
+    /// under the prefix stay readable; the next write marks it again.
+    pub async fn unmark(&self) -> Result<()> {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.layout.format_key());
+        self.query::<()>("removing the data format marker failed", &del)
+            .await?;
+        self.marked.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    async fn read_format(&self) -> Result<Option<String>> {
         let mut read = redis::cmd("GET");
-        read.arg(&format_key);
-        let format: Option<String> = self.query("reading the data format failed", &read).await?;
+        read.arg(self.layout.format_key());
+        self.query("reading the data format failed", &read).await
+    }
+
+    async fn migrate_and_mark(&self, always: bool) -> Result<u64> {
+        let format_key = self.layout.format_key();
+        let format = self.read_format().await?;
         match format.as_deref() {
-            Some(FORMAT) => return Ok(0),
+            Some(FORMAT) => {
+                self.marked.store(true, Ordering::Release);
+                return Ok(0);
+            }
             Some(_) => {
                 return Err(ConfigError::new(
                     "the Redis data under this key prefix is of a format this version of \
@@ -61,10 +115,14 @@ impl RedisStorage {
             .buffer_unordered(MIGRATE_CONCURRENCY)
             .try_fold(0u64, |total, n| async move { Ok(total + n) })
             .await?;
+        if !always && moved == 0 {
+            return Ok(0);
+        }
         let mut mark = redis::cmd("SET");
         mark.arg(&format_key).arg(FORMAT);
         self.query::<()>("marking the data format failed", &mark)
             .await?;
+        self.marked.store(true, Ordering::Release);
         if moved > 0 {
             tracing::info!(moved, "moved byok keys in Redis from format 1 to format 2");
         }

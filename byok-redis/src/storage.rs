@@ -57,6 +57,7 @@ pub(crate) fn provider_of(field: Vec<u8>) -> Result<String> {
 impl KeyStorage for RedisStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
         // An `ApiKey` always holds a valid slot: no validation here.
+        self.mark_before_write().await?;
         let mut conn = self.conn.clone();
         let inv = self.write_invocation(&scripts::STORE, key);
         self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
@@ -139,6 +140,7 @@ impl KeyStorage for RedisStorage {
 
     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
         check_same_slot(current, new)?;
+        self.mark_before_write().await?;
         let mut inv = self.write_invocation(&scripts::COMPARE_AND_SWAP, new);
         inv.arg(now_millis()).arg(current.encrypted_value());
         let mut conn = self.conn.clone();

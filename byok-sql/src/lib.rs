@@ -15,6 +15,7 @@
 //! | `mysql` | [`MySqlStorage`] (MySQL or MariaDB; tested on MariaDB 10.11) | no |
 //! | `tls-rustls` | TLS through rustls, with Mozilla's root certificates | yes |
 //! | `tls-native-tls` | TLS through the platform's library (OpenSSL on Linux) | no |
+//! | `python` | [`python`]: import from the Python library cjm-fasthtml-byok | no |
 //!
 //! The features are additive; any combination builds. With both TLS
 //! features on, sqlx uses native-tls. A URL asks for TLS in the driver's
@@ -180,6 +181,12 @@
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod pool;
+#[cfg(all(
+    feature = "python",
+    any(feature = "sqlite", feature = "postgres", feature = "mysql")
+))]
+#[cfg_attr(docsrs, doc(cfg(feature = "python")))]
+pub mod python;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

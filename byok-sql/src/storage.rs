@@ -544,6 +544,19 @@ where
 /// the type wraps a [`SqlStorage`] of its engine in a field `inner`, and
 /// this adds `from_pool`, the builder methods, `pool`, `table_name`, a
 /// `Debug` that shows no connection details, and [`KeyStorage`].
+/// The schema statements of the table `name` in the dialect of `Pool<D>`.
+pub(crate) fn schema_sql<D: Dialect>(
+    name: &str,
+    _pool: std::marker::PhantomData<Pool<D>>,
+) -> Result<Vec<String>> {
+    let table = TableName::new(name)?;
+    Ok(D::statements(&table)
+        .schema
+        .iter()
+        .map(|s| s.to_string())
+        .collect())
+}
+
 macro_rules! public_storage {
     ($name:ident, $pool:ty) => {
         $crate::storage::public_storage!(@common $name, $pool, {});
@@ -620,6 +633,16 @@ macro_rules! public_storage {
             /// The table the keys live in.
             pub fn table_name(&self) -> &str {
                 self.inner.table.as_str()
+            }
+
+            /// The statements that [`migrate`](Self::migrate) runs to
+            /// create the table `name` and its index, for review or to run
+            /// by hand (`byok migrate --print-sql`); upgrading a table of an
+            /// earlier layout takes more, which only `migrate` runs. Fails
+            /// with a [`ConfigError`](byok_core::ConfigError) unless `name`
+            /// is a plain identifier.
+            pub fn schema_sql(name: &str) -> byok_core::Result<Vec<String>> {
+                $crate::storage::schema_sql(name, std::marker::PhantomData::<$pool>)
             }
         }
 

@@ -96,7 +96,7 @@ pub const HOSTILE_IDS: &[&str] = &[
     "a|b",
     "a.b",
     "%2F",
-    "a\u{200b}",
+    "a\u{00a0}",
 ];
 
 fn key(user: &str, provider: &str, value: impl Into<Vec<u8>>) -> Result<ApiKey, Failure> {

@@ -18,6 +18,9 @@
 //! * [`proxy`] is a loopback TCP proxy that cuts, refuses, stalls or slows
 //!   the connections between a store and its server, and [`faults`] checks
 //!   what a store does during such an outage and after it.
+//! * `provider_stub` (feature `provider-stub`) is a stub LLM provider on
+//!   loopback, plain or TLS, that answers key checks as each provider
+//!   documents and records what it receives.
 //! * [`soak`] runs many tasks of random operations on one store and checks
 //!   every answer against a model, compare-and-swap races included.
 //!
@@ -166,6 +169,8 @@ pub mod layers;
 pub mod services;
 
 pub mod faults;
+#[cfg(feature = "provider-stub")]
+pub mod provider_stub;
 pub mod proxy;
 pub mod soak;
 

@@ -52,12 +52,21 @@
 //! that hand handlers a user's key, and the HTTPS policy for keys in
 //! transit.
 //!
+//! The `checks` feature adds `byok::check` (the `byok-check` crate): it
+//! asks a provider whether a user's key works, saved or not, and tells a
+//! wrong key from one that is out of credit, rate-limited or blocked in
+//! the user's region.
+//!
 //! To write a backend of your own, implement [`KeyStorage`] and run the
 //! conformance suite of the `byok-testkit` crate on it; its documentation
 //! walks through a complete backend.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use byok_core::*;
+
+#[cfg(feature = "checks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
+pub use byok_check as check;
 
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]

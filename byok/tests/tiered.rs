@@ -116,7 +116,8 @@ async fn copy_into_moves_every_key_between_backends() {
         }
     }
     let to = MemoryStorage::new();
-    assert_eq!(from.copy_into(&to, 7).await.unwrap(), 60);
+    let options = byok::CopyOptions::new().page_size(7);
+    assert_eq!(from.copy_into(&to, &options).await.unwrap().copied, 60);
     assert_eq!(to.len(), 60);
     assert_eq!(
         to.retrieve("u29", "groq").await.unwrap(),

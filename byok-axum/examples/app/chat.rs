@@ -91,7 +91,7 @@ pub(crate) async fn build(dir: &Path, keyring: Option<&Path>) -> Result<App, Box
             get(move || async move { keyring_status(&status) }),
         )
         .merge(chat)
-        .nest(web.settings_path(), web.settings_router())
+        .merge(web.settings_router())
         .layer(web.layer())
         .layer(sessions);
     Ok(App {

@@ -1,0 +1,288 @@
+//! `byok test`: ask the providers whether stored keys work.
+
+use std::time::Duration;
+
+use byok::check::{CheckClient, CheckError, CheckPolicy, Checker, HttpProber, KeyCheck, Prober};
+use byok::secrecy::SecretString;
+use clap::Args;
+use serde::Serialize;
+
+use crate::context::{self, Schema, Store};
+use crate::error::{CliError, CliResult, Exit};
+use crate::opt::{KeyringOpts, StoreOpts};
+
+/// `byok test`.
+#[derive(Debug, Args)]
+pub struct TestOpts {
+    /// The provider whose key to check, such as `openai`.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub provider: Option<String>,
+    /// The user whose key to check (with --all: only this user's keys).
+    #[arg(long, required_unless_present = "all")]
+    pub user: Option<String>,
+    /// Check every stored key (of --user, or of every user).
+    #[arg(long)]
+    pub all: bool,
+    /// Ask this base URL instead of the provider's (the part before
+    /// `/models`); for a provider byok has no check of, the URL of an
+    /// OpenAI-compatible API; for `azure-openai`, the resource's endpoint.
+    #[arg(long, value_name = "URL", conflicts_with = "all")]
+    pub base_url: Option<String>,
+    /// Ask MODEL for one token instead of making the free call: sees the
+    /// quota where the free call cannot, and COSTS A REQUEST at the
+    /// provider.
+    #[arg(long, value_name = "MODEL", conflicts_with = "all")]
+    pub model: Option<String>,
+    /// How long to wait for each provider: `10s`, `1500ms`.
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// Allow a plain-http base URL (the key then crosses the network in
+    /// clear text).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Allow loopback and private addresses (a gateway on this network).
+    #[arg(long)]
+    pub allow_private_addresses: bool,
+}
+
+/// The exit code of a check: 0 when the provider accepted the key.
+pub(crate) fn exit_of(check: &KeyCheck) -> Option<Exit> {
+    match check {
+        KeyCheck::Valid(_) => None,
+        KeyCheck::Invalid(_) => Some(Exit::KeyInvalid),
+        KeyCheck::OutOfCredit(_) => Some(Exit::KeyOutOfCredit),
+        KeyCheck::RateLimited { .. } => Some(Exit::KeyRateLimited),
+        KeyCheck::RegionBlocked(_) => Some(Exit::KeyRegionBlocked),
+        KeyCheck::Forbidden(_) => Some(Exit::KeyForbidden),
+        KeyCheck::Unavailable { .. } => Some(Exit::ProviderUnavailable),
+        _ => Some(Exit::KeyCheckUnknown),
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Serialize)]
+struct Reported {
+    user: String,
+    provider: String,
+    /// `valid`, `invalid`, …, or `skipped` when byok has no check of the
+    /// provider.
+    outcome: &'static str,
+    /// In plain words.
+    message: String,
+    /// What the provider told, as `KeyCheck`'s JSON form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check: Option<KeyCheck>,
+}
+
+fn policy(opts: &TestOpts) -> CliResult<CheckPolicy> {
+    let timeout: Duration = humantime::parse_duration(&opts.timeout).map_err(|e| {
+        CliError::usage(format!(
+            "--timeout {:?} is not a duration ({e}); try 10s",
+            opts.timeout
+        ))
+    })?;
+    Ok(CheckPolicy::default()
+        .allow_http(opts.allow_http)
+        .allow_private_addresses(opts.allow_private_addresses)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(byok::check::client::DEFAULT_CONNECT_TIMEOUT)))
+}
+
+fn check_failed(e: &CheckError, what: &str) -> CliError {
+    match e {
+        CheckError::Byok(b) => CliError::from_byok(what, b, None),
+        CheckError::Client(_) => CliError::new(Exit::Config, format!("{what}: {e}")),
+        _ => CliError::usage(format!("{what}: {e}")),
+    }
+}
+
+/// The checker, with the one provider of --base-url pointed there.
+fn checker(opts: &TestOpts, client: &CheckClient) -> CliResult<Checker> {
+    let mut checker = Checker::builtin(client);
+    if let (Some(url), Some(provider)) = (&opts.base_url, &opts.provider) {
+        let fail = |e: CheckError| check_failed(&e, &format!("--base-url {url:?}"));
+        let prober = match (provider.as_str(), checker.prober(provider)) {
+            ("azure-openai", _) => HttpProber::azure_openai(client, url).map_err(fail)?,
+            (_, Ok(p)) => {
+                let builtin = builtin_named(client, p.provider()).ok_or_else(|| {
+                    CliError::usage(format!("{provider} has no base URL to change"))
+                })?;
+                builtin
+                    .with_base_url(url)
+                    .and_then(|p| p.with_provider_id(provider))
+                    .map_err(fail)?
+            }
+            (_, Err(_)) => HttpProber::openai_compatible(client, provider, url).map_err(fail)?,
+        };
+        checker = checker.register_as(provider, prober);
+    }
+    Ok(checker)
+}
+
+fn builtin_named(client: &CheckClient, id: &str) -> Option<HttpProber> {
+    Some(match id {
+        "openai" => HttpProber::openai(client),
+        "anthropic" => HttpProber::anthropic(client),
+        "google" => HttpProber::gemini(client),
+        "mistral" => HttpProber::mistral(client),
+        "groq" => HttpProber::groq(client),
+        "openrouter" => HttpProber::openrouter(client),
+        "deepseek" => HttpProber::deepseek(client),
+        "xai" => HttpProber::xai(client),
+        "cohere" => HttpProber::cohere(client),
+        _ => return None,
+    })
+}
+
+/// `byok test`.
+pub(crate) async fn run(
+    opts: &TestOpts,
+    store: &StoreOpts,
+    ring: &KeyringOpts,
+    json: bool,
+) -> CliResult {
+    let policy = policy(opts)?;
+    let keyring = context::keyring(ring)?;
+    let client = CheckClient::new(policy).map_err(|e| check_failed(&e, "key checks"))?;
+    let checker = checker(opts, &client)?;
+    let store = Store::open(store, Schema::AsItIs).await?;
+    let byok = context::manager(&store, keyring)?;
+
+    let slots: Vec<(String, String)> = match (&opts.provider, &opts.user) {
+        (Some(provider), Some(user)) if !opts.all => vec![(user.clone(), provider.clone())],
+        _ => every_slot(&store, opts.user.as_deref()).await?,
+    };
+    let mut reports = Vec::new();
+    for (user, provider) in slots {
+        let what = format!("checking {user}'s {provider} key");
+        if let Err(e) = checker.prober(&provider) {
+            if !opts.all {
+                return Err(check_failed(&e, &what));
+            }
+            {
+                reports.push(Reported {
+                    message: e.to_string(),
+                    user,
+                    provider,
+                    outcome: "skipped",
+                    check: None,
+                });
+                continue;
+            }
+        }
+        let key: SecretString = byok
+            .require_key(&user, &provider)
+            .await
+            .map_err(store.fail(&what))?;
+        let check = match &opts.model {
+            Some(model) => checker.check_with_completion(&provider, &key, model).await,
+            None => checker.check(&provider, &key).await,
+        }
+        .map_err(|e| check_failed(&e, &what))?;
+        reports.push(Reported {
+            message: check.to_string(),
+            outcome: check.outcome(),
+            user,
+            provider,
+            check: Some(check),
+        });
+    }
+
+    if json {
+        if opts.all {
+            context::print_json(&reports)?;
+        } else if let Some(r) = reports.first() {
+            context::print_json(r)?;
+        }
+    } else if reports.is_empty() {
+        println!("no keys to check");
+    } else {
+        for r in &reports {
+            println!("{} {}: {} ({})", r.user, r.provider, r.outcome, r.message);
+        }
+    }
+    match worst(&reports) {
+        None => Ok(()),
+        Some((exit, r)) => Err(CliError::new(
+            exit,
+            format!("{}'s {} key: {}", r.user, r.provider, r.message),
+        )),
+    }
+}
+
+/// The report of the lowest exit code: a wrong key before a busy provider.
+fn worst(reports: &[Reported]) -> Option<(Exit, &Reported)> {
+    reports
+        .iter()
+        .filter_map(|r| r.check.as_ref().and_then(exit_of).map(|e| (e, r)))
+        .min_by_key(|(e, _)| *e as u8)
+}
+
+/// Every (user, provider) of the store, or of one user.
+async fn every_slot(store: &Store, user: Option<&str>) -> CliResult<Vec<(String, String)>> {
+    let what = "listing the keys failed";
+    if let Some(user) = user {
+        let providers = store
+            .storage
+            .list_providers(user)
+            .await
+            .map_err(store.fail(what))?;
+        return Ok(providers
+            .into_iter()
+            .map(|p| (user.to_owned(), p))
+            .collect());
+    }
+    let mut slots = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .storage
+            .scan(cursor.as_ref(), 500)
+            .await
+            .map_err(store.fail(what))?;
+        slots.extend(
+            page.keys
+                .iter()
+                .filter(|k| !k.is_expired())
+                .map(|k| (k.user_id().to_owned(), k.provider().to_owned())),
+        );
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(slots),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use byok::check::{Detail, KeyInfo, Unavailable};
+
+    use super::*;
+
+    fn reported(provider: &str, check: Option<KeyCheck>) -> Reported {
+        Reported {
+            user: "alice".into(),
+            provider: provider.into(),
+            outcome: check.as_ref().map_or("skipped", KeyCheck::outcome),
+            message: String::new(),
+            check,
+        }
+    }
+
+    #[test]
+    fn the_lowest_code_wins_and_valid_or_skipped_keys_pass() {
+        let unavailable = KeyCheck::Unavailable {
+            reason: Unavailable::Timeout,
+            detail: Detail::default(),
+        };
+        let reports = [
+            reported("a", Some(unavailable)),
+            reported("b", Some(KeyCheck::Invalid(Detail::default()))),
+            reported("c", Some(KeyCheck::Valid(KeyInfo::default()))),
+            reported("d", None),
+        ];
+        let (exit, r) = worst(&reports).unwrap_or_else(|| panic!("no worst"));
+        assert_eq!((exit, r.provider.as_str()), (Exit::KeyInvalid, "b"));
+        assert!(worst(&reports[2..]).is_none());
+    }
+}

@@ -127,7 +127,7 @@ async fn browser_adds_uses_and_deletes_a_key() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let app = chat::build(dir.path()).await.unwrap();
+    let app = chat::build(dir.path(), None).await.unwrap();
     assert!(app.created_keyring && app.keyring.exists());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -478,6 +478,7 @@ pub(crate) async fn rotate(
         for (id, text) in &advice {
             println!("master key id {id}: {text}");
         }
+        out!("{}", rotate_note(primary))?;
     }
     if complete {
         Ok(())
@@ -486,6 +487,18 @@ pub(crate) async fn rotate(
             "the rotation did not cover every key; see above, fix the keyring, and run it again",
         ))
     }
+}
+
+/// What `byok rotate` says last: a rotation holds only if every running
+/// instance writes under the same primary key.
+fn rotate_note(primary: u32) -> String {
+    format!(
+        "Every running instance must have master key id {primary} as primary before this \
+         rotation holds: one that still writes under an older key puts keys back under it. \
+         Confirm it on each instance (it logs `keyring replaced` with primary={primary} when \
+         it reloads its keyring, and Byok::keyring() says it), re-run `byok rotate` if one \
+         lagged, then `byok verify`, then `byok keyring remove ID` for each old id."
+    )
 }
 
 /// The keyring for `copy`, when one is given: copy checks keys with it,

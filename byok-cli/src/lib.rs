@@ -32,6 +32,7 @@ mod import;
 mod interrupt;
 mod key_test;
 mod keygen;
+mod keyring;
 mod keys;
 pub mod opt;
 mod output;
@@ -53,6 +54,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
     let (json, store, ring) = (global.json, &global.store, &global.keyring);
     match &opt.command {
         Command::Keygen(o) => keygen::run(o, json),
+        Command::Keyring(c) => keyring::run(c, ring, store, json).await,
         Command::Migrate(o) => keys::migrate(o, store, json).await,
         Command::Set(o) => keys::set(o, store, ring, json).await,
         Command::Get(o) => keys::get(o, store, ring, json).await,

@@ -13,8 +13,10 @@ Examples:
   byok --keyring keyring.txt migrate          # create the schema of ./byok.db
   echo \"$OPENAI_KEY\" | byok --keyring keyring.txt set openai --user alice
   byok --keyring keyring.txt list
-  byok keygen --add-to keyring.txt --primary  # a new master key, then:
-  byok --keyring keyring.txt rotate
+  byok keygen --add-to keyring.txt            # a new master key, decrypt-only
+  byok --keyring keyring.txt keyring promote 2 # once every instance has it
+  byok --keyring keyring.txt rotate            # once every instance has it primary
+  byok --keyring keyring.txt keyring remove 1  # once no key is under it
   byok --store postgres://app@db/keys check
   byok --keyring keyring.txt test openai --user alice   # ask OpenAI
 
@@ -112,6 +114,10 @@ pub struct KeyringOpts {
 pub enum Command {
     /// Make a new master key: prints `ID:KEY`, or writes or adds it to a file.
     Keygen(KeygenOpts),
+    /// The stages of a rotation on the keyring file of --keyring: show its
+    /// ids, promote a key, remove an old one.
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
     /// Create or upgrade the store's schema (other commands never do,
     /// except `set` and the targets of `copy` and `import-python`).
     Migrate(MigrateOpts),
@@ -187,12 +193,39 @@ pub struct KeygenOpts {
     /// Write the entry to this new file (mode 0600); never overwrites.
     #[arg(long, conflicts_with = "add_to")]
     pub out: Option<PathBuf>,
-    /// Add the entry to this keyring file (created if missing).
+    /// Add the entry to this keyring file (created if missing), decrypt-only:
+    /// the primary key stays what it was (promote it later with `byok
+    /// keyring promote ID`). A symbolic link is followed; the file is
+    /// replaced atomically, keeping its mode and owner.
     #[arg(long)]
     pub add_to: Option<PathBuf>,
-    /// With --add-to: make the new key the primary key.
+    /// With --add-to: make the new key primary at once. Only safe when no
+    /// running instance lacks it: one that does cannot read keys written
+    /// under it.
     #[arg(long, requires = "add_to")]
     pub primary: bool,
+}
+
+/// `byok keyring`.
+#[derive(Debug, Subcommand)]
+pub enum KeyringCommand {
+    /// The key ids and which one is primary (nothing secret).
+    Show,
+    /// Make a key primary: new keys are written under it from then on.
+    Promote {
+        /// The master key id.
+        id: u32,
+    },
+    /// Remove a key that is not primary; refused while a stored key is
+    /// under it.
+    Remove {
+        /// The master key id.
+        id: u32,
+        /// Remove it without looking at the store: keys still under it
+        /// will no longer decrypt.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `byok migrate`.

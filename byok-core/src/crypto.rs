@@ -220,9 +220,14 @@ struct KeyEntry {
 ///
 /// # Rotation
 ///
-/// Add the new key under a new id and make it primary, run
-/// [`Byok::rotate`](crate::Byok::rotate) until it reports nothing left under
-/// the old id, then remove the old key.
+/// In stages, so that running instances never meet a key id they lack:
+/// add the new key under a new id, not primary, and let every instance
+/// load it ([`Byok::replace_keyring`](crate::Byok::replace_keyring), or a
+/// [`KeyringSource`](crate::keyring_source::KeyringSource)); then make it
+/// primary everywhere; run [`Byok::rotate`](crate::Byok::rotate) until it
+/// reports nothing left under the old id; then remove the old key.
+/// [`KeyringText`](crate::keyring_text::KeyringText) makes these edits to
+/// a keyring text.
 #[derive(Clone)]
 pub struct Keyring {
     keys: BTreeMap<u32, Arc<KeyEntry>>,
@@ -289,58 +294,12 @@ impl Keyring {
 
     /// Reads a keyring in the text format described on [`Keyring`].
     pub fn from_text(text: &str) -> Result<Self, ConfigError> {
-        let mut entries: Vec<(u32, MasterKey, bool)> = Vec::new();
-        // A comment runs from `#` to the end of its line; it is removed
-        // before entries are split, so it may hold commas and semicolons.
-        // Neither hex nor base64 has a `#`.
-        for (n, raw) in text
-            .lines()
-            .map(|line| line.split_once('#').map_or(line, |(entries, _)| entries))
-            .flat_map(|line| line.split([',', ';']))
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .enumerate()
-        {
-            let (marked, entry) = match raw.strip_prefix('*') {
-                Some(rest) => (true, rest),
-                None => (false, raw),
-            };
-            let (id, key) = entry.split_once(':').ok_or_else(|| {
-                ConfigError::new(format!("keyring entry {} is not of the form ID:KEY", n + 1))
-            })?;
-            let id: u32 = id.trim().parse().map_err(|_| {
-                ConfigError::new(format!(
-                    "keyring entry {} has a key id that is not a number from 0 to 4294967295",
-                    n + 1
-                ))
-            })?;
-            let key = MasterKey::from_text(key).map_err(|e| {
-                ConfigError::new(format!("keyring entry for key id {id}: {}", e.message()))
-            })?;
-            entries.push((id, key, marked));
-        }
-        let marked: Vec<u32> = entries.iter().filter(|e| e.2).map(|e| e.0).collect();
-        if marked.len() > 1 {
-            return Err(ConfigError::new(
-                "more than one keyring entry is marked primary with '*'",
-            ));
-        }
-        let primary = match marked.first() {
-            Some(id) => *id,
-            None => entries
-                .iter()
-                .map(|e| e.0)
-                .max()
-                .ok_or_else(|| ConfigError::new("the keyring holds no keys"))?,
-        };
-        let mut keys = BTreeMap::new();
-        for (id, key, _) in entries {
-            if keys.insert(id, Arc::new(KeyEntry::new(&key))).is_some() {
-                return Err(ConfigError::new(format!(
-                    "master key id {id} appears twice in the keyring"
-                )));
-            }
-        }
+        let entries = crate::keyring_text::parse(text)?;
+        let primary = crate::keyring_text::primary_of(&entries)?;
+        let keys = entries
+            .into_iter()
+            .map(|e| (e.id, Arc::new(KeyEntry::new(&e.key))))
+            .collect();
         Ok(Keyring { keys, primary })
     }
 

@@ -26,6 +26,8 @@ pub mod crypto;
 pub mod display;
 pub mod error;
 pub mod key;
+pub mod keyring_source;
+pub mod keyring_text;
 pub mod manager;
 pub mod observe;
 pub mod storage;
@@ -42,6 +44,7 @@ pub use error::{
     StorageErrorKind,
 };
 pub use key::{ApiKey, UserApiKey};
+pub use keyring_source::{KeyringCommand, KeyringEnv, KeyringFile, KeyringSource};
 pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
 pub use observe::ObservedStorage;
 pub use secrecy;

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -17,12 +20,21 @@ use crate::error::{
     SecurityWarning,
 };
 use crate::key::{self, ApiKey};
+use crate::keyring_source::KeyringSource;
 use crate::observe;
 use crate::storage::{Cursor, KeyStorage};
 use crate::validate;
 
 /// How often the background task purges expired keys, unless set otherwise.
 pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How often a manager with a [`KeyringSource`] reloads its keyring,
+/// unless set otherwise.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The least time between two reloads caused by a stored key under a
+/// master key id the keyring lacks, unless set otherwise.
+pub const DEFAULT_UNKNOWN_KEY_RELOAD_GAP: Duration = Duration::from_secs(5);
 
 /// The page size of a rotation walk, unless set otherwise.
 pub const DEFAULT_ROTATION_PAGE: usize = 500;
@@ -103,16 +115,94 @@ pub struct Byok {
 
 struct Inner {
     storage: Arc<dyn KeyStorage>,
-    keyring: Keyring,
+    keys: Arc<Keys>,
     config: ByokConfig,
     cleanup: Option<tokio::task::JoinHandle<()>>,
+    reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.cleanup.take() {
+        for task in [self.cleanup.take(), self.reload.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
+    }
+}
+
+/// The keyring in use, where it is reloaded from, and the reload state;
+/// shared with the reload task, which must not keep the manager alive.
+struct Keys {
+    /// Read by every operation without a lock.
+    current: ArcSwap<Keyring>,
+    /// Counts replacements, so that a request that met an unknown key id
+    /// can tell whether the keyring changed since it looked.
+    generation: AtomicU64,
+    source: Option<Arc<dyn KeyringSource>>,
+    /// When an unknown key id last caused a reload; held while it runs,
+    /// so that requests meeting the same id wait for one reload.
+    last_on_demand: tokio::sync::Mutex<Option<Instant>>,
+    on_demand_gap: Duration,
+}
+
+impl Keys {
+    fn replace(&self, ring: Keyring) {
+        let old = self.current.swap(Arc::new(ring));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let new = self.current.load();
+        if old.primary_id() != new.primary_id() || !old.key_ids().eq(new.key_ids()) {
+            tracing::info!(
+                key_ids = ?new.key_ids().collect::<Vec<_>>(),
+                primary = new.primary_id(),
+                "keyring replaced"
+            );
+        }
+    }
+
+    /// Loads the keyring from the source and puts it in use; a failure
+    /// keeps the keyring in use and is logged.
+    async fn reload(&self) -> std::result::Result<(), ConfigError> {
+        let Some(source) = &self.source else {
+            return Err(ConfigError::new("this manager has no keyring source"));
+        };
+        match source.load().await {
+            Ok(ring) => {
+                self.replace(ring);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    source = ?source,
+                    error = %e,
+                    "reloading the keyring failed; the keyring in use is kept"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// After a decryption found `key_id` missing from the keyring of
+    /// `generation`: whether a keyring to try again is now in use (another
+    /// request's reload, or this one's, rate-limited).
+    async fn reload_for_unknown(&self, key_id: u32, generation: u64) -> bool {
+        if self.source.is_none() {
+            return false;
+        }
+        let mut last = self.last_on_demand.lock().await;
+        if self.generation.load(Ordering::Acquire) != generation {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < self.on_demand_gap) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(
+            key_id,
+            "a stored key names a master key id the keyring lacks; reloading"
+        );
+        self.reload().await.is_ok()
     }
 }
 
@@ -120,7 +210,8 @@ impl fmt::Debug for Byok {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Byok")
             .field("storage", &self.inner.storage)
-            .field("keyring", &self.inner.keyring)
+            .field("keyring", &**self.inner.keys.current.load())
+            .field("keyring_source", &self.inner.keys.source)
             .field("config", &self.inner.config)
             .field("cleanup", &self.inner.cleanup.is_some())
             .finish()
@@ -134,6 +225,9 @@ pub struct ByokBuilder {
     keyring: Keyring,
     config: ByokConfig,
     cleanup_interval: Duration,
+    source: Option<Arc<dyn KeyringSource>>,
+    reload_interval: Duration,
+    unknown_key_reload_gap: Duration,
 }
 
 impl ByokBuilder {
@@ -149,9 +243,66 @@ impl ByokBuilder {
         self
     }
 
+    /// Reloads the keyring from `source` (see [`crate::keyring_source`]).
+    ///
+    /// The keyring given to the builder is used until the first reload;
+    /// [`Byok::builder_with_source`] loads it from the source.
+    pub fn keyring_source(mut self, source: impl KeyringSource) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// How often the keyring is reloaded from its source
+    /// ([`DEFAULT_RELOAD_INTERVAL`] unless set); zero turns the timer off,
+    /// leaving reloads on unknown key ids and [`Byok::reload_keyring`].
+    pub fn reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    /// The least time between two reloads caused by stored keys under a
+    /// master key id the keyring lacks ([`DEFAULT_UNKNOWN_KEY_RELOAD_GAP`]
+    /// unless set): a store full of keys under a removed id must not turn
+    /// every request into a reload.
+    pub fn unknown_key_reload_gap(mut self, gap: Duration) -> Self {
+        self.unknown_key_reload_gap = gap;
+        self
+    }
+
     /// Builds the manager. With `auto_cleanup` on, this starts the cleanup
-    /// task, which needs a running Tokio runtime.
+    /// task, and with a keyring source and a reload interval, the reload
+    /// task; each needs a running Tokio runtime.
     pub fn build(self) -> Result<Byok> {
+        let keys = Arc::new(Keys {
+            current: ArcSwap::from_pointee(self.keyring),
+            generation: AtomicU64::new(0),
+            source: self.source,
+            last_on_demand: tokio::sync::Mutex::new(None),
+            on_demand_gap: self.unknown_key_reload_gap,
+        });
+        let reload = if keys.source.is_some() && !self.reload_interval.is_zero() {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                ConfigError::new(
+                    "reloading the keyring needs a running Tokio runtime; build the manager \
+                     inside one or set a reload interval of zero",
+                )
+                .with_source(e)
+            })?;
+            let keys = Arc::clone(&keys);
+            let interval = self.reload_interval;
+            Some(runtime.spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    // A failure is logged and the keyring in use kept.
+                    let _ = keys.reload().await;
+                }
+            }))
+        } else {
+            None
+        };
         let cleanup = if self.config.auto_cleanup {
             if self.cleanup_interval.is_zero() {
                 return Err(
@@ -186,9 +337,10 @@ impl ByokBuilder {
         Ok(Byok {
             inner: Arc::new(Inner {
                 storage: self.storage,
-                keyring: self.keyring,
+                keys,
                 config: self.config,
                 cleanup,
+                reload,
             }),
         })
     }
@@ -302,7 +454,23 @@ impl Byok {
             keyring,
             config: ByokConfig::default(),
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            source: None,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+            unknown_key_reload_gap: DEFAULT_UNKNOWN_KEY_RELOAD_GAP,
         }
+    }
+
+    /// A builder whose keyring is loaded from `source` now, and reloaded
+    /// from it while the manager runs (see [`crate::keyring_source`]).
+    ///
+    /// Fails when the source cannot be read or holds no valid keyring: a
+    /// manager never starts without keys.
+    pub async fn builder_with_source(
+        storage: Arc<dyn KeyStorage>,
+        source: impl KeyringSource,
+    ) -> Result<ByokBuilder> {
+        let keyring = source.load().await?;
+        Ok(Self::builder(storage, keyring).keyring_source(source))
     }
 
     /// The store.
@@ -310,9 +478,30 @@ impl Byok {
         &self.inner.storage
     }
 
-    /// The keyring.
-    pub fn keyring(&self) -> &Keyring {
-        &self.inner.keyring
+    /// The keyring in use now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.inner.keys.current.load_full()
+    }
+
+    /// Puts `keyring` in use, for this manager and its clones.
+    ///
+    /// Operations that started before keep the keyring they began with;
+    /// later ones use the new one. Reads take the keyring without a lock,
+    /// so replacing it costs `get_key` nothing.
+    ///
+    /// Replace a keyring in stages (see [`Keyring`]): a key id that
+    /// another instance may already write under must stay in it.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        self.inner.keys.replace(keyring);
+    }
+
+    /// Loads the keyring from the manager's [`KeyringSource`] now and puts
+    /// it in use. On failure (no source, a source that cannot be read, a
+    /// malformed keyring) the keyring in use is kept, and the failure is
+    /// logged as a warning and returned.
+    pub async fn reload_keyring(&self) -> Result<Arc<Keyring>> {
+        self.inner.keys.reload().await?;
+        Ok(self.keyring())
     }
 
     /// The configuration.
@@ -359,10 +548,10 @@ impl Byok {
             // One clock read for both timestamps.
             let now = key::now();
             let expires_at = self.expiry(ttl.into(), now)?;
-            let ciphertext = self
-                .inner
-                .keyring
-                .encrypt(user_id, provider, api_key.as_bytes())?;
+            let ring = self.inner.keys.current.load();
+            let ciphertext = ring.encrypt(user_id, provider, api_key.as_bytes())?;
+            let key_id = ring.primary_id();
+            drop(ring);
             // The slot and the key were checked above, and the hint of a
             // valid key is a valid hint: nothing is checked twice.
             let key = ApiKey::from_checked(
@@ -374,12 +563,7 @@ impl Byok {
                 expires_at,
             );
             self.inner.storage.store(&key).await?;
-            tracing::debug!(
-                user_id,
-                provider,
-                key_id = self.inner.keyring.primary_id(),
-                "stored API key"
-            );
+            tracing::debug!(user_id, provider, key_id, "stored API key");
             Ok(())
         })
         .await
@@ -398,11 +582,7 @@ impl Byok {
             else {
                 return Ok(None);
             };
-            match self
-                .inner
-                .keyring
-                .decrypt_string(user_id, provider, &stored)
-            {
+            match self.decrypt_string(user_id, provider, &stored).await {
                 Ok(secret) => Ok(Some(secret)),
                 Err(e) => {
                     tracing::warn!(user_id, provider, error = %e, "stored API key could not be decrypted; left unchanged");
@@ -411,6 +591,36 @@ impl Byok {
             }
         })
         .await
+    }
+
+    /// Decrypts with the keyring in use; when the ciphertext names a key id
+    /// that keyring lacks, reloads it from the source (rate-limited) and
+    /// tries once more.
+    async fn decrypt_string(
+        &self,
+        user_id: &str,
+        provider: &str,
+        stored: &[u8],
+    ) -> std::result::Result<SecretString, EncryptionError> {
+        let keys = &self.inner.keys;
+        let generation = keys.generation.load(Ordering::Acquire);
+        let first = keys
+            .current
+            .load()
+            .decrypt_string(user_id, provider, stored);
+        match first {
+            Err(EncryptionError::UnknownKeyId { key_id }) if keys.source.is_some() => {
+                // Boxed: the rare reload must not grow every get_key's future.
+                if Box::pin(keys.reload_for_unknown(key_id, generation)).await {
+                    keys.current
+                        .load()
+                        .decrypt_string(user_id, provider, stored)
+                } else {
+                    Err(EncryptionError::UnknownKeyId { key_id })
+                }
+            }
+            other => other,
+        }
     }
 
     /// Like [`get_key`](Self::get_key), but a missing key is a
@@ -504,7 +714,7 @@ impl Byok {
 
     /// A keyed fingerprint of an API key (see [`Keyring::keyed_fingerprint`]).
     pub fn keyed_fingerprint(&self, api_key: &str) -> String {
-        self.inner.keyring.keyed_fingerprint(api_key)
+        self.inner.keys.current.load().keyed_fingerprint(api_key)
     }
 
     /// Re-encrypts every key that is not under the primary key id.
@@ -519,7 +729,7 @@ impl Byok {
     pub async fn rotate(&self) -> Result<RotationReport> {
         observe::manager("rotate", async move {
             let mut total = RotationReport {
-                primary_key_id: self.inner.keyring.primary_id(),
+                primary_key_id: self.inner.keys.current.load().primary_id(),
                 ..RotationReport::default()
             };
             let mut cursor = None;
@@ -546,7 +756,8 @@ impl Byok {
         limit: usize,
     ) -> Result<RotationReport> {
         observe::manager("rotate_page", async move {
-            let ring = &self.inner.keyring;
+            // One keyring for the whole page, whatever reloads meanwhile.
+            let ring = self.inner.keys.current.load_full();
             let primary = ring.primary_id();
             let page = self.inner.storage.scan(cursor, limit).await?;
             let mut report = RotationReport {

@@ -5,6 +5,7 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Query;
@@ -14,7 +15,7 @@ use byok_axum::tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 use byok_axum::{ByokWeb, ProviderKey, SessionKeys};
 use byok_core::display::mask_key;
 use byok_core::secrecy::ExposeSecret;
-use byok_core::{Byok, ByokConfig, Keyring, MasterKey};
+use byok_core::{Byok, ByokConfig, KeyringFile, MasterKey};
 use maud::{DOCTYPE, html};
 use serde::Deserialize;
 
@@ -24,29 +25,49 @@ pub(crate) struct App {
     pub(crate) router: Router,
     /// The SQLite database of keys.
     pub(crate) database: PathBuf,
-    /// The development keyring.
+    /// The keyring file, reloaded while the app runs.
     pub(crate) keyring: PathBuf,
     /// Whether the keyring was created just now.
     pub(crate) created_keyring: bool,
 }
 
-/// The application, keeping its SQLite file and development keyring in
-/// `dir` (created if missing).
-pub(crate) async fn build(dir: &Path) -> Result<App, Box<dyn Error>> {
+/// How often the app reloads its keyring file.
+const KEYRING_RELOAD: Duration = Duration::from_secs(10);
+
+/// The application, keeping its SQLite file in `dir` (created if
+/// missing), and its master keys in the keyring file `keyring`, or a
+/// development keyring in `dir` that it creates on first start.
+///
+/// The keyring file is a keyring source: the app reloads it every
+/// [`KEYRING_RELOAD`], and at once when a stored key names a master key
+/// id it lacks, so `byok keygen --add-to`, `byok keyring promote` and
+/// `byok keyring remove` reach it without a restart. A file that cannot
+/// be read or parsed at a reload leaves the keyring in use as it was.
+pub(crate) async fn build(dir: &Path, keyring: Option<&Path>) -> Result<App, Box<dyn Error>> {
     std::fs::create_dir_all(dir)?;
-    let keyring_path = dir.join("dev-keyring");
-    let created_keyring = !keyring_path.exists();
-    if created_keyring {
-        write_dev_keyring(&keyring_path)?;
-    }
-    let keyring = Keyring::from_file(&keyring_path)?;
+    let (keyring_path, created_keyring) = match keyring {
+        Some(path) => (path.to_path_buf(), false),
+        None => {
+            let path = dir.join("dev-keyring");
+            let created = !path.exists();
+            if created {
+                write_dev_keyring(&path)?;
+            }
+            (path, created)
+        }
+    };
     let config = ByokConfig::default();
     let database = dir.join("keys.db");
     let storage =
         byok_sql::SqliteStorage::connect(&format!("sqlite://{}", database.display()), &config)
             .await?;
     storage.migrate().await?;
-    let byok = Byok::new(Arc::new(storage), keyring, config)?;
+    let byok = Byok::builder_with_source(Arc::new(storage), KeyringFile::new(&keyring_path))
+        .await?
+        .config(config)
+        .reload_interval(KEYRING_RELOAD)
+        .build()?;
+    let status = byok.clone();
 
     // Keys belong to the browser session and live as long as it does.
     let web = ByokWeb::builder(byok, SessionKeys)
@@ -63,6 +84,12 @@ pub(crate) async fn build(dir: &Path) -> Result<App, Box<dyn Error>> {
         .route_layer(web.require_key("openai"));
     let router = Router::new()
         .route("/", get(|| async { Redirect::to("/chat") }))
+        // What an operator checks on every instance between the stages
+        // of a rotation: the key ids this instance has, and its primary.
+        .route(
+            "/status/keyring",
+            get(move || async move { keyring_status(&status) }),
+        )
         .merge(chat)
         .merge(web.settings_router())
         .layer(web.layer())
@@ -88,6 +115,13 @@ fn write_dev_keyring(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())
+}
+
+/// `key ids 1,2; primary 2`: nothing secret.
+fn keyring_status(byok: &Byok) -> String {
+    let ring = byok.keyring();
+    let ids: Vec<String> = ring.key_ids().map(|id| id.to_string()).collect();
+    format!("key ids {}; primary {}\n", ids.join(","), ring.primary_id())
 }
 
 #[derive(Deserialize)]

@@ -5,9 +5,13 @@
 //! cargo run -p byok-axum --example app
 //! ```
 //!
-//! It keeps its keys in a SQLite file and creates a development keyring on
-//! first start, both in `target/byok-axum-example/` (or `BYOK_APP_DIR`),
-//! and listens on 127.0.0.1:3000 (or `BYOK_APP_ADDR`). Keys belong to the
+//! It keeps its keys in a SQLite file in `target/byok-axum-example/` (or
+//! `BYOK_APP_DIR`), and listens on 127.0.0.1:3000 (or `BYOK_APP_ADDR`). Its
+//! master keys come from the keyring file `BYOK_KEYRING_FILE`, or from a
+//! development keyring that it creates in that directory on first start.
+//! It reloads the keyring file while it runs (see the README's "Master
+//! keys" section for a rotation) and shows the key ids it has at
+//! `/status/keyring`. Keys belong to the
 //! browser session: another browser, or the same one after a restart of
 //! the app, starts without keys.
 
@@ -29,7 +33,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .unwrap_or_else(|| PathBuf::from("target/byok-axum-example"));
     let addr = std::env::var("BYOK_APP_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
 
-    let app = chat::build(&dir).await?;
+    let keyring = std::env::var_os("BYOK_KEYRING_FILE").map(PathBuf::from);
+    let app = chat::build(&dir, keyring.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let keyring = std::path::absolute(&app.keyring)?;
@@ -39,7 +44,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             keyring.display()
         );
     } else {
-        eprintln!("Using the development keyring at {}.", keyring.display());
+        eprintln!(
+            "Using the keyring at {} (reloaded while the app runs).",
+            keyring.display()
+        );
     }
     eprintln!(
         "Keys are stored in {}.",

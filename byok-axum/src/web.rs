@@ -308,8 +308,7 @@ impl ByokWebBuilder {
     /// probe for. Default: none.
     ///
     /// A check asks the provider over the network; build the checker's
-    /// [`CheckClient`](byok_check::CheckClient) with the default (strict)
-    /// policy in production.
+    /// `CheckClient` with the default (strict) policy in production.
     #[cfg(feature = "checks")]
     #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
     pub fn checker(mut self, checker: byok_check::Checker) -> Self {

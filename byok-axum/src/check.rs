@@ -181,9 +181,32 @@ async fn test_from_form(
                 .await
         }
     };
-    let shown = match result {
+    let shown = shown(web, provider, false, result)?;
+    render(
+        web,
+        user,
+        parts,
+        Rendered {
+            next,
+            check: Some(shown),
+            ..Rendered::default()
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The result of a check, to show in the provider's row or the picker.
+fn shown<'a>(
+    web: &ByokWeb,
+    provider: &'a str,
+    in_picker: bool,
+    result: Result<KeyCheck, CheckError>,
+) -> Result<CheckShown<'a>, ByokRejection> {
+    Ok(match result {
         Ok(check) => CheckShown {
             provider,
+            in_picker,
             outcome: check.outcome(),
             message: words_of(web, provider, &check),
         },
@@ -191,11 +214,37 @@ async fn test_from_form(
             not_checked(provider, e)?;
             CheckShown {
                 provider,
+                in_picker,
                 outcome: "error",
                 message: web.view().texts.check_failed.to_string(),
             }
         }
+    })
+}
+
+/// The "Test" button of the provider picker: the key typed there, for the
+/// provider chosen there (already checked to be offered, the key to be
+/// well-formed and the transport to be secure); never stored.
+pub(crate) async fn test_in_picker(
+    web: &ByokWeb,
+    user: &UserIdentity,
+    parts: &Parts,
+    provider: &str,
+    key: &str,
+    next: Option<&str>,
+) -> Result<Response, ByokRejection> {
+    let result = match web.checks().for_provider(provider) {
+        Some(checker) => {
+            checker
+                .check(provider, &SecretString::from(key.to_owned()))
+                .await
+        }
+        None => Err(CheckError::Unsupported {
+            provider: provider.to_owned(),
+            what: "be checked by this application",
+        }),
     };
+    let shown = shown(web, provider, true, result)?;
     render(
         web,
         user,

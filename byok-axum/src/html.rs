@@ -191,6 +191,8 @@ pub(crate) enum Notice<'a> {
 /// The result of a "Test", shown in its provider's row.
 pub(crate) struct CheckShown<'a> {
     pub(crate) provider: &'a str,
+    /// Whether the key was typed into the provider picker.
+    pub(crate) in_picker: bool,
     /// The `outcome` of the check (`valid`, `invalid`, …), or `error`
     /// when no check could be made.
     pub(crate) outcome: &'static str,
@@ -283,7 +285,7 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                 @let id = row.info.id.as_str();
                 @let action = format!("{base}/{}", encode_component(id));
                 @let error = error_for(Some(id));
-                @let check = page.check.as_ref().filter(|c| c.provider == id);
+                @let check = page.check.as_ref().filter(|c| c.provider == id && !c.in_picker);
                 @let test_action = format!("{action}/check");
                 section.card id={ "provider-" (id) } {
                     h2 { (row.info.name) }
@@ -352,9 +354,16 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                             aria-describedby=[error.map(|_| "error-add-key")];
                         (lifetime("add-key"))
                         button type="submit" { (t.save) }
+                        @if page.rows.iter().any(|r| r.testable) {
+                            button.test.test-typed type="submit" name="test" value="1"
+                                title=(t.test_typed_title) { (t.test) }
+                        }
                     }
                     @if let Some(message) = error {
                         p.field-error #error-add-key role="alert" { (message) }
+                    }
+                    @if let Some(check) = page.check.as_ref().filter(|c| c.in_picker) {
+                        p.check-result class={ "check-" (check.outcome) } #check-add-key role="status" { (check.message) }
                     }
                 }
             }

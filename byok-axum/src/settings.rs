@@ -108,6 +108,13 @@ struct KeyForm {
     ttl: Option<String>,
     #[serde(default)]
     next: Option<String>,
+    /// Sent by the picker's "Test" button: test the key, do not save it.
+    #[serde(default)]
+    #[cfg_attr(
+        not(feature = "checks"),
+        allow(dead_code, reason = "the button is there with the checks feature")
+    )]
+    test: Option<String>,
 }
 
 /// The delete form.
@@ -584,6 +591,10 @@ async fn store_from_form(
             .await;
         }
     };
+    #[cfg(feature = "checks")]
+    if path_provider.is_none() && form.test.is_some() {
+        return crate::check::test_in_picker(web, user, parts, &provider, key, next).await;
+    }
     let pre = before_saving(web, &provider, key).await;
     if pre.as_ref().is_some_and(PreCheck::refuses) {
         let name = web

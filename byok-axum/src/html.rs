@@ -320,17 +320,17 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                     @if row.testable && row.summary.is_some() {
                         form method="post" action=(test_action) {
                             (hidden)
-                            button.test.test-saved type="submit" title=(t.test_saved_title) { (t.test) }
+                            button.test.test-saved type="submit" title=(t.test_saved_title) { (t.test_saved) }
                         }
-                    }
-                    @if let Some(check) = check {
-                        p.check-result class={ "check-" (check.outcome) } id={ "check-" (id) } role="status" { (check.message) }
                     }
                     @if row.summary.is_some() {
                         form method="post" action={ (action) "/delete" } {
                             (hidden)
                             button.delete type="submit" { (t.delete) }
                         }
+                    }
+                    @if let Some(check) = check {
+                        p class={ "check-result check-" (check.outcome) } id={ "check-" (id) } role="status" { (check.message) }
                     }
                     @if let Some(url) = row.info.docs_url {
                         p.meta { a href=(url) rel="noopener noreferrer" target="_blank" { (fill(&t.get_key, "provider", &row.info.name)) } }
@@ -363,7 +363,7 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                         p.field-error #error-add-key role="alert" { (message) }
                     }
                     @if let Some(check) = page.check.as_ref().filter(|c| c.in_picker) {
-                        p.check-result class={ "check-" (check.outcome) } #check-add-key role="status" { (check.message) }
+                        p #check-add-key class={ "check-result check-" (check.outcome) } role="status" { (check.message) }
                     }
                 }
             }

@@ -86,6 +86,8 @@ pub struct Texts {
     /// The button that tests a key with its provider, without saving it
     /// (with the `checks` feature and a checker).
     pub test: Cow<'static, str>,
+    /// The button that tests the saved key.
+    pub test_saved: Cow<'static, str>,
     /// The tooltip of the "Test" button beside a key input.
     pub test_typed_title: Cow<'static, str>,
     /// The tooltip of the "Test" button of a saved key.
@@ -175,6 +177,7 @@ impl Default for Texts {
             error_provider: "Choose one of the providers listed.".into(),
             error_lifetime: "Choose one of the lifetimes listed.".into(),
             test: "Test".into(),
+            test_saved: "Test saved key".into(),
             test_typed_title: "Ask the provider whether this key works, without saving it".into(),
             test_saved_title: "Ask the provider whether the saved key works".into(),
             check_valid: "{provider} accepted this key.".into(),

@@ -5,7 +5,8 @@
 //! `chromium` and `chromium-driver`, which `scripts/services.sh`
 //! installs). Without them it prints a `skipped:` line and passes, unless
 //! `BYOK_TEST_REQUIRE_SERVICES=1`. It saves a screenshot of the settings
-//! page to `target/byok-axum-artifacts/settings.png`.
+//! page to `target/byok-axum-artifacts/settings.png`, and one after a "Test" to
+//! `settings-test.png`.
 //!
 //! `readme_lines_work_on_plain_http_localhost` runs the README's axum lines
 //! as they are written (production defaults) on `http://127.0.0.1`, with a
@@ -482,6 +483,9 @@ async fn readme_lines_work_on_plain_http_localhost() {
     );
     let source = c.source().await.unwrap();
     assert!(!source.contains("GOOD-canary") && !source.contains("BAD-canary"));
+    let shot = c.screenshot().await.unwrap();
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::write(artifacts().join("settings-test.png"), &shot).unwrap();
 
     // And back to where the user came from, which now works.
     c.find(Locator::Css("#back-link"))

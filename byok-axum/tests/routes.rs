@@ -2212,10 +2212,12 @@ mod checks {
         let start = a.body[..at].rfind("<p").unwrap();
         let element = &a.body[start..];
         let tag = &element[..element.find('>').unwrap()];
+        // One class attribute (a browser reads only the first).
+        assert_eq!(tag.matches("class=").count(), 1, "{tag}");
         let class = tag
-            .split(['"', ' '])
-            .filter_map(|c| c.strip_prefix("check-"))
-            .find(|c| *c != "result" && *c != "openai")
+            .split("class=\"check-result check-")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
             .unwrap_or_else(|| panic!("no outcome in {tag}"))
             .to_owned();
         let text =

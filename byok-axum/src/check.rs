@@ -233,18 +233,21 @@ pub(crate) async fn test_in_picker(
     key: &str,
     next: Option<&str>,
 ) -> Result<Response, ByokRejection> {
-    let result = match web.checks().for_provider(provider) {
+    let shown = match web.checks().for_provider(provider) {
         Some(checker) => {
-            checker
+            let result = checker
                 .check(provider, &SecretString::from(key.to_owned()))
-                .await
+                .await;
+            shown(web, provider, true, result)?
         }
-        None => Err(CheckError::Unsupported {
-            provider: provider.to_owned(),
-            what: "be checked by this application",
-        }),
+        // The picker offers every provider; not every one has a check.
+        None => CheckShown {
+            provider,
+            in_picker: true,
+            outcome: "error",
+            message: web.view().texts.check_failed.to_string(),
+        },
     };
-    let shown = shown(web, provider, true, result)?;
     render(
         web,
         user,

@@ -182,7 +182,8 @@ impl ByokWeb {
     /// a key the provider calls invalid is refused (`422`, by the field on
     /// the page, `field: "api_key"` in the API); any other answer saves it,
     /// the page says why it could not be confirmed, and the API's answer
-    /// carries the check as `check`.
+    /// carries the check as `check` (`{"outcome": "error"}` when none
+    /// could be made).
     ///
     /// `ttl_seconds` absent gives the key the
     /// [`key_ttl`](crate::ByokWebBuilder::key_ttl) (default: no expiry),

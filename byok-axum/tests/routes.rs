@@ -2351,6 +2351,33 @@ mod checks {
             Some(true)
         );
         assert!(!a.body.contains("canary"));
+
+        // Before saving, a check that cannot be made saves with a warning.
+        let checker = openai_at(&strict, &stub);
+        let t = web_with(|b| b.checker(checker).check_before_saving(true));
+        let a = send(
+            &t.app,
+            form_post(&format!("{SETTINGS}/openai"), "alice", &form_body(TYPED)),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let page = send(&t.app, page_of(&location(&a), "alice")).await;
+        assert!(
+            page.body.contains(
+                "Saved your OpenAI key without confirming that it works: This key could not be checked."
+            ),
+            "{}",
+            page.body
+        );
+        let a = send(
+            &t.app,
+            put_key("openai", "bob", serde_json::json!({ "api_key": TYPED })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+        assert_eq!(a.json()["check"]["outcome"], "error");
+        assert!(t.byok.has_key("alice", "openai").await.unwrap());
+        assert!(stub.requests().is_empty(), "nothing was sent");
     }
 
     #[tokio::test]

@@ -24,6 +24,10 @@ input[type=password]{min-width:18rem}
 input[aria-invalid=true]{border-color:#b91c1c}
 button{padding:.4rem .9rem;border:0;border-radius:.3rem;background:#2563eb;color:#fff;cursor:pointer}
 button.delete{background:#b91c1c}
+button.test{background:#4b5563}
+.check-result{margin:.3rem 0;padding:.3rem .6rem;border-radius:.3rem;background:#fff4e5}
+.check-valid{background:#e7f6ec}
+.check-invalid{background:#fde8e8}
 .notice{padding:.6rem .9rem;border-radius:.4rem;background:#e7f6ec;border:1px solid #a6d8b5}
 .warning{padding:.6rem .9rem;border-radius:.4rem;background:#fff4e5;border:1px solid #f0c27b}
 .field-error{color:#b91c1c;margin:.3rem 0}
@@ -170,6 +174,8 @@ fn escape(s: &str) -> String {
 pub(crate) struct Row<'a> {
     pub(crate) info: &'a ProviderInfo,
     pub(crate) summary: Option<&'a KeySummary>,
+    /// Whether the page offers a "Test" of this provider's keys.
+    pub(crate) testable: bool,
 }
 
 /// What the settings page says above the list.
@@ -177,6 +183,20 @@ pub(crate) enum Notice<'a> {
     None,
     Saved(&'a str),
     Deleted(&'a str),
+    /// Saved after a check that did not confirm the key (the provider's
+    /// name, the check's words).
+    SavedUnconfirmed(&'a str, String),
+}
+
+/// The result of a "Test", shown in its provider's row.
+pub(crate) struct CheckShown<'a> {
+    pub(crate) provider: &'a str,
+    /// Whether the key was typed into the provider picker.
+    pub(crate) in_picker: bool,
+    /// The `outcome` of the check (`valid`, `invalid`, …), or `error`
+    /// when no check could be made.
+    pub(crate) outcome: &'static str,
+    pub(crate) message: String,
 }
 
 /// A form input that was refused, shown next to its form.
@@ -194,6 +214,7 @@ pub(crate) struct SettingsPage<'a> {
     pub(crate) plain_http_warning: bool,
     pub(crate) next: Option<&'a str>,
     pub(crate) error: Option<FormError<'a>>,
+    pub(crate) check: Option<CheckShown<'a>>,
     pub(crate) lifetimes: &'a [Option<Duration>],
     pub(crate) default_lifetime: Option<Duration>,
     pub(crate) now: DateTime<Utc>,
@@ -249,6 +270,9 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
             @match page.notice {
                 Notice::Saved(name) => p.notice role="status" { (fill(&t.saved, "provider", name)) },
                 Notice::Deleted(name) => p.notice role="status" { (fill(&t.deleted, "provider", name)) },
+                Notice::SavedUnconfirmed(name, ref words) => p.warning.notice role="status" {
+                    (fill(&t.saved_unconfirmed, "provider", name)) " " (words)
+                },
                 Notice::None => {},
             }
             @if let Some(next) = page.next {
@@ -261,6 +285,8 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                 @let id = row.info.id.as_str();
                 @let action = format!("{base}/{}", encode_component(id));
                 @let error = error_for(Some(id));
+                @let check = page.check.as_ref().filter(|c| c.provider == id && !c.in_picker);
+                @let test_action = format!("{action}/check");
                 section.card id={ "provider-" (id) } {
                     h2 { (row.info.name) }
                     @match row.summary {
@@ -283,15 +309,28 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                             placeholder=(row.info.placeholder);
                         (lifetime(id))
                         button type="submit" { @if row.summary.is_some() { (t.replace) } @else { (t.save) } }
+                        @if row.testable {
+                            button.test.test-typed type="submit" formaction=(test_action)
+                                title=(t.test_typed_title) { (t.test) }
+                        }
                     }
                     @if let Some(message) = error {
                         p.field-error id={ "error-" (id) } role="alert" { (message) }
+                    }
+                    @if row.testable && row.summary.is_some() {
+                        form method="post" action=(test_action) {
+                            (hidden)
+                            button.test.test-saved type="submit" title=(t.test_saved_title) { (t.test_saved) }
+                        }
                     }
                     @if row.summary.is_some() {
                         form method="post" action={ (action) "/delete" } {
                             (hidden)
                             button.delete type="submit" { (t.delete) }
                         }
+                    }
+                    @if let Some(check) = check {
+                        p class={ "check-result check-" (check.outcome) } id={ "check-" (id) } role="status" { (check.message) }
                     }
                     @if let Some(url) = row.info.docs_url {
                         p.meta { a href=(url) rel="noopener noreferrer" target="_blank" { (fill(&t.get_key, "provider", &row.info.name)) } }
@@ -315,9 +354,16 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                             aria-describedby=[error.map(|_| "error-add-key")];
                         (lifetime("add-key"))
                         button type="submit" { (t.save) }
+                        @if page.rows.iter().any(|r| r.testable) {
+                            button.test.test-typed type="submit" name="test" value="1"
+                                title=(t.test_typed_title) { (t.test) }
+                        }
                     }
                     @if let Some(message) = error {
                         p.field-error #error-add-key role="alert" { (message) }
+                    }
+                    @if let Some(check) = page.check.as_ref().filter(|c| c.in_picker) {
+                        p #check-add-key class={ "check-result check-" (check.outcome) } role="status" { (check.message) }
                     }
                 }
             }

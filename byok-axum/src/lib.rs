@@ -47,6 +47,13 @@
 //!   app says so ([`ByokWebBuilder::key_ttl`],
 //!   [`ByokWebBuilder::lifetime_choices`]); the words ([`Texts`]) and the
 //!   layout around the page ([`Layout`]) can be replaced.
+//! - **Key checks** (feature `checks`): with a `byok_check::Checker`
+//!   ([`ByokWebBuilder::checker`]), a "Test" button beside each saved key
+//!   and each key input asks the provider whether the key works (a typed
+//!   key is never stored) and shows the answer in plain words; the JSON API
+//!   has `POST …/api/{provider}/check`; and
+//!   [`ByokWebBuilder::check_before_saving`] refuses keys the provider
+//!   calls invalid.
 //! - **Errors**: every error becomes a [`ByokRejection`]; the mapping from
 //!   [`ByokError`](byok_core::ByokError) to a status lives in its `From`
 //!   implementation and nowhere else, and a rejection is logged once, when
@@ -63,6 +70,8 @@
 //! the manager's cleanup task, not of a middleware that decrypts every key
 //! of the user on every request as the Python library did.
 
+#[cfg(feature = "checks")]
+mod check;
 mod html;
 mod identity;
 mod page;

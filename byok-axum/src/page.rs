@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Every word byok-axum's HTML pages show, so that an application in
 /// another language (or with another tone) can replace them.
 ///
-/// `{provider}`, `{providers}`, `{time}` and `{hint}` in a text are
+/// `{provider}`, `{providers}`, `{time}`, `{seconds}` and `{hint}` in a text are
 /// replaced by the value they name. Change what you need and keep the rest:
 ///
 /// ```
@@ -83,6 +83,42 @@ pub struct Texts {
     pub error_provider: Cow<'static, str>,
     /// A lifetime that is not offered.
     pub error_lifetime: Cow<'static, str>,
+    /// The button that tests a key with its provider, without saving it
+    /// (with the `checks` feature and a checker).
+    pub test: Cow<'static, str>,
+    /// The button that tests the saved key.
+    pub test_saved: Cow<'static, str>,
+    /// The tooltip of the "Test" button beside a key input.
+    pub test_typed_title: Cow<'static, str>,
+    /// The tooltip of the "Test" button of a saved key.
+    pub test_saved_title: Cow<'static, str>,
+    /// A test: the provider accepted the key (`{provider}`).
+    pub check_valid: Cow<'static, str>,
+    /// A test: the provider does not accept the key (`{provider}`).
+    pub check_invalid: Cow<'static, str>,
+    /// A test: the key is valid but the account has no credit or quota.
+    pub check_out_of_credit: Cow<'static, str>,
+    /// A test: rate-limited, with the wait the provider asked for
+    /// (`{seconds}`).
+    pub check_rate_limited: Cow<'static, str>,
+    /// A test: rate-limited, without a wait given.
+    pub check_rate_limited_later: Cow<'static, str>,
+    /// A test: the provider does not serve this region (`{provider}`).
+    pub check_region_blocked: Cow<'static, str>,
+    /// A test: the key may not be used for this (`{provider}`).
+    pub check_forbidden: Cow<'static, str>,
+    /// A test: the provider did not answer, or failed (5xx, timeout, DNS).
+    pub check_unavailable: Cow<'static, str>,
+    /// A test: an answer that says nothing clear (`{provider}`).
+    pub check_unknown: Cow<'static, str>,
+    /// A test that could not be made at all.
+    pub check_failed: Cow<'static, str>,
+    /// With check before saving: a key the provider refused, not saved
+    /// (`{provider}`).
+    pub error_key_refused: Cow<'static, str>,
+    /// With check before saving: saved, but the check did not confirm the
+    /// key (`{provider}`); the check's words follow.
+    pub saved_unconfirmed: Cow<'static, str>,
     /// The title of the guard's page.
     pub key_required_title: Cow<'static, str>,
     /// The guard's explanation (`{providers}`).
@@ -140,6 +176,27 @@ impl Default for Texts {
                 .into(),
             error_provider: "Choose one of the providers listed.".into(),
             error_lifetime: "Choose one of the lifetimes listed.".into(),
+            test: "Test".into(),
+            test_saved: "Test saved key".into(),
+            test_typed_title: "Ask the provider whether this key works, without saving it".into(),
+            test_saved_title: "Ask the provider whether the saved key works".into(),
+            check_valid: "{provider} accepted this key.".into(),
+            check_invalid: "{provider} does not accept this key.".into(),
+            check_out_of_credit: "This key is valid but the account has no credit.".into(),
+            check_rate_limited: "The provider is rate-limiting this key; try again in {seconds} \
+                                 seconds."
+                .into(),
+            check_rate_limited_later: "The provider is rate-limiting this key; try again later."
+                .into(),
+            check_region_blocked: "{provider} does not serve the region this app runs in.".into(),
+            check_forbidden: "{provider} knows this key but does not allow it to be used here."
+                .into(),
+            check_unavailable: "The provider could not be reached; try again later.".into(),
+            check_unknown: "{provider} gave an answer that does not say whether this key works."
+                .into(),
+            check_failed: "This key could not be checked.".into(),
+            error_key_refused: "{provider} does not accept this key, so it was not saved.".into(),
+            saved_unconfirmed: "Saved your {provider} key without confirming that it works:".into(),
             key_required_title: "API key required".into(),
             key_required: "This page needs an API key for {providers}.".into(),
             or: " or ".into(),
@@ -177,6 +234,38 @@ pub fn english_duration(d: Duration) -> String {
     } else {
         plural((secs / 86_400.0).round() as u64, "day")
     }
+}
+
+/// The words of a check's result: `outcome` as in `KeyCheck::outcome`
+/// (anything else is a check that could not be made), `retry_seconds` the
+/// wait of a rate limit.
+pub(crate) fn check_words(
+    t: &Texts,
+    provider: &str,
+    outcome: &str,
+    retry_seconds: Option<u64>,
+) -> String {
+    let text = match outcome {
+        "valid" => &t.check_valid,
+        "invalid" => &t.check_invalid,
+        "out_of_credit" => &t.check_out_of_credit,
+        "rate_limited" => match retry_seconds {
+            Some(s) => {
+                return fill(
+                    &fill(&t.check_rate_limited, "seconds", &s.to_string()),
+                    "provider",
+                    provider,
+                );
+            }
+            None => &t.check_rate_limited_later,
+        },
+        "region_blocked" => &t.check_region_blocked,
+        "forbidden" => &t.check_forbidden,
+        "unavailable" => &t.check_unavailable,
+        "unknown" => &t.check_unknown,
+        _ => &t.check_failed,
+    };
+    fill(text, "provider", provider)
 }
 
 /// Replaces `{name}` in `text` with `value`.

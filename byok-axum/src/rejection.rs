@@ -55,6 +55,9 @@ pub enum RejectionKind {
     StorageUnavailable,
     /// A stored key could not be decrypted (it was left as it was).
     DecryptionFailed,
+    /// A key check was asked for but could not be made (the provider's
+    /// answer broke the check client's rules, or the client failed).
+    CheckFailed,
     /// Anything else that is the server's fault.
     Internal,
 }
@@ -74,6 +77,7 @@ impl RejectionKind {
             RejectionKind::InsecureTransport => "insecure-transport",
             RejectionKind::StorageUnavailable => "storage-unavailable",
             RejectionKind::DecryptionFailed => "decryption-failed",
+            RejectionKind::CheckFailed => "check-failed",
             RejectionKind::Internal => "internal",
         }
     }
@@ -296,6 +300,39 @@ impl ByokRejection {
         )
     }
 
+    /// `404`: the application has no key check for this provider.
+    pub fn no_check() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            RejectionKind::UnknownProvider,
+            "No key check",
+            "this application cannot check keys of that provider",
+        )
+    }
+
+    /// `502`: a key check could not be made; nothing is known about the key.
+    pub fn check_failed() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            RejectionKind::CheckFailed,
+            "Key check failed",
+            "the key could not be checked; nothing is known about it",
+        )
+    }
+
+    /// `422`: checked before saving, the provider does not accept the key,
+    /// which was not saved.
+    pub fn key_refused_by_provider() -> Self {
+        let mut r = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            RejectionKind::InvalidInput,
+            "Key refused by the provider",
+            "the provider does not accept this key; it was not saved",
+        );
+        r.0.field = Some("api_key".to_owned());
+        r
+    }
+
     /// `401`: the request has no user.
     pub fn unauthenticated() -> Self {
         Self::new(
@@ -398,6 +435,7 @@ impl ByokRejection {
                 d.detail
             ),
             RejectionKind::StorageUnavailable
+            | RejectionKind::CheckFailed
             | RejectionKind::InsecureTransport
             | RejectionKind::CrossSiteRequest
             | RejectionKind::BadIdentity => tracing::warn!(

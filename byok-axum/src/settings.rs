@@ -17,9 +17,9 @@ use byok_core::secrecy::{ExposeSecret, SecretString};
 use byok_core::{ByokError, InvalidInput, KeySummary, Ttl};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::html::{self, FormError, Notice, Row, SettingsPage};
+use crate::html::{self, CheckShown, FormError, Notice, Row, SettingsPage};
 use crate::identity::UserIdentity;
-use crate::page::english_duration;
+use crate::page::{check_words, english_duration, fill};
 use crate::policy;
 use crate::rejection::{ByokRejection, page_headers};
 use crate::require::ByokUser;
@@ -108,6 +108,13 @@ struct KeyForm {
     ttl: Option<String>,
     #[serde(default)]
     next: Option<String>,
+    /// Sent by the picker's "Test" button: test the key, do not save it.
+    #[serde(default)]
+    #[cfg_attr(
+        not(feature = "checks"),
+        allow(dead_code, reason = "the button is there with the checks feature")
+    )]
+    test: Option<String>,
 }
 
 /// The delete form.
@@ -168,6 +175,15 @@ impl ByokWeb {
     /// | `GET /api/{provider}` | `200` [`KeyView`], `404` without a key |
     /// | `PUT /api/{provider}` (JSON `{"api_key", "ttl_seconds"?}`) | `201` new or `200` replaced, [`KeyView`] |
     /// | `DELETE /api/{provider}` | `204`, `404` without a key |
+    /// | `POST /{provider}/check` (form, `api_key`?) | with the `checks` feature and a [`checker`](crate::ByokWebBuilder::checker): tests the typed key (never stored) or, without `api_key`, the saved one; `200` the page with the result in the provider's row |
+    /// | `POST /api/{provider}/check` (JSON `{"api_key"}` or no body) | the same: `200` the `KeyCheck` (`{"outcome": "valid", …}`), `404` without a saved key or a check for the provider, `502` when no check could be made |
+    ///
+    /// With [`check_before_saving`](crate::ByokWebBuilder::check_before_saving),
+    /// a key the provider calls invalid is refused (`422`, by the field on
+    /// the page, `field: "api_key"` in the API); any other answer saves it,
+    /// the page says why it could not be confirmed, and the API's answer
+    /// carries the check as `check` (`{"outcome": "error"}` when none
+    /// could be made).
     ///
     /// `ttl_seconds` absent gives the key the
     /// [`key_ttl`](crate::ByokWebBuilder::key_ttl) (default: no expiry),
@@ -190,7 +206,7 @@ impl ByokWeb {
     /// no answer ever contains a key.
     pub fn settings_router(&self) -> Router {
         let base = self.settings_path();
-        Router::new()
+        let router = Router::new()
             .route(base, get(page).post(form_add))
             .route(&format!("{base}/"), get(page).post(form_add))
             .route(&format!("{base}/api"), get(api_list))
@@ -199,7 +215,18 @@ impl ByokWeb {
                 get(api_get).put(api_put).delete(api_delete),
             )
             .route(&format!("{base}/{{provider}}"), post(form_set))
-            .route(&format!("{base}/{{provider}}/delete"), post(form_delete))
+            .route(&format!("{base}/{{provider}}/delete"), post(form_delete));
+        #[cfg(feature = "checks")]
+        let router = router
+            .route(
+                &format!("{base}/{{provider}}/check"),
+                post(crate::check::form_test),
+            )
+            .route(
+                &format!("{base}/api/{{provider}}/check"),
+                post(crate::check::api_check),
+            );
+        router
             .layer(middleware::from_fn_with_state(self.clone(), same_origin))
             .layer(DefaultBodyLimit::max(self.body_limit()))
             .layer(middleware::from_fn_with_state(
@@ -225,7 +252,7 @@ async fn security_headers(State(web): State<ByokWeb>, request: Request, next: Ne
 }
 
 /// The provider of a path, if the page offers it; `404` otherwise.
-fn offered(web: &ByokWeb, provider: &str, parts: &Parts) -> Result<(), ByokRejection> {
+pub(crate) fn offered(web: &ByokWeb, provider: &str, parts: &Parts) -> Result<(), ByokRejection> {
     match web.provider(provider) {
         Some(_) => Ok(()),
         None => Err(ByokRejection::unknown_provider()
@@ -236,7 +263,7 @@ fn offered(web: &ByokWeb, provider: &str, parts: &Parts) -> Result<(), ByokRejec
 
 /// The key of a submission, trimmed (a pasted key often carries a space or
 /// line break), or the error naming what was wrong with it.
-fn submitted_key(key: &SecretString) -> Result<&str, InvalidInput> {
+pub(crate) fn submitted_key(key: &SecretString) -> Result<&str, InvalidInput> {
     let key = key.expose_secret().trim();
     if key.is_empty() {
         return Err(InvalidInput::new(Field::ApiKey, Problem::Empty));
@@ -343,17 +370,65 @@ fn notice_is_genuine(web: &ByokWeb, user: &str, q: &PageQuery) -> bool {
             == 0
 }
 
+/// What a rendering of the settings page shows beside the list.
+#[derive(Default)]
+pub(crate) struct Rendered<'a> {
+    /// A signed notice: its action and provider.
+    pub(crate) notice: Option<(&'a str, &'a str)>,
+    /// Where the user came from.
+    pub(crate) next: Option<&'a str>,
+    /// A refused input, by its field.
+    pub(crate) error: Option<FormError<'a>>,
+    /// The result of a "Test", in its provider's row.
+    pub(crate) check: Option<CheckShown<'a>>,
+}
+
+/// What a check before saving found.
+#[cfg_attr(
+    not(feature = "checks"),
+    allow(dead_code, reason = "made only by the checks feature")
+)]
+pub(crate) struct PreCheck {
+    /// The check's outcome, or `error` when it could not be made.
+    pub(crate) outcome: &'static str,
+    /// Its JSON form, for the API.
+    pub(crate) json: serde_json::Value,
+}
+
+impl PreCheck {
+    fn refuses(&self) -> bool {
+        self.outcome == "invalid"
+    }
+}
+
+#[cfg(feature = "checks")]
+use crate::check::{before_saving, testable};
+
+#[cfg(not(feature = "checks"))]
+async fn before_saving(_: &ByokWeb, _: &str, _: &str) -> Option<PreCheck> {
+    None
+}
+
+#[cfg(not(feature = "checks"))]
+fn testable(_: &ByokWeb, _: &str) -> bool {
+    false
+}
+
 /// Renders the settings page for `user`, with what the page says above the
-/// list and an inline error, answered with `status`.
-async fn render(
+/// list, an inline error and a check's result, answered with `status`.
+pub(crate) async fn render(
     web: &ByokWeb,
     user: &UserIdentity,
     parts: &Parts,
-    notice: Option<(&str, &str)>,
-    next: Option<&str>,
-    error: Option<FormError<'_>>,
+    shown: Rendered<'_>,
     status: StatusCode,
 ) -> Result<Response, ByokRejection> {
+    let Rendered {
+        notice,
+        next,
+        error,
+        check,
+    } = shown;
     let summaries = web
         .byok()
         .key_summary(&user.user_id)
@@ -365,6 +440,7 @@ async fn render(
         .map(|info| Row {
             info,
             summary: summaries.iter().find(|k| k.provider == info.id),
+            testable: testable(web, &info.id),
         })
         .collect();
     let name_of = |id: &str| {
@@ -376,7 +452,13 @@ async fn render(
     let notice = match notice {
         Some(("saved", id)) => name_of(id).map_or(Notice::None, Notice::Saved),
         Some(("deleted", id)) => name_of(id).map_or(Notice::None, Notice::Deleted),
-        _ => Notice::None,
+        Some((action, id)) => match (action.strip_prefix("saved-"), name_of(id)) {
+            (Some(outcome), Some(name)) => {
+                Notice::SavedUnconfirmed(name, check_words(web.view().texts, name, outcome, None))
+            }
+            _ => Notice::None,
+        },
+        None => Notice::None,
     };
     let page = SettingsPage {
         base: web.settings_path(),
@@ -385,6 +467,7 @@ async fn render(
         plain_http_warning: !policy::transport_is_secure(web, parts),
         next: next.filter(|n| is_safe_next(n)),
         error,
+        check,
         lifetimes: web.lifetimes(),
         default_lifetime: web.key_ttl(),
         now: Utc::now(),
@@ -410,9 +493,11 @@ async fn page(
         &web,
         &user,
         &parts,
-        notice,
-        q.next.as_deref(),
-        None,
+        Rendered {
+            notice,
+            next: q.next.as_deref(),
+            ..Rendered::default()
+        },
         StatusCode::OK,
     )
     .await
@@ -447,7 +532,7 @@ async fn form_add(
 }
 
 /// The message of a refused key, in the page's words.
-fn key_message<'a>(web: &'a ByokWeb, invalid: &InvalidInput) -> &'a str {
+pub(crate) fn key_message<'a>(web: &'a ByokWeb, invalid: &InvalidInput) -> &'a str {
     let t = &web.view().texts;
     match invalid.problem {
         Problem::Empty | Problem::Blank => &t.error_key_empty,
@@ -497,19 +582,52 @@ async fn store_from_form(
                 web,
                 user,
                 parts,
-                None,
-                next,
-                Some(error),
+                Rendered {
+                    next,
+                    error: Some(error),
+                    ..Rendered::default()
+                },
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await;
         }
     };
+    #[cfg(feature = "checks")]
+    if path_provider.is_none() && form.test.is_some() {
+        return crate::check::test_in_picker(web, user, parts, &provider, key, next).await;
+    }
+    let pre = before_saving(web, &provider, key).await;
+    if pre.as_ref().is_some_and(PreCheck::refuses) {
+        let name = web
+            .provider(&provider)
+            .map_or_else(|| provider.clone(), |p| p.name);
+        let message = fill(&texts.error_key_refused, "provider", &name);
+        let error = FormError {
+            provider: path_provider.as_deref(),
+            message: &message,
+        };
+        return render(
+            web,
+            user,
+            parts,
+            Rendered {
+                next,
+                error: Some(error),
+                ..Rendered::default()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
     let ttl = key_ttl(web, user, Some(lifetime));
     web.byok()
         .set_key(&user.user_id, &provider, key, ttl)
         .await?;
-    Ok(back_to_page(web, &user.user_id, "saved", &provider, next))
+    let action = match &pre {
+        Some(pre) if pre.outcome != "valid" => format!("saved-{}", pre.outcome),
+        _ => "saved".to_owned(),
+    };
+    Ok(back_to_page(web, &user.user_id, &action, &provider, next))
 }
 
 async fn form_delete(
@@ -603,6 +721,10 @@ async fn api_put(
             None => None,
         };
         let ttl = key_ttl(&web, &user, asked);
+        let pre = before_saving(&web, &provider, key).await;
+        if pre.as_ref().is_some_and(PreCheck::refuses) {
+            return Err(ByokRejection::key_refused_by_provider());
+        }
         // The store says nothing of what a write replaced: "was there a
         // key?" and the write are one step among the PUTs of this process,
         // so that of racing PUTs only the one that created the key says so.
@@ -625,7 +747,16 @@ async fn api_put(
         } else {
             StatusCode::CREATED
         };
-        Ok::<_, ByokRejection>((status, Json(view)).into_response())
+        let Some(pre) = pre else {
+            return Ok((status, Json(view)).into_response());
+        };
+        let mut body = serde_json::to_value(&view).map_err(|e| {
+            ByokRejection::internal("the answer could not be written").with_source(e)
+        })?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("check".to_owned(), pre.json);
+        }
+        Ok::<_, ByokRejection>((status, Json(body)).into_response())
     }
     .await;
     result.unwrap_or_else(|r| web.reject(r, &parts).into_response())

@@ -79,6 +79,8 @@ struct Inner {
     texts: Texts,
     layout: Option<Arc<dyn Layout>>,
     csp: HeaderValue,
+    #[cfg(feature = "checks")]
+    checks: crate::check::Checks,
     /// Makes "was there a key?" and the write one step for `PUT`s served
     /// by this process.
     slot_locks: Box<[tokio::sync::Mutex<()>]>,
@@ -88,8 +90,8 @@ struct Inner {
 impl fmt::Debug for ByokWeb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
-        f.debug_struct("ByokWeb")
-            .field("byok", &i.byok)
+        let mut d = f.debug_struct("ByokWeb");
+        d.field("byok", &i.byok)
             .field("identity", &i.identity)
             .field(
                 "providers",
@@ -109,8 +111,11 @@ impl fmt::Debug for ByokWeb {
             .field("body_limit", &i.body_limit)
             .field("key_ttl", &i.key_ttl)
             .field("lifetimes", &i.lifetimes)
-            .field("sign_in_url", &i.sign_in_url)
-            .finish_non_exhaustive()
+            .field("sign_in_url", &i.sign_in_url);
+        #[cfg(feature = "checks")]
+        d.field("checker", &i.checks.checker)
+            .field("check_before_saving", &i.checks.before_saving);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -133,6 +138,8 @@ pub struct ByokWebBuilder {
     texts: Texts,
     layout: Option<Arc<dyn Layout>>,
     csp: String,
+    #[cfg(feature = "checks")]
+    checks: crate::check::Checks,
 }
 
 impl fmt::Debug for ByokWebBuilder {
@@ -295,6 +302,32 @@ impl ByokWebBuilder {
         self
     }
 
+    /// Key checks for the settings page and the JSON API: a "Test" button
+    /// beside each saved key and each key input, and
+    /// `POST …/api/{provider}/check`, for the providers `checker` has a
+    /// probe for. Default: none.
+    ///
+    /// A check asks the provider over the network; build the checker's
+    /// `CheckClient` with the default (strict) policy in production.
+    #[cfg(feature = "checks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
+    pub fn checker(mut self, checker: byok_check::Checker) -> Self {
+        self.checks.checker = Some(Arc::new(checker));
+        self
+    }
+
+    /// Whether a key is checked before it is saved, for providers the
+    /// [`checker`](Self::checker) knows: a key the provider calls invalid
+    /// is refused (`422`, the message by the field on the page); any other
+    /// answer saves the key, with a warning on the page (and the check in
+    /// the JSON answer) unless the provider accepted it. Default: `false`.
+    #[cfg(feature = "checks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
+    pub fn check_before_saving(mut self, check: bool) -> Self {
+        self.checks.before_saving = check;
+        self
+    }
+
     /// Checks the settings and builds the [`ByokWeb`].
     ///
     /// Fails when a provider name is not a valid provider or appears
@@ -388,6 +421,8 @@ impl ByokWebBuilder {
                 texts: self.texts,
                 layout: self.layout,
                 csp,
+                #[cfg(feature = "checks")]
+                checks: self.checks,
                 slot_locks: (0..SLOT_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
@@ -421,6 +456,8 @@ impl ByokWeb {
             texts: Texts::default(),
             layout: None,
             csp: DEFAULT_CSP.to_owned(),
+            #[cfg(feature = "checks")]
+            checks: crate::check::Checks::default(),
         }
     }
 
@@ -531,6 +568,11 @@ impl ByokWeb {
 
     pub(crate) fn csp(&self) -> HeaderValue {
         self.inner.csp.clone()
+    }
+
+    #[cfg(feature = "checks")]
+    pub(crate) fn checks(&self) -> &crate::check::Checks {
+        &self.inner.checks
     }
 
     pub(crate) fn view(&self) -> View<'_> {

@@ -5,10 +5,13 @@
 //! `chromium` and `chromium-driver`, which `scripts/services.sh`
 //! installs). Without them it prints a `skipped:` line and passes, unless
 //! `BYOK_TEST_REQUIRE_SERVICES=1`. It saves a screenshot of the settings
-//! page to `target/byok-axum-artifacts/settings.png`.
+//! page to `target/byok-axum-artifacts/settings.png`, and one after a "Test" to
+//! `settings-test.png`.
 //!
 //! `readme_lines_work_on_plain_http_localhost` runs the README's axum lines
-//! as they are written (production defaults) on `http://127.0.0.1`.
+//! as they are written (production defaults) on `http://127.0.0.1`, with a
+//! checker that asks the stub provider of `byok-testkit` on loopback, and
+//! clicks "Test" for a good key and a bad one.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,11 +28,15 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use byok_check::{CheckClient, CheckPolicy, Checker, HttpProber};
+use byok_testkit::provider_stub::{ProviderStub, Scenario, StubProvider, answer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 const KEY: &str = "sk-proj-BROWSER-canary-4f9e2b7c1a";
 const HINT: &str = "sk-p...7c1a";
+const GOOD: &str = "sk-proj-GOOD-canary-2b8e6d0f4a";
+const BAD: &str = "sk-proj-BAD-canary-9c3f1a7e5d";
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -116,6 +123,24 @@ async fn text_of(c: &Client, css: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Waits until `css` holds `expected`: after a form post that shows the
+/// same page again, the old element is there until the new page loads.
+async fn wait_for_text(c: &Client, css: &str, expected: &str) {
+    let mut last = String::new();
+    for _ in 0..300 {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(text) = e.text().await
+        {
+            if text == expected {
+                return;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} says {last:?}, not {expected:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,6 +278,7 @@ async fn chat(key: byok::axum::ProviderKey) -> String {
 #[rustfmt::skip]
 async fn readme_app(
     keyring: byok_core::Keyring,
+    checker: byok_check::Checker,
 ) -> Result<axum::Router, Box<dyn std::error::Error>> {
     use axum::Router;
     use axum::routing::get;
@@ -265,6 +291,7 @@ async fn readme_app(
     // proxy's header, or `SessionKeys` (keys that end with the session).
     let web = ByokWeb::builder(byok, TrustedHeader::new("x-forwarded-user".parse()?))
         .providers(["openai", "anthropic"])
+        .checker(checker) // "Test" buttons (feature `checks`): the checker above
         .build()?;
     let app = Router::new()
         .route("/chat", get(chat)) // async fn chat(key: ProviderKey) -> …
@@ -305,7 +332,21 @@ async fn readme_lines_work_on_plain_http_localhost() {
     let dir = tempfile::tempdir().unwrap();
     std::env::set_current_dir(dir.path()).unwrap();
     let keyring = byok_core::Keyring::new(1, byok_core::MasterKey::generate());
-    let app = readme_app(keyring).await.unwrap();
+    // The stub provider stands in for OpenAI; only here may checks reach
+    // loopback over plain HTTP.
+    let stub = ProviderStub::start().await.unwrap();
+    let client = CheckClient::new(
+        CheckPolicy::default()
+            .allow_http(true)
+            .allow_private_addresses(true),
+    )
+    .unwrap();
+    let checker = Checker::new().register(
+        HttpProber::openai(&client)
+            .with_base_url(&format!("{}/v1", stub.url()))
+            .unwrap(),
+    );
+    let app = readme_app(keyring, checker).await.unwrap();
     // The authenticating proxy in front of the app names the user.
     let app = app.layer(axum::middleware::map_request(
         |mut request: axum::extract::Request| async move {
@@ -383,6 +424,68 @@ async fn readme_lines_work_on_plain_http_localhost() {
         HINT,
         "the key is kept"
     );
+
+    // "Test" a good key and a bad one: the answers in plain words, beside
+    // the key, and neither key saved nor shown.
+    let test = |key: &'static str| {
+        let c = &c;
+        async move {
+            let input = c
+                .find(Locator::Css("#provider-openai input[name=api_key]"))
+                .await
+                .unwrap();
+            input.send_keys(key).await.unwrap();
+            c.find(Locator::Css("#provider-openai button.test-typed"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+    test(GOOD).await;
+    wait_for_text(&c, "#check-openai", "OpenAI accepted this key.").await;
+    let typed = c
+        .find(Locator::Css("#provider-openai input[name=api_key]"))
+        .await
+        .unwrap();
+    assert_eq!(typed.prop("value").await.unwrap().as_deref(), Some(""));
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+    test(BAD).await;
+    wait_for_text(&c, "#check-openai", "OpenAI does not accept this key.").await;
+    // The saved key, tested from its own button.
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+    c.find(Locator::Css("#provider-openai button.test-saved"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&c, "#check-openai", "OpenAI accepted this key.").await;
+    let sent: Vec<_> = stub
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            format!("Bearer {GOOD}"),
+            format!("Bearer {BAD}"),
+            format!("Bearer {KEY}"),
+        ]
+    );
+    assert_eq!(
+        text_of(&c, "#provider-openai .key-hint").await,
+        HINT,
+        "a test saves nothing"
+    );
+    let source = c.source().await.unwrap();
+    assert!(!source.contains("GOOD-canary") && !source.contains("BAD-canary"));
+    let shot = c.screenshot().await.unwrap();
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::write(artifacts().join("settings-test.png"), &shot).unwrap();
 
     // And back to where the user came from, which now works.
     c.find(Locator::Css("#back-link"))

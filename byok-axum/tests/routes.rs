@@ -2149,3 +2149,655 @@ async fn a_rejection_logs_once_when_answered_and_keeps_its_source() {
         .collect();
     assert_eq!(warnings.len(), 1, "{after:?}");
 }
+
+/// Key checks against the stub provider on loopback (the `checks` feature).
+#[cfg(feature = "checks")]
+mod checks {
+    use std::time::Duration;
+
+    use byok_check::{CheckClient, CheckPolicy, Checker, HttpProber};
+    use byok_testkit::provider_stub::{
+        ProviderStub, RETRY_AFTER_SECS, Scenario, StubAnswer, StubProvider, answer,
+    };
+
+    use super::*;
+
+    const TYPED: &str = "sk-proj-TYPED-canary-5e1d7a3b9c";
+
+    /// A client that may reach the stub: loopback over plain HTTP, allowed
+    /// here only. The timeout is well under the stub's slow answer.
+    fn test_client() -> CheckClient {
+        CheckClient::new(
+            CheckPolicy::default()
+                .allow_http(true)
+                .allow_private_addresses(true)
+                .timeout(Duration::from_millis(800)),
+        )
+        .unwrap()
+    }
+
+    fn openai_at(client: &CheckClient, stub: &ProviderStub) -> Checker {
+        Checker::new().register(
+            HttpProber::openai(client)
+                .with_base_url(&format!("{}/v1", stub.url()))
+                .unwrap(),
+        )
+    }
+
+    async fn check_app(before_saving: bool) -> (TestApp, ProviderStub) {
+        let stub = ProviderStub::start().await.unwrap();
+        let checker = openai_at(&test_client(), &stub);
+        let t = web_with(|b| b.checker(checker).check_before_saving(before_saving));
+        (t, stub)
+    }
+
+    fn test_typed(key: &str) -> Request<Body> {
+        form_post(
+            &format!("{SETTINGS}/openai/check"),
+            "alice",
+            &form_body(key),
+        )
+    }
+
+    fn test_saved() -> Request<Body> {
+        form_post(&format!("{SETTINGS}/openai/check"), "alice", "")
+    }
+
+    /// The text of the check's result in the OpenAI row, and its outcome.
+    fn result_of(a: &Answer) -> (String, String) {
+        let at = a
+            .body
+            .find("id=\"check-openai\"")
+            .unwrap_or_else(|| panic!("no result in the page: {}", a.body));
+        let start = a.body[..at].rfind("<p").unwrap();
+        let element = &a.body[start..];
+        let tag = &element[..element.find('>').unwrap()];
+        // One class attribute (a browser reads only the first).
+        assert_eq!(tag.matches("class=").count(), 1, "{tag}");
+        let class = tag
+            .split("class=\"check-result check-")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
+            .unwrap_or_else(|| panic!("no outcome in {tag}"))
+            .to_owned();
+        let text =
+            element[element.find('>').unwrap() + 1..element.find("</p>").unwrap()].to_owned();
+        (class, text)
+    }
+
+    #[tokio::test]
+    async fn every_result_is_shown_in_plain_words() {
+        let (t, stub) = check_app(false).await;
+        let cases = [
+            (
+                answer(StubProvider::OpenAi, Scenario::Valid),
+                "valid",
+                "OpenAI accepted this key.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::InvalidKey),
+                "invalid",
+                "OpenAI does not accept this key.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::NoCredit),
+                "out_of_credit",
+                "This key is valid but the account has no credit.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::RateLimited),
+                "rate_limited",
+                format!(
+                    "The provider is rate-limiting this key; try again in {RETRY_AFTER_SECS} seconds."
+                ),
+            ),
+            (
+                StubAnswer::json(
+                    429,
+                    r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+                ),
+                "rate_limited",
+                "The provider is rate-limiting this key; try again later.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::RegionBlocked),
+                "region_blocked",
+                "OpenAI does not serve the region this app runs in.".to_owned(),
+            ),
+            (
+                StubAnswer::json(
+                    403,
+                    r#"{"error":{"message":"You have insufficient permissions for this operation.","type":"invalid_request_error","code":null}}"#,
+                ),
+                "forbidden",
+                "OpenAI knows this key but does not allow it to be used here.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::ServerError),
+                "unavailable",
+                "The provider could not be reached; try again later.".to_owned(),
+            ),
+            (
+                answer(StubProvider::OpenAi, Scenario::Slow),
+                "unavailable",
+                "The provider could not be reached; try again later.".to_owned(),
+            ),
+            (
+                StubAnswer::json(418, "{}"),
+                "unknown",
+                "OpenAI gave an answer that does not say whether this key works.".to_owned(),
+            ),
+        ];
+        for (stubbed, outcome, words) in cases {
+            stub.clear_requests();
+            stub.set_answer(stubbed);
+            let a = send(&t.app, test_typed(&format!(" {TYPED}\n"))).await;
+            assert_eq!(a.status, StatusCode::OK, "{outcome}: {}", a.body);
+            assert_no_store(&a);
+            assert_eq!(result_of(&a), (outcome.to_owned(), words), "{outcome}");
+            assert!(
+                !a.body.contains("TYPED-canary"),
+                "{outcome}: the key is echoed"
+            );
+            // The trimmed key went to the provider, in its header only.
+            let seen = stub.requests();
+            assert_eq!(seen.len(), 1, "{outcome}");
+            assert_eq!(
+                seen[0].header("authorization"),
+                Some(&*format!("Bearer {TYPED}"))
+            );
+            assert!(!seen[0].path.contains("canary"));
+        }
+        assert!(
+            providers_of(&t.byok, "alice").await.is_empty(),
+            "a test stores nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_check_that_cannot_be_made_says_so_and_defaults_stay_strict() {
+        // The default policy refuses the stub (plain HTTP on loopback).
+        let stub = ProviderStub::start().await.unwrap();
+        let strict = CheckClient::new(CheckPolicy::default()).unwrap();
+        let checker = openai_at(&strict, &stub);
+        let t = web_with(|b| b.checker(checker));
+        let a = send(&t.app, test_typed(TYPED)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(
+            result_of(&a),
+            (
+                "error".to_owned(),
+                "This key could not be checked.".to_owned()
+            )
+        );
+        assert!(stub.requests().is_empty(), "nothing was sent");
+        let a = send(
+            &t.app,
+            api(
+                Method::POST,
+                &format!("{SETTINGS}/api/openai/check"),
+                "alice",
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(format!(r#"{{"api_key":"{TYPED}"}}"#)))
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.body);
+        assert_eq!(
+            a.json()["type"]
+                .as_str()
+                .map(|t| t.ends_with("check-failed")),
+            Some(true)
+        );
+        assert!(!a.body.contains("canary"));
+
+        // Before saving, a check that cannot be made saves with a warning.
+        let checker = openai_at(&strict, &stub);
+        let t = web_with(|b| b.checker(checker).check_before_saving(true));
+        let a = send(
+            &t.app,
+            form_post(&format!("{SETTINGS}/openai"), "alice", &form_body(TYPED)),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let page = send(&t.app, page_of(&location(&a), "alice")).await;
+        assert!(
+            page.body.contains(
+                "Saved your OpenAI key without confirming that it works: This key could not be checked."
+            ),
+            "{}",
+            page.body
+        );
+        let a = send(
+            &t.app,
+            put_key("openai", "bob", serde_json::json!({ "api_key": TYPED })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+        assert_eq!(a.json()["check"]["outcome"], "error");
+        assert!(t.byok.has_key("alice", "openai").await.unwrap());
+        assert!(stub.requests().is_empty(), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn test_buttons_check_the_saved_key_or_the_typed_one() {
+        let (t, stub) = check_app(false).await;
+        // Before a key is saved: a Test beside the input only, and none for
+        // a provider the checker does not know.
+        let a = send(&t.app, page_of(SETTINGS, "alice")).await;
+        let openai = &a.body[a.body.find("id=\"provider-openai\"").unwrap()..];
+        let openai = &openai[..openai.find("</section>").unwrap()];
+        assert!(
+            openai.contains("formaction=\"/settings/api-keys/openai/check\""),
+            "{openai}"
+        );
+        assert!(!openai.contains("test-saved"));
+        let anthropic = &a.body[a.body.find("id=\"provider-anthropic\"").unwrap()..];
+        assert!(!anthropic[..anthropic.find("</section>").unwrap()].contains("Test"));
+        let a = send(&t.app, test_saved()).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "no saved key");
+        let a = send(
+            &t.app,
+            form_post(
+                &format!("{SETTINGS}/anthropic/check"),
+                "alice",
+                &form_body(TYPED),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "no check for anthropic");
+
+        // The saved key: the form without a key, and the API without a body.
+        t.byok
+            .set_key("alice", "openai", OPENAI_KEY, Ttl::Never)
+            .await
+            .unwrap();
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+        let a = send(&t.app, page_of(SETTINGS, "alice")).await;
+        assert!(a.body.contains("test-saved"));
+        let a = send(&t.app, test_saved()).await;
+        assert_eq!(result_of(&a).0, "valid");
+        let a = send(
+            &t.app,
+            api(
+                Method::POST,
+                &format!("{SETTINGS}/api/openai/check"),
+                "alice",
+            )
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.json()["outcome"], "valid");
+        assert_eq!(a.json()["models"][0], "gpt-4o-mini");
+        let seen = stub.requests();
+        assert_eq!(seen.len(), 2);
+        for r in &seen {
+            assert_eq!(
+                r.header("authorization"),
+                Some(&*format!("Bearer {OPENAI_KEY}"))
+            );
+        }
+
+        // A typed key through the API: checked, never stored.
+        stub.clear_requests();
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+        let a = send(
+            &t.app,
+            api(Method::POST, &format!("{SETTINGS}/api/openai/check"), "bob")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!(r#"{{"api_key":"{TYPED}"}}"#)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.json()["outcome"], "invalid");
+        assert_eq!(a.json()["status"], 401);
+        assert!(!a.body.contains("canary"));
+        assert_eq!(
+            stub.requests()[0].header("authorization"),
+            Some(&*format!("Bearer {TYPED}"))
+        );
+        assert!(providers_of(&t.byok, "bob").await.is_empty());
+        assert_eq!(
+            t.byok
+                .require_key("alice", "openai")
+                .await
+                .unwrap()
+                .expose_secret(),
+            OPENAI_KEY,
+            "a test of a typed key leaves the saved one"
+        );
+
+        // Bad input: clear statuses, and no request to the provider.
+        stub.clear_requests();
+        let check = format!("{SETTINGS}/api/openai/check");
+        for (content_type, body, status) in [
+            (
+                "text/plain",
+                format!(r#"{{"api_key":"{TYPED}"}}"#),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "application/json",
+                format!(r#"{{"api_key":"{TYPED}""#),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "application/json",
+                format!(r#"{{"api_key":"{TYPED}","x":1}}"#),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "application/json",
+                r#"{"api_key":"  "}"#.to_owned(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ] {
+            let a = send(
+                &t.app,
+                api(Method::POST, &check, "bob")
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(a.status, status, "{}", a.body);
+            assert!(!a.body.contains("canary"));
+        }
+        let a = send(&t.app, test_typed("   ")).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(a.body.contains("id=\"error-openai\""), "{}", a.body);
+        assert!(stub.requests().is_empty());
+        let a = send(
+            &t.app,
+            api(Method::POST, &format!("{SETTINGS}/api/nope/check"), "bob")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_typed_key_is_never_stored_echoed_or_logged() {
+        let logs = Logs::default();
+        let _guard = logs.install();
+        let (t, stub) = check_app(false).await;
+        let mut seen = String::new();
+        for scenario in [Scenario::Valid, Scenario::InvalidKey, Scenario::ServerError] {
+            stub.set_answer(answer(StubProvider::OpenAi, scenario));
+            let a = send(&t.app, test_typed(TYPED)).await;
+            assert_eq!(a.status, StatusCode::OK);
+            seen.push_str(&format!("{:?} {}\n", a.headers, a.body));
+            let a = send(
+                &t.app,
+                api(
+                    Method::POST,
+                    &format!("{SETTINGS}/api/openai/check"),
+                    "alice",
+                )
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!(r#"{{"api_key":"{TYPED}"}}"#)))
+                .unwrap(),
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::OK);
+            seen.push_str(&format!("{:?} {}\n", a.headers, a.body));
+        }
+        assert_eq!(stub.requests().len(), 6, "every test asked the provider");
+        assert!(providers_of(&t.byok, "alice").await.is_empty());
+        assert!(seen.contains("OpenAI accepted this key."));
+        assert!(
+            !seen.contains("TYPED-canary"),
+            "an answer holds the key:\n{seen}"
+        );
+        let logs = logs.text();
+        // What is logged depends on which callsites other tests enabled
+        // first; that something is, not.
+        assert!(!logs.is_empty());
+        assert!(
+            !logs.contains("TYPED-canary"),
+            "a log line holds the key:\n{logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tests_are_refused_cross_site_and_typed_keys_over_plain_http() {
+        let (t, stub) = check_app(false).await;
+        let forged = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{SETTINGS}/openai/check"))
+            .header("x-user", "alice")
+            .header(header::HOST, "app.test")
+            .header("x-forwarded-proto", "https")
+            .header("sec-fetch-site", "cross-site")
+            .header(header::ORIGIN, "https://evil.test")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form_body(TYPED)))
+            .unwrap();
+        let a = send(&t.app, forged).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        let forged_api = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{SETTINGS}/api/openai/check"))
+            .header("x-user", "alice")
+            .header(header::ORIGIN, "https://evil.test")
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&t.app, forged_api).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+
+        // Plain HTTP from another machine in production: a typed key is
+        // refused, a saved key (no secret in the request) may be tested.
+        t.byok
+            .set_key("alice", "openai", OPENAI_KEY, Ttl::Never)
+            .await
+            .unwrap();
+        let plain = |body: &str| {
+            let mut r = form_post(&format!("{SETTINGS}/openai/check"), "alice", body);
+            r.headers_mut().remove("x-forwarded-proto");
+            r
+        };
+        let a = send(&t.app, plain(&form_body(TYPED))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        assert!(
+            stub.requests().is_empty(),
+            "nothing was sent for refused tests"
+        );
+        let a = send(&t.app, plain("")).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(stub.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_checker_there_is_no_test_and_words_can_be_translated() {
+        let t = web_with(|b| b);
+        let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+        assert!(!page.body.contains("/check") && !page.body.contains(">Test<"));
+        let a = send(&t.app, test_typed(TYPED)).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        let a = send(
+            &t.app,
+            api(
+                Method::POST,
+                &format!("{SETTINGS}/api/openai/check"),
+                "alice",
+            )
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+        let stub = ProviderStub::start().await.unwrap();
+        let checker = openai_at(&test_client(), &stub);
+        let texts = byok_axum::Texts {
+            test: "Prüfen".into(),
+            check_rate_limited: "Zu viele Anfragen; in {seconds} Sekunden erneut.".into(),
+            ..byok_axum::Texts::default()
+        };
+        let t = web_with(|b| b.checker(checker).texts(texts));
+        let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+        assert!(page.body.contains(">Prüfen<"));
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::RateLimited));
+        let a = send(&t.app, test_typed(TYPED)).await;
+        assert_eq!(
+            result_of(&a).1,
+            format!("Zu viele Anfragen; in {RETRY_AFTER_SECS} Sekunden erneut.")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_provider_picker_tests_the_chosen_provider_without_saving() {
+        let (t, stub) = check_app(true).await;
+        let page = send(&t.app, page_of(SETTINGS, "alice")).await;
+        let picker = &page.body[page.body.find("id=\"add-key\"").unwrap()..];
+        assert!(picker.contains("name=\"test\""), "{picker}");
+        let picker_post = |provider: &str, key: &str, test: bool| {
+            let mut body = format!("provider={provider}&{}", form_body(key));
+            if test {
+                body.push_str("&test=1");
+            }
+            form_post(SETTINGS, "alice", &body)
+        };
+        let picked = |a: &Answer| {
+            let at = a
+                .body
+                .find("id=\"check-add-key\"")
+                .unwrap_or_else(|| panic!("no result: {}", a.body));
+            let rest = &a.body[at..];
+            rest[rest.find('>').unwrap() + 1..rest.find("</p>").unwrap()].to_owned()
+        };
+
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+        let a = send(&t.app, picker_post("openai", TYPED, true)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(picked(&a), "OpenAI accepted this key.");
+        assert!(
+            !a.body.contains("id=\"check-openai\""),
+            "shown by the picker only"
+        );
+        assert!(!a.body.contains("canary"));
+        assert_eq!(stub.requests().len(), 1);
+        // A provider without a check says so; nothing is stored either way.
+        let a = send(&t.app, picker_post("anthropic", TYPED, true)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(picked(&a), "This key could not be checked.");
+        assert_eq!(stub.requests().len(), 1);
+        assert!(providers_of(&t.byok, "alice").await.is_empty());
+
+        // Saving through the picker is checked before saving too.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+        let a = send(&t.app, picker_post("openai", TYPED, false)).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(a.body.contains("id=\"error-add-key\""), "{}", a.body);
+        assert!(providers_of(&t.byok, "alice").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn check_before_saving_refuses_invalid_keys_and_warns_on_the_rest() {
+        let (t, stub) = check_app(true).await;
+        let save = || form_post(&format!("{SETTINGS}/openai"), "alice", &form_body(TYPED));
+
+        // Invalid: refused by the field, nothing stored, in the page and the API.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+        let a = send(&t.app, save()).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            a.body
+                .contains("OpenAI does not accept this key, so it was not saved."),
+            "{}",
+            a.body
+        );
+        assert!(a.body.contains("id=\"error-openai\""));
+        assert!(!a.body.contains("canary"));
+        let a = send(
+            &t.app,
+            put_key("openai", "alice", serde_json::json!({ "api_key": TYPED })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        assert_eq!(a.json()["field"], "api_key");
+        assert!(providers_of(&t.byok, "alice").await.is_empty());
+
+        // Unreachable (a 5xx, a timeout), out of credit, rate-limited:
+        // saved, with a warning that says why it was not confirmed.
+        for (scenario, words) in [
+            (
+                Scenario::ServerError,
+                "The provider could not be reached; try again later.",
+            ),
+            (
+                Scenario::Slow,
+                "The provider could not be reached; try again later.",
+            ),
+            (
+                Scenario::NoCredit,
+                "This key is valid but the account has no credit.",
+            ),
+            (
+                Scenario::RateLimited,
+                "The provider is rate-limiting this key; try again later.",
+            ),
+        ] {
+            t.byok.delete_key("alice", "openai").await.unwrap();
+            stub.set_answer(answer(StubProvider::OpenAi, scenario));
+            let a = send(&t.app, save()).await;
+            assert_eq!(a.status, StatusCode::SEE_OTHER, "{scenario:?}: {}", a.body);
+            let page = send(&t.app, page_of(&location(&a), "alice")).await;
+            assert!(
+                page.body.contains(&format!(
+                    "Saved your OpenAI key without confirming that it works: {words}"
+                )),
+                "{scenario:?}: {}",
+                page.body
+            );
+            assert_eq!(
+                t.byok
+                    .require_key("alice", "openai")
+                    .await
+                    .unwrap()
+                    .expose_secret(),
+                TYPED
+            );
+        }
+
+        // Accepted: the plain notice.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+        let a = send(&t.app, save()).await;
+        let page = send(&t.app, page_of(&location(&a), "alice")).await;
+        assert!(page.body.contains("Saved your OpenAI key."));
+        assert!(!page.body.contains("without confirming"));
+
+        // The API says what the check found beside the saved key.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::ServerError));
+        let a = send(
+            &t.app,
+            put_key("openai", "bob", serde_json::json!({ "api_key": TYPED })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        assert_eq!(a.json()["check"]["outcome"], "unavailable");
+        assert_eq!(a.json()["check"]["reason"], "server_error");
+        assert_eq!(a.json()["provider"], "openai");
+        assert!(!a.body.contains("canary"));
+        assert!(t.byok.has_key("bob", "openai").await.unwrap());
+
+        // A provider the checker does not know is saved unchecked.
+        stub.clear_requests();
+        let a = send(
+            &t.app,
+            form_post(
+                &format!("{SETTINGS}/anthropic"),
+                "alice",
+                &form_body("sk-ant-0123456789"),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER);
+        assert!(stub.requests().is_empty());
+    }
+}

@@ -214,7 +214,12 @@ fn scrub_urls(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         // The word around `://`: back to a space or quote, on to one.
         let stop = |c: char| c.is_whitespace() || "'\"`<>()[]".contains(c);
-        let start = rest[..at].rfind(stop).map_or(0, |i| i + 1);
+        // Past the stop character, whose length in bytes varies: a
+        // no-break space is whitespace too.
+        let start = rest[..at]
+            .char_indices()
+            .rfind(|&(_, c)| stop(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..].find(stop).map_or(rest.len(), |i| at + i);
         let word = &rest[start..end];
         // A trailing `;` or `,` of the sentence is not part of the URL.
@@ -275,6 +280,20 @@ mod tests {
         // A URL the scrubber was never told of is redacted too.
         let other = s.scrub("at mysql://root:hunter2@db/x; check the store");
         assert_eq!(other, "at mysql://root:***@db/x; check the store");
+    }
+
+    #[test]
+    fn a_url_after_a_wide_space_is_scrubbed_without_a_panic() {
+        // U+00A0 and U+3000 are whitespace of two and three bytes.
+        for space in ['\u{a0}', '\u{3000}', '\u{2028}'] {
+            let text = format!("bad store{space}postgres://u:SECRETPW@h/db{space}end");
+            let out = scrub_urls(&text);
+            assert_eq!(
+                out,
+                format!("bad store{space}postgres://u:***@h/db{space}end"),
+                "{space:?}"
+            );
+        }
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub(crate) fn looks_like_key(word: &str) -> bool {
 /// Removes what must never be printed from messages: every password of a
 /// URL named on the command line or in `BYOK_STORE`, and any URL with a
 /// password that a message quotes.
-#[derive(Debug, Default)]
+///
+/// It holds the very secrets it removes, so its `Debug` shows only how
+/// many it holds.
+#[derive(Default)]
 pub(crate) struct Scrubber {
     /// Passwords, raw and decoded, longest first.
     passwords: Vec<String>,
@@ -190,6 +193,15 @@ impl Scrubber {
             out = out.replace(p.as_str(), "***");
         }
         out
+    }
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("passwords", &self.passwords.len())
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -294,6 +306,23 @@ mod tests {
                 "{space:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_scrubber_does_not_print_what_it_scrubs() {
+        let args: Vec<OsString> = [
+            "byok",
+            "--store=postgres://u:SECRETPW@h/db",
+            "sk-proj-canary-7d1e0c9b8a7f6e5d",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        let shown = format!("{:?}", Scrubber::new(&args));
+        assert!(shown.starts_with("Scrubber { passwords: "), "{shown}");
+        assert!(
+            !shown.contains("SECRETPW") && !shown.contains("canary"),
+            "{shown}"
+        );
     }
 
     #[test]

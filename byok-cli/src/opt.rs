@@ -1,8 +1,11 @@
 //! The whole command-line surface, as clap derive types.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::secrets::redact;
 
 pub use crate::key_test::TestOpts;
 
@@ -73,8 +76,8 @@ pub struct GlobalOpts {
     pub keyring: KeyringOpts,
 }
 
-/// Where the keys are.
-#[derive(Debug, Clone, Args)]
+/// Where the keys are. Its `Debug` shows the URL without its password.
+#[derive(Clone, Args)]
 pub struct StoreOpts {
     /// The store's URL. A password in it is never printed; keep it out of
     /// the command line with BYOK_STORE, or for PostgreSQL with PGPASSWORD
@@ -299,8 +302,8 @@ pub struct RotateOpts {
     pub dry_run: bool,
 }
 
-/// `byok copy`.
-#[derive(Debug, Args)]
+/// `byok copy`. Its `Debug` shows the URL without its password.
+#[derive(Args)]
 pub struct CopyOpts {
     /// The target store's URL; its schema is created if missing.
     #[arg(long)]
@@ -341,8 +344,8 @@ pub enum OnConflict {
     Overwrite,
 }
 
-/// `byok import-python`.
-#[derive(Debug, Args)]
+/// `byok import-python`. Its `Debug` shows the URL without its password.
+#[derive(Args)]
 pub struct ImportPythonOpts {
     /// The Python library's database, in byok's URL form: sqlite://FILE
     /// (SQLAlchemy's sqlite:///FILE), postgres://…, mysql://…. Only read.
@@ -369,8 +372,9 @@ pub struct ImportPythonOpts {
     pub dry_run: bool,
 }
 
-/// A store given as an optional positional URL, for `check`.
-#[derive(Debug, Args)]
+/// A store given as an optional positional URL, for `check`. Its `Debug`
+/// shows the URL without its password.
+#[derive(Args)]
 pub struct ScratchOpts {
     /// The store's URL (default: --store, BYOK_STORE, or ./byok.db).
     pub url: Option<String>,
@@ -385,4 +389,79 @@ pub struct BenchOpts {
     /// Operations of each kind.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub ops: usize,
+}
+
+// The options hold store URLs, whose passwords must not reach a debug
+// print (a `dbg!`, a `?opt` in a log line): each URL is shown redacted.
+
+impl fmt::Debug for StoreOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOpts")
+            .field("url", &redact(&self.url))
+            .field("table", &self.table)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CopyOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CopyOpts")
+            .field("to", &redact(&self.to))
+            .field("to_table", &self.to_table)
+            .field("to_prefix", &self.to_prefix)
+            .field("page_size", &self.page_size)
+            .field("sample", &self.sample)
+            .field("on_conflict", &self.on_conflict)
+            .field("dry_run", &self.dry_run)
+            .field("yes", &self.yes)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ImportPythonOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportPythonOpts")
+            .field("from", &redact(&self.from))
+            .field("from_table", &self.from_table)
+            .field("secret_file", &self.secret_file)
+            .field("fernet_key", &self.fernet_key)
+            .field("utc_offset", &self.utc_offset)
+            .field("dry_run", &self.dry_run)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ScratchOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScratchOpts")
+            .field("url", &self.url.as_deref().map(redact))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_store_password() {
+        for args in [
+            &["byok", "--store", "postgres://u:SECRETPW@h/db", "list"][..],
+            &["byok", "copy", "--to", "mysql://r:SECRETPW@h/x"],
+            &[
+                "byok",
+                "import-python",
+                "--from",
+                "postgres://p:SECRETPW@h/py",
+            ],
+            &["byok", "check", "redis://:SECRETPW@h:6379"],
+            &["byok", "bench", "redis://:SECRETPW@h:6379"],
+        ] {
+            let opt = Opt::try_parse_from(args).unwrap();
+            let shown = format!("{opt:?}");
+            assert!(!shown.contains("SECRETPW"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
 }

@@ -139,7 +139,10 @@ pub(crate) fn looks_like_key(word: &str) -> bool {
 /// Removes what must never be printed from messages: every password of a
 /// URL named on the command line or in `BYOK_STORE`, and any URL with a
 /// password that a message quotes.
-#[derive(Debug, Default)]
+///
+/// It holds the very secrets it removes, so its `Debug` shows only how
+/// many it holds.
+#[derive(Default)]
 pub(crate) struct Scrubber {
     /// Passwords, raw and decoded, longest first.
     passwords: Vec<String>,
@@ -193,6 +196,15 @@ impl Scrubber {
     }
 }
 
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("passwords", &self.passwords.len())
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
 /// The passwords of a word that may be a URL, or hold one.
 fn passwords_in(word: &str) -> Vec<String> {
     if word.contains(':') {
@@ -214,7 +226,12 @@ fn scrub_urls(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         // The word around `://`: back to a space or quote, on to one.
         let stop = |c: char| c.is_whitespace() || "'\"`<>()[]".contains(c);
-        let start = rest[..at].rfind(stop).map_or(0, |i| i + 1);
+        // Past the stop character, whose length in bytes varies: a
+        // no-break space is whitespace too.
+        let start = rest[..at]
+            .char_indices()
+            .rfind(|&(_, c)| stop(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..].find(stop).map_or(rest.len(), |i| at + i);
         let word = &rest[start..end];
         // A trailing `;` or `,` of the sentence is not part of the URL.
@@ -275,6 +292,37 @@ mod tests {
         // A URL the scrubber was never told of is redacted too.
         let other = s.scrub("at mysql://root:hunter2@db/x; check the store");
         assert_eq!(other, "at mysql://root:***@db/x; check the store");
+    }
+
+    #[test]
+    fn a_url_after_a_wide_space_is_scrubbed_without_a_panic() {
+        // U+00A0 and U+3000 are whitespace of two and three bytes.
+        for space in ['\u{a0}', '\u{3000}', '\u{2028}'] {
+            let text = format!("bad store{space}postgres://u:SECRETPW@h/db{space}end");
+            let out = scrub_urls(&text);
+            assert_eq!(
+                out,
+                format!("bad store{space}postgres://u:***@h/db{space}end"),
+                "{space:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scrubber_does_not_print_what_it_scrubs() {
+        let args: Vec<OsString> = [
+            "byok",
+            "--store=postgres://u:SECRETPW@h/db",
+            "sk-proj-canary-7d1e0c9b8a7f6e5d",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        let shown = format!("{:?}", Scrubber::new(&args));
+        assert!(shown.starts_with("Scrubber { passwords: "), "{shown}");
+        assert!(
+            !shown.contains("SECRETPW") && !shown.contains("canary"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -323,7 +323,8 @@ fn de_opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>,
 /// The row shape that SQL backends read and write.
 ///
 /// Conversion to and from [`ApiKey`] is lossless; converting a row back
-/// validates it, so a row with an invalid id never becomes an `ApiKey`.
+/// validates it ([`validate::stored_slot`]), so a row with an invalid id
+/// never becomes an `ApiKey`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserApiKey {
     /// Row id assigned by the database; `None` before the row is inserted.
@@ -377,7 +378,9 @@ impl TryFrom<UserApiKey> for ApiKey {
     type Error = InvalidInput;
 
     fn try_from(row: UserApiKey) -> Result<Self, InvalidInput> {
-        validate::slot(&row.user_id, &row.provider)?;
+        // A row is read back: ids stored before format characters were
+        // refused must not make it unreadable.
+        validate::stored_slot(&row.user_id, &row.provider)?;
         if let Some(h) = &row.hint {
             validate::hint(h)?;
         }
@@ -396,6 +399,20 @@ impl TryFrom<UserApiKey> for ApiKey {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A row whose id was legal when it was written still reads back: ids
+    /// with format characters are refused on the way in, not on the way out.
+    #[test]
+    fn a_stored_id_with_a_format_character_still_reads_back() {
+        let mut row = UserApiKey::from(sample());
+        row.user_id = "\u{1f468}\u{200d}\u{1f469}".to_owned();
+        row.provider = "open\u{ad}ai".to_owned();
+        let key = ApiKey::try_from(row.clone()).unwrap();
+        assert_eq!(key.user_id(), row.user_id);
+        assert_eq!(key.provider(), row.provider);
+        row.user_id = "tab\there".to_owned();
+        assert!(ApiKey::try_from(row).is_err());
+    }
 
     fn sample() -> ApiKey {
         ApiKey::new("alice", "openai", (0u8..=255).collect::<Vec<_>>())

@@ -40,6 +40,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::io::AsyncReadExt as _;
 use zeroize::Zeroizing;
 
 use crate::crypto::Keyring;
@@ -147,12 +148,17 @@ impl KeyringSource for KeyringEnv {
 /// The default time a [`KeyringCommand`] may take.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most a [`KeyringCommand`] may print: 1 MiB, some 18 000 keyring
+/// entries.
+pub const MAX_COMMAND_OUTPUT: usize = 1 << 20;
+
 /// A command whose standard output is the keyring text, such as
 /// `age -d keyring.age` or `vault kv get -field=keyring secret/byok`.
 ///
 /// The program runs without a shell, with standard input closed. It must
-/// finish within the timeout ([`DEFAULT_COMMAND_TIMEOUT`] unless set) and
-/// exit with success; otherwise it is killed and the load fails. Its
+/// finish within the timeout ([`DEFAULT_COMMAND_TIMEOUT`] unless set),
+/// print at most [`MAX_COMMAND_OUTPUT`] bytes and exit with success;
+/// otherwise it is killed and the load fails. Its
 /// standard error is discarded, never copied into an error or a log: a
 /// tool may print there what it decrypted or a token it used.
 #[derive(Clone)]
@@ -199,7 +205,7 @@ impl fmt::Debug for KeyringCommand {
 impl KeyringSource for KeyringCommand {
     async fn read_text(&self) -> Result<Zeroizing<String>, ConfigError> {
         let program = Path::new(&self.program).display().to_string();
-        let child = tokio::process::Command::new(&self.program)
+        let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -209,8 +215,27 @@ impl KeyringSource for KeyringCommand {
             .map_err(|e| {
                 ConfigError::new(format!("cannot run the keyring command {program}")).with_source(e)
             })?;
-        // On a timeout the child is dropped, which kills it.
-        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+        let mut out = child.stdout.take().ok_or_else(|| {
+            ConfigError::new(format!(
+                "the keyring command {program} has no standard output"
+            ))
+        })?;
+        // Read to the cap and one byte more, so that a command that prints
+        // without end (a wrong program, `yes`) is stopped there instead of
+        // filling memory until the timeout. Room is made up front: a
+        // growing buffer would leave unwiped copies of the keyring behind.
+        let mut stdout = Zeroizing::new(Vec::with_capacity(64 * 1024));
+        let run = async {
+            let cap = u64::try_from(MAX_COMMAND_OUTPUT).unwrap_or(u64::MAX);
+            (&mut out).take(cap + 1).read_to_end(&mut stdout).await?;
+            if stdout.len() > MAX_COMMAND_OUTPUT {
+                return Ok(None);
+            }
+            child.wait().await.map(Some)
+        };
+        // On a timeout or too much output the child is dropped, which
+        // kills it.
+        let status = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| {
                 ConfigError::new(format!(
@@ -220,12 +245,16 @@ impl KeyringSource for KeyringCommand {
             })?
             .map_err(|e| {
                 ConfigError::new(format!("the keyring command {program} failed")).with_source(e)
+            })?
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "the keyring command {program} printed more than {MAX_COMMAND_OUTPUT} bytes; \
+                     it was killed"
+                ))
             })?;
-        let stdout = Zeroizing::new(output.stdout);
-        if !output.status.success() {
+        if !status.success() {
             return Err(ConfigError::new(format!(
-                "the keyring command {program} ended with {}",
-                output.status
+                "the keyring command {program} ended with {status}"
             )));
         }
         let text = std::str::from_utf8(&stdout).map_err(|_| {
@@ -313,5 +342,34 @@ mod tests {
 
         let missing = KeyringCommand::new("/nonexistent/byok-keyring-tool", Vec::<String>::new());
         assert!(missing.load().await.is_err());
+    }
+
+    /// A command that prints more than a keyring is stopped at the cap,
+    /// not read into memory until it ends or times out.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn command_output_is_capped() {
+        let flood = KeyringCommand::new(
+            "sh",
+            ["-c", "head -c 3000000 /dev/zero | tr '\\0' a; sleep 30"],
+        )
+        .timeout(Duration::from_secs(20));
+        let started = std::time::Instant::now();
+        let e = flood.load().await.unwrap_err();
+        assert!(e.to_string().contains("printed more than"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+
+        // Exactly at the cap is still read (and then parsed).
+        let full = KeyringCommand::new(
+            "sh",
+            [
+                "-c",
+                &format!(
+                    "printf '1:{KEY}'; head -c {} /dev/zero | tr '\\0' ' '",
+                    MAX_COMMAND_OUTPUT - 46
+                ),
+            ],
+        );
+        assert_eq!(full.load().await.unwrap().primary_id(), 1);
     }
 }

@@ -395,6 +395,10 @@ pub struct FileEdit {
 ///   keyring or the new one, never half of one.
 /// * The target's mode and owner are kept; a file that group or others
 ///   may read or write is rewritten as it was, with a warning.
+/// * Edits of one file by `edit_file` run one at a time (an advisory lock
+///   on the target's directory, on Unix), so that two at once cannot each
+///   drop the other's change. Writers that do not take the lock, such as
+///   a text editor, are not kept out.
 ///
 /// When `edit` fails, or the result does not read back as intended,
 /// nothing is written.
@@ -407,12 +411,8 @@ pub fn edit_file<T>(
         ConfigError::new(format!("cannot {what} the keyring file {}", path.display()))
             .with_source(e)
     };
-    let (target, old) = match std::fs::canonicalize(path) {
-        Ok(target) => {
-            let text = Zeroizing::new(std::fs::read_to_string(&target).map_err(|e| io("read", e))?);
-            let meta = std::fs::metadata(&target).map_err(|e| io("read", e))?;
-            (target, Some((text, meta)))
-        }
+    let target = match std::fs::canonicalize(path) {
+        Ok(target) => target,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if std::fs::symlink_metadata(path).is_ok() {
                 return Err(ConfigError::new(format!(
@@ -420,8 +420,23 @@ pub fn edit_file<T>(
                     path.display()
                 )));
             }
-            (path.to_path_buf(), None)
+            path.to_path_buf()
         }
+        Err(e) => return Err(io("read", e)),
+    };
+    // Two edits at once (two operators, or a script run twice) would each
+    // read the same text and the later rename would drop the other's
+    // change: a key added, or a promotion, silently lost. The file is read
+    // only once the lock is held, and written before it is released.
+    let _lock = lock_dir(dir_of(&target));
+    let old = match std::fs::read_to_string(&target) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            let meta = std::fs::metadata(&target).map_err(|e| io("read", e))?;
+            Some((text, meta))
+        }
+        // Not there yet (or no longer): created from an empty text.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io("read", e)),
     };
     let mut text = match &old {
@@ -460,6 +475,32 @@ pub fn edit_file<T>(
     ))
 }
 
+/// The directory of `file`.
+fn dir_of(file: &Path) -> &Path {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// An exclusive lock on `dir` (an advisory `flock`, which other `byok`
+/// edits honour), held until the returned file is dropped. The directory
+/// is locked rather than the file, because the edit replaces the file by a
+/// rename. Best effort: where a directory cannot be opened or locked, the
+/// edit goes on unlocked, as before.
+fn lock_dir(dir: &Path) -> Option<std::fs::File> {
+    #[cfg(unix)]
+    {
+        let handle = std::fs::File::open(dir).ok()?;
+        handle.lock().ok()?;
+        Some(handle)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 /// Writes `text` to a new file beside `target`, with `like`'s mode and
 /// owner (or mode 0600), and renames it over `target`.
 fn write_atomically(
@@ -467,10 +508,7 @@ fn write_atomically(
     text: &str,
     like: Option<&std::fs::Metadata>,
 ) -> std::io::Result<()> {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = dir_of(target);
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -640,6 +678,54 @@ mod tests {
         assert!(done.created && done.warnings.is_empty());
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Edits that run at the same time each see the others' changes: none
+    /// is lost, and no key id is handed out twice.
+    #[cfg(unix)]
+    #[test]
+    fn concurrent_file_edits_lose_nothing() {
+        let dir = std::env::temp_dir().join(format!(
+            "byok-keyring-race-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keyring");
+        std::fs::write(&path, format!("1:{}\n", b64(1))).unwrap();
+        let (threads, each) = (6, 8);
+        let start = std::sync::Barrier::new(threads);
+        let mut ids: Vec<u32> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        (0..each)
+                            .map(|_| {
+                                edit_file(&path, |t| t.add(None, &MasterKey::generate(), false))
+                                    .unwrap()
+                                    .0
+                            })
+                            .collect::<Vec<u32>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), threads * each, "an id was handed out twice");
+        let ring = Keyring::from_file(&path).unwrap();
+        assert_eq!(
+            ring.key_ids().count(),
+            1 + threads * each,
+            "an edit was lost"
+        );
+        assert_eq!(ring.primary_id(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

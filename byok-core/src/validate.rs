@@ -147,6 +147,27 @@ pub fn slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
     provider(prov)
 }
 
+/// Checks a user id and a provider name read back from a store: the rules
+/// of [`slot`] without the refusal of format characters.
+///
+/// Ids with format characters were legal before they were refused (an
+/// emoji sequence joined by U+200D, a soft hyphen): refusing them when
+/// they are read would make one such row fail every page of a scan that
+/// holds it, and with it every rotation, verification and copy of the
+/// store. They stay readable; only new ones are refused.
+///
+/// ```
+/// use byok_core::validate::{slot, stored_slot};
+/// let family = "\u{1f468}\u{200d}\u{1f469}";
+/// assert!(slot(family, "openai").is_err());
+/// assert!(stored_slot(family, "openai").is_ok());
+/// assert!(stored_slot("tab\there", "openai").is_err());
+/// ```
+pub fn stored_slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
+    check(Field::UserId, user, MAX_USER_ID_LEN)?;
+    check(Field::Provider, prov, MAX_PROVIDER_LEN)
+}
+
 /// Checks a display hint.
 pub fn hint(value: &str) -> Result<(), InvalidInput> {
     check(Field::Hint, value, MAX_HINT_LEN)

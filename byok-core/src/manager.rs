@@ -32,6 +32,11 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 /// unless set otherwise.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long one reload may read its keyring source before it counts as
+/// failed (the keyring in use is kept). Longer than a command source's own
+/// default timeout.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The least time between two reloads caused by a stored key under a
 /// master key id the keyring lacks, unless set otherwise.
 pub const DEFAULT_UNKNOWN_KEY_RELOAD_GAP: Duration = Duration::from_secs(5);
@@ -145,6 +150,10 @@ struct Keys {
     /// so that requests meeting the same id wait for one reload.
     last_on_demand: tokio::sync::Mutex<Option<Instant>>,
     on_demand_gap: Duration,
+    /// Held while a reload reads its source and puts the keyring in use, so
+    /// that a timed reload and one caused by an unknown key id never finish
+    /// out of order (the older text replacing the newer).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Keys {
@@ -167,7 +176,17 @@ impl Keys {
         let Some(source) = &self.source else {
             return Err(ConfigError::new("this manager has no keyring source"));
         };
-        match source.load().await {
+        let _one_at_a_time = self.reloading.lock().await;
+        // A source that hangs (a stalled network file system, a FIFO
+        // nobody writes) must not hold every request that waits for it.
+        let loaded = match tokio::time::timeout(RELOAD_TIMEOUT, source.load()).await {
+            Ok(loaded) => loaded,
+            Err(_) => Err(ConfigError::new(format!(
+                "reading the keyring source took longer than {} s",
+                RELOAD_TIMEOUT.as_secs()
+            ))),
+        };
+        match loaded {
             Ok(ring) => {
                 self.replace(ring);
                 Ok(())
@@ -279,6 +298,7 @@ impl ByokBuilder {
             source: self.source,
             last_on_demand: tokio::sync::Mutex::new(None),
             on_demand_gap: self.unknown_key_reload_gap,
+            reloading: tokio::sync::Mutex::new(()),
         });
         let reload = if keys.source.is_some() && !self.reload_interval.is_zero() {
             let runtime = tokio::runtime::Handle::try_current().map_err(|e| {

@@ -225,3 +225,34 @@ async fn the_timer_reloads_the_source() {
     }
     assert_eq!(byok.keyring().primary_id(), 2);
 }
+
+/// A source whose reads never finish (a stalled network file system, a
+/// FIFO nobody writes).
+#[derive(Debug)]
+struct Stalls;
+
+#[byok_core::async_trait]
+impl byok_core::keyring_source::KeyringSource for Stalls {
+    async fn read_text(&self) -> Result<zeroize::Zeroizing<String>, byok_core::ConfigError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_never_answers_fails_the_reload_and_keeps_the_keyring() {
+    let byok = Byok::builder(storage(), ring(&format!("*1:{}", keys()[0])))
+        .config(config())
+        .keyring_source(Stalls)
+        .reload_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    byok.set_key("u", "openai", "sk-reload-timeout", Ttl::Never)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let reload = byok.reload_keyring().await;
+    assert!(reload.is_err(), "a reload that never finishes must fail");
+    assert!(started.elapsed() >= byok_core::manager::RELOAD_TIMEOUT);
+    let key = byok.get_key("u", "openai").await.unwrap().unwrap();
+    assert_eq!(key.expose_secret(), "sk-reload-timeout");
+}

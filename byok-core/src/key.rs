@@ -80,7 +80,7 @@ impl ApiKey {
     ) -> Result<Self, InvalidInput> {
         let user_id = user_id.into();
         let provider = provider.into();
-        validate::slot(&user_id, &provider)?;
+        validate::stored_slot(&user_id, &provider)?;
         Ok(ApiKey {
             user_id: user_id.into(),
             provider: provider.into(),

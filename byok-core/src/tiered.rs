@@ -616,7 +616,7 @@ impl KeyStorage for TieredStorage {
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         if self.marks.get(user_id, provider).is_some() {
             let _slot = self.lock_slot(user_id, provider).await;
             if self.marks.get(user_id, provider).is_some() {
@@ -642,7 +642,7 @@ impl KeyStorage for TieredStorage {
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let _slot = self.lock_slot(user_id, provider).await;
         let begun = self.begin_write(user_id, provider).await?;
         let deleted = self.durable.delete(user_id, provider).await?;
@@ -657,7 +657,7 @@ impl KeyStorage for TieredStorage {
     }
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         // Every stripe, in order, so no write of this user interleaves.
         let mut guards = Vec::with_capacity(STRIPES);
         for stripe in self.stripes.iter() {

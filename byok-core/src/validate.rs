@@ -147,9 +147,12 @@ pub fn slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
     provider(prov)
 }
 
-/// Checks a user id and a provider name read back from a store: the rules
-/// of [`slot`] without the refusal of format characters.
+/// Checks a user id and a provider name at the storage layer (every
+/// [`KeyStorage`](crate::KeyStorage) method, rows read back, cursors): the
+/// rules of [`slot`] without the refusal of format characters.
 ///
+/// New ids are refused where they enter: [`Byok::set_key`](crate::Byok::set_key),
+/// byok-axum and the `byok` command check them with [`slot`].
 /// Ids with format characters were legal before they were refused (an
 /// emoji sequence joined by U+200D, a soft hyphen): refusing them when
 /// they are read would make one such row fail every page of a scan that
@@ -166,6 +169,18 @@ pub fn slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
 pub fn stored_slot(user: &str, prov: &str) -> Result<(), InvalidInput> {
     check(Field::UserId, user, MAX_USER_ID_LEN)?;
     check(Field::Provider, prov, MAX_PROVIDER_LEN)
+}
+
+/// Checks a user id at the storage layer: the rules of [`user_id`] without
+/// the refusal of format characters (see [`stored_slot`]).
+pub fn stored_user_id(value: &str) -> Result<(), InvalidInput> {
+    check(Field::UserId, value, MAX_USER_ID_LEN)
+}
+
+/// Checks a provider name at the storage layer: the rules of [`provider`]
+/// without the refusal of format characters (see [`stored_slot`]).
+pub fn stored_provider(value: &str) -> Result<(), InvalidInput> {
+    check(Field::Provider, value, MAX_PROVIDER_LEN)
 }
 
 /// Checks a display hint.

@@ -105,7 +105,7 @@ impl FastTier for MemoryStorage {
         token: &LeaseToken,
         lease: Duration,
     ) -> Result<Lookup> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let now = Instant::now();
         let mut users = self.inner.fills.lock();
         let user = users.entry(user_id.to_owned()).or_default();
@@ -132,7 +132,7 @@ impl FastTier for MemoryStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<bool> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         Ok(self
             .inner
             .fills
@@ -146,7 +146,7 @@ impl FastTier for MemoryStorage {
         token: &LeaseToken,
         hold: Duration,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let mut users = self.inner.fills.lock();
         let user = users.entry(user_id.to_owned()).or_default();
         user.copies.remove(provider);
@@ -163,7 +163,7 @@ impl FastTier for MemoryStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         self.inner
             .fills
             .fill_or_settle(user_id, provider, token, key, ttl, true);
@@ -179,7 +179,7 @@ impl FastTier for MemoryStorage {
         hold: Duration,
         _ttl: Duration,
     ) -> Result<()> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let mut users = self.inner.fills.lock();
         let user = users.entry(user_id.to_owned()).or_default();
         user.copies.clear();
@@ -194,7 +194,7 @@ impl FastTier for MemoryStorage {
         token: Option<&LeaseToken>,
         _ttl: Duration,
     ) -> Result<()> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let mut users = self.inner.fills.lock();
         if let Some(user) = users.get_mut(user_id) {
             user.copies.clear();

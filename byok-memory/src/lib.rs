@@ -254,7 +254,7 @@ impl KeyStorage for MemoryStorage {
             return Ok(is_live(k, &mut None).then(|| k.clone()));
         }
         // Not found: invalid input is still an error, not a miss.
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         Ok(None)
     }
 
@@ -264,12 +264,12 @@ impl KeyStorage for MemoryStorage {
         {
             return Ok(is_live(k, &mut None).then(|| k.encrypted_value_shared()));
         }
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         Ok(None)
     }
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let Some(keys) = self.inner.users.get(user_id) else {
             return Ok(Vec::new());
         };
@@ -285,7 +285,7 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let removed = match self.inner.users.get_mut(user_id) {
             Some(mut keys) => match keys.find(provider) {
                 Ok(i) => {
@@ -307,7 +307,7 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let Some(keys) = self.inner.users.get(user_id) else {
             return Ok(Vec::new());
         };
@@ -321,7 +321,7 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         Ok(self
             .inner
             .users

@@ -279,7 +279,7 @@ impl RedisStorage {
     /// provider (see the [crate docs](crate#key-layout)), for tools and
     /// tests. Fails on an invalid id.
     pub fn redis_user_key(&self, user_id: &str) -> Result<String> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         Ok(self.layout.user_hash(user_id))
     }
 

@@ -148,7 +148,7 @@ impl RedisStorage {
         hold: Option<Duration>,
         ttl: Duration,
     ) -> Result<()> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let mut inv = USER.prepare_invoke();
         for k in self.layout.fast_tier_user_keys(user_id) {
             inv.key(k);
@@ -172,7 +172,7 @@ impl FastTier for RedisStorage {
         token: &LeaseToken,
         lease: Duration,
     ) -> Result<Lookup> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let mut inv = LOOKUP.prepare_invoke();
         for k in self.layout.fast_tier_keys(user_id, provider) {
             inv.key(k);
@@ -202,7 +202,7 @@ impl FastTier for RedisStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<bool> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         self.fill_or_settle(user_id, provider, Some(token), key, ttl, false)
             .await
     }
@@ -214,7 +214,7 @@ impl FastTier for RedisStorage {
         token: &LeaseToken,
         hold: Duration,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let [copy, lease, generation, _] = self.layout.fast_tier_keys(user_id, provider);
         let mut inv = HOLD.prepare_invoke();
         inv.key(copy)
@@ -236,7 +236,7 @@ impl FastTier for RedisStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<()> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         self.fill_or_settle(user_id, provider, token, key, ttl, true)
             .await
             .map(|_| ())

@@ -214,7 +214,7 @@ pub(crate) fn parse_expiry_member(member: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(member).ok()?;
     let cursor = Cursor::new(text);
     let (user, provider) = cursor.slot().ok()?;
-    validate::slot(user, provider).ok()?;
+    validate::stored_slot(user, provider).ok()?;
     if expiry_member(user, provider) != text {
         return None;
     }
@@ -277,9 +277,9 @@ impl Position {
             Some(s) => {
                 let c = Cursor::new(s);
                 let (user, provider) = c.slot().map_err(|_| bad())?;
-                validate::user_id(user).map_err(|_| bad())?;
+                validate::stored_user_id(user).map_err(|_| bad())?;
                 if !provider.is_empty() {
-                    validate::provider(provider).map_err(|_| bad())?;
+                    validate::stored_provider(provider).map_err(|_| bad())?;
                 }
                 Some((user.to_owned(), provider.to_owned()))
             }

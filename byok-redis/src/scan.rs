@@ -136,7 +136,7 @@ impl RedisStorage {
             .map(|u| {
                 String::from_utf8(u)
                     .ok()
-                    .filter(|u| validate::user_id(u).is_ok())
+                    .filter(|u| validate::stored_user_id(u).is_ok())
                     .ok_or_else(|| corrupt("a bucket's user set holds an invalid user id"))
             })
             .collect()

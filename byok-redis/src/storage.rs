@@ -49,7 +49,7 @@ impl RedisStorage {
 pub(crate) fn provider_of(field: Vec<u8>) -> Result<String> {
     String::from_utf8(field)
         .ok()
-        .filter(|p| validate::provider(p).is_ok())
+        .filter(|p| validate::stored_provider(p).is_ok())
         .ok_or_else(|| corrupt("a user's hash holds an invalid provider"))
 }
 
@@ -66,7 +66,7 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let mut cmd = redis::cmd("HGET");
         cmd.arg(self.layout.user_hash(user_id)).arg(provider);
         let stored: Option<Vec<u8>> = self.query("reading a key failed", &cmd).await?;
@@ -80,7 +80,7 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let keys = self.layout.user_keys(user_id);
         let mut inv = scripts::DELETE.prepare_invoke();
         inv.key(keys.user_hash)
@@ -100,7 +100,7 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let records = self.user_records(user_id).await?;
         let now = now_millis();
         let mut providers = Vec::with_capacity(records.len());
@@ -113,7 +113,7 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         self.user_records(user_id)
             .await?
             .into_iter()
@@ -122,7 +122,7 @@ impl KeyStorage for RedisStorage {
     }
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        validate::user_id(user_id)?;
+        validate::stored_user_id(user_id)?;
         let keys = self.layout.user_keys(user_id);
         let mut inv = scripts::CLEAR.prepare_invoke();
         inv.key(keys.user_hash)

@@ -61,7 +61,7 @@ pub(crate) fn limit(limit: usize) -> i64 {
 /// refuses a NUL in text, which would read as a storage error).
 pub(crate) fn cursor_slot(cursor: &Cursor) -> Result<(&str, &str), InvalidInput> {
     let (user_id, provider) = cursor.slot()?;
-    validate::slot(user_id, provider).map_err(|_| {
+    validate::stored_slot(user_id, provider).map_err(|_| {
         InvalidInput::new(
             Field::Cursor,
             Problem::Other("does not name a valid (user, provider) slot"),

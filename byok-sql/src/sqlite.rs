@@ -336,7 +336,7 @@ impl SqliteStorage {
                 // Let the file go as the pool did; sqlx reports the closed pool.
                 reader.close();
             } else {
-                validate::slot(user_id, provider)?;
+                validate::stored_slot(user_id, provider)?;
                 // A read answered here never waits, so it takes a unit of
                 // the task's budget, as Tokio's own I/O does: a task that
                 // reads many keys in a row yields now and then.

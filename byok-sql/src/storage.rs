@@ -336,7 +336,7 @@ where
         user_id: &str,
         provider: &str,
     ) -> Result<Option<D::Row>> {
-        validate::slot(user_id, provider)?;
+        validate::stored_slot(user_id, provider)?;
         let now = key::now();
         retry(D::ENGINE, || {
             let q = sqlx::query(sql(statement));
@@ -412,7 +412,7 @@ where
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.bounded("delete", async {
-            validate::slot(user_id, provider)?;
+            validate::stored_slot(user_id, provider)?;
             let done = retry(D::ENGINE, || {
                 let q = sqlx::query(sql(&self.sql.delete));
                 D::bind_id(D::bind_id(q, user_id), provider).execute(&self.pool)
@@ -426,7 +426,7 @@ where
 
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
         self.bounded("list_providers", async {
-            validate::user_id(user_id)?;
+            validate::stored_user_id(user_id)?;
             let now = key::now();
             let rows = retry(D::ENGINE, || {
                 let q = sqlx::query(sql(&self.sql.list));
@@ -441,7 +441,7 @@ where
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
         self.bounded("clear_all", async {
-            validate::user_id(user_id)?;
+            validate::stored_user_id(user_id)?;
             let done = retry(D::ENGINE, || {
                 D::bind_id(sqlx::query(sql(&self.sql.clear)), user_id).execute(&self.pool)
             })
@@ -526,7 +526,7 @@ where
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.bounded("user_keys", async {
-            validate::user_id(user_id)?;
+            validate::stored_user_id(user_id)?;
             let rows = retry(D::ENGINE, || {
                 D::bind_id(sqlx::query(sql(&self.sql.user_keys)), user_id).fetch_all(&self.pool)
             })

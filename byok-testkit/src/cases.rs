@@ -373,6 +373,44 @@ case! {
 }
 
 case! {
+    /// Ids with format characters (an emoji sequence joined by U+200D, a
+    /// soft hyphen) were legal before new ones were refused: keys stored
+    /// under them stay readable, listable, walkable, swappable and
+    /// removable, so one such row never breaks a scan, a rotation or an
+    /// erasure.
+    ids_with_format_characters_stored_earlier_stay_usable(store, ns) {
+        let users = [ns.user("\u{1f468}\u{200d}\u{1f469}"), ns.user("soft\u{00ad}hyphen")];
+        let provider = "open\u{200d}ai";
+        for (i, user) in users.iter().enumerate() {
+            store.store(&key(user, provider, vec![b'f', i as u8])?).await?;
+        }
+        let first = get(store, &users[0], provider).await?;
+        ensure_eq!(first.encrypted_value(), [b'f', 0].as_slice(), "value of the first key");
+        ensure!(
+            store.retrieve_value(&users[0], provider).await?.is_some(),
+            "retrieve_value of a stored id with a format character"
+        );
+        ensure_eq!(store.list_providers(&users[0]).await?, vec![provider.to_owned()], "providers");
+        let mut seen = 0;
+        let mut cursor = None;
+        loop {
+            let page = store.scan(cursor.as_ref(), 1).await?;
+            seen += page.keys.iter().filter(|k| users.iter().any(|u| u == k.user_id())).count();
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        ensure_eq!(seen, 2, "keys of the walk, in pages of one");
+        let swapped = key(&users[0], provider, b"g".to_vec())?;
+        ensure!(store.compare_and_swap(&first, &swapped).await?, "compare_and_swap");
+        ensure!(store.delete(&users[0], provider).await?, "delete");
+        ensure_eq!(store.clear_all(&users[1]).await?, 1, "clear_all");
+        Ok(())
+    }
+}
+
+case! {
     /// Providers with hostile-but-legal names never see each other's keys.
     providers_are_isolated_under_hostile_ids(store, ns) {
         let user = ns.user("u");

@@ -73,13 +73,13 @@
 //!     }
 //!
 //!     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-//!         validate::slot(user_id, provider)?;
+//!         validate::stored_slot(user_id, provider)?;
 //!         let now = Utc::now();
 //!         Ok(self.lock().get(&slot(user_id, provider)).filter(|k| !k.is_expired_at(now)).cloned())
 //!     }
 //!
 //!     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-//!         validate::slot(user_id, provider)?;
+//!         validate::stored_slot(user_id, provider)?;
 //!         Ok(self.lock().remove(&slot(user_id, provider)).is_some())
 //!     }
 //!
@@ -418,6 +418,7 @@ suite!($;
     clear_removes_only_that_users_keys,
     clear_is_exact_for_prefix_and_pattern_ids,
     users_are_isolated_under_hostile_ids,
+    ids_with_format_characters_stored_earlier_stay_usable,
     providers_are_isolated_under_hostile_ids,
     joined_ids_do_not_collide,
     ids_compare_byte_for_byte,

@@ -88,12 +88,17 @@ in_use() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
-# A port that nothing listens on now. Another process may still take it
-# before our server binds; the servers then fail to start and say so.
+# A port that nothing listens on now, below the kernel's range of
+# ephemeral ports (32768 and up by default), where the local end of some
+# other program's connection could hold it without listening. Another
+# process may still take it before our server binds: PostgreSQL is then
+# started again on another port.
 free_port() {
-    local port
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 20100 ] 2>/dev/null || low=32768
     for _ in $(seq 1 50); do
-        port=$((30000 + RANDOM % 20000))
+        port=$((20000 + RANDOM % (low - 20000)))
         if ! in_use "$port"; then
             echo "$port"
             return 0
@@ -128,7 +133,6 @@ chmod 644 "$certs"/*.pem
 
 # ------------------------------------------------------------- PostgreSQL
 
-pg_port="$(free_port)"
 mkdir -p "$dir/pg" "$dir/pg-certs"
 cp "$certs/server.pem" "$certs/server.key" "$dir/pg-certs/"
 chown -R postgres:postgres "$dir/pg" "$dir/pg-certs"
@@ -140,7 +144,6 @@ runuser -u postgres -- "$pgbin/initdb" -D "$dir/pg" -U postgres -A trust \
     die "initdb failed"
 }
 cat >>"$dir/pg/postgresql.conf" <<EOF
-port = $pg_port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir/pg'
 ssl = on
@@ -155,7 +158,18 @@ local     all all              trust
 hostssl   all all 127.0.0.1/32 trust
 hostnossl all all 0.0.0.0/0    reject
 EOF
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg-certs/pg.log" -w -t 60 start >/dev/null || {
+pg_up=0
+for _ in 1 2 3 4 5; do
+    pg_port="$(free_port)"
+    if runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg-certs/pg.log" \
+        -o "-p $pg_port" -w -t 60 start >/dev/null; then
+        pg_up=1
+        break
+    fi
+    grep -q "Address already in use" "$dir/pg-certs/pg.log" || break
+    say "port $pg_port was taken meanwhile; trying another"
+done
+[ "$pg_up" -eq 1 ] || {
     cat "$dir/pg-certs/pg.log" >&2
     die "PostgreSQL did not start"
 }

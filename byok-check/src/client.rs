@@ -175,6 +175,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 // Shared address space (carrier-grade NAT), 100.64.0.0/10.
                 || (a == 100 && (64..128).contains(&b))
+                // IETF protocol assignments, 192.0.0.0/24.
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 // Benchmarking, 198.18.0.0/15; reserved, 240.0.0.0/4.
                 || (a == 198 && (b == 18 || b == 19))
                 || a >= 240)
@@ -183,7 +185,20 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            // An address that carries an IPv4 one is judged by it: the
+            // deprecated IPv4-compatible ::a.b.c.d, and 6to4 (2002::/16),
+            // whose relay could lead to a private IPv4 address.
+            if segments[..6] == [0; 6] && !(v6.is_loopback() || v6.is_unspecified()) {
+                return false;
+            }
+            if first == 0x2002 {
+                let [hi, lo] = [segments[1], segments[2]];
+                let v4 =
+                    std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+                return is_public(IpAddr::V4(v4));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -530,11 +545,21 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "192.0.0.1",
+            "::7f00:1",
+            "::a00:1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
         ] {
             let ip: IpAddr = private.parse().unwrap();
             assert!(!is_public(ip), "{private} was taken as public");
         }
-        for public in ["1.1.1.1", "104.18.6.192", "2606:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "104.18.6.192",
+            "2606:4700::1111",
+            "2002:101:101::1",
+        ] {
             let ip: IpAddr = public.parse().unwrap();
             assert!(is_public(ip), "{public} was taken as private");
         }

@@ -262,8 +262,14 @@ pub trait KeyStorageExt: KeyStorage {
     /// [`CopyOptions::verify_with`](crate::copy::CopyOptions::verify_with),
     /// nothing is written unless every key already in the target decrypts
     /// under the keyring, and a source key that does not is not copied.
-    /// A key written into the target while the copy runs may be replaced
-    /// only if its slot was empty when the copy read it.
+    /// A key written into the target while the copy runs is never
+    /// replaced: a slot that was empty when the copy read it is filled
+    /// with [`store_if_absent`](KeyStorage::store_if_absent), and a key
+    /// found there then is kept and reported as
+    /// [`Resolution::ChangedDuringCopy`](crate::copy::Resolution::ChangedDuringCopy).
+    /// On a custom target that keeps the default, non-atomic
+    /// `store_if_absent`, a key written in the instant between its check
+    /// and its write may still be replaced.
     async fn copy_into(
         &self,
         target: &dyn KeyStorage,

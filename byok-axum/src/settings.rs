@@ -188,8 +188,8 @@ impl ByokWeb {
     /// `ttl_seconds` absent gives the key the
     /// [`key_ttl`](crate::ByokWebBuilder::key_ttl) (default: no expiry),
     /// `null` no expiry, a number that many seconds. Of racing `PUT`s for
-    /// one key served by one process, only the one that created it answers
-    /// `201`.
+    /// one key, whichever processes serve them, only the one that created
+    /// it answers `201`.
     ///
     /// A form that is refused for its input (an empty or blank key, one
     /// that is too long or holds a control character, a provider or
@@ -725,27 +725,28 @@ async fn api_put(
         if pre.as_ref().is_some_and(PreCheck::refuses) {
             return Err(ByokRejection::key_refused_by_provider());
         }
-        // The store says nothing of what a write replaced: "was there a
-        // key?" and the write are one step among the PUTs of this process,
-        // so that of racing PUTs only the one that created the key says so.
-        let existed = {
-            let _slot = web.slot_lock(&user.user_id, &provider).lock().await;
-            let existed = web.byok().has_key(&user.user_id, &provider).await?;
+        // Create first, as one atomic step of the store, so that of racing
+        // PUTs (in any process) only the one that created the key says so;
+        // the others replace it.
+        let created = web
+            .byok()
+            .set_key_if_absent(&user.user_id, &provider, key, ttl)
+            .await?;
+        if !created {
             web.byok()
                 .set_key(&user.user_id, &provider, key, ttl)
                 .await?;
-            existed
-        };
+        }
         let view = summary_of(&web, &user.user_id, &provider)
             .await?
             .map(|k| KeyView::from(&k))
             .ok_or_else(|| {
                 ByokRejection::internal("the key was stored but could not be read back")
             })?;
-        let status = if existed {
-            StatusCode::OK
-        } else {
+        let status = if created {
             StatusCode::CREATED
+        } else {
+            StatusCode::OK
         };
         let Some(pre) = pre else {
             return Ok((status, Json(view)).into_response());

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -39,9 +38,6 @@ pub const LIFETIME_CHOICES: [Option<Duration>; 3] = [
     Some(Duration::from_secs(30 * 24 * 3600)),
     None,
 ];
-
-/// How many locks the `PUT`s of the JSON API share, by slot.
-const SLOT_LOCKS: usize = 64;
 
 /// byok for an axum application: the [`Byok`] manager, how a request's user
 /// is found, the providers the settings page offers, and the HTTPS policy.
@@ -81,10 +77,6 @@ struct Inner {
     csp: HeaderValue,
     #[cfg(feature = "checks")]
     checks: crate::check::Checks,
-    /// Makes "was there a key?" and the write one step for `PUT`s served
-    /// by this process.
-    slot_locks: Box<[tokio::sync::Mutex<()>]>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl fmt::Debug for ByokWeb {
@@ -423,10 +415,6 @@ impl ByokWebBuilder {
                 csp,
                 #[cfg(feature = "checks")]
                 checks: self.checks,
-                slot_locks: (0..SLOT_LOCKS)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-                hasher: std::collections::hash_map::RandomState::new(),
             }),
         })
     }
@@ -580,13 +568,6 @@ impl ByokWeb {
             texts: &self.inner.texts,
             layout: self.inner.layout.as_deref(),
         }
-    }
-
-    /// The lock of one (user, provider) slot, among a fixed set.
-    pub(crate) fn slot_lock(&self, user: &str, provider: &str) -> &tokio::sync::Mutex<()> {
-        let hash = self.inner.hasher.hash_one((user, provider));
-        let locks = &self.inner.slot_locks;
-        &locks[(hash % locks.len() as u64) as usize]
     }
 
     /// The user of a request, or `401 Unauthorized` when there is none and

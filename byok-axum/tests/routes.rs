@@ -2015,6 +2015,10 @@ impl KeyStorage for SlowStorage {
         pause().await;
         self.0.store(key).await
     }
+    async fn store_if_absent(&self, key: &ApiKey) -> byok_core::Result<bool> {
+        pause().await;
+        self.0.store_if_absent(key).await
+    }
     async fn retrieve(&self, u: &str, p: &str) -> byok_core::Result<Option<ApiKey>> {
         pause().await;
         self.0.retrieve(u, p).await
@@ -2051,6 +2055,49 @@ async fn of_racing_puts_only_the_one_that_created_the_key_says_201() {
         let mut tasks = Vec::new();
         for i in 0..50 {
             let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = serde_json::json!({ "api_key": format!("sk-race-{i:04}-abcdefghijkl") });
+                send(&app, put_key("openai", user, body)).await.status
+            }));
+        }
+        let mut created = 0;
+        for task in tasks {
+            let status = task.await.unwrap();
+            assert!(
+                status == StatusCode::CREATED || status == StatusCode::OK,
+                "{status}"
+            );
+            created += usize::from(status == StatusCode::CREATED);
+        }
+        assert_eq!(created, 1, "{user}");
+    }
+}
+
+/// Two app instances, each with its own manager and its own connections to
+/// one SQLite file, as two processes of one app would be: of racing `PUT`s
+/// spread over both, only the one that created the key says `201`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_racing_puts_across_app_instances_only_one_says_201() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let keyring = Keyring::new(1, MasterKey::generate());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let store = byok_sql::SqliteStorage::connect(&url, &config())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let byok = Byok::new(Arc::new(store), keyring.clone(), config()).unwrap();
+        let web = ByokWeb::builder(byok, TrustedHeader::new("x-user".parse().unwrap()))
+            .trust_forwarded_proto(true)
+            .build()
+            .unwrap();
+        apps.push(app_of(&web));
+    }
+    for user in ["alice", "bob", "carol", "dave"] {
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let app = apps[i % 2].clone();
             tasks.push(tokio::spawn(async move {
                 let body = serde_json::json!({ "api_key": format!("sk-race-{i:04}-abcdefghijkl") });
                 send(&app, put_key("openai", user, body)).await.status

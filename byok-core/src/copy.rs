@@ -5,8 +5,13 @@
 //! key for that slot. Where the target holds a *different* key (a user set
 //! a new one there, say), the slot is a conflict, resolved by
 //! [`OnConflict`] and listed in the [`CopyReport`]: by default the target's
-//! key is kept. A replacement is a compare-and-swap, so a key that changes
-//! in the target while the copy runs is never overwritten either.
+//! key is kept. A replacement is a compare-and-swap, and a write into a
+//! slot that was empty when read is a
+//! [`store_if_absent`](crate::KeyStorage::store_if_absent), so a key that is
+//! written or changed in the target while the copy runs is never
+//! overwritten either (it is reported as
+//! [`Resolution::ChangedDuringCopy`]), on every backend whose
+//! `store_if_absent` is atomic (all of byok's).
 //!
 //! ```
 //! use byok_core::copy::{CopyOptions, OnConflict};
@@ -133,7 +138,8 @@ pub enum Resolution {
     KeptTarget,
     /// The source's key replaced the target's (or would, in a dry run).
     Replaced,
-    /// The target's key changed while the copy ran, so it was kept.
+    /// The target's key changed, or was written into a slot that was empty
+    /// when the copy read it, while the copy ran, so it was kept.
     ChangedDuringCopy,
 }
 
@@ -197,7 +203,8 @@ pub struct CopyReport {
     /// Written keys read back from the target and compared.
     pub sampled: u64,
     /// Of those, the slots that did not hold what was written (changed
-    /// meanwhile).
+    /// meanwhile); also the slots, rare, that were found empty but whose
+    /// write was refused each time, as keys came and went there.
     pub sample_mismatches: Vec<(String, String)>,
 }
 
@@ -305,14 +312,32 @@ pub(crate) async fn copy_into<S: KeyStorage + ?Sized>(
                 report.source_failed.push(p);
                 continue;
             }
-            let there = target.retrieve(key.user_id(), key.provider()).await?;
-            let Some(there) = there else {
-                if !options.dry_run {
-                    target.store(key).await?;
-                    keep_sample(&mut written, key, report.copied, options.sample);
+            let there = match target.retrieve(key.user_id(), key.provider()).await? {
+                Some(there) => there,
+                None if options.dry_run => {
+                    report.copied += 1;
+                    continue;
                 }
-                report.copied += 1;
-                continue;
+                None => {
+                    match fill_empty(target, key).await? {
+                        Filled::Stored => {
+                            keep_sample(&mut written, key, report.copied, options.sample);
+                            report.copied += 1;
+                        }
+                        // Written into the target since it was read: kept,
+                        // whatever `on_conflict` says.
+                        Filled::Taken(now) if same_key(&now, key) => report.identical += 1,
+                        Filled::Taken(now) => report.conflicts.push(conflict(
+                            key,
+                            &now,
+                            Resolution::ChangedDuringCopy,
+                        )),
+                        Filled::Unsettled => report
+                            .sample_mismatches
+                            .push((key.user_id().to_owned(), key.provider().to_owned())),
+                    }
+                    continue;
+                }
             };
             if same_key(&there, key) {
                 report.identical += 1;
@@ -330,15 +355,7 @@ pub(crate) async fn copy_into<S: KeyStorage + ?Sized>(
             } else {
                 Resolution::ChangedDuringCopy
             };
-            report.conflicts.push(CopyConflict {
-                user_id: key.user_id().to_owned(),
-                provider: key.provider().to_owned(),
-                source_key_id: key_id_of(key.encrypted_value()).ok(),
-                target_key_id: key_id_of(there.encrypted_value()).ok(),
-                source_created_at: key.created_at(),
-                target_created_at: there.created_at(),
-                resolution,
-            });
+            report.conflicts.push(conflict(key, &there, resolution));
         }
         match page.next {
             Some(next) => cursor = Some(next),
@@ -355,6 +372,49 @@ pub(crate) async fn copy_into<S: KeyStorage + ?Sized>(
         }
     }
     Ok(report)
+}
+
+/// The conflict of source key `key` with target key `there`.
+fn conflict(key: &ApiKey, there: &ApiKey, resolution: Resolution) -> CopyConflict {
+    CopyConflict {
+        user_id: key.user_id().to_owned(),
+        provider: key.provider().to_owned(),
+        source_key_id: key_id_of(key.encrypted_value()).ok(),
+        target_key_id: key_id_of(there.encrypted_value()).ok(),
+        source_created_at: key.created_at(),
+        target_created_at: there.created_at(),
+        resolution,
+    }
+}
+
+/// How many times a copy tries to fill a slot that was empty when read and
+/// is empty again after a refused write (a key written and removed
+/// meanwhile) before it gives up on the slot.
+const FILL_ATTEMPTS: usize = 3;
+
+/// What [`fill_empty`] did.
+enum Filled {
+    /// Wrote the key into the empty slot.
+    Stored,
+    /// Another key was written into the slot first; it is this one.
+    Taken(ApiKey),
+    /// Each write was refused and each read found the slot empty again.
+    Unsettled,
+}
+
+/// Writes `key` into its target slot, read as empty, only if it still is
+/// ([`KeyStorage::store_if_absent`]), so that a key written there meanwhile
+/// is never overwritten.
+async fn fill_empty(target: &dyn KeyStorage, key: &ApiKey) -> Result<Filled> {
+    for _ in 0..FILL_ATTEMPTS {
+        if target.store_if_absent(key).await? {
+            return Ok(Filled::Stored);
+        }
+        if let Some(now) = target.retrieve(key.user_id(), key.provider()).await? {
+            return Ok(Filled::Taken(now));
+        }
+    }
+    Ok(Filled::Unsettled)
 }
 
 /// Keeps up to `max` of the written keys, spread over the whole walk

@@ -563,30 +563,75 @@ impl Byok {
         ttl: impl Into<Ttl>,
     ) -> Result<()> {
         observe::manager("set_key", async move {
-            validate::slot(user_id, provider)?;
-            let api_key = validate::api_key(api_key)?;
-            // One clock read for both timestamps.
-            let now = key::now();
-            let expires_at = self.expiry(ttl.into(), now)?;
-            let ring = self.inner.keys.current.load();
-            let ciphertext = ring.encrypt(user_id, provider, api_key.as_bytes())?;
-            let key_id = ring.primary_id();
-            drop(ring);
-            // The slot and the key were checked above, and the hint of a
-            // valid key is a valid hint: nothing is checked twice.
-            let key = ApiKey::from_checked(
-                user_id,
-                provider,
-                ciphertext,
-                mask_key(api_key),
-                now,
-                expires_at,
-            );
+            let (key, key_id) = self.seal(user_id, provider, api_key, ttl.into())?;
             self.inner.storage.store(&key).await?;
             tracing::debug!(user_id, provider, key_id, "stored API key");
             Ok(())
         })
         .await
+    }
+
+    /// Like [`set_key`](Self::set_key), but only when the user has no
+    /// unexpired key for `provider`; returns whether it stored. A key that
+    /// is there is left exactly as it was.
+    ///
+    /// The check and the write are one atomic step of the store
+    /// ([`KeyStorage::store_if_absent`]), across processes too: of racing
+    /// calls for an empty slot, exactly one returns `true`. A settings API
+    /// uses it to answer "created" to that one and "replaced" to the others
+    /// (which then call `set_key`).
+    pub async fn set_key_if_absent(
+        &self,
+        user_id: &str,
+        provider: &str,
+        api_key: &str,
+        ttl: impl Into<Ttl>,
+    ) -> Result<bool> {
+        observe::manager("set_key_if_absent", async move {
+            let (key, key_id) = self.seal(user_id, provider, api_key, ttl.into())?;
+            let stored = self.inner.storage.store_if_absent(&key).await?;
+            tracing::debug!(
+                user_id,
+                provider,
+                key_id,
+                stored,
+                "stored API key if absent"
+            );
+            Ok(stored)
+        })
+        .await
+    }
+
+    /// The key that `set_key` stores: checked, encrypted, with its hint and
+    /// times.
+    /// The master key id returned is the one it was encrypted under.
+    fn seal(
+        &self,
+        user_id: &str,
+        provider: &str,
+        api_key: &str,
+        ttl: Ttl,
+    ) -> Result<(ApiKey, u32)> {
+        validate::slot(user_id, provider)?;
+        let api_key = validate::api_key(api_key)?;
+        // One clock read for both timestamps.
+        let now = key::now();
+        let expires_at = self.expiry(ttl, now)?;
+        let ring = self.inner.keys.current.load();
+        let ciphertext = ring.encrypt(user_id, provider, api_key.as_bytes())?;
+        let key_id = ring.primary_id();
+        drop(ring);
+        // The slot and the key were checked above, and the hint of a valid
+        // key is a valid hint: nothing is checked twice.
+        let key = ApiKey::from_checked(
+            user_id,
+            provider,
+            ciphertext,
+            mask_key(api_key),
+            now,
+            expires_at,
+        );
+        Ok((key, key_id))
     }
 
     /// A user's key for `provider`, decrypted; `None` when there is none or

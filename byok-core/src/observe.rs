@@ -141,6 +141,11 @@ impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
         self.run("store", self.inner.store(key)).await
     }
 
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.run("store_if_absent", self.inner.store_if_absent(key))
+            .await
+    }
+
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.run("retrieve", self.inner.retrieve(user_id, provider))
             .await

@@ -28,7 +28,8 @@ use crate::tiered::FastTier;
 /// * treat a key as absent from its `expires_at` instant on, in `retrieve`,
 ///   `list_providers`, `compare_and_swap` and `scan`;
 /// * keep timestamps to the millisecond and the ciphertext byte for byte;
-/// * make `store` and `compare_and_swap` atomic for their slot.
+/// * make `store`, `store_if_absent` and `compare_and_swap` atomic for
+///   their slot.
 ///
 /// # Implementing a backend
 ///
@@ -39,6 +40,35 @@ pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
     /// Inserts `key`, or replaces the key of the same (user, provider) slot,
     /// value, hint and expiry included.
     async fn store(&self, key: &ApiKey) -> Result<()>;
+
+    /// Stores `key` only if its slot holds no key, or only an expired one;
+    /// returns whether it stored. A live key is left exactly as it was.
+    ///
+    /// Backends make this atomic for the slot: of concurrent calls for one
+    /// empty slot exactly one returns `true`, and no `store` that lands
+    /// between the check and the write is overwritten. This is how a
+    /// caller tells "created" from "replaced" across processes, and how
+    /// [`copy_into`](KeyStorageExt::copy_into) fills empty slots without
+    /// overwriting a key written meanwhile.
+    ///
+    /// The default is **not** atomic: a [`retrieve`](KeyStorage::retrieve)
+    /// and, when it finds nothing, a [`store`](KeyStorage::store). Between
+    /// the two another writer may store a key, which is then replaced, and
+    /// two racing calls may both return `true` (the later write wins). It
+    /// never replaces a key that was live when it looked. Every backend of
+    /// byok overrides it; the conformance suite checks that a backend does
+    /// (`store_if_absent_is_atomic`).
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        if self
+            .retrieve(key.user_id(), key.provider())
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.store(key).await?;
+        Ok(true)
+    }
 
     /// The key of the slot; `None` when there is none or it has expired.
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>>;
@@ -179,6 +209,9 @@ macro_rules! forward_key_storage {
             async fn store(&self, key: &ApiKey) -> Result<()> {
                 (**self).store(key).await
             }
+            async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+                (**self).store_if_absent(key).await
+            }
             async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
                 (**self).retrieve(user_id, provider).await
             }
@@ -229,8 +262,14 @@ pub trait KeyStorageExt: KeyStorage {
     /// [`CopyOptions::verify_with`](crate::copy::CopyOptions::verify_with),
     /// nothing is written unless every key already in the target decrypts
     /// under the keyring, and a source key that does not is not copied.
-    /// A key written into the target while the copy runs may be replaced
-    /// only if its slot was empty when the copy read it.
+    /// A key written into the target while the copy runs is never
+    /// replaced: a slot that was empty when the copy read it is filled
+    /// with [`store_if_absent`](KeyStorage::store_if_absent), and a key
+    /// found there then is kept and reported as
+    /// [`Resolution::ChangedDuringCopy`](crate::copy::Resolution::ChangedDuringCopy).
+    /// On a custom target that keeps the default, non-atomic
+    /// `store_if_absent`, a key written in the instant between its check
+    /// and its write may still be replaced.
     async fn copy_into(
         &self,
         target: &dyn KeyStorage,

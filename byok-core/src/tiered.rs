@@ -53,7 +53,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///   and fills the fast store only if its lease is still valid. While
 ///   another lease or a write's hold is out, a miss reads the durable store
 ///   and fills nothing.
-/// * A write (`store`, `delete`, `compare_and_swap`, `clear_all`) first
+/// * A write (`store`, `store_if_absent`, `delete`, `compare_and_swap`,
+///   `clear_all`) first
 ///   removes the copy and puts a hold on the slot (on every slot of the
 ///   user for `clear_all`), which invalidates every lease taken before it
 ///   and blocks fills; then writes the durable store; then settles: puts
@@ -613,6 +614,21 @@ impl KeyStorage for TieredStorage {
             self.settle_write(user_id, provider, begun, Some(key)).await;
         }
         Ok(())
+    }
+
+    /// The durable store decides; the fast store is settled as for
+    /// [`store`](KeyStorage::store) when the key was stored, and left
+    /// without a copy of the slot when it was not.
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        let (user_id, provider) = (key.user_id(), key.provider());
+        let _slot = self.lock_slot(user_id, provider).await;
+        let begun = self.begin_write(user_id, provider).await?;
+        let stored = self.durable.store_if_absent(key).await?;
+        if let Some(begun) = begun {
+            self.settle_write(user_id, provider, begun, stored.then_some(key))
+                .await;
+        }
+        Ok(stored)
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {

@@ -155,3 +155,85 @@ async fn a_source_key_that_does_not_decrypt_is_not_copied() {
     assert!(to.retrieve("bob", "openai").await.unwrap().is_none());
     assert!(!report.is_complete());
 }
+
+/// A target where a user sets their own key in a slot right after the copy
+/// read it as empty, once per slot.
+#[derive(Debug)]
+struct UserWritesMeanwhile {
+    inner: MemoryStorage,
+    ring: Keyring,
+    written: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+#[byok_core::async_trait]
+impl KeyStorage for UserWritesMeanwhile {
+    async fn store(&self, key: &ApiKey) -> byok_core::Result<()> {
+        self.inner.store(key).await
+    }
+    async fn store_if_absent(&self, key: &ApiKey) -> byok_core::Result<bool> {
+        self.inner.store_if_absent(key).await
+    }
+    async fn retrieve(&self, u: &str, p: &str) -> byok_core::Result<Option<ApiKey>> {
+        let found = self.inner.retrieve(u, p).await?;
+        let first = self
+            .written
+            .lock()
+            .unwrap()
+            .insert((u.to_owned(), p.to_owned()));
+        if found.is_none() && first {
+            self.inner.store(&key(&self.ring, u, p, "user", 0)).await?;
+        }
+        Ok(found)
+    }
+    async fn delete(&self, u: &str, p: &str) -> byok_core::Result<bool> {
+        self.inner.delete(u, p).await
+    }
+    async fn list_providers(&self, u: &str) -> byok_core::Result<Vec<String>> {
+        self.inner.list_providers(u).await
+    }
+    async fn clear_all(&self, u: &str) -> byok_core::Result<u64> {
+        self.inner.clear_all(u).await
+    }
+    async fn purge_expired(&self) -> byok_core::Result<u64> {
+        self.inner.purge_expired().await
+    }
+    async fn compare_and_swap(&self, a: &ApiKey, b: &ApiKey) -> byok_core::Result<bool> {
+        self.inner.compare_and_swap(a, b).await
+    }
+    async fn scan(
+        &self,
+        c: Option<&byok_core::Cursor>,
+        n: usize,
+    ) -> byok_core::Result<byok_core::ScanPage> {
+        self.inner.scan(c, n).await
+    }
+}
+
+#[tokio::test]
+async fn a_key_written_into_an_empty_target_slot_during_the_copy_is_kept() {
+    let ring = Keyring::new(1, MasterKey::generate());
+    let from = MemoryStorage::new();
+    for user in ["alice", "bob"] {
+        from.store(&key(&ring, user, "openai", "copied", 3600))
+            .await
+            .unwrap();
+    }
+    let to = UserWritesMeanwhile {
+        inner: MemoryStorage::new(),
+        ring: ring.clone(),
+        written: Default::default(),
+    };
+    // Even with the source winning every conflict.
+    let options = CopyOptions::new().on_conflict(OnConflict::Overwrite);
+    let report = from.copy_into(&to, &options).await.unwrap();
+    for user in ["alice", "bob"] {
+        assert_eq!(plain(&to.inner, &ring, user, "openai").await, "user");
+    }
+    assert_eq!(report.copied, 0);
+    assert_eq!(report.conflicts.len(), 2);
+    for c in &report.conflicts {
+        assert_eq!(c.resolution, Resolution::ChangedDuringCopy);
+        assert!(c.source_created_at < c.target_created_at);
+    }
+    assert!(!report.is_complete());
+}

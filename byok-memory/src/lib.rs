@@ -246,6 +246,39 @@ impl KeyStorage for MemoryStorage {
         Ok(())
     }
 
+    /// The check and the write under the user's shard lock, held for
+    /// writing: atomic for the slot.
+    async fn store_if_absent(&self, k: &ApiKey) -> Result<bool> {
+        let live = |keys: &UserKeys| {
+            keys.get(k.provider())
+                .is_some_and(|s| is_live(s, &mut None))
+        };
+        if let Some(mut keys) = self.inner.users.get_mut(k.user_id()) {
+            if live(&keys) {
+                return Ok(false);
+            }
+            keys.put(k);
+            return Ok(true);
+        }
+        match self.inner.users.entry(k.user_id_shared()) {
+            Entry::Occupied(mut user) => {
+                if live(user.get()) {
+                    return Ok(false);
+                }
+                user.get_mut().put(k);
+            }
+            Entry::Vacant(user) => {
+                self.inner
+                    .order
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(k.user_id_shared());
+                user.insert(UserKeys::default()).put(k);
+            }
+        }
+        Ok(true)
+    }
+
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         if let Some(keys) = self.inner.users.get(user_id)
             && let Some(k) = keys.get(provider)

@@ -161,8 +161,8 @@
 //!
 //! # Guarantees
 //!
-//! * `store`, `delete`, `clear_all`, `compare_and_swap` and each batch of
-//!   `purge_expired` are single Lua scripts (through
+//! * `store`, `store_if_absent`, `delete`, `clear_all`, `compare_and_swap`
+//!   and each batch of `purge_expired` are single Lua scripts (through
 //!   [`redis::Script::invoke_async`], which reloads a script the server lost),
 //!   naming every key in `KEYS`: atomic on a server and on a cluster.
 //!   Replacing a key costs Redis two commands (`HSET` and the expiry set's
@@ -248,8 +248,8 @@
 //! **`maxmemory-policy noeviction`** (Redis's default). Under any other
 //! policy a full Redis evicts keys to make room: a user's hash (the user's
 //! keys are lost), or a bucket's set (`scan` and `purge_expired` then miss
-//! keys that are still stored). With `noeviction`, a full Redis refuses `store` and
-//! `compare_and_swap` instead, before they change anything, with a
+//! keys that are still stored). With `noeviction`, a full Redis refuses `store`,
+//! `store_if_absent` and `compare_and_swap` instead, before they change anything, with a
 //! [`StorageErrorKind::Rejected`] error; deleting, clearing and purging
 //! still work and free memory. `connect`
 //! and `connect_cluster` read the policy (`CONFIG GET`, on every master of

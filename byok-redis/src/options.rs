@@ -87,7 +87,8 @@ impl RedisOptions {
     }
 
     /// After each write (`store`, `delete`, `clear_all`, a
-    /// `compare_and_swap` that swapped), waits until `replicas` replicas of
+    /// `compare_and_swap` that swapped, a `store_if_absent` that stored),
+    /// waits until `replicas` replicas of
     /// the written key's master have acknowledged it (Redis `WAIT`), for at
     /// most `timeout`, which must be shorter than the response timeout.
     /// A write that fewer replicas acknowledged in time fails with the

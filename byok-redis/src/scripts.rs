@@ -66,6 +66,33 @@ return 1
     ))
 });
 
+/// `store_if_absent`: [`WRITE`]'s arguments, then ARGV 6: now (ms).
+/// Writes the key when the slot holds none, or one whose expiry is at or
+/// before now; returns 1 when it wrote, 0 when a live key is there, -1
+/// when the stored record is not of the byok format.
+///
+/// Reads the expiry as [`COMPARE_AND_SWAP`] does.
+pub(crate) static STORE_IF_ABSENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{WRITE}
+local stored = redis.call('HGET', KEYS[1], ARGV[2])
+if stored then
+  if #stored < 19 or string.byte(stored, 1) ~= 1 then return -1 end
+  if string.byte(stored, 2) % 2 == 0 then return 0 end
+  local b = {{string.byte(stored, 11, 18)}}
+  -- A negative expiry (before 1970) has long passed.
+  if b[1] < 128 then
+    local e = 0
+    for i = 1, 8 do e = e * 256 + b[i] end
+    if e > tonumber(ARGV[6]) then return 0 end
+  end
+end
+write_key()
+return 1
+"
+    ))
+});
+
 /// `delete`. KEYS as in [`WRITE`]; ARGV: 1 user, 2 provider, 3 expiry
 /// member. Returns 1 when the key was there (expired or not).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {

@@ -13,8 +13,8 @@ use crate::record::{self, now_millis};
 use crate::scripts;
 
 impl RedisStorage {
-    /// The invocation of [`scripts::STORE`] or [`scripts::COMPARE_AND_SWAP`]
-    /// that writes `key`.
+    /// The invocation of [`scripts::STORE`], [`scripts::STORE_IF_ABSENT`]
+    /// or [`scripts::COMPARE_AND_SWAP`] that writes `key`.
     fn write_invocation<'a>(
         &self,
         script: &'a redis::Script,
@@ -63,6 +63,21 @@ impl KeyStorage for RedisStorage {
         self.run::<i64, _>("storing a key failed", inv.invoke_async(&mut conn))
             .await?;
         self.confirm_write(key.user_id()).await
+    }
+
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.mark_before_write().await?;
+        let mut inv = self.write_invocation(&scripts::STORE_IF_ABSENT, key);
+        inv.arg(now_millis());
+        let mut conn = self.conn.clone();
+        let stored: i64 = self
+            .run("storing a key failed", inv.invoke_async(&mut conn))
+            .await?;
+        match stored {
+            1 => self.confirm_write(key.user_id()).await.map(|()| true),
+            -1 => Err(corrupt("a byok record is not of the byok format")),
+            _ => Ok(false),
+        }
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {

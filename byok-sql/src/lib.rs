@@ -4,7 +4,11 @@
 //! Each keeps one row per (user, provider) slot in one table, writes with a
 //! single statement (an upsert, a conditional `UPDATE`, a `DELETE`), and
 //! compares expiry against a time bound from Rust, never the database's
-//! clock or time zone.
+//! clock or time zone. The one exception is `store_if_absent` on MySQL: a
+//! conditional `UPDATE` of an expired key, then an `INSERT` that the
+//! primary key refuses when the slot holds a key, each atomic, because
+//! under the `CLIENT_FOUND_ROWS` flag that sqlx always sets a refused
+//! upsert counts one row, as an insert does.
 //!
 //! # Features
 //!

@@ -91,6 +91,23 @@ fn statements(table: &TableName) -> Statements {
              created_at = VALUES(created_at), expires_at = VALUES(expires_at)"
         )
         .into(),
+        // Not one `ON DUPLICATE KEY UPDATE`: under CLIENT_FOUND_ROWS, which
+        // sqlx always sets, a duplicate left as it was counts one row, as
+        // an insert does, so the answer could not tell them apart.
+        // `store_if_absent` runs `replace_expired`, then this plain insert,
+        // which the primary key refuses when the slot holds a key.
+        insert: format!(
+            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        .into(),
+        replace_expired: Some(
+            format!(
+                "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
+                 WHERE user_id = ? AND provider = ? AND expires_at <= ?"
+            )
+            .into(),
+        ),
         retrieve: format!(
             "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )

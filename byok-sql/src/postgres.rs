@@ -68,6 +68,17 @@ fn statements(table: &TableName) -> Statements {
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at"
         )
         .into(),
+        // The upsert's WHERE leaves a live key alone: no row changes.
+        insert: format!(
+            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (user_id, provider) DO UPDATE SET \
+             encrypted_value = EXCLUDED.encrypted_value, hint = EXCLUDED.hint, \
+             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at \
+             WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= $7"
+        )
+        .into(),
+        replace_expired: None,
         retrieve: format!(
             "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = $1 AND provider = $2 AND {}",
             live(3)

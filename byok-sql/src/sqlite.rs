@@ -89,6 +89,17 @@ fn statements(table: &TableName) -> Statements {
              created_at = excluded.created_at, expires_at = excluded.expires_at"
         )
         .into(),
+        // The upsert's WHERE leaves a live key alone: no row changes.
+        insert: format!(
+            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (user_id, provider) DO UPDATE SET \
+             encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= ?"
+        )
+        .into(),
+        replace_expired: None,
         retrieve: format!(
             "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
         )

@@ -33,6 +33,16 @@ pub(crate) struct Statements {
     pub(crate) schema: Vec<Arc<str>>,
     /// Upsert: user, provider, value, hint, created, expires.
     pub(crate) store: Arc<str>,
+    /// Stores only into an empty slot or over an expired key, one row
+    /// affected when it did: user, provider, value, hint, created,
+    /// expires, then now unless `replace_expired` is set (then it stores
+    /// only into an empty slot, and fails with a unique violation
+    /// otherwise).
+    pub(crate) insert: Arc<str>,
+    /// Where `insert` cannot replace an expired key itself (MySQL):
+    /// value, hint, created, expires; user, provider, now. Replaces the
+    /// slot's key only if it has expired; one row matched when it did.
+    pub(crate) replace_expired: Option<Arc<str>>,
     /// User, provider, now; selects [`VALUE_COLUMNS`](crate::row::VALUE_COLUMNS).
     pub(crate) retrieve: Arc<str>,
     /// User, provider, now; selects `encrypted_value` only.
@@ -385,6 +395,56 @@ where
         .await
     }
 
+    async fn store_if_absent(&self, k: &ApiKey) -> Result<bool> {
+        const OP: &str = "store_if_absent";
+        self.bounded(OP, async {
+            self.check_size(OP, k.encrypted_value().len()).await?;
+            let now = key::now();
+            let bind_key = |q| {
+                let q = D::bind_id(D::bind_id(q, k.user_id()), k.provider())
+                    .bind(k.encrypted_value())
+                    .bind(k.hint());
+                D::bind_expiry(D::bind_time(q, k.created_at()), k.expires_at())
+            };
+            let Some(replace) = &self.sql.replace_expired else {
+                let done = retry(D::ENGINE, || {
+                    D::bind_time(bind_key(sqlx::query(sql(&self.sql.insert))), now)
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err(Self::fail(OP))?;
+                return Ok(D::rows_affected(&done) == 1);
+            };
+            // Two statements, each atomic for the slot: the first replaces
+            // an expired key, the second inserts into an empty slot and is
+            // refused by the primary key otherwise. Of racing calls, each
+            // success either took the one expired row or created the row.
+            let done = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(replace))
+                    .bind(k.encrypted_value())
+                    .bind(k.hint());
+                let q = D::bind_expiry(D::bind_time(q, k.created_at()), k.expires_at());
+                D::bind_time(D::bind_id(D::bind_id(q, k.user_id()), k.provider()), now)
+                    .execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail(OP))?;
+            if D::rows_affected(&done) == 1 {
+                return Ok(true);
+            }
+            match retry(D::ENGINE, || {
+                bind_key(sqlx::query(sql(&self.sql.insert))).execute(&self.pool)
+            })
+            .await
+            {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(e) => Err(Self::fail(OP)(e)),
+            }
+        })
+        .await
+    }
+
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         const OP: &str = "retrieve";
         self.bounded(OP, async {
@@ -656,6 +716,9 @@ macro_rules! public_storage {
         impl byok_core::KeyStorage for $name {
             async fn store(&self, key: &byok_core::ApiKey) -> byok_core::Result<()> {
                 self.inner.store(key).await
+            }
+            async fn store_if_absent(&self, key: &byok_core::ApiKey) -> byok_core::Result<bool> {
+                self.inner.store_if_absent(key).await
             }
             async fn retrieve(
                 &self,

@@ -740,6 +740,58 @@ case! {
     }
 }
 
+case! {
+    /// `store_if_absent` stores into an empty slot and says so; refuses a
+    /// slot with a live key, leaving that key exactly as it was; and
+    /// stores over a key that has expired.
+    store_if_absent_stores_only_into_an_empty_slot(store, ns) {
+        let user = ns.user("u");
+        let first = key(&user, "p", b"first".to_vec())?
+            .with_hint(Some("hint-1".into()))?
+            .with_created_at(at_millis(1_700_000_000_123))
+            .with_expires_at(Some(in_future(chrono::Duration::hours(1))));
+        ensure!(store.store_if_absent(&first).await?, "an empty slot was refused");
+        ensure_eq!(get(store, &user, "p").await?, first, "the stored key");
+        let second = key(&user, "p", b"second".to_vec())?;
+        ensure!(!store.store_if_absent(&second).await?, "a live key was replaced");
+        ensure_eq!(get(store, &user, "p").await?, first, "the live key after a refusal");
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        let expired = key(&user, "q", b"old".to_vec())?.with_expires_at(past);
+        store.store(&expired).await?;
+        let fresh = key(&user, "q", b"fresh".to_vec())?.with_hint(Some("hint-2".into()))?;
+        ensure!(store.store_if_absent(&fresh).await?, "an expired key was not replaced");
+        ensure_eq!(get(store, &user, "q").await?, fresh, "the key over the expired one");
+        ensure_eq!(store.list_providers(&user).await?, vec!["p".to_owned(), "q".to_owned()], "providers");
+        Ok(())
+    }
+}
+
+case! {
+    /// Of 16 concurrent `store_if_absent` calls for one empty slot, and
+    /// then for one whose key has expired, exactly one stores, and the
+    /// slot holds that one's key.
+    store_if_absent_is_atomic(store, ns) {
+        let user = ns.user("u");
+        let past = Some(byok_core::key::now() - chrono::Duration::seconds(5));
+        store.store(&key(&user, "expired", b"old".to_vec())?.with_expires_at(past)).await?;
+        for provider in ["empty", "expired"] {
+            let keys = (0..16u8)
+                .map(|i| key(&user, provider, vec![i; 24]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let results = join_all(keys.iter().map(|k| store.store_if_absent(k))).await;
+            let mut winners = Vec::new();
+            for (k, r) in keys.iter().zip(results) {
+                if r? {
+                    winners.push(k);
+                }
+            }
+            ensure_eq!(winners.len(), 1, "calls that stored into the {provider} slot");
+            ensure_eq!(get(store, &user, provider).await?, *winners[0], "the {provider} slot's key");
+        }
+        Ok(())
+    }
+}
+
 /// Walks the whole store and keeps the keys of this namespace, failing if
 /// one comes twice or a page is larger than asked.
 async fn scan_namespace(

@@ -264,6 +264,7 @@ async fn run_outage(
     during!("user_keys", store.user_keys(&kept_user), |k| k == kept);
     during!("scan", store.scan(None, 10), |_| true);
     during!("store", store.store(&during), |()| true);
+    during!("store_if_absent", store.store_if_absent(&during), |_| true);
     // Right either way: after a cut, the store before it may not have landed.
     during!(
         "compare_and_swap",

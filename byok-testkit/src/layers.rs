@@ -42,6 +42,8 @@ use byok_core::{
 pub enum Op {
     /// [`KeyStorage::store`].
     Store,
+    /// [`KeyStorage::store_if_absent`].
+    StoreIfAbsent,
     /// [`KeyStorage::retrieve`].
     Retrieve,
     /// [`KeyStorage::retrieve_value`].
@@ -64,8 +66,9 @@ pub enum Op {
 
 impl Op {
     /// Every method, in the order of the trait.
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Store,
+        Op::StoreIfAbsent,
         Op::Retrieve,
         Op::RetrieveValue,
         Op::Delete,
@@ -174,6 +177,10 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
         self.call(Op::Store, self.inner.store(key)).await
     }
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.call(Op::StoreIfAbsent, self.inner.store_if_absent(key))
+            .await
+    }
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.call(Op::Retrieve, self.inner.retrieve(user_id, provider))
             .await
@@ -277,6 +284,10 @@ impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
         self.count(Op::Store);
         self.inner.store(key).await
+    }
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.count(Op::StoreIfAbsent);
+        self.inner.store_if_absent(key).await
     }
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.count(Op::Retrieve);

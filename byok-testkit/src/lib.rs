@@ -36,7 +36,8 @@
 //!
 //! * validate ids with [`byok_core::validate`] before using them;
 //! * treat a key as absent from its `expires_at` on;
-//! * make `store` and `compare_and_swap` atomic for their slot;
+//! * make `store`, `store_if_absent` and `compare_and_swap` atomic for
+//!   their slot;
 //! * walk in a stable order and put the position in the [`Cursor`](byok_core::Cursor).
 //!
 //! ```
@@ -106,6 +107,18 @@
 //!         let before = keys.len();
 //!         keys.retain(|_, k| !k.is_expired_at(now));
 //!         Ok((before - keys.len()) as u64)
+//!     }
+//!
+//!     async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+//!         // The check and the write under one lock: atomic for the slot.
+//!         let now = Utc::now();
+//!         let mut keys = self.lock();
+//!         let slot = slot(key.user_id(), key.provider());
+//!         if keys.get(&slot).is_some_and(|k| !k.is_expired_at(now)) {
+//!             return Ok(false);
+//!         }
+//!         keys.insert(slot, key.clone());
+//!         Ok(true)
 //!     }
 //!
 //!     async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
@@ -433,6 +446,8 @@ suite!($;
     concurrent_writers_of_distinct_slots,
     compare_and_swap_requires_current_value,
     compare_and_swap_is_atomic,
+    store_if_absent_stores_only_into_an_empty_slot,
+    store_if_absent_is_atomic,
     scan_visits_every_key_once,
     user_with_500_providers,
     hostile_ids_are_refused_or_isolated,

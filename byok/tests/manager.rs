@@ -614,3 +614,46 @@ fn auto_cleanup_without_a_runtime_is_a_configuration_error() {
     .unwrap_err();
     assert!(matches!(err, ByokError::Config(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn set_key_if_absent_creates_once_and_keeps_a_live_key() {
+    let store = MemoryStorage::new();
+    let byok = manager(Arc::new(store.clone()), Keyring::new(1, key(1)));
+    assert!(
+        byok.set_key_if_absent("u", "openai", "sk-first-0123456789abcdef", Ttl::Never)
+            .await
+            .unwrap()
+    );
+    let before = store.retrieve("u", "openai").await.unwrap();
+    assert!(
+        !byok
+            .set_key_if_absent("u", "openai", "sk-second-0123456789abcdef", Ttl::Never)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.retrieve("u", "openai").await.unwrap(), before);
+    let got = byok.get_key("u", "openai").await.unwrap().unwrap();
+    assert_eq!(got.expose_secret(), "sk-first-0123456789abcdef");
+    // Input is checked as set_key checks it, before the store is asked.
+    assert!(matches!(
+        byok.set_key_if_absent("u", "p", "  ", Ttl::Never).await,
+        Err(ByokError::InvalidInput(_))
+    ));
+    // An expired key is replaced.
+    byok.set_key(
+        "u",
+        "short",
+        "sk-short-0123456789abcdef",
+        Ttl::After(Duration::from_millis(1)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        byok.set_key_if_absent("u", "short", "sk-new-0123456789abcdef", Ttl::Never)
+            .await
+            .unwrap()
+    );
+    let got = byok.get_key("u", "short").await.unwrap().unwrap();
+    assert_eq!(got.expose_secret(), "sk-new-0123456789abcdef");
+}

@@ -160,6 +160,31 @@ async fn a_failed_swap_evicts_the_fast_copy() {
     assert_eq!(store.retrieve("u", "p").await.unwrap().unwrap(), b);
 }
 
+#[tokio::test]
+async fn store_if_absent_asks_the_durable_store_and_settles_the_fast_one() {
+    let fast = MemoryStorage::new();
+    let durable = MemoryStorage::new();
+    let store = TieredStorage::new(Arc::new(fast.clone()), Arc::new(durable.clone()));
+    let a = ApiKey::new("u", "p", vec![1]).unwrap();
+    store.store(&a).await.unwrap();
+    // Another writer changes the durable store behind the cache's back:
+    // the fast store's copy says the slot holds `a`.
+    let b = ApiKey::new("u", "p", vec![2]).unwrap();
+    durable.store(&b).await.unwrap();
+    let c = ApiKey::new("u", "p", vec![3]).unwrap();
+    assert!(!store.store_if_absent(&c).await.unwrap());
+    assert!(
+        copy_in(&fast, "u", "p").await.is_none(),
+        "a refusal evicts the copy"
+    );
+    assert_eq!(store.retrieve("u", "p").await.unwrap().unwrap(), b);
+    // Into an empty slot: stored in the durable store, copied to the fast.
+    let d = ApiKey::new("u", "q", vec![4]).unwrap();
+    assert!(store.store_if_absent(&d).await.unwrap());
+    assert_eq!(durable.retrieve("u", "q").await.unwrap(), Some(d.clone()));
+    assert_eq!(copy_in(&fast, "u", "q").await, Some(d));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_leave_both_tiers_equal() {
     let fast = MemoryStorage::new();

@@ -188,6 +188,9 @@ impl<S: KeyStorage> KeyStorage for Scratch<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
         self.store.store(key).await
     }
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.store.store_if_absent(key).await
+    }
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.store.retrieve(user_id, provider).await
     }

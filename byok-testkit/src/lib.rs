@@ -85,7 +85,7 @@
 //!     }
 //!
 //!     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-//!         validate::user_id(user_id)?;
+//!         validate::stored_user_id(user_id)?;
 //!         let now = Utc::now();
 //!         Ok(self.lock().values()
 //!             .filter(|k| k.user_id() == user_id && !k.is_expired_at(now))
@@ -94,7 +94,7 @@
 //!     }
 //!
 //!     async fn clear_all(&self, user_id: &str) -> Result<u64> {
-//!         validate::user_id(user_id)?;
+//!         validate::stored_user_id(user_id)?;
 //!         let mut keys = self.lock();
 //!         let before = keys.len();
 //!         keys.retain(|(user, _), _| user != user_id);

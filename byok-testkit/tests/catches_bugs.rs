@@ -71,8 +71,12 @@ impl KeyStorage for Buggy {
         self.inner.store(&self.translate(key)?).await
     }
 
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        self.inner.store_if_absent(&self.translate(key)?).await
+    }
+
     async fn retrieve(&self, u: &str, p: &str) -> Result<Option<ApiKey>> {
-        byok_core::validate::slot(u, p)?;
+        byok_core::validate::stored_slot(u, p)?;
         let (su, sp) = self.slot(u, p);
         if su.len() > byok_core::validate::MAX_USER_ID_LEN {
             return Ok(None);
@@ -85,7 +89,7 @@ impl KeyStorage for Buggy {
     }
 
     async fn delete(&self, u: &str, p: &str) -> Result<bool> {
-        byok_core::validate::slot(u, p)?;
+        byok_core::validate::stored_slot(u, p)?;
         let (su, sp) = self.slot(u, p);
         self.inner.delete(&su, &sp).await
     }
@@ -180,5 +184,9 @@ async fn planted_bugs_fail_the_cases_that_guard_against_them() {
             );
         }
     }
-    assert!(failures(Bug::None).await.is_empty());
+    let clean = failures(Bug::None).await;
+    assert!(
+        clean.is_empty(),
+        "a store without a planted bug failed: {clean:?}"
+    );
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use byok::validate::shown_id;
 use byok::{Cursor, KeyStorage as _, KeyStorageExt as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -110,7 +111,7 @@ pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     let mut t = context::new_table();
     t.set_header(["provider", "keys"]);
     for (p, n) in &stats.by_provider {
-        t.add_row([p.clone(), n.to_string()]);
+        t.add_row([shown_id(p).into_owned(), n.to_string()]);
     }
     out!("{t}")?;
     Ok(())
@@ -182,8 +183,8 @@ pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) 
         for f in &v.failed {
             out!(
                 "FAILED  {} {} (master key id {}): {}",
-                f.user,
-                f.provider,
+                shown_id(&f.user),
+                shown_id(&f.provider),
                 key_id_label(f.key_id),
                 f.reason
             )?;
@@ -620,8 +621,8 @@ fn print_copy(report: &byok::CopyReport, source: &Store, target: &Store, in_targ
         for f in &report.target_failed {
             println!(
                 "  target key {} {} (master key id {}): {}",
-                f.user_id,
-                f.provider,
+                shown_id(&f.user_id),
+                shown_id(&f.provider),
                 key_id_label(f.key_id),
                 f.reason
             );
@@ -651,8 +652,8 @@ fn print_copy(report: &byok::CopyReport, source: &Store, target: &Store, in_targ
         println!(
             "  conflict {} {}: source master key id {}, created {}; target master key id {}, \
              created {}: {what}",
-            c.user_id,
-            c.provider,
+            shown_id(&c.user_id),
+            shown_id(&c.provider),
             key_id_label(c.source_key_id),
             c.source_created_at.to_rfc3339(),
             key_id_label(c.target_key_id),
@@ -662,8 +663,8 @@ fn print_copy(report: &byok::CopyReport, source: &Store, target: &Store, in_targ
     for f in &report.source_failed {
         println!(
             "  NOT copied {} {} (master key id {}): {}",
-            f.user_id,
-            f.provider,
+            shown_id(&f.user_id),
+            shown_id(&f.provider),
             key_id_label(f.key_id),
             f.reason
         );

@@ -303,8 +303,8 @@ pub(crate) fn table(rows: &[Row]) -> Table {
     table.set_header(["user", "provider", "key", "key id", "created", "expires"]);
     for r in rows {
         table.add_row([
-            r.user.clone(),
-            r.provider.clone(),
+            byok::validate::shown_id(&r.user).into_owned(),
+            byok::validate::shown_id(&r.provider).into_owned(),
             r.hint.clone(),
             r.key_id.map_or("?".to_owned(), |id| id.to_string()),
             r.created.clone(),

@@ -744,3 +744,24 @@ fn ctrl_c_during_check_on_redis_leaves_nothing_behind() {
     }
     assert_eq!(redis_keys(&url, &prefix), Vec::<String>::new());
 }
+
+#[test]
+fn list_shows_a_stored_id_with_a_format_character_escaped() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let user = "ali\u{202e}ecila";
+    rt().block_on(async {
+        let storage = byok::connect_with(&store, &common::config("user_api_keys"))
+            .await
+            .unwrap();
+        // As a store written before such ids were refused holds it.
+        let key = byok::ApiKey::new(user, "openai", b"not a ciphertext".to_vec()).unwrap();
+        storage.store(&key).await.unwrap();
+    });
+    let list = env.run(&["--store", &store, "list"], "");
+    let out = list.ok();
+    assert!(out.contains("ali\\u{202e}ecila"), "{out}");
+    assert!(!out.contains('\u{202e}'), "{out}");
+    let json = env.run(&["--store", &store, "--json", "list"], "");
+    assert_eq!(json.json()[0]["user"], user, "JSON keeps the id as it is");
+}

@@ -67,7 +67,7 @@ fn control_character(value: &str) -> Option<usize> {
 
 /// Whether `c` is a format character (Unicode general category Cf, as of
 /// Unicode 16).
-fn is_format(c: char) -> bool {
+pub fn is_format(c: char) -> bool {
     matches!(
         u32::from(c),
         0xAD | 0x600..=0x605
@@ -181,6 +181,30 @@ pub fn stored_user_id(value: &str) -> Result<(), InvalidInput> {
 /// without the refusal of format characters (see [`stored_slot`]).
 pub fn stored_provider(value: &str) -> Result<(), InvalidInput> {
     check(Field::Provider, value, MAX_PROVIDER_LEN)
+}
+
+/// An id as it may be shown to a person: every format character written
+/// as `\u{…}`, so that an id stored before they were refused cannot
+/// reorder or hide what a terminal or a page shows around it.
+///
+/// ```
+/// use byok_core::validate::shown_id;
+/// assert_eq!(shown_id("alice"), "alice");
+/// assert_eq!(shown_id("ali\u{202e}ce"), "ali\\u{202e}ce");
+/// ```
+pub fn shown_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if !id.chars().any(is_format) {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        if is_format(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Checks a display hint.

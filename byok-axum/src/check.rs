@@ -24,12 +24,75 @@ use crate::require::ByokUser;
 use crate::settings::{PreCheck, Rendered, offered, render, submitted_key};
 use crate::web::ByokWeb;
 
-/// The checker of a [`ByokWeb`] and whether keys are checked before they
-/// are saved.
+/// The checker of a [`ByokWeb`], whether keys are checked before they
+/// are saved, and how many checks a user may ask for.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Checks {
     pub(crate) checker: Option<Arc<Checker>>,
     pub(crate) before_saving: bool,
+    pub(crate) limit: Arc<CheckLimit>,
+}
+
+/// How many key checks one user may ask for in a minute, unless set
+/// otherwise: a "Test" button must not let a signed-in user try out
+/// keys (stolen ones, say) through the app's servers without end.
+pub const DEFAULT_CHECKS_PER_MINUTE: u32 = 20;
+
+/// Counts each user's checks in fixed one-minute windows (in this
+/// process).
+#[derive(Debug)]
+pub(crate) struct CheckLimit {
+    per_minute: u32,
+    users: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl Default for CheckLimit {
+    fn default() -> Self {
+        CheckLimit::new(DEFAULT_CHECKS_PER_MINUTE)
+    }
+}
+
+impl CheckLimit {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub(crate) fn new(per_minute: u32) -> Self {
+        CheckLimit {
+            per_minute,
+            users: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Counts a check of `user`; when the user has had their share of
+    /// this window, the seconds until the next one begins.
+    fn take(&self, user: &str) -> Result<(), u32> {
+        let now = std::time::Instant::now();
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if users.len() >= 10_000 {
+            users.retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+        }
+        let (start, count) = users.entry(user.to_owned()).or_insert((now, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= self.per_minute {
+            let left = Self::WINDOW.saturating_sub(now.duration_since(*start));
+            return Err(u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX));
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
+/// Counts a check the user asked for, or refuses it with `429`.
+fn counted(web: &ByokWeb, user: &str) -> Result<(), ByokRejection> {
+    web.checks()
+        .limit
+        .take(user)
+        .map_err(ByokRejection::too_many_checks)
 }
 
 impl Checks {
@@ -86,12 +149,24 @@ fn not_checked(provider: &str, e: CheckError) -> Result<(), ByokRejection> {
 
 /// Checks a key before it is saved, when the app asked for that and the
 /// checker knows the provider.
-pub(crate) async fn before_saving(web: &ByokWeb, provider: &str, key: &str) -> Option<PreCheck> {
+pub(crate) async fn before_saving(
+    web: &ByokWeb,
+    user: &str,
+    provider: &str,
+    key: &str,
+) -> Option<PreCheck> {
     let checks = web.checks();
     if !checks.before_saving {
         return None;
     }
     let checker = checks.for_provider(provider)?;
+    if checks.limit.take(user).is_err() {
+        // Saving stays possible; the key is saved unconfirmed.
+        return Some(PreCheck {
+            outcome: "error",
+            json: serde_json::json!({ "outcome": "error" }),
+        });
+    }
     let secret = SecretString::from(key.to_owned());
     Some(match checker.check(provider, &secret).await {
         Ok(check) => PreCheck {
@@ -147,6 +222,7 @@ async fn test_from_form(
         return Err(ByokRejection::no_check());
     };
     let Form(form) = form.map_err(|e| ByokRejection::malformed_body(e.status()))?;
+    counted(web, &user.user_id)?;
     let next = form.next.as_deref();
     let result = match &form.api_key {
         Some(typed) => {
@@ -235,6 +311,7 @@ pub(crate) async fn test_in_picker(
 ) -> Result<Response, ByokRejection> {
     let shown = match web.checks().for_provider(provider) {
         Some(checker) => {
+            counted(web, &user.user_id)?;
             let result = checker
                 .check(provider, &SecretString::from(key.to_owned()))
                 .await;
@@ -283,6 +360,7 @@ pub(crate) async fn api_check(
         let Some(checker) = web.checks().for_provider(&provider) else {
             return Err(ByokRejection::no_check());
         };
+        counted(&web, &user.user_id)?;
         let result = if body.is_empty() {
             checker
                 .check_saved(web.byok(), &user.user_id, &provider)

@@ -83,6 +83,9 @@ mod web;
 
 pub use async_trait::async_trait;
 pub use axum;
+#[cfg(feature = "checks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
+pub use check::DEFAULT_CHECKS_PER_MINUTE;
 pub use identity::{
     FnIdentity, Identify, IdentityRefused, SESSION_USER_KEY, SessionKeys, TrustedHeader,
     UserIdentity, identify_with,

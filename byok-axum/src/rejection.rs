@@ -58,6 +58,8 @@ pub enum RejectionKind {
     /// A key check was asked for but could not be made (the provider's
     /// answer broke the check client's rules, or the client failed).
     CheckFailed,
+    /// The user asked for more key checks than the app allows in a while.
+    TooManyChecks,
     /// Anything else that is the server's fault.
     Internal,
 }
@@ -78,6 +80,7 @@ impl RejectionKind {
             RejectionKind::StorageUnavailable => "storage-unavailable",
             RejectionKind::DecryptionFailed => "decryption-failed",
             RejectionKind::CheckFailed => "check-failed",
+            RejectionKind::TooManyChecks => "too-many-checks",
             RejectionKind::Internal => "internal",
         }
     }
@@ -320,6 +323,19 @@ impl ByokRejection {
         )
     }
 
+    /// `429` with `Retry-After`: the user asked for more key checks than
+    /// the app allows in a minute.
+    pub fn too_many_checks(retry_after_seconds: u32) -> Self {
+        let mut r = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::TooManyChecks,
+            "Too many key checks",
+            "too many key checks in a short time; try again in a minute",
+        );
+        r.0.retry_after = Some(retry_after_seconds);
+        r
+    }
+
     /// `422`: checked before saving, the provider does not accept the key,
     /// which was not saved.
     pub fn key_refused_by_provider() -> Self {
@@ -436,6 +452,7 @@ impl ByokRejection {
             ),
             RejectionKind::StorageUnavailable
             | RejectionKind::CheckFailed
+            | RejectionKind::TooManyChecks
             | RejectionKind::InsecureTransport
             | RejectionKind::CrossSiteRequest
             | RejectionKind::BadIdentity => tracing::warn!(

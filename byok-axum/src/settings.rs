@@ -405,7 +405,7 @@ impl PreCheck {
 use crate::check::{before_saving, testable};
 
 #[cfg(not(feature = "checks"))]
-async fn before_saving(_: &ByokWeb, _: &str, _: &str) -> Option<PreCheck> {
+async fn before_saving(_: &ByokWeb, _: &str, _: &str, _: &str) -> Option<PreCheck> {
     None
 }
 
@@ -596,7 +596,7 @@ async fn store_from_form(
     if path_provider.is_none() && form.test.is_some() {
         return crate::check::test_in_picker(web, user, parts, &provider, key, next).await;
     }
-    let pre = before_saving(web, &provider, key).await;
+    let pre = before_saving(web, &user.user_id, &provider, key).await;
     if pre.as_ref().is_some_and(PreCheck::refuses) {
         let name = web
             .provider(&provider)
@@ -721,7 +721,7 @@ async fn api_put(
             None => None,
         };
         let ttl = key_ttl(&web, &user, asked);
-        let pre = before_saving(&web, &provider, key).await;
+        let pre = before_saving(&web, &user.user_id, &provider, key).await;
         if pre.as_ref().is_some_and(PreCheck::refuses) {
             return Err(ByokRejection::key_refused_by_provider());
         }

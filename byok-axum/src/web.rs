@@ -320,6 +320,20 @@ impl ByokWebBuilder {
         self
     }
 
+    /// How many key checks one user may ask for in a minute (the "Test"
+    /// buttons, the JSON check route and checks before saving), counted in
+    /// this process; default
+    /// [`DEFAULT_CHECKS_PER_MINUTE`](crate::DEFAULT_CHECKS_PER_MINUTE).
+    /// Past it, a Test answers `429` with `Retry-After`, and a key saved
+    /// with a check before saving is saved unconfirmed. Without a limit a
+    /// signed-in user could try out any number of keys through the app.
+    #[cfg(feature = "checks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
+    pub fn checks_per_minute(mut self, per_minute: u32) -> Self {
+        self.checks.limit = std::sync::Arc::new(crate::check::CheckLimit::new(per_minute));
+        self
+    }
+
     /// Checks the settings and builds the [`ByokWeb`].
     ///
     /// Fails when a provider name is not a valid provider or appears

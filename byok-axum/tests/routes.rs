@@ -2273,6 +2273,50 @@ mod checks {
     }
 
     #[tokio::test]
+    async fn checks_are_limited_per_user() {
+        let stub = ProviderStub::start().await.unwrap();
+        let checker = openai_at(&test_client(), &stub);
+        let t = web_with(|b| b.checker(checker).checks_per_minute(2));
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+        for _ in 0..2 {
+            let a = send(&t.app, test_typed(TYPED)).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        }
+        let a = send(&t.app, test_typed(TYPED)).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+        let wait: u64 = a.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        assert!(!a.body.contains("TYPED-canary"), "the key is echoed");
+        assert_eq!(
+            stub.requests().len(),
+            2,
+            "the refused check reached the provider"
+        );
+        // The JSON route counts against the same share.
+        let api = send(
+            &t.app,
+            form_post(&format!("{SETTINGS}/api/openai/check"), "alice", ""),
+        )
+        .await;
+        assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS, "{}", api.body);
+        // Another user has a share of their own.
+        let bob = send(
+            &t.app,
+            form_post(
+                &format!("{SETTINGS}/openai/check"),
+                "bob",
+                &form_body(TYPED),
+            ),
+        )
+        .await;
+        assert_eq!(bob.status, StatusCode::OK, "{}", bob.body);
+    }
+
+    #[tokio::test]
     async fn every_result_is_shown_in_plain_words() {
         let (t, stub) = check_app(false).await;
         let cases = [

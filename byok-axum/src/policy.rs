@@ -225,10 +225,7 @@ mod tests {
     use byok_core::{Byok, ByokConfig, Keyring, MasterKey};
 
     fn web(f: impl FnOnce(crate::ByokWebBuilder) -> crate::ByokWebBuilder) -> ByokWeb {
-        let config = ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        };
+        let config = ByokConfig::for_tests();
         let byok = Byok::new(
             std::sync::Arc::new(byok_memory::MemoryStorage::new()),
             Keyring::new(1, MasterKey::generate()),

@@ -785,10 +785,7 @@ mod tests {
     use byok_core::{ByokConfig, Keyring, MasterKey};
 
     fn builder() -> ByokWebBuilder {
-        let config = ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        };
+        let config = ByokConfig::for_tests();
         let byok = Byok::new(
             Arc::new(byok_memory::MemoryStorage::new()),
             Keyring::new(1, MasterKey::generate()),

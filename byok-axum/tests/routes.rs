@@ -32,10 +32,7 @@ impl KeyOf for OpenAi {
 }
 
 fn config() -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
 }
 
 fn manager(storage: Arc<dyn KeyStorage>) -> Byok {
@@ -761,10 +758,7 @@ async fn https_policy_in_production_and_development() {
     let byok = Byok::new(
         Arc::new(MemoryStorage::new()),
         Keyring::new(1, MasterKey::generate()),
-        ByokConfig {
-            require_https: false,
-            ..config()
-        },
+        config().with_require_https(false),
     )
     .unwrap();
     let web = ByokWeb::builder(byok, TrustedHeader::new("x-user".parse().unwrap()))

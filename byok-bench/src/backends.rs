@@ -115,12 +115,9 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
             .collect(),
     );
     let tag = sizes.namespace.trim_end_matches('-').replace('-', "_");
-    let config = ByokConfig {
-        auto_cleanup: false,
-        db_table_name: format!("{tag}_byok"),
-        session_key_prefix: format!("{tag}_byok:"),
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests()
+        .with_db_table_name(format!("{tag}_byok"))
+        .with_session_key_prefix(format!("{tag}_byok:"));
     let hand_table = format!("{tag}_hand");
     for name in crate::opt::BACKENDS {
         if !wants(name) {

@@ -32,10 +32,7 @@ pub(crate) fn manager(storage: Arc<dyn KeyStorage>, primary: u32) -> BResult<Byo
     let mut ring = Keyring::new(1, MasterKey::from_bytes(&KEY_1)?);
     ring.add(2, MasterKey::from_bytes(&KEY_2)?)?;
     ring.set_primary(primary)?;
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     Ok(Byok::builder(storage, ring).config(config).build()?)
 }
 

@@ -52,11 +52,9 @@ impl Scratch {
     }
 
     fn config(namespace: &str) -> ByokConfig {
-        ByokConfig {
-            db_table_name: namespace.to_owned(),
-            session_key_prefix: format!("{namespace}:"),
-            ..context::config("unused", "unused")
-        }
+        context::config("unused", "unused")
+            .with_db_table_name(namespace)
+            .with_session_key_prefix(format!("{namespace}:"))
     }
 
     async fn open(url: &str, namespace: String) -> CliResult<Scratch> {

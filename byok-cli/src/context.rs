@@ -32,12 +32,9 @@ pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 /// The configuration the command opens stores with: no background purge
 /// (a command is short-lived), the table and prefix of `store`.
 pub(crate) fn config(table: &str, prefix: &str) -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        db_table_name: table.to_owned(),
-        session_key_prefix: prefix.to_owned(),
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
+        .with_db_table_name(table)
+        .with_session_key_prefix(prefix)
 }
 
 /// An open store and how to name it in messages.
@@ -188,10 +185,7 @@ pub(crate) fn default_ttl() -> CliResult<Option<Duration>> {
 /// A manager over `store` with `keyring`, without background tasks.
 pub(crate) fn manager(store: &Store, keyring: Keyring) -> CliResult<Byok> {
     Byok::builder(store.storage.clone(), keyring)
-        .config(ByokConfig {
-            default_ttl: default_ttl()?,
-            ..config("user_api_keys", "byok_")
-        })
+        .config(config("user_api_keys", "byok_").with_default_ttl(default_ttl()?))
         .build()
         .map_err(|e| CliError::from_byok("cannot start", &e, None))
 }

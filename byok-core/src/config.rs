@@ -109,6 +109,7 @@ impl FromStr for StorageBackend {
 /// assert!(config.auto_cleanup && config.require_https);
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ByokConfig {
     /// The kind of storage this configuration is meant for. Default:
     /// `None`, any.
@@ -161,6 +162,60 @@ impl Default for ByokConfig {
             auto_cleanup: true,
             require_https: true,
         }
+    }
+}
+
+impl ByokConfig {
+    /// Sets [`storage_backend`](Self::storage_backend).
+    pub fn with_storage_backend(mut self, backend: Option<StorageBackend>) -> Self {
+        self.storage_backend = backend;
+        self
+    }
+
+    /// Sets [`encryption_key`](Self::encryption_key).
+    pub fn with_encryption_key(mut self, key: Option<MasterKey>) -> Self {
+        self.encryption_key = key;
+        self
+    }
+
+    /// Sets [`default_ttl`](Self::default_ttl); `None`: keys set with
+    /// [`Ttl::Default`](crate::Ttl::Default) never expire.
+    pub fn with_default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Sets [`session_key_prefix`](Self::session_key_prefix), the prefix
+    /// of every Redis key.
+    pub fn with_session_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.session_key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`db_table_name`](Self::db_table_name), the table of the SQL
+    /// backends.
+    pub fn with_db_table_name(mut self, table: impl Into<String>) -> Self {
+        self.db_table_name = table.into();
+        self
+    }
+
+    /// Sets [`auto_cleanup`](Self::auto_cleanup), whether the manager
+    /// purges expired keys in the background.
+    pub fn with_auto_cleanup(mut self, on: bool) -> Self {
+        self.auto_cleanup = on;
+        self
+    }
+
+    /// Sets [`require_https`](Self::require_https).
+    pub fn with_require_https(mut self, on: bool) -> Self {
+        self.require_https = on;
+        self
+    }
+
+    /// The configuration for tests and short-lived tools: the defaults,
+    /// without the manager's background purge.
+    pub fn for_tests() -> Self {
+        ByokConfig::default().with_auto_cleanup(false)
     }
 }
 

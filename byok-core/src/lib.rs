@@ -31,6 +31,7 @@ pub mod keyring_text;
 pub mod manager;
 pub mod observe;
 pub mod storage;
+pub mod store;
 pub mod tiered;
 pub mod validate;
 
@@ -49,4 +50,5 @@ pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, 
 pub use observe::ObservedStorage;
 pub use secrecy;
 pub use storage::{Cursor, KeyStorage, KeyStorageExt, ScanPage};
+pub use store::{IntoStorage, SchemaStatus, Store, StoreAdmin, StoreStats};
 pub use tiered::{FastTier, LeaseToken, Lookup, TieredStorage};

@@ -23,6 +23,7 @@ use crate::key::{self, ApiKey};
 use crate::keyring_source::KeyringSource;
 use crate::observe;
 use crate::storage::{Cursor, KeyStorage};
+use crate::store::IntoStorage;
 use crate::validate;
 
 /// How often the background task purges expired keys, unless set otherwise.
@@ -337,20 +338,7 @@ impl ByokBuilder {
                 .with_source(e)
             })?;
             let storage = Arc::clone(&self.storage);
-            let interval = self.cleanup_interval;
-            Some(runtime.spawn(async move {
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ticker.tick().await;
-                loop {
-                    ticker.tick().await;
-                    match storage.purge_expired().await {
-                        Ok(0) => {}
-                        Ok(purged) => tracing::debug!(purged, "purged expired keys"),
-                        Err(e) => tracing::warn!(error = %e, "purging expired keys failed"),
-                    }
-                }
-            }))
+            Some(runtime.spawn(crate::store::purge_every(storage, self.cleanup_interval)))
         } else {
             None
         };
@@ -448,7 +436,7 @@ impl Byok {
     /// which needs a running Tokio runtime. It is meant to be the only
     /// purge of the store (see [`ByokConfig::auto_cleanup`]); stores opened
     /// with `byok::connect` run none of their own.
-    pub fn new(storage: Arc<dyn KeyStorage>, keyring: Keyring, config: ByokConfig) -> Result<Self> {
+    pub fn new(storage: impl IntoStorage, keyring: Keyring, config: ByokConfig) -> Result<Self> {
         Self::builder(storage, keyring).config(config).build()
     }
 
@@ -457,7 +445,7 @@ impl Byok {
     /// Fails when `config.encryption_key` is `None`: unlike the Python
     /// library, byok never makes up a key that would be lost at restart,
     /// taking every stored key with it.
-    pub fn from_config(storage: Arc<dyn KeyStorage>, config: ByokConfig) -> Result<Self> {
+    pub fn from_config(storage: impl IntoStorage, config: ByokConfig) -> Result<Self> {
         let key = config.encryption_key.clone().ok_or_else(|| {
             ConfigError::new(
                 "ByokConfig::encryption_key is not set; generate one with MasterKey::generate \
@@ -468,9 +456,9 @@ impl Byok {
     }
 
     /// A builder, for options such as the cleanup interval.
-    pub fn builder(storage: Arc<dyn KeyStorage>, keyring: Keyring) -> ByokBuilder {
+    pub fn builder(storage: impl IntoStorage, keyring: Keyring) -> ByokBuilder {
         ByokBuilder {
-            storage,
+            storage: storage.into_storage(),
             keyring,
             config: ByokConfig::default(),
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,

@@ -202,51 +202,75 @@ pub struct ScanPage {
     pub next: Option<Cursor>,
 }
 
+/// Implements [`KeyStorage`] for a wrapper by forwarding every method,
+/// [`as_fast_tier`](KeyStorage::as_fast_tier) included, to one field.
+///
+/// A wrapper that changes some methods writes its impl by hand instead,
+/// under `#[deny(clippy::missing_trait_methods)]` so that a method added
+/// to the trait later cannot be left to its default by mistake.
+///
+/// ```
+/// use byok_core::{forward_key_storage, KeyStorage};
+/// # use byok_memory::MemoryStorage;
+///
+/// #[derive(Debug)]
+/// struct Named {
+///     inner: MemoryStorage,
+///     name: &'static str,
+/// }
+/// forward_key_storage!(Named, inner);
+/// ```
+#[macro_export]
 macro_rules! forward_key_storage {
-    ($($ty:ty),*) => {$(
-        #[async_trait]
-        impl<T: KeyStorage + ?Sized> KeyStorage for $ty {
-            async fn store(&self, key: &ApiKey) -> Result<()> {
-                (**self).store(key).await
+    ($ty:ty, $field:tt) => {
+        $crate::forward_key_storage!(@impl [] $ty, (self) => self.$field);
+    };
+    (@impl [$($gen:tt)*] $ty:ty, ($this:ident) => $inner:expr) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[$crate::async_trait]
+        impl<$($gen)*> $crate::KeyStorage for $ty {
+            async fn store(&$this, key: &$crate::ApiKey) -> $crate::Result<()> {
+                $inner.store(key).await
             }
-            async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
-                (**self).store_if_absent(key).await
+            async fn store_if_absent(&$this, key: &$crate::ApiKey) -> $crate::Result<bool> {
+                $inner.store_if_absent(key).await
             }
-            async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-                (**self).retrieve(user_id, provider).await
+            async fn retrieve(&$this, user_id: &str, provider: &str) -> $crate::Result<Option<$crate::ApiKey>> {
+                $inner.retrieve(user_id, provider).await
             }
-            async fn retrieve_value(&self, user_id: &str, provider: &str) -> Result<Option<Arc<[u8]>>> {
-                (**self).retrieve_value(user_id, provider).await
+            async fn retrieve_value(&$this, user_id: &str, provider: &str) -> $crate::Result<Option<::std::sync::Arc<[u8]>>> {
+                $inner.retrieve_value(user_id, provider).await
             }
-            async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-                (**self).delete(user_id, provider).await
+            async fn delete(&$this, user_id: &str, provider: &str) -> $crate::Result<bool> {
+                $inner.delete(user_id, provider).await
             }
-            async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-                (**self).list_providers(user_id).await
+            async fn list_providers(&$this, user_id: &str) -> $crate::Result<Vec<String>> {
+                $inner.list_providers(user_id).await
             }
-            async fn clear_all(&self, user_id: &str) -> Result<u64> {
-                (**self).clear_all(user_id).await
+            async fn clear_all(&$this, user_id: &str) -> $crate::Result<u64> {
+                $inner.clear_all(user_id).await
             }
-            async fn purge_expired(&self) -> Result<u64> {
-                (**self).purge_expired().await
+            async fn purge_expired(&$this) -> $crate::Result<u64> {
+                $inner.purge_expired().await
             }
-            async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
-                (**self).compare_and_swap(current, new).await
+            async fn compare_and_swap(&$this, current: &$crate::ApiKey, new: &$crate::ApiKey) -> $crate::Result<bool> {
+                $inner.compare_and_swap(current, new).await
             }
-            async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
-                (**self).scan(cursor, limit).await
+            async fn scan(&$this, cursor: Option<&$crate::Cursor>, limit: usize) -> $crate::Result<$crate::ScanPage> {
+                $inner.scan(cursor, limit).await
             }
-            async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-                (**self).user_keys(user_id).await
+            async fn user_keys(&$this, user_id: &str) -> $crate::Result<Vec<$crate::ApiKey>> {
+                $inner.user_keys(user_id).await
             }
-            fn as_fast_tier(&self) -> Option<&dyn FastTier> {
-                (**self).as_fast_tier()
+            fn as_fast_tier(&$this) -> Option<&dyn $crate::FastTier> {
+                $inner.as_fast_tier()
             }
         }
-    )*};
+    };
 }
 
-forward_key_storage!(Arc<T>, Box<T>);
+forward_key_storage!(@impl [T: KeyStorage + ?Sized] Arc<T>, (self) => (**self));
+forward_key_storage!(@impl [T: KeyStorage + ?Sized] Box<T>, (self) => (**self));
 
 /// Conveniences over any [`KeyStorage`]; implemented for every store, never
 /// by hand.
@@ -276,6 +300,42 @@ pub trait KeyStorageExt: KeyStorage {
         options: &crate::copy::CopyOptions,
     ) -> Result<crate::copy::CopyReport> {
         crate::copy::copy_into(self, target, options).await
+    }
+
+    /// Every unexpired key of the store, as a stream of pages of
+    /// `page_size` keys; see [`store::keys`](crate::store::keys).
+    ///
+    /// ```
+    /// use futures_util::TryStreamExt;
+    /// use byok_core::KeyStorageExt;
+    /// # use byok_memory::MemoryStorage;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> byok_core::Result<()> {
+    /// let store = MemoryStorage::new();
+    /// let keys: Vec<_> = store.keys(100).try_collect().await?;
+    /// assert!(keys.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn keys(&self, page_size: usize) -> crate::store::BoxStream<'_, Result<ApiKey>>
+    where
+        Self: Sized,
+    {
+        crate::store::keys(self, page_size)
+    }
+
+    /// The pages of a walk that starts at `from`, each with the cursor
+    /// after it, so that a long walk (a rotation, a copy) can save where
+    /// it is and resume; see [`store::pages`](crate::store::pages).
+    fn pages(
+        &self,
+        from: Option<Cursor>,
+        page_size: usize,
+    ) -> crate::store::BoxStream<'_, Result<ScanPage>>
+    where
+        Self: Sized,
+    {
+        crate::store::pages(self, from, page_size)
     }
 
     /// Whether an unexpired key is stored for the slot.

@@ -19,10 +19,7 @@ use byok_core::{
 };
 
 fn config() -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
 }
 
 fn ring(text: &str) -> Keyring {

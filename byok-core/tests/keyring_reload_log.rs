@@ -53,10 +53,7 @@ async fn a_failed_reload_warns_without_key_material() {
     let byok = Byok::builder_with_source(Arc::new(MemoryStorage::new()), KeyringFile::new(&path))
         .await
         .unwrap()
-        .config(ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        })
+        .config(ByokConfig::for_tests())
         .reload_interval(Duration::ZERO)
         .build()
         .unwrap();

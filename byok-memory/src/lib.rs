@@ -175,6 +175,42 @@ impl MemoryStorage {
     }
 }
 
+#[async_trait]
+impl byok_core::StoreAdmin for MemoryStorage {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn count_expired(&self) -> Result<Option<u64>> {
+        let now = key::now();
+        Ok(Some(
+            self.inner
+                .users
+                .iter()
+                .map(|u| u.0.iter().filter(|k| k.is_expired_at(now)).count() as u64)
+                .sum(),
+        ))
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let now = key::now();
+        Ok(self
+            .inner
+            .users
+            .iter()
+            .map(|u| u.0.iter().filter(|k| !k.is_expired_at(now)).count() as u64)
+            .sum())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        let users: Vec<Arc<str>> = self.inner.users.iter().map(|u| u.key().clone()).collect();
+        for user in users {
+            self.clear_all(&user).await?;
+        }
+        Ok(())
+    }
+}
+
 /// How many user ids `scan` copies out of the order at a time.
 const SCAN_CHUNK: usize = 256;
 
@@ -690,10 +726,7 @@ mod tests {
     fn sweeper_needs_a_runtime() {
         let err = MemoryStorage::from_config(&ByokConfig::default()).unwrap_err();
         assert!(err.to_string().contains("Tokio runtime"), "{err}");
-        let off = ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        };
+        let off = ByokConfig::for_tests();
         assert!(MemoryStorage::from_config(&off).is_ok());
     }
 }

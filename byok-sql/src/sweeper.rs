@@ -86,10 +86,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn purges_in_the_background_and_stops_when_dropped() {
-        let config = ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        };
+        let config = ByokConfig::for_tests();
         let store = SqliteStorage::connect("sqlite::memory:", &config)
             .await
             .unwrap();

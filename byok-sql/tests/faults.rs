@@ -30,11 +30,9 @@ const BOUND: Duration = Duration::from_secs(30);
 
 /// The config of a store on `table`, without a background sweeper.
 fn config(table: &str) -> ByokConfig {
-    ByokConfig {
-        db_table_name: table.to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::default()
+        .with_db_table_name(table)
+        .with_auto_cleanup(false)
 }
 
 async fn report(engine: &str, store: &dyn KeyStorage, proxy: &FaultProxy, fault: Fault) {

@@ -88,11 +88,9 @@ async fn concurrent_migrations_from_two_pools_both_succeed() {
         return;
     };
     let table = common::table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(table.clone())
+        .with_auto_cleanup(false);
     let a = MySqlStorage::connect(&url, &config).await.unwrap();
     let b = MySqlStorage::connect(&url, &config).await.unwrap();
     let guard = Scratch::new((), common::drop_table::<MySqlConnection>(url, table));
@@ -137,11 +135,9 @@ async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
         return;
     };
     // A table that was never migrated: the database refuses every statement.
-    let config = ByokConfig {
-        db_table_name: common::table_name(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(common::table_name())
+        .with_auto_cleanup(false);
     let store = MySqlStorage::connect(&url, &config).await.unwrap();
     let err = store.retrieve("u", "p").await.unwrap_err();
     let storage = err.as_storage().expect("a storage error");
@@ -165,11 +161,9 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
         .connect_with(options)
         .await
         .unwrap();
-    let config = ByokConfig {
-        db_table_name: s.store.table_name().to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(s.store.table_name())
+        .with_auto_cleanup(false);
     let store = MySqlStorage::from_pool(pool, &config).unwrap();
     let zone: String = sqlx::query_scalar("SELECT CAST(@@session.time_zone AS CHAR)")
         .fetch_one(store.pool())
@@ -210,10 +204,7 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
 async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
     // Needs no server: nothing listens on the port.
     let url = format!("mysql://root@127.0.0.1:{}/test", common::closed_port());
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     let storage = err.as_storage().expect("a storage error");
@@ -244,10 +235,7 @@ async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
 async fn neither_debug_nor_errors_show_the_connection_string() {
     // Needs no server: nothing listens on port 1, and the other URLs are
     // refused before any connection.
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let url = format!(
         "mysql://app:hunter2@127.0.0.1:{}/test",
         common::closed_port()
@@ -286,10 +274,7 @@ async fn a_server_that_never_answers_times_out_on_connect() {
     // Needs no server: the listener accepts and then stays silent.
     let (port, server) = common::silent_server().await;
     let url = format!("mysql://root@127.0.0.1:{port}/test");
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let err = tokio::time::timeout(common::NO_HANG, MySqlStorage::connect(&url, &config))
         .await
         .expect("connect gave up by itself")
@@ -310,10 +295,7 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
         .acquire_timeout(common::NO_HANG)
         .connect_lazy(&url)
         .unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let store = MySqlStorage::from_pool(pool, &config)
         .unwrap()
         .with_operation_timeout(Duration::from_millis(200))
@@ -403,11 +385,9 @@ async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout(
         .connect(&common::on_loopback_port(&url, proxy.port))
         .await
         .unwrap();
-    let config = ByokConfig {
-        db_table_name: s.store.table_name().to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(s.store.table_name())
+        .with_auto_cleanup(false);
     let store = MySqlStorage::from_pool(pool, &config).unwrap();
     let key = ApiKey::new("u", "p", vec![1]).unwrap();
     store.store(&key).await.unwrap();
@@ -689,11 +669,9 @@ async fn non_strict(s: &Scratch<MySqlStorage>) -> MySqlStorage {
         .await
         .unwrap();
     assert_eq!(mode, "", "the session is not strict");
-    let config = ByokConfig {
-        db_table_name: s.store.table_name().to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(s.store.table_name())
+        .with_auto_cleanup(false);
     MySqlStorage::from_pool(pool, &config).unwrap()
 }
 
@@ -825,11 +803,9 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
         return;
     };
     let table = common::table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(table.clone())
+        .with_auto_cleanup(false);
     let a = MySqlStorage::connect(&url, &config).await.unwrap();
     let b = MySqlStorage::connect(&url, &config).await.unwrap();
     let guard = Scratch::new(

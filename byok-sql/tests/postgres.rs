@@ -80,11 +80,9 @@ async fn concurrent_migrations_from_two_pools_both_succeed() {
         return;
     };
     let table = common::table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(table.clone())
+        .with_auto_cleanup(false);
     let a = PostgresStorage::connect(&url, &config).await.unwrap();
     let b = PostgresStorage::connect(&url, &config).await.unwrap();
     let guard = Scratch::new((), common::drop_table::<PgConnection>(url, table));
@@ -131,11 +129,9 @@ async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
         return;
     };
     // A table that was never migrated: the database refuses every statement.
-    let config = ByokConfig {
-        db_table_name: common::table_name(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(common::table_name())
+        .with_auto_cleanup(false);
     let store = PostgresStorage::connect(&url, &config).await.unwrap();
     let err = store.retrieve("u", "p").await.unwrap_err();
     let storage = err.as_storage().expect("a storage error");
@@ -166,11 +162,9 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
         .connect(&url)
         .await
         .unwrap();
-    let config = ByokConfig {
-        db_table_name: s.store.table_name().to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(s.store.table_name())
+        .with_auto_cleanup(false);
     let store = PostgresStorage::from_pool(pool, &config).unwrap();
     let zone: String = sqlx::query_scalar("SHOW TimeZone")
         .fetch_one(store.pool())
@@ -215,10 +209,7 @@ async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
         "postgres://postgres@127.0.0.1:{}/test",
         common::closed_port()
     );
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let err = PostgresStorage::connect(&url, &config).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     let storage = err.as_storage().expect("a storage error");
@@ -251,10 +242,7 @@ async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
 async fn neither_debug_nor_errors_show_the_connection_string() {
     // Needs no server: nothing listens on port 1, and the other URLs are
     // refused before any connection.
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let url = format!(
         "postgres://app:hunter2@127.0.0.1:{}/test",
         common::closed_port()
@@ -295,10 +283,7 @@ async fn a_server_that_never_answers_times_out_on_connect() {
     // Needs no server: the listener accepts and then stays silent.
     let (port, server) = common::silent_server().await;
     let url = format!("postgres://postgres@127.0.0.1:{port}/test");
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let err = tokio::time::timeout(common::NO_HANG, PostgresStorage::connect(&url, &config))
         .await
         .expect("connect gave up by itself")
@@ -319,10 +304,7 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
         .acquire_timeout(common::NO_HANG)
         .connect_lazy(&url)
         .unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let store = PostgresStorage::from_pool(pool, &config)
         .unwrap()
         .with_operation_timeout(Duration::from_millis(200))
@@ -387,10 +369,7 @@ async fn times_beyond_the_range_of_either_side_are_errors_not_panics() {
 #[tokio::test]
 async fn url_parameters_sqlx_would_log_are_refused_without_their_value() {
     // Needs no server: the URL is refused before any connection.
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let url = "postgres://app:hunter2@127.0.0.1:1/test?sslmode=disable&sslpassword=s3cret";
     let err = PostgresStorage::connect(url, &config).await.unwrap_err();
     assert!(matches!(err, ByokError::Config(_)), "{err:?}");
@@ -421,11 +400,9 @@ async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout(
         .connect(&common::on_loopback_port(&url, proxy.port))
         .await
         .unwrap();
-    let config = ByokConfig {
-        db_table_name: s.store.table_name().to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(s.store.table_name())
+        .with_auto_cleanup(false);
     let store = PostgresStorage::from_pool(pool, &config).unwrap();
     let key = ApiKey::new("u", "p", vec![1]).unwrap();
     store.store(&key).await.unwrap();
@@ -530,11 +507,9 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
         return;
     };
     let table = common::table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_db_table_name(table.clone())
+        .with_auto_cleanup(false);
     let a = PostgresStorage::connect(&url, &config).await.unwrap();
     let b = PostgresStorage::connect(&url, &config).await.unwrap();
     let guard = Scratch::new((), common::drop_table::<PgConnection>(url, table.clone()));

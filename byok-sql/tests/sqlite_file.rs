@@ -147,10 +147,7 @@ async fn the_slot_is_the_primary_key_and_the_expiry_index_is_partial() {
 #[tokio::test]
 async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let a = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
     let b = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
     // The table and index as byok-sql 0.1 made them.

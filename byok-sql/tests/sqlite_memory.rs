@@ -31,10 +31,7 @@ async fn setup() -> Option<SqliteStorage> {
 byok_testkit::conformance_tests!(maybe: setup().await);
 
 fn config_with_table(name: &str) -> ByokConfig {
-    ByokConfig {
-        db_table_name: name.to_owned(),
-        ..ByokConfig::default()
-    }
+    ByokConfig::default().with_db_table_name(name)
 }
 
 #[tokio::test]
@@ -258,10 +255,7 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
         .connect("sqlite::memory:")
         .await
         .unwrap();
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let store = SqliteStorage::from_pool(pool.clone(), &config)
         .unwrap()
         .with_operation_timeout(Duration::from_millis(100))

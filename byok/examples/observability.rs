@@ -39,10 +39,7 @@ async fn main() -> byok::Result<()> {
 
     // `connect` wraps the store in an ObservedStorage named after its backend.
     let storage = byok::connect("memory:").await?;
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let byok = Byok::new(storage, Keyring::new(1, MasterKey::generate()), config)?;
     // A TTL chosen on purpose: the key lives for 30 days.
     let ttl = Ttl::After(Duration::from_secs(30 * 24 * 3600));

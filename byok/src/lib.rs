@@ -180,10 +180,7 @@ async fn open_backend(
         .into());
     }
     // The manager's task is the one purge per store; see auto_cleanup.
-    let config = &ByokConfig {
-        auto_cleanup: false,
-        ..config.clone()
-    };
+    let config = &config.clone().with_auto_cleanup(false);
     let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]

@@ -13,10 +13,7 @@ use byok::secrecy::ExposeSecret;
 use byok::{Byok, ByokConfig, ByokError, Keyring, MasterKey, MemoryStorage, Ttl};
 
 fn manager() -> Byok {
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     Byok::new(
         Arc::new(MemoryStorage::new()),
         Keyring::new(1, MasterKey::generate()),

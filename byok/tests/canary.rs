@@ -71,10 +71,7 @@ fn canary_never_appears_in_any_output() {
 
     runtime.block_on(async {
         for store in stores().await {
-            let config = ByokConfig {
-                encryption_key: Some(master.clone()),
-                ..ByokConfig::default()
-            };
+            let config = ByokConfig::default().with_encryption_key(Some(master.clone()));
             note("config", format!("{config:?}"));
             note("master", format!("{master:?}"));
             let byok = Byok::from_config(store.clone(), config.clone()).unwrap();
@@ -111,10 +108,7 @@ fn canary_never_appears_in_any_output() {
             let wrong = Byok::new(
                 store.clone(),
                 Keyring::new(0, MasterKey::generate()),
-                ByokConfig {
-                    auto_cleanup: false,
-                    ..config.clone()
-                },
+                config.clone().with_auto_cleanup(false),
             )
             .unwrap();
             let e = wrong.get_key("alice", "openai").await.unwrap_err();
@@ -122,10 +116,7 @@ fn canary_never_appears_in_any_output() {
             let unknown = Byok::new(
                 store.clone(),
                 Keyring::new(5, MasterKey::generate()),
-                ByokConfig {
-                    auto_cleanup: false,
-                    ..config.clone()
-                },
+                config.clone().with_auto_cleanup(false),
             )
             .unwrap();
             let e = unknown.get_key("alice", "openai").await.unwrap_err();
@@ -147,15 +138,8 @@ fn canary_never_appears_in_any_output() {
                 .set_primary(1)
                 .unwrap();
             note("ring", format!("{ring:?}"));
-            let rotated = Byok::new(
-                store.clone(),
-                ring,
-                ByokConfig {
-                    auto_cleanup: false,
-                    ..config.clone()
-                },
-            )
-            .unwrap();
+            let rotated =
+                Byok::new(store.clone(), ring, config.clone().with_auto_cleanup(false)).unwrap();
             note("rotate", format!("{:?}", rotated.rotate().await));
             note(
                 "after rotate",
@@ -220,10 +204,7 @@ async fn stores() -> Vec<Arc<dyn KeyStorage>> {
     ))];
     #[cfg(feature = "sqlite")]
     {
-        let config = ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        };
+        let config = ByokConfig::for_tests();
         let sqlite = byok::SqliteStorage::connect("sqlite::memory:", &config)
             .await
             .unwrap();

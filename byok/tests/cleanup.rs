@@ -85,10 +85,10 @@ async fn the_managers_task_is_the_only_purge() {
 
 #[tokio::test]
 async fn storage_backend_must_match_the_url() {
-    let pinned = |backend| ByokConfig {
-        storage_backend: Some(backend),
-        auto_cleanup: false,
-        ..ByokConfig::default()
+    let pinned = |backend| {
+        ByokConfig::default()
+            .with_storage_backend(Some(backend))
+            .with_auto_cleanup(false)
     };
     let store = byok::connect_with("memory:", &pinned(StorageBackend::Memory))
         .await

@@ -45,10 +45,7 @@ async fn sqlite_urls_open_a_migrated_sqlite_store() {
     let dir = std::env::temp_dir().join(format!("byok-connect-{:x}", rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("keys.db").display());
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let store = byok::connect_with(&url, &config).await.unwrap();
     store
         .store(&ApiKey::new("u", "p", vec![7]).unwrap())
@@ -76,10 +73,7 @@ async fn open_runs_no_ddl_and_connect_creates_the_schema() {
     let dir = std::env::temp_dir().join(format!("byok-open-{:x}", rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("keys.db").display());
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let key = ApiKey::new("u", "p", vec![7]).unwrap();
     let opened = byok::open_with(&url, &config).await.unwrap();
     // No table: the store answers with a storage error, not an empty list.
@@ -99,12 +93,10 @@ async fn open_runs_no_ddl_and_connect_creates_the_schema() {
 #[allow(dead_code, reason = "used by the tests of some features only")]
 fn isolated_config() -> ByokConfig {
     let suffix = rand_suffix();
-    ByokConfig {
-        db_table_name: format!("byok_connect_{suffix:x}"),
-        session_key_prefix: format!("byok_connect_{suffix:x}_"),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::default()
+        .with_db_table_name(format!("byok_connect_{suffix:x}"))
+        .with_session_key_prefix(format!("byok_connect_{suffix:x}_"))
+        .with_auto_cleanup(false)
 }
 
 /// Writes, lists and clears one key of a fresh user through `store`.

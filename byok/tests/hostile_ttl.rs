@@ -40,15 +40,7 @@ fn absurd_ttls() -> Vec<Ttl> {
 async fn run(storage: Arc<dyn KeyStorage>) -> (u64, u64, u64) {
     let (mut inputs, mut errors, mut stored) = (0, 0, 0);
     let ring = Keyring::new(1, MasterKey::generate());
-    let plain = Byok::new(
-        storage.clone(),
-        ring.clone(),
-        ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        },
-    )
-    .unwrap();
+    let plain = Byok::new(storage.clone(), ring.clone(), ByokConfig::for_tests()).unwrap();
     let mut attempts: Vec<(Byok, Ttl, Option<Duration>)> = Vec::new();
     for ttl in absurd_ttls() {
         let asked = match ttl {
@@ -60,11 +52,7 @@ async fn run(storage: Arc<dyn KeyStorage>) -> (u64, u64, u64) {
             let by_default = Byok::new(
                 storage.clone(),
                 ring.clone(),
-                ByokConfig {
-                    auto_cleanup: false,
-                    default_ttl: Some(d),
-                    ..ByokConfig::default()
-                },
+                ByokConfig::for_tests().with_default_ttl(Some(d)),
             )
             .unwrap();
             attempts.push((by_default, Ttl::Default, asked));
@@ -123,10 +111,7 @@ async fn absurd_ttls_over_memory() {
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn absurd_ttls_over_sqlite() {
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let store = byok::SqliteStorage::connect("sqlite::memory:", &config)
         .await
         .unwrap();

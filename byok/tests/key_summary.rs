@@ -16,10 +16,7 @@ use byok::{
 use byok_testkit::layers::{CountingStorage, Op};
 
 fn manager(storage: Arc<dyn KeyStorage>) -> Byok {
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     Byok::new(storage, Keyring::new(1, MasterKey::generate()), config).unwrap()
 }
 

@@ -23,10 +23,7 @@ fn key(b: u8) -> MasterKey {
 }
 
 fn config() -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
 }
 
 fn manager(storage: Arc<dyn KeyStorage>, ring: Keyring) -> Byok {
@@ -428,11 +425,9 @@ async fn ttl_falls_back_to_the_configured_default() {
     let forever = Byok::new(
         store.clone(),
         Keyring::new(1, key(1)),
-        ByokConfig {
-            default_ttl: None,
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        },
+        ByokConfig::default()
+            .with_default_ttl(None)
+            .with_auto_cleanup(false),
     )
     .unwrap();
     forever
@@ -481,10 +476,7 @@ async fn from_config_requires_an_encryption_key() {
     let store: Arc<dyn KeyStorage> = Arc::new(MemoryStorage::new());
     let err = Byok::from_config(store.clone(), config()).unwrap_err();
     assert!(matches!(err, ByokError::Config(_)));
-    let with_key = ByokConfig {
-        encryption_key: Some(key(4)),
-        ..config()
-    };
+    let with_key = config().with_encryption_key(Some(key(4)));
     let byok = Byok::from_config(store, with_key).unwrap();
     byok.set_key("u", "p", "sk-0123456789abcdef", Ttl::Default)
         .await
@@ -540,11 +532,9 @@ async fn check_transport_warns_only_for_plain_http_in_production() {
     let relaxed = Byok::new(
         Arc::new(MemoryStorage::new()),
         Keyring::new(1, key(1)),
-        ByokConfig {
-            require_https: false,
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        },
+        ByokConfig::default()
+            .with_require_https(false)
+            .with_auto_cleanup(false),
     )
     .unwrap();
     assert!(

@@ -100,15 +100,7 @@ fn capture<T>(f: impl AsyncFnOnce() -> T) -> (T, Vec<Captured>) {
 
 async fn manager(master: MasterKey) -> Byok {
     let storage = byok::connect("memory:").await.unwrap();
-    Byok::new(
-        storage,
-        Keyring::new(1, master),
-        ByokConfig {
-            auto_cleanup: false,
-            ..ByokConfig::default()
-        },
-    )
-    .unwrap()
+    Byok::new(storage, Keyring::new(1, master), ByokConfig::for_tests()).unwrap()
 }
 
 fn find<'a>(spans: &'a [Captured], name: &str, operation: &str) -> Vec<&'a Captured> {
@@ -170,10 +162,7 @@ fn a_failure_records_its_kind() {
         let wrong = Byok::new(
             byok.storage().clone(),
             Keyring::new(1, MasterKey::generate()),
-            ByokConfig {
-                auto_cleanup: false,
-                ..ByokConfig::default()
-            },
+            ByokConfig::for_tests(),
         )
         .unwrap();
         wrong.get_key("alice", "openai").await.unwrap_err();
@@ -342,10 +331,7 @@ mod metrics {
             let wrong = Byok::new(
                 byok.storage().clone(),
                 Keyring::new(1, MasterKey::generate()),
-                ByokConfig {
-                    auto_cleanup: false,
-                    ..ByokConfig::default()
-                },
+                ByokConfig::for_tests(),
             )
             .unwrap();
             wrong.get_key("alice", "openai").await.unwrap_err();

@@ -285,10 +285,7 @@ mod over_sqlite {
     use super::*;
 
     async fn sqlite() -> Arc<dyn KeyStorage> {
-        let config = byok::ByokConfig {
-            auto_cleanup: false,
-            ..byok::ByokConfig::default()
-        };
+        let config = byok::ByokConfig::for_tests();
         let store = byok::SqliteStorage::connect("sqlite::memory:", &config)
             .await
             .unwrap();

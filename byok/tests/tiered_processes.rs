@@ -110,12 +110,10 @@ fn reader_process() {
 }
 
 fn config(prefix: &str, table: &str) -> ByokConfig {
-    ByokConfig {
-        session_key_prefix: prefix.to_owned(),
-        db_table_name: table.to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::default()
+        .with_session_key_prefix(prefix)
+        .with_db_table_name(table)
+        .with_auto_cleanup(false)
 }
 
 /// A `TieredStorage` as an application builds it: both stores opened by

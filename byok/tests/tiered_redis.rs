@@ -13,12 +13,9 @@ use std::sync::Arc;
 use byok::{ByokConfig, RedisStorage, SqliteStorage, TieredStorage};
 
 async fn redis_over_sqlite() -> Option<TieredStorage> {
-    let config = ByokConfig {
-        // Copies expire by themselves: nothing to clean up in Redis.
-        session_key_prefix: format!("byok_test_{:016x}_", rand_u64()),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    // Copies expire by themselves: nothing to clean up in Redis.
+    let config =
+        ByokConfig::for_tests().with_session_key_prefix(format!("byok_test_{:016x}_", rand_u64()));
     let url = byok_testkit::services::redis_url().await?;
     let fast = RedisStorage::connect(&url, &config).await.unwrap();
     let durable = SqliteStorage::connect("sqlite::memory:", &config)

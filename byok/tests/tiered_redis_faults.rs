@@ -43,11 +43,9 @@ struct Tiers {
 async fn tiers() -> Option<Tiers> {
     let url = byok_testkit::services::redis_url().await?;
     let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
-    let config = ByokConfig {
-        session_key_prefix: fresh_prefix(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default()
+        .with_session_key_prefix(fresh_prefix())
+        .with_auto_cleanup(false);
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));

@@ -18,10 +18,7 @@ use byok::{ByokConfig, KeyStorage, MemoryStorage, SqliteStorage, TieredStorage};
 use byok_testkit::soak::{SoakConfig, soak};
 
 fn config() -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
 }
 
 async fn check(name: &str, fast: Arc<dyn KeyStorage>) {
@@ -61,10 +58,7 @@ async fn redis_over_sqlite() {
         .prefix()
         .trim_start_matches("byok-test-")
         .trim_end_matches('-');
-    let redis_config = ByokConfig {
-        session_key_prefix: format!("byok_test_{random}_"),
-        ..config()
-    };
+    let redis_config = config().with_session_key_prefix(format!("byok_test_{random}_"));
     let fast = byok::RedisStorage::connect(&url, &redis_config)
         .await
         .unwrap();

@@ -12,10 +12,7 @@ use std::sync::Arc;
 use byok::{ByokConfig, MemoryStorage, SqliteStorage, TieredStorage};
 
 async fn memory_over_sqlite() -> TieredStorage {
-    let config = ByokConfig {
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::for_tests();
     let durable = SqliteStorage::connect("sqlite::memory:", &config)
         .await
         .unwrap();

@@ -146,12 +146,9 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// A config without background tasks, on this table and prefix.
 pub fn config(namespace: &str) -> ByokConfig {
-    ByokConfig {
-        auto_cleanup: false,
-        db_table_name: namespace.to_owned(),
-        session_key_prefix: format!("{namespace}:"),
-        ..ByokConfig::default()
-    }
+    ByokConfig::for_tests()
+        .with_db_table_name(namespace)
+        .with_session_key_prefix(format!("{namespace}:"))
 }
 
 /// The plaintext key that `seed` stores for user `i`.

@@ -25,11 +25,9 @@ pub fn fresh_prefix() -> String {
 
 /// A config with `prefix`.
 pub fn config(prefix: &str) -> ByokConfig {
-    ByokConfig {
-        session_key_prefix: prefix.to_owned(),
-        auto_cleanup: false,
-        ..ByokConfig::default()
-    }
+    ByokConfig::default()
+        .with_session_key_prefix(prefix)
+        .with_auto_cleanup(false)
 }
 
 /// The expiry set of `user`'s bucket, as the crate docs lay it out.

@@ -96,10 +96,7 @@ where
 {
     drop_leftovers::<C>(&url, list_tables).await;
     let table = table_name();
-    let config = ByokConfig {
-        db_table_name: table.clone(),
-        ..ByokConfig::default()
-    };
+    let config = ByokConfig::default().with_db_table_name(table.clone());
     let store = connect(&url, &config).await.expect("connect to the server");
     let scratch = Scratch::new(store, drop_table::<C>(url, table));
     migrate(&scratch.store).await.expect("migrate");

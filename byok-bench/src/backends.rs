@@ -161,7 +161,7 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
             }
             "redis" => {
                 let url = env_or("BYOK_TEST_REDIS_URL", "redis://127.0.0.1:6379");
-                let store = RedisStorage::connect(&url, &config).await?;
+                let store = RedisStorage::builder(&url).config(&config).open().await?;
                 let conn =
                     redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
                 redis_backend(name, store, conn, &tag, &users, &sizes, &mut rows).await
@@ -175,7 +175,10 @@ pub(crate) async fn run(opt: Opt) -> BResult<()> {
                     continue;
                 };
                 let urls: Vec<String> = list.split(',').map(|u| u.trim().to_owned()).collect();
-                let store = RedisStorage::connect_cluster(&urls, &config).await?;
+                let store = RedisStorage::builder(urls.join(","))
+                    .config(&config)
+                    .open()
+                    .await?;
                 let conn = redis::cluster::ClusterClient::new(urls)?
                     .get_async_connection()
                     .await?;

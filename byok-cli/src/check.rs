@@ -147,7 +147,7 @@ impl Scratch {
         }
         // The first write marked the prefix; with its keys gone, the mark
         // is all that is left of it.
-        if let Err(e) = redis.unmark().await {
+        if let Err(e) = byok::StoreAdmin::destroy(redis).await {
             note!("warning: could not remove {}format: {e}", redis.prefix());
             return 1;
         }

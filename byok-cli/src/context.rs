@@ -87,15 +87,22 @@ impl Store {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
         if let Ok(byok::StorageBackend::Redis) = byok::StorageBackend::from_url(url) {
-            let redis = byok::RedisStorage::open(url, &config).await.map_err(fail)?;
+            let redis = byok::RedisStorage::builder(url)
+                .config(&config)
+                .open()
+                .await
+                .map_err(fail)?;
             // Opening writes nothing; `migrate` and `set` mark the prefix as
             // a store, other commands refuse a prefix that is none.
             match schema {
                 Schema::Create => {
-                    redis.migrate().await.map_err(fail)?;
+                    byok::StoreAdmin::migrate(&redis).await.map_err(fail)?;
                 }
                 Schema::AsItIs => {
-                    if !redis.is_marked().await.map_err(fail)? {
+                    let status = byok::StoreAdmin::schema_status(&redis)
+                        .await
+                        .map_err(fail)?;
+                    if status == byok::SchemaStatus::Missing {
                         return Err(CliError::new(
                             Exit::Store,
                             format!(
@@ -298,7 +305,10 @@ impl Concrete {
                 (Arc::new(s.clone()), Concrete::MySql(s))
             }
             byok::StorageBackend::Redis => {
-                let s = byok::RedisStorage::open(url, config).await?;
+                let s = byok::RedisStorage::builder(url)
+                    .config(config)
+                    .open()
+                    .await?;
                 (Arc::new(s.clone()), Concrete::Redis(s))
             }
             _ => (byok::open_with(url, config).await?, Concrete::Other),

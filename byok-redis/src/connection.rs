@@ -95,144 +95,197 @@ impl fmt::Debug for RedisStorage {
     }
 }
 
-impl RedisStorage {
-    /// Connects to one Redis server (`redis://`, or `rediss://` with a TLS
-    /// feature: see [TLS](crate#tls)), with the key prefix of `config` and
-    /// default [`RedisOptions`], and moves data of an older format (see
-    /// [upgrading](crate#upgrading-from-format-1)). Connecting to a prefix
-    /// that holds no data of an older format writes nothing.
-    pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
-        Self::connect_with(url, config, RedisOptions::default()).await
+/// How a [`RedisStorage`] is opened: [`RedisStorage::builder`], then
+/// [`config`](Self::config) or [`prefix`](Self::prefix),
+/// [`options`](Self::options), and [`open`](Self::open).
+///
+/// ```no_run
+/// use byok_core::ByokConfig;
+/// use byok_redis::{RedisOptions, RedisStorage};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> byok_core::Result<()> {
+/// let store = RedisStorage::builder("redis://127.0.0.1:6379")
+///     .config(&ByokConfig::default())
+///     .options(RedisOptions::default().with_response_timeout(Duration::from_secs(1)))
+///     .open()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until it is opened"]
+pub struct RedisStorageBuilder {
+    url: String,
+    prefix: String,
+    options: RedisOptions,
+}
+
+impl fmt::Debug for RedisStorageBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes = match parse_urls(&self.url) {
+            Ok(parsed) => describe_nodes(parsed.urls()),
+            Err(_) => vec!["<invalid URL>".to_owned()],
+        };
+        f.debug_struct("RedisStorageBuilder")
+            .field("nodes", &nodes)
+            .field("prefix", &self.prefix)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl RedisStorageBuilder {
+    /// Takes the key prefix of `config`
+    /// ([`ByokConfig::session_key_prefix`]); nothing else of it applies to
+    /// this store.
+    pub fn config(mut self, config: &ByokConfig) -> Self {
+        self.prefix.clone_from(&config.session_key_prefix);
+        self
     }
 
-    /// [`connect`](Self::connect) with explicit options.
-    pub async fn connect_with(
-        url: &str,
-        config: &ByokConfig,
-        options: RedisOptions,
-    ) -> Result<Self> {
-        options.check()?;
-        let layout = Layout::new(&config.session_key_prefix)?;
-        let client = tls::client(url, &options)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connection_timeout()))
-            .set_response_timeout(Some(options.response_timeout()))
-            // One connection attempt per reconnect: a command then waits at
-            // most `connection_timeout` for the connection and
-            // `response_timeout` for its answer, which is the documented
-            // deadline without a timer of our own. A failed attempt fails
-            // the commands waiting on it (retryably); the next command
-            // starts a new one.
-            .set_number_of_retries(0)
-            .set_max_delay(Duration::from_secs(1));
-        let deadline = options.command_deadline();
-        let manager = match tokio::time::timeout(
-            deadline,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(connect_error(e, "connecting to Redis failed")),
-            Err(_) => return Err(timeout_error(deadline)),
-        };
-        let store = RedisStorage {
-            conn: Connection::Single(manager),
-            layout,
+    /// The prefix of every Redis key of the store (default: `byok_`, the
+    /// default [`ByokConfig::session_key_prefix`]): 1 to
+    /// [`MAX_PREFIX_LEN`](crate::MAX_PREFIX_LEN) bytes, no braces,
+    /// whitespace or control characters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The connection settings (default: [`RedisOptions::default`]).
+    pub fn options(mut self, options: RedisOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Connects. Opening reads only: it never writes under the prefix, nor
+    /// moves data of an older format (see [`StoreAdmin::migrate`](byok_core::StoreAdmin::migrate)).
+    ///
+    /// Fails with a config error on a bad URL, prefix or options (without
+    /// repeating the URL, which may hold a password), and with a storage
+    /// error when the server does not answer within
+    /// [`RedisOptions::command_deadline`].
+    pub async fn open(self) -> Result<RedisStorage> {
+        let RedisStorageBuilder {
+            url,
+            prefix,
             options,
-            nodes: describe_nodes(&[url]).into(),
-            bounded_by_driver: true,
-            marked: Arc::default(),
-            marking: Arc::default(),
-        };
-        store.check_eviction_policy().await;
-        store.upgrade().await?;
-        Ok(store)
-    }
-
-    /// Connects to a Redis Cluster through its seed nodes (`redis://` URLs),
-    /// with the key prefix of `config` and default [`RedisOptions`].
-    #[cfg(feature = "cluster")]
-    pub async fn connect_cluster<S: AsRef<str>>(urls: &[S], config: &ByokConfig) -> Result<Self> {
-        Self::connect_cluster_with(urls, config, RedisOptions::default()).await
-    }
-
-    /// [`connect_cluster`](Self::connect_cluster) with explicit options.
-    #[cfg(feature = "cluster")]
-    pub async fn connect_cluster_with<S: AsRef<str>>(
-        urls: &[S],
-        config: &ByokConfig,
-        options: RedisOptions,
-    ) -> Result<Self> {
+        } = self;
         options.check()?;
-        let layout = Layout::new(&config.session_key_prefix)?;
-        if urls.is_empty() {
-            return Err(ConfigError::new("a Redis Cluster needs at least one node URL").into());
-        }
-        let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-        let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied());
-        let client = tls::cluster_builder(builder, &nodes, &options)?
-            .connection_timeout(options.connection_timeout())
-            .response_timeout(options.response_timeout())
-            .retries(2)
-            .max_retry_wait(1000)
-            .build()
-            .map_err(|e| {
-                ConfigError::new("the Redis Cluster URLs are not usable").with_source(e)
-            })?;
-        let deadline = options.command_deadline();
-        let conn = match tokio::time::timeout(deadline, client.get_async_connection()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(connect_error(e, "connecting to Redis Cluster failed")),
-            Err(_) => return Err(timeout_error(deadline)),
-        };
-        let store = RedisStorage {
-            conn: Connection::Cluster(conn),
-            layout,
-            options,
-            nodes: describe_nodes(urls).into(),
-            bounded_by_driver: false,
-            marked: Arc::default(),
-            marking: Arc::default(),
-        };
-        store.check_eviction_policy().await;
-        store.upgrade().await?;
-        Ok(store)
-    }
-
-    /// Connects to what `url` names (see [`parse_urls`]): one server (over
-    /// TCP, or a Unix socket with `redis+unix://`), or a cluster given as `redis+cluster://h1:p1,h2:p2` or as several
-    /// comma-separated `redis://` URLs. A cluster needs the `cluster`
-    /// feature.
-    pub async fn open(url: &str, config: &ByokConfig) -> Result<Self> {
-        Self::open_with(url, config, RedisOptions::default()).await
-    }
-
-    /// [`open`](Self::open) with explicit options.
-    pub async fn open_with(url: &str, config: &ByokConfig, options: RedisOptions) -> Result<Self> {
-        let parsed = parse_urls(url)?;
-        if !parsed.is_cluster() {
+        let layout = Layout::new(&prefix)?;
+        let parsed = parse_urls(&url)?;
+        let (conn, bounded_by_driver) = if parsed.is_cluster() {
+            (connect_cluster(parsed.urls(), &options).await?, false)
+        } else {
             let [single] = parsed.urls() else {
                 return Err(ConfigError::new("the Redis URL names no server").into());
             };
-            return Self::connect_with(single, config, options).await;
-        }
-        #[cfg(feature = "cluster")]
-        {
-            Self::connect_cluster_with(parsed.urls(), config, options).await
-        }
-        #[cfg(not(feature = "cluster"))]
-        {
-            Err(ConfigError::new(
-                "the URL names a Redis Cluster, but byok-redis was built without its `cluster` feature",
-            )
-            .into())
+            (connect_single(single, &options).await?, true)
+        };
+        let store = RedisStorage {
+            conn,
+            layout,
+            options,
+            nodes: describe_nodes(parsed.urls()).into(),
+            bounded_by_driver,
+            marked: Arc::default(),
+            marking: Arc::default(),
+        };
+        store.check_eviction_policy().await;
+        Ok(store)
+    }
+}
+
+/// Bounds `connecting` by `deadline`.
+async fn connect_within<T>(
+    deadline: Duration,
+    what: &'static str,
+    connecting: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(deadline, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(connect_error(e, what)),
+        Err(elapsed) => Err(timeout_error(deadline, elapsed)),
+    }
+}
+
+/// One server (`redis://`, `rediss://`, `redis+unix://`).
+async fn connect_single(url: &str, options: &RedisOptions) -> Result<Connection> {
+    let client = tls::client(url, options)?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connection_timeout()))
+        .set_response_timeout(Some(options.response_timeout()))
+        // One connection attempt per reconnect: a command then waits at
+        // most `connection_timeout` for the connection and
+        // `response_timeout` for its answer, which is the documented
+        // deadline without a timer of our own. A failed attempt fails
+        // the commands waiting on it (retryably); the next command
+        // starts a new one.
+        .set_number_of_retries(0)
+        .set_max_delay(Duration::from_secs(1));
+    let manager = connect_within(
+        options.command_deadline(),
+        "connecting to Redis failed",
+        ConnectionManager::new_with_config(client, manager_config),
+    )
+    .await?;
+    Ok(Connection::Single(manager))
+}
+
+/// A cluster, through its seed nodes.
+#[cfg(feature = "cluster")]
+async fn connect_cluster(urls: &[String], options: &RedisOptions) -> Result<Connection> {
+    if urls.is_empty() {
+        return Err(ConfigError::new("a Redis Cluster needs at least one node URL").into());
+    }
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied());
+    let client = tls::cluster_builder(builder, &nodes, options)?
+        .connection_timeout(options.connection_timeout())
+        .response_timeout(options.response_timeout())
+        .retries(2)
+        .max_retry_wait(1000)
+        .build()
+        .map_err(|e| ConfigError::new("the Redis Cluster URLs are not usable").with_source(e))?;
+    let conn = connect_within(
+        options.command_deadline(),
+        "connecting to Redis Cluster failed",
+        client.get_async_connection(),
+    )
+    .await?;
+    Ok(Connection::Cluster(conn))
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn connect_cluster(_urls: &[String], _options: &RedisOptions) -> Result<Connection> {
+    Err(ConfigError::new(
+        "the URL names a Redis Cluster, but byok-redis was built without its `cluster` feature",
+    )
+    .into())
+}
+
+impl RedisStorage {
+    /// Starts opening the store at `url`: one server (`redis://`, or
+    /// `rediss://` with a TLS feature: see [TLS](crate#tls); or a Unix
+    /// socket with `redis+unix:///path`), or a cluster (with the `cluster`
+    /// feature) given as `redis+cluster://[user:password@]h1:p1,h2:p2` or
+    /// as several comma-separated `redis://` URLs. A password may hold a
+    /// comma; percent-encoding it as `%2C` is never ambiguous.
+    pub fn builder(url: impl Into<String>) -> RedisStorageBuilder {
+        RedisStorageBuilder {
+            url: url.into(),
+            prefix: ByokConfig::default().session_key_prefix,
+            options: RedisOptions::default(),
         }
     }
 
-    /// Uses an existing [`ConnectionManager`] to one server, with the key
-    /// prefix of `config`. Its own timeouts apply; each command is also cut
-    /// off after [`RedisOptions::command_deadline`] of the default options.
+    /// Uses an existing [`ConnectionManager`] to one server (for an
+    /// application that configures its connection itself: Sentinel, a
+    /// custom TLS setup), with the key prefix of `config`. Its own timeouts
+    /// apply; each command is also cut off after
+    /// [`RedisOptions::command_deadline`] of the default options.
     pub fn from_connection_manager(
         manager: ConnectionManager,
         config: &ByokConfig,
@@ -248,7 +301,7 @@ impl RedisStorage {
         })
     }
 
-    /// The same store under another key prefix (see [`check_prefix`](crate::check_prefix)).
+    /// The same store under another key prefix (see [`RedisStorageBuilder::prefix`]).
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
         self.layout = Layout::new(prefix)?;
         self.marked = Arc::default();
@@ -276,8 +329,9 @@ impl RedisStorage {
     }
 
     /// The Redis key of the hash that holds a user's keys, one field per
-    /// provider (see the [crate docs](crate#key-layout)), for tools and
-    /// tests. Fails on an invalid id.
+    /// provider (see the [crate docs](crate#key-layout)), for this crate's
+    /// integration tests; not part of the API. Fails on an invalid id.
+    #[doc(hidden)]
     pub fn redis_user_key(&self, user_id: &str) -> Result<String> {
         validate::stored_user_id(user_id)?;
         Ok(self.layout.user_hash(user_id))
@@ -354,7 +408,7 @@ impl RedisStorage {
         match tokio::time::timeout(deadline, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(storage_error(e, what)),
-            Err(_) => Err(timeout_error(deadline)),
+            Err(elapsed) => Err(timeout_error(deadline, elapsed)),
         }
     }
 
@@ -505,10 +559,11 @@ mod tests {
     #[tokio::test]
     async fn tls_without_a_tls_feature_is_a_config_error() {
         let options = RedisOptions::default().with_root_certificates(b"PEM".to_vec());
-        let err =
-            RedisStorage::connect_with("redis://127.0.0.1:1", &ByokConfig::default(), options)
-                .await
-                .unwrap_err();
+        let err = RedisStorage::builder("redis://127.0.0.1:1")
+            .options(options)
+            .open()
+            .await
+            .unwrap_err();
         assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
         assert!(err.to_string().contains("TLS feature"), "{err}");
     }
@@ -516,11 +571,41 @@ mod tests {
     #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
     #[tokio::test]
     async fn tls_urls_without_tls_support_are_a_config_error() {
-        let err = RedisStorage::connect("rediss://:hunter2@127.0.0.1:1", &ByokConfig::default())
+        let err = RedisStorage::builder("rediss://:hunter2@127.0.0.1:1")
+            .open()
             .await
             .unwrap_err();
         assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
         assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn builder_debug_leaves_credentials_out() {
+        let builder = RedisStorage::builder("redis://app:hunter2@127.0.0.1:1/0")
+            .config(&ByokConfig::default().with_session_key_prefix("app_"));
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("127.0.0.1:1") && shown.contains("app_"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_prefixes_and_urls_are_config_errors_naming_the_problem() {
+        let err = RedisStorage::builder("redis://127.0.0.1:1")
+            .prefix("bad{prefix}")
+            .open()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("prefix"), "{err}");
+        let err = RedisStorage::builder("http://:hunter2@127.0.0.1:1")
+            .open()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

@@ -12,12 +12,15 @@ pub(crate) fn corrupt(message: &'static str) -> ByokError {
     StorageError::new(BACKEND, StorageErrorKind::Corrupt, message).into()
 }
 
-pub(crate) fn timeout_error(deadline: Duration) -> ByokError {
+/// A command or a connection cut off by this crate's own deadline; the
+/// timer's error is its source.
+pub(crate) fn timeout_error(deadline: Duration, elapsed: tokio::time::error::Elapsed) -> ByokError {
     StorageError::new(
         BACKEND,
         StorageErrorKind::Timeout,
         format!("no answer from Redis within {deadline:?}"),
     )
+    .with_source(elapsed)
     .into()
 }
 

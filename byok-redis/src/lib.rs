@@ -9,51 +9,45 @@
 //! on a cluster alike.
 //!
 //! ```no_run
-//! use byok_core::{ApiKey, ByokConfig, KeyStorage};
+//! use byok_core::{ApiKey, ByokConfig, KeyStorage, StoreAdmin};
 //! use byok_redis::RedisStorage;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> byok_core::Result<()> {
 //! let config = ByokConfig::default();
-//! let store = RedisStorage::connect("redis://127.0.0.1:6379", &config).await?;
+//! let store = RedisStorage::builder("redis://127.0.0.1:6379").config(&config).open().await?;
+//! store.migrate().await?; // once, when the prefix is new or of an older format
 //! store.store(&ApiKey::new("alice", "openai", b"ciphertext".to_vec())?).await?;
 //! assert_eq!(store.list_providers("alice").await?, ["openai"]);
 //!
 //! // A cluster (with the `cluster` feature): one `redis+cluster://` URL
 //! // listing seed nodes, or several comma-separated `redis://` URLs.
-//! let cluster = RedisStorage::open("redis+cluster://node-a:7000,node-b:7000", &config).await?;
+//! let cluster = RedisStorage::builder("redis+cluster://node-a:7000,node-b:7000")
+//!     .config(&config)
+//!     .open()
+//!     .await?;
 //! assert!(cluster.is_cluster());
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Setting up needs no server; the layout rules can be checked offline:
+//! Setting up needs no server; the options can be checked offline:
 //!
 //! ```
-//! use byok_redis::{RedisOptions, bucket_of, check_prefix, encode_id, parse_urls};
+//! use byok_redis::RedisOptions;
 //! use std::time::Duration;
-//!
-//! assert_eq!(encode_id("a:b"), "a%3Ab");
-//! assert!(check_prefix("myapp:byok:").is_ok());
-//! assert!(check_prefix("bad{prefix}").is_err());
-//! assert!(bucket_of("alice") < byok_redis::BUCKETS);
 //!
 //! let options = RedisOptions::default().with_response_timeout(Duration::from_secs(1));
 //! assert_eq!(options.response_timeout(), Duration::from_secs(1));
-//!
-//! let nodes = parse_urls("redis+cluster://:pw@h1:7000,h2:7001")?;
-//! assert_eq!(nodes.urls(), ["redis://:pw@h1:7000", "redis://:pw@h2:7001"]);
-//! assert!(nodes.is_cluster());
-//! # Ok::<(), byok_core::ConfigError>(())
 //! ```
 //!
 //! # Key layout
 //!
-//! Users are spread over [`BUCKETS`] (1024) buckets by [`bucket_of`] (FNV-1a
-//! of the user id). Every key of a bucket carries the bucket's hash tag, so
+//! Users are spread over 1024 buckets by FNV-1a (32 bit) of the user id's
+//! bytes, modulo 1024. Every key of a bucket carries the bucket's hash tag, so
 //! everything that one operation touches lives in one hash slot. With the
 //! prefix `P` (default: [`ByokConfig::session_key_prefix`], `byok_`), bucket
-//! `B` as three hex digits, and ids encoded by [`encode_id`]:
+//! `B` as three hex digits, and ids encoded as below:
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -71,11 +65,12 @@
 //! store's own methods neither read nor count them, and all of them expire
 //! by themselves.
 //!
-//! [`encode_id`] keeps letters, digits and `-._~@+` and percent-encodes
+//! The encoding of ids keeps letters, digits and `-._~@+` and percent-encodes
 //! every other byte, so encoded ids never hold `{`, `}` or `:`, and no two
 //! users share a hash, whatever characters their ids hold; a provider is a
 //! field of its user's hash, so no two (user, provider) pairs share a
-//! record. The prefix may not hold braces either ([`check_prefix`]); the
+//! record. The prefix may not hold braces either (nor whitespace or
+//! control characters, and it is 1 to [`MAX_PREFIX_LEN`] bytes long); the
 //! hash tag is always `{B}`, and `Pformat`, which has none, can be the name
 //! of no other key. Reading, listing and clearing touch the user's own hash,
 //! never `KEYS` or `SCAN`, and never another user's keys.
@@ -101,18 +96,39 @@
 //! Before format 2, byok-redis kept a hash per key (`P{B}:k:<user>:<provider>`
 //! with the fields `v`, `c`, `h`, `e`) and a sorted set of each user's
 //! providers (`P{B}:i:<user>`); the bucket sets are the same in both
-//! formats. [`RedisStorage::connect`] (and every other way of connecting)
-//! reads `Pformat`; when it is not there, it walks the buckets' user sets,
-//! moves each user's format-1 keys into the user's hash in one script per
-//! user (a key already written in format 2 wins), deletes the format-1
-//! keys, and then writes `Pformat`. On an empty prefix this is one read per
-//! bucket and writes nothing: opening a store to read it never writes, and
-//! `Pformat` is written by the first write through a store, or by
-//! [`RedisStorage::migrate`].
-//! Stop processes of the older version before the first connect of this
-//! one: keys they write in format 1 afterwards are not seen. A prefix
-//! marked with a format this version does not know is refused with a
-//! config error.
+//! formats. Opening a store never writes: it reads nothing of the format
+//! either. [`StoreAdmin::migrate`] reads `Pformat`; when it is not there,
+//! it walks the buckets' user sets, moves each user's format-1 keys into
+//! the user's hash in one script per user (a key already written in
+//! format 2 wins), deletes the format-1 keys, and then writes `Pformat`.
+//! On an empty prefix it only writes `Pformat`.
+//!
+//! Until then, [`StoreAdmin::schema_status`] answers
+//! [`SchemaStatus::Older`](byok_core::SchemaStatus::Older) (format 1 found,
+//! 2 current), reads see none of the format-1 keys, and a write
+//! (`store`, `store_if_absent`, `compare_and_swap`) is refused with a
+//! config error that says to run `migrate`, changing nothing: a key written
+//! beside format-1 keys would make the later migration pick between two
+//! copies. Deleting and clearing work. The first write to an empty,
+//! unmarked prefix ([`SchemaStatus::Missing`](byok_core::SchemaStatus::Missing))
+//! writes `Pformat` before the key.
+//!
+//! Stop processes of the older version before migrating: keys they write
+//! in format 1 afterwards are not seen. A prefix marked with a format this
+//! version does not know is refused with a config error on every write and
+//! by `migrate`, and reported as
+//! [`SchemaStatus::Newer`](byok_core::SchemaStatus::Newer).
+//!
+//! # Running the store
+//!
+//! `RedisStorage` implements [`StoreAdmin`]: its backend is `"redis"`;
+//! [`count_expired`](byok_core::StoreAdmin::count_expired) is exact (expired records
+//! stay in Redis until a purge; one `ZCOUNT` of each bucket's expiry set),
+//! [`count`](byok_core::StoreAdmin::count) is exact too (the `HLEN` of every user's
+//! hash, pipelined by bucket, less the expired records), and
+//! [`destroy`](byok_core::StoreAdmin::destroy) deletes every key whose name starts
+//! with the prefix, the marker included (`SCAN` and `DEL`, on every master
+//! of a cluster; not atomic, for scratch prefixes and tests).
 //!
 //! # TLS
 //!
@@ -152,9 +168,11 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let ca = std::fs::read("/etc/ssl/redis-ca.pem")?;
 //! let options = RedisOptions::default().with_root_certificates(ca);
-//! let store =
-//!     RedisStorage::connect_with("rediss://:secret@redis.internal:6380", &ByokConfig::default(), options)
-//!         .await?;
+//! let store = RedisStorage::builder("rediss://:secret@redis.internal:6380")
+//!     .config(&ByokConfig::default())
+//!     .options(options)
+//!     .open()
+//!     .await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -224,9 +242,10 @@
 //! every later purge of the bucket, or name keys of another hash slot.
 //!
 //! `list_providers` only reads: it leaves expired keys for the purge. This
-//! store starts no background task, whatever
-//! [`ByokConfig::auto_cleanup`] says: call `purge_expired` from a periodic
-//! job.
+//! store starts no background task and does not read
+//! [`ByokConfig::auto_cleanup`]: the [`Byok`](byok_core::Byok) manager runs
+//! [`purge_every`](byok_core::store::purge_every) when it is on, and an
+//! application without a manager spawns that loop itself.
 //!
 //! ## `scan`
 //!
@@ -251,19 +270,19 @@
 //! keys that are still stored). With `noeviction`, a full Redis refuses `store`,
 //! `store_if_absent` and `compare_and_swap` instead, before they change anything, with a
 //! [`StorageErrorKind::Rejected`] error; deleting, clearing and purging
-//! still work and free memory. `connect`
-//! and `connect_cluster` read the policy (`CONFIG GET`, on every master of
-//! a cluster) and log a `tracing` warning when it is not `noeviction`; when
-//! `CONFIG` is disabled, as on some managed services, they skip the check.
-//! They never fail because of it.
+//! still work and free memory. Opening
+//! reads the policy (`CONFIG GET`, on every master of
+//! a cluster) and logs a `tracing` warning when it is not `noeviction`; when
+//! `CONFIG` is disabled, as on some managed services, it skips the check.
+//! It never fails because of it.
 //!
 //! ## Redis version
 //!
 //! **Minimum supported: Redis 7.0**, the version the tests run against,
 //! standalone and as a cluster. The commands used are all older than
-//! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HKEYS`,
-//! `HGETALL`, `GET`, `SET`, `DEL`, `EXISTS`, `ZADD`, `ZREM`, `ZCARD`,
-//! `ZSCORE`, `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`,
+//! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HKEYS`, `HLEN`,
+//! `HGETALL`, `GET`, `SET`, `DEL`, `EXISTS`, `SCAN`, `ZADD`, `ZREM`, `ZCARD`,
+//! `ZCOUNT`, `ZSCORE`, `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`,
 //! `INCR`, `PTTL`, `PEXPIRE` and `WAIT` (for the two options above), plus
 //! `CLUSTER SLOTS` for a cluster. The scripts are deterministic (the time
 //! comes from the client), so they replicate the same way under any
@@ -271,10 +290,14 @@
 //!
 //! [`ByokConfig::session_key_prefix`]: byok_core::ByokConfig::session_key_prefix
 //! [`ByokConfig::auto_cleanup`]: byok_core::ByokConfig::auto_cleanup
+//! [`StoreAdmin`]: byok_core::StoreAdmin
+//! [`StoreAdmin::migrate`]: byok_core::StoreAdmin::migrate
+//! [`StoreAdmin::schema_status`]: byok_core::StoreAdmin::schema_status
 //! [`StorageErrorKind::Timeout`]: byok_core::error::StorageErrorKind::Timeout
 //! [`StorageErrorKind::Rejected`]: byok_core::error::StorageErrorKind::Rejected
 //! [`StorageErrorKind::NotReplicated`]: byok_core::error::StorageErrorKind::NotReplicated
 
+mod admin;
 mod connection;
 mod error;
 mod fast_tier;
@@ -289,8 +312,11 @@ mod storage;
 mod tls;
 mod url;
 
-pub use connection::RedisStorage;
-pub use layout::{BUCKETS, MAX_PREFIX_LEN, bucket_of, check_prefix, encode_id};
+pub use connection::{RedisStorage, RedisStorageBuilder};
+pub use layout::MAX_PREFIX_LEN;
+// The layout's rules, for this crate's integration tests, which lay keys
+// out by hand; not part of the API.
+#[doc(hidden)]
+pub use layout::{bucket_of, encode_id};
 pub use options::{RedisOptions, ReplicaWait};
 pub use redis;
-pub use url::{RedisUrls, parse_urls};

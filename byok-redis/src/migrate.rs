@@ -7,126 +7,115 @@ use std::sync::atomic::Ordering;
 
 use byok_core::Result;
 use byok_core::error::{ConfigError, StorageError, StorageErrorKind};
-use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::connection::RedisStorage;
 use crate::error::{BACKEND, corrupt};
-use crate::layout::{BUCKETS, bucket_of};
+use crate::layout::bucket_of;
 use crate::record::{decode_v1, encode};
 use crate::scripts;
 
 /// The format this version writes, as the format key holds it.
-const FORMAT: &str = "2";
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// How many buckets `migrate` works on at once.
 const MIGRATE_CONCURRENCY: usize = 32;
 /// How often a user's migration reads the format-1 index again when it
 /// changed under it.
 const MIGRATE_ATTEMPTS: usize = 16;
 
+/// The error for a marker this version cannot work with.
+pub(crate) fn newer_format(found: Option<u32>) -> byok_core::ByokError {
+    let found = found.map_or_else(|| "an unknown format".to_owned(), |f| format!("format {f}"));
+    ConfigError::new(format!(
+        "the Redis data under this key prefix is of {found}, which this version of byok-redis \
+         (format {FORMAT_VERSION}) does not know: written by a newer version?"
+    ))
+    .into()
+}
+
 impl RedisStorage {
     /// Moves every key stored under this prefix in format 1 (the hash per
     /// key of earlier byok-redis versions) to the current format, then marks
     /// the prefix as current (`Pformat`); returns how many keys it moved.
+    /// [`StoreAdmin::migrate`](byok_core::StoreAdmin::migrate) runs this and
+    /// drops the count.
     ///
-    /// [`connect`](Self::connect) and the other connecting functions move
-    /// keys of format 1 but mark nothing when there are none, so that
-    /// opening a store only to read it writes nothing; the first write
-    /// through a store (`store`, `compare_and_swap`) runs this once. Call
-    /// it by hand to mark an empty prefix as a store (`byok migrate`), or
-    /// for a store made by
-    /// [`from_connection_manager`](Self::from_connection_manager) or
-    /// [`with_prefix`](Self::with_prefix) over data of format 1. Once a
-    /// prefix is marked, it costs one `GET`. Safe to run from several
-    /// processes at once, and to run again after a failure; a key written
-    /// in the current format is never replaced by an older one. Stop
-    /// processes running an older byok-redis first: keys they write in
-    /// format 1 after the migration are not seen.
+    /// Once a prefix is marked, it costs one `GET`. Safe to run from
+    /// several processes at once, and to run again after a failure; a key
+    /// written in the current format is never replaced by an older one.
     ///
     /// Fails, changing nothing more, on a format-1 key that is not of the
     /// byok format ([`StorageErrorKind::Corrupt`]), and on a prefix marked
     /// with a format this version does not know (a config error).
-    pub async fn migrate(&self) -> Result<u64> {
-        self.migrate_and_mark(true).await
+    pub async fn migrate_and_count(&self) -> Result<u64> {
+        if self.read_format().await?.is_some() {
+            return Ok(0);
+        }
+        let moved = self
+            .sum_over_buckets(MIGRATE_CONCURRENCY, |bucket| self.migrate_bucket(bucket))
+            .await?;
+        self.write_format().await?;
+        if moved > 0 {
+            tracing::info!(moved, "moved byok keys in Redis from format 1 to format 2");
+        }
+        Ok(moved)
     }
 
-    /// What connecting runs: moves keys of format 1, if any, and marks the
-    /// prefix only then.
-    pub(crate) async fn upgrade(&self) -> Result<u64> {
-        self.migrate_and_mark(false).await
-    }
-
-    /// Marks the prefix before this store's first write (once per store and
-    /// its clones).
+    /// Before this store's first write (once per store and its clones):
+    /// marks an empty prefix as a store of the current format, and refuses
+    /// to write over data of format 1, which [`migrate_and_count`](Self::migrate_and_count)
+    /// must move first (a key written beside them would be hidden by the
+    /// migration's older copy's removal, or hide it).
     pub(crate) async fn mark_before_write(&self) -> Result<()> {
         if self.marked.load(Ordering::Acquire) {
             return Ok(());
         }
         let _marking = self.marking.lock().await;
-        if !self.marked.load(Ordering::Acquire) {
-            self.migrate().await?;
+        if self.marked.load(Ordering::Acquire) || self.read_format().await?.is_some() {
+            return Ok(());
         }
-        Ok(())
+        if self.holds_users().await? {
+            return Err(ConfigError::new(
+                "the Redis data under this key prefix is of an older format (1) and must be \
+                 moved before this version writes to it: run `byok migrate` or \
+                 StoreAdmin::migrate",
+            )
+            .into());
+        }
+        self.write_format().await
     }
 
-    /// Whether the prefix holds the format marker: it has been written to,
-    /// or marked by [`migrate`](Self::migrate). Reads only; a mistyped
-    /// prefix is told from a store this way.
-    pub async fn is_marked(&self) -> Result<bool> {
-        Ok(self.read_format().await?.is_some())
+    /// The format marker's value, checked: `Some(FORMAT_VERSION)` when the
+    /// prefix is marked as current, `None` when it is not marked, and a
+    /// config error for a format this version does not know.
+    pub(crate) async fn read_format(&self) -> Result<Option<u32>> {
+        let Some(format) = self.stored_format().await? else {
+            return Ok(None);
+        };
+        match format.parse::<u32>() {
+            Ok(FORMAT_VERSION) => {
+                self.marked.store(true, Ordering::Release);
+                Ok(Some(FORMAT_VERSION))
+            }
+            Ok(newer) if newer > FORMAT_VERSION => Err(newer_format(Some(newer))),
+            _ => Err(newer_format(None)),
+        }
     }
 
-    /// Deletes the format marker, so that a prefix whose keys are all gone
-    /// (a scratch prefix after its test) leaves nothing behind. Keys still
-    /// under the prefix stay readable; the next write marks it again.
-    pub async fn unmark(&self) -> Result<()> {
-        let mut del = redis::cmd("DEL");
-        del.arg(self.layout.format_key());
-        self.query::<()>("removing the data format marker failed", &del)
-            .await?;
-        self.marked.store(false, Ordering::Release);
-        Ok(())
-    }
-
-    async fn read_format(&self) -> Result<Option<String>> {
+    /// The format marker as stored, unchecked.
+    pub(crate) async fn stored_format(&self) -> Result<Option<String>> {
         let mut read = redis::cmd("GET");
         read.arg(self.layout.format_key());
         self.query("reading the data format failed", &read).await
     }
 
-    async fn migrate_and_mark(&self, always: bool) -> Result<u64> {
-        let format_key = self.layout.format_key();
-        let format = self.read_format().await?;
-        match format.as_deref() {
-            Some(FORMAT) => {
-                self.marked.store(true, Ordering::Release);
-                return Ok(0);
-            }
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "the Redis data under this key prefix is of a format this version of \
-                     byok-redis does not know (written by a newer version?)",
-                )
-                .into());
-            }
-            None => {}
-        }
-        let moved = stream::iter(0..BUCKETS)
-            .map(|bucket| self.migrate_bucket(bucket))
-            .buffer_unordered(MIGRATE_CONCURRENCY)
-            .try_fold(0u64, |total, n| async move { Ok(total + n) })
-            .await?;
-        if !always && moved == 0 {
-            return Ok(0);
-        }
+    /// Marks the prefix as current.
+    async fn write_format(&self) -> Result<()> {
         let mut mark = redis::cmd("SET");
-        mark.arg(&format_key).arg(FORMAT);
+        mark.arg(self.layout.format_key()).arg(FORMAT_VERSION);
         self.query::<()>("marking the data format failed", &mark)
             .await?;
         self.marked.store(true, Ordering::Release);
-        if moved > 0 {
-            tracing::info!(moved, "moved byok keys in Redis from format 1 to format 2");
-        }
-        Ok(moved)
+        Ok(())
     }
 
     async fn migrate_bucket(&self, bucket: u16) -> Result<u64> {

@@ -1,10 +1,9 @@
 //! `purge_expired`: walking the expiry sets of the buckets.
 
 use byok_core::Result;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::connection::RedisStorage;
-use crate::layout::{BUCKETS, bucket_of, parse_expiry_member};
+use crate::layout::{bucket_of, parse_expiry_member};
 use crate::record::now_millis;
 use crate::scripts;
 
@@ -17,10 +16,7 @@ impl RedisStorage {
     /// Purges every bucket, [`PURGE_CONCURRENCY`] at a time; returns how
     /// many slots it removed.
     pub(crate) async fn purge_all(&self) -> Result<u64> {
-        stream::iter(0..BUCKETS)
-            .map(|bucket| self.purge_bucket(bucket))
-            .buffer_unordered(PURGE_CONCURRENCY)
-            .try_fold(0u64, |total, n| async move { Ok(total + n) })
+        self.sum_over_buckets(PURGE_CONCURRENCY, |bucket| self.purge_bucket(bucket))
             .await
     }
 

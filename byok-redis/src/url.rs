@@ -7,7 +7,7 @@ use byok_core::error::ConfigError;
 /// Where a storage URL points: one server, or the nodes of a cluster. Made
 /// by [`parse_urls`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrls {
+pub(crate) struct RedisUrls {
     urls: Vec<String>,
     cluster: bool,
 }
@@ -15,12 +15,12 @@ pub struct RedisUrls {
 impl RedisUrls {
     /// The URL of each node: `redis://`, `rediss://`, or for one server on
     /// a Unix socket `redis+unix://` or `unix://`.
-    pub fn urls(&self) -> &[String] {
+    pub(crate) fn urls(&self) -> &[String] {
         &self.urls
     }
 
     /// Whether these are the nodes of a cluster.
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         self.cluster
     }
 }
@@ -50,21 +50,7 @@ impl fmt::Debug for RedisUrls {
 ///
 /// Errors never repeat the URL, which may hold a password.
 ///
-/// ```
-/// use byok_redis::parse_urls;
-///
-/// let one = parse_urls("redis://:pa,ss@db:6379")?;
-/// assert!(!one.is_cluster());
-/// assert_eq!(one.urls(), ["redis://:pa,ss@db:6379"]);
-///
-/// let list = parse_urls("redis://h1:7000,rediss://h2:7001")?;
-/// assert!(list.is_cluster());
-///
-/// let socket = parse_urls("redis+unix:///run/redis.sock")?;
-/// assert!(!socket.is_cluster());
-/// # Ok::<(), byok_core::ConfigError>(())
-/// ```
-pub fn parse_urls(url: &str) -> Result<RedisUrls, ConfigError> {
+pub(crate) fn parse_urls(url: &str) -> Result<RedisUrls, ConfigError> {
     let url = url.trim();
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         ConfigError::new(

@@ -15,14 +15,9 @@ use byok_core::{ApiKey, KeyStorage};
 use byok_redis::RedisStorage;
 use byok_redis::redis::cluster_routing::Slot;
 
-async fn setup() -> Option<RedisStorage> {
+async fn setup() -> Option<common::Scratch> {
     let urls = byok_testkit::services::redis_cluster_urls().await?;
-    let config = common::config(common::process_prefix());
-    Some(
-        RedisStorage::connect_cluster(&urls, &config)
-            .await
-            .expect("connecting to the test cluster"),
-    )
+    Some(common::Scratch::open(&common::cluster_url(&urls)).await)
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
@@ -32,7 +27,9 @@ async fn a_users_keys_share_one_slot() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let store = RedisStorage::connect_cluster(&urls, &common::config(&common::fresh_prefix()))
+    let store = RedisStorage::builder(common::cluster_url(&urls))
+        .config(&common::config(&common::fresh_prefix()))
+        .open()
         .await
         .unwrap();
     assert!(store.is_cluster());
@@ -81,9 +78,17 @@ async fn a_cluster_url_opens_the_cluster() {
         .collect();
     let url = format!("redis+cluster://{}", hosts.join(","));
     let config = common::config(&common::fresh_prefix());
-    let store = RedisStorage::open(&url, &config).await.unwrap();
+    let store = RedisStorage::builder(&url)
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     assert!(store.is_cluster());
-    let listed = RedisStorage::open(&urls.join(","), &config).await.unwrap();
+    let listed = RedisStorage::builder(urls.join(","))
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     assert!(listed.is_cluster());
     // Users in many buckets, so in slots of every master.
     for u in 0..50 {
@@ -113,7 +118,9 @@ async fn purge_removes_stray_members_and_gets_past_them() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let store = RedisStorage::connect_cluster(&urls, &common::config(&common::fresh_prefix()))
+    let store = RedisStorage::builder(common::cluster_url(&urls))
+        .config(&common::config(&common::fresh_prefix()))
+        .open()
         .await
         .unwrap();
     let client = byok_redis::redis::cluster::ClusterClient::new(urls).unwrap();

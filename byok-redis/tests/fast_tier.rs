@@ -15,15 +15,13 @@ mod common;
 use std::time::Duration;
 
 use byok_core::{ApiKey, FastTier, KeyStorage, LeaseToken, Lookup};
-use byok_redis::RedisStorage;
 
 const LEASE: Duration = Duration::from_secs(5);
 const TTL: Duration = Duration::from_secs(5);
 
-async fn setup() -> Option<RedisStorage> {
+async fn setup() -> Option<common::Scratch> {
     let url = byok_testkit::services::redis_url().await?;
-    let config = common::config(&common::fresh_prefix());
-    Some(RedisStorage::connect(&url, &config).await.unwrap())
+    Some(common::Scratch::open(&url).await)
 }
 
 fn key(value: u8) -> ApiKey {
@@ -54,16 +52,16 @@ async fn redis_storage_offers_the_capability() {
 #[tokio::test]
 async fn one_miss_takes_the_lease_others_are_busy_until_it_fills() {
     let Some(store) = setup().await else { return };
-    let (first, token) = lookup(&store).await;
+    let (first, token) = lookup(&*store).await;
     assert!(matches!(first, Lookup::Leased), "{first:?}");
-    let (second, _) = lookup(&store).await;
+    let (second, _) = lookup(&*store).await;
     assert!(matches!(second, Lookup::Busy), "{second:?}");
     let filled = store
         .fill("alice", "openai", &token, Some(&key(1)), TTL)
         .await
         .unwrap();
     assert!(filled);
-    assert_eq!(value(&lookup(&store).await.0), Some(1));
+    assert_eq!(value(&lookup(&*store).await.0), Some(1));
     // The copy is not a key of the store itself.
     assert_eq!(store.retrieve("alice", "openai").await.unwrap(), None);
 }
@@ -71,7 +69,7 @@ async fn one_miss_takes_the_lease_others_are_busy_until_it_fills() {
 #[tokio::test]
 async fn a_hold_invalidates_an_earlier_lease_and_blocks_fills_until_settled() {
     let Some(store) = setup().await else { return };
-    let (_, reader) = lookup(&store).await;
+    let (_, reader) = lookup(&*store).await;
     let writer = LeaseToken::generate();
     store.hold("alice", "openai", &writer, LEASE).await.unwrap();
     let late = store
@@ -79,12 +77,12 @@ async fn a_hold_invalidates_an_earlier_lease_and_blocks_fills_until_settled() {
         .await
         .unwrap();
     assert!(!late, "a fill under a lease taken before the hold");
-    assert!(matches!(lookup(&store).await.0, Lookup::Busy));
+    assert!(matches!(lookup(&*store).await.0, Lookup::Busy));
     store
         .settle("alice", "openai", Some(&writer), Some(&key(2)), TTL)
         .await
         .unwrap();
-    assert_eq!(value(&lookup(&store).await.0), Some(2));
+    assert_eq!(value(&lookup(&*store).await.0), Some(2));
 }
 
 #[tokio::test]
@@ -97,20 +95,20 @@ async fn a_writer_overtaken_by_another_hold_leaves_no_copy() {
         .settle("alice", "openai", Some(&second), Some(&key(2)), TTL)
         .await
         .unwrap();
-    assert_eq!(value(&lookup(&store).await.0), Some(2));
+    assert_eq!(value(&lookup(&*store).await.0), Some(2));
     // The first writer may have written the durable store last: its
     // settle removes the copy rather than trust either value.
     store
         .settle("alice", "openai", Some(&first), Some(&key(1)), TTL)
         .await
         .unwrap();
-    assert!(matches!(lookup(&store).await.0, Lookup::Leased));
+    assert!(matches!(lookup(&*store).await.0, Lookup::Leased));
 }
 
 #[tokio::test]
 async fn a_user_hold_drops_every_copy_and_lease_of_the_user() {
     let Some(store) = setup().await else { return };
-    let (_, token) = lookup(&store).await;
+    let (_, token) = lookup(&*store).await;
     assert!(
         store
             .fill("alice", "openai", &token, Some(&key(1)), TTL)
@@ -130,12 +128,12 @@ async fn a_user_hold_drops_every_copy_and_lease_of_the_user() {
         .hold_user("alice", &clearing, LEASE, TTL)
         .await
         .unwrap();
-    assert!(matches!(lookup(&store).await.0, Lookup::Busy));
+    assert!(matches!(lookup(&*store).await.0, Lookup::Busy));
     store
         .settle_user("alice", Some(&clearing), TTL)
         .await
         .unwrap();
-    assert!(matches!(lookup(&store).await.0, Lookup::Leased));
+    assert!(matches!(lookup(&*store).await.0, Lookup::Leased));
     let late = store
         .fill("alice", "anthropic", &stale_lease, Some(&key(3)), TTL)
         .await
@@ -153,7 +151,7 @@ async fn copies_and_leases_end_with_their_lifetime() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let (after, token) = lookup(&store).await;
+    let (after, token) = lookup(&*store).await;
     assert!(
         matches!(after, Lookup::Leased),
         "the lease ended: {after:?}"
@@ -164,7 +162,7 @@ async fn copies_and_leases_end_with_their_lifetime() {
             .await
             .unwrap()
     );
-    assert_eq!(value(&lookup(&store).await.0), Some(1));
+    assert_eq!(value(&lookup(&*store).await.0), Some(1));
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(matches!(lookup(&store).await.0, Lookup::Leased));
+    assert!(matches!(lookup(&*store).await.0, Lookup::Leased));
 }

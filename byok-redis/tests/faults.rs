@@ -16,6 +16,7 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
+use byok_core::KeyStorage as _;
 use byok_redis::{RedisOptions, RedisStorage};
 use byok_testkit::faults::{Fault, outage};
 use byok_testkit::proxy::FaultProxy;
@@ -31,11 +32,14 @@ async fn check(fault: Fault) {
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));
-    let store =
-        RedisStorage::connect_with(&through, &common::config(&common::fresh_prefix()), options)
-            .await
-            .unwrap();
-    match outage(&store, &proxy, fault, BOUND).await {
+    let store = RedisStorage::builder(&through)
+        .config(&common::config(&common::fresh_prefix()))
+        .options(options)
+        .open()
+        .await
+        .unwrap();
+    let store = common::Scratch::new(store, &url);
+    match outage(&*store, &proxy, fault, BOUND).await {
         Ok(report) => {
             let _ = writeln!(std::io::stderr(), "fault redis {report}");
         }
@@ -63,4 +67,66 @@ async fn latency_inside_the_deadline_changes_nothing() {
     // Small: `purge_expired` makes hundreds of round trips (one per batch
     // of buckets), and each pays the latency twice.
     check(Fault::Latency(Duration::from_millis(5))).await;
+}
+
+/// The errors of `err`'s `source()` chain, outermost first.
+fn sources(err: &byok_core::ByokError) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut chain = Vec::new();
+    let mut next = std::error::Error::source(err);
+    while let Some(e) = next {
+        chain.push(e);
+        next = e.source();
+    }
+    chain
+}
+
+/// Whether the chain holds the driver's error or the deadline's timer.
+fn holds_the_cause(err: &byok_core::ByokError) -> bool {
+    sources(err).iter().any(|e| {
+        e.downcast_ref::<byok_redis::redis::RedisError>().is_some()
+            || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_keep_the_underlying_error_as_their_source() {
+    let Some(url) = byok_testkit::services::redis_url().await else {
+        return;
+    };
+    let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
+    let options = RedisOptions::default()
+        .with_connection_timeout(Duration::from_millis(300))
+        .with_response_timeout(Duration::from_millis(300));
+    let store = RedisStorage::builder(&through)
+        .config(&common::config(&common::fresh_prefix()))
+        .options(options.clone())
+        .open()
+        .await
+        .unwrap();
+    let store = common::Scratch::new(store, &url);
+
+    // A command to a server that stops answering.
+    proxy.stall();
+    let err = tokio::time::timeout(BOUND, store.retrieve("alice", "openai"))
+        .await
+        .expect("the deadline bounds a command")
+        .unwrap_err();
+    let kind = err.as_storage().map(|s| s.kind);
+    assert_eq!(kind, Some(byok_core::StorageErrorKind::Timeout), "{err:?}");
+    assert!(holds_the_cause(&err), "{err:?}");
+
+    // Connecting to a server that does not answer.
+    let err = tokio::time::timeout(
+        BOUND,
+        RedisStorage::builder(&through)
+            .config(&common::config(&common::fresh_prefix()))
+            .options(options)
+            .open(),
+    )
+    .await
+    .expect("the deadline bounds connecting")
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(holds_the_cause(&err), "{err:?}");
+    proxy.resume();
 }

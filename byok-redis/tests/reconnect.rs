@@ -27,7 +27,10 @@ async fn operations_fail_retryably_then_recover_after_a_restart() {
         .with_connection_timeout(Duration::from_millis(500))
         .with_response_timeout(Duration::from_millis(500));
     let url = server.url();
-    let store = RedisStorage::connect_with(&url, &common::config("byok_"), options)
+    let store = RedisStorage::builder(&url)
+        .config(&common::config("byok_"))
+        .options(options)
+        .open()
         .await
         .unwrap();
     let key = ApiKey::new("alice", "openai", b"ciphertext".to_vec()).unwrap();
@@ -76,7 +79,10 @@ async fn a_server_that_stops_answering_times_out() {
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));
-    let store = RedisStorage::connect_with(&url, &common::config("byok_"), options)
+    let store = RedisStorage::builder(&url)
+        .config(&common::config("byok_"))
+        .options(options)
+        .open()
         .await
         .unwrap();
     let key = ApiKey::new("bob", "openai", vec![1]).unwrap();
@@ -149,11 +155,10 @@ async fn connecting_to_a_silent_port_fails_in_bounded_time() {
     // only turns a regression into a failure instead of a hang.
     let err = tokio::time::timeout(
         Duration::from_secs(60),
-        RedisStorage::connect_with(
-            &format!("redis://127.0.0.1:{port}"),
-            &common::config("byok_"),
-            options,
-        ),
+        RedisStorage::builder(format!("redis://127.0.0.1:{port}"))
+            .config(&common::config("byok_"))
+            .options(options)
+            .open(),
     )
     .await
     .expect("connecting to a silent port did not give up")
@@ -228,10 +233,12 @@ async fn a_cluster_connection_fails_retryably_then_recovers() {
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(500))
         .with_response_timeout(Duration::from_millis(500));
-    let store =
-        RedisStorage::connect_cluster_with(&[url.as_str()], &common::config("byok_"), options)
-            .await
-            .unwrap();
+    let store = RedisStorage::builder(common::cluster_url(&[url.as_str()]))
+        .config(&common::config("byok_"))
+        .options(options)
+        .open()
+        .await
+        .unwrap();
     let key = ApiKey::new("carol", "openai", vec![3]).unwrap();
     store.store(&key).await.unwrap();
 
@@ -311,12 +318,20 @@ async fn connecting_warns_unless_the_server_never_evicts() {
 
     // Redis's default policy: no warning.
     let server = Server::start(temp_dir(), &[]).await;
-    RedisStorage::connect(&server.url(), &config).await.unwrap();
+    RedisStorage::builder(server.url())
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     assert_eq!(warnings.take(), Vec::<String>::new());
     drop(server);
 
     let server = Server::start(temp_dir(), &["--maxmemory-policy", "allkeys-lru"]).await;
-    let store = RedisStorage::connect(&server.url(), &config).await.unwrap();
+    let store = RedisStorage::builder(server.url())
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     let logged = warnings.take();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(
@@ -343,7 +358,11 @@ async fn connecting_warns_unless_the_server_never_evicts() {
         ],
     )
     .await;
-    RedisStorage::connect(&server.url(), &config).await.unwrap();
+    RedisStorage::builder(server.url())
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     assert_eq!(warnings.take(), Vec::<String>::new());
     drop(server);
 }
@@ -359,14 +378,18 @@ async fn connecting_to_a_cluster_warns_unless_its_masters_never_evict() {
     let config = common::config("byok_");
 
     let server = one_node_cluster(&[]).await;
-    RedisStorage::connect_cluster(&[server.url()], &config)
+    RedisStorage::builder(common::cluster_url(&[server.url()]))
+        .config(&config)
+        .open()
         .await
         .unwrap();
     assert_eq!(warnings.take(), Vec::<String>::new());
     drop(server);
 
     let server = one_node_cluster(&["--maxmemory-policy", "volatile-ttl"]).await;
-    RedisStorage::connect_cluster(&[server.url()], &config)
+    RedisStorage::builder(common::cluster_url(&[server.url()]))
+        .config(&config)
+        .open()
         .await
         .unwrap();
     let logged = warnings.take();
@@ -384,7 +407,9 @@ async fn open_accepts_a_unix_socket_url() {
     let socket = dir.join("redis.sock");
     let socket = socket.to_str().unwrap().to_owned();
     let server = Server::start(dir, &["--unixsocket", &socket, "--unixsocketperm", "700"]).await;
-    let store = RedisStorage::open(&format!("redis+unix://{socket}"), &common::config("byok_"))
+    let store = RedisStorage::builder(format!("redis+unix://{socket}"))
+        .config(&common::config("byok_"))
+        .open()
         .await
         .unwrap();
     assert!(!store.is_cluster());
@@ -400,7 +425,9 @@ async fn a_full_server_that_never_evicts_refuses_writes_but_deletes() {
         return;
     }
     let server = Server::start(temp_dir(), &[]).await;
-    let store = RedisStorage::connect(&server.url(), &common::config("byok_"))
+    let store = RedisStorage::builder(server.url())
+        .config(&common::config("byok_"))
+        .open()
         .await
         .unwrap();
     let key = ApiKey::new("frank", "openai", vec![6]).unwrap();

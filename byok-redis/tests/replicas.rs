@@ -73,7 +73,10 @@ async fn a_write_that_no_replica_acknowledged_is_reported_as_not_replicated() {
     let replica = Server::start(temp_dir(), &["--replicaof", "127.0.0.1", &port]).await;
     wait_for_replicas(&master.url(), 1).await;
     let config = common::config(&common::fresh_prefix());
-    let store = RedisStorage::connect_with(&master.url(), &config, options())
+    let store = RedisStorage::builder(master.url())
+        .config(&config)
+        .options(options())
+        .open()
         .await
         .unwrap();
     let key = |p: &str, v: u8| ApiKey::new("alice", p, vec![v]).unwrap();
@@ -108,7 +111,10 @@ async fn a_write_that_no_replica_acknowledged_is_reported_as_not_replicated() {
 
     // A master without any replica confirms nothing.
     let alone = Server::start(temp_dir(), &[]).await;
-    let store = RedisStorage::connect_with(&alone.url(), &config, options())
+    let store = RedisStorage::builder(alone.url())
+        .config(&config)
+        .options(options())
+        .open()
         .await
         .unwrap();
     let err = store.store(&key("a", 1)).await.unwrap_err();
@@ -349,7 +355,10 @@ mod cluster {
 
     async fn connect(cluster: &Cluster) -> RedisStorage {
         let config = common::config(&common::fresh_prefix());
-        RedisStorage::open_with(&cluster.urls(), &config, options())
+        RedisStorage::builder(cluster.urls())
+            .config(&config)
+            .options(options())
+            .open()
             .await
             .unwrap()
     }

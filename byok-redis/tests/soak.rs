@@ -17,10 +17,9 @@ mod common;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use byok_redis::RedisStorage;
 use byok_testkit::soak::{SoakConfig, soak};
 
-async fn check(name: &str, store: RedisStorage) {
+async fn check(name: &str, store: common::Scratch) {
     let report = soak(Arc::new(store), &SoakConfig::from_env()).await;
     let _ = writeln!(std::io::stderr(), "soak {name}: {report}");
     assert!(report.is_clean(), "soak {name}: {report}");
@@ -32,10 +31,7 @@ async fn standalone() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let store = RedisStorage::connect(&url, &common::config(&common::fresh_prefix()))
-        .await
-        .unwrap();
-    check("redis", store).await;
+    check("redis", common::Scratch::open(&url).await).await;
 }
 
 #[cfg(feature = "cluster")]
@@ -44,8 +40,9 @@ async fn cluster() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let store = RedisStorage::connect_cluster(&urls, &common::config(&common::fresh_prefix()))
-        .await
-        .unwrap();
-    check("redis-cluster", store).await;
+    check(
+        "redis-cluster",
+        common::Scratch::open(&common::cluster_url(&urls)).await,
+    )
+    .await;
 }

@@ -10,22 +10,17 @@
 
 mod common;
 
-use std::io::Write as _;
-
 use byok_core::error::Field;
-use byok_core::{ApiKey, ByokError, Cursor, KeyStorage, StorageErrorKind};
+use byok_core::{
+    ApiKey, ByokError, Cursor, KeyStorage, SchemaStatus, StorageErrorKind, StoreAdmin,
+};
 use byok_redis::RedisStorage;
 use byok_redis::redis::AsyncCommands;
 use chrono::Utc;
 
-async fn setup() -> Option<RedisStorage> {
+async fn setup() -> Option<common::Scratch> {
     let url = byok_testkit::services::redis_url().await?;
-    let config = common::config(common::process_prefix());
-    Some(
-        RedisStorage::connect(&url, &config)
-            .await
-            .expect("connecting to the test Redis"),
-    )
+    Some(common::Scratch::open(&url).await)
 }
 
 /// A store under a prefix of its own, a plain connection to the server,
@@ -34,15 +29,17 @@ async fn setup() -> Option<RedisStorage> {
 async fn isolated() -> Option<(
     RedisStorage,
     byok_redis::redis::aio::MultiplexedConnection,
-    Cleanup,
+    common::Cleanup,
 )> {
     let url = byok_testkit::services::redis_url().await?;
     let prefix = common::fresh_prefix();
-    let cleanup = Cleanup {
+    let cleanup = common::Cleanup {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let store = RedisStorage::connect(&url, &common::config(&prefix))
+    let store = RedisStorage::builder(&url)
+        .config(&common::config(&prefix))
+        .open()
         .await
         .expect("connecting to the test Redis");
     let raw = byok_redis::redis::Client::open(url.as_str())
@@ -51,64 +48,6 @@ async fn isolated() -> Option<(
         .await
         .unwrap();
     Some((store, raw, cleanup))
-}
-
-/// Deletes every key under `prefix` on drop.
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        // A thread of its own, with a plain blocking connection: drop may run
-        // while a panic unwinds through the test's runtime.
-        let done = std::thread::spawn(move || delete_prefix(&url, &prefix)).join();
-        if !matches!(done, Ok(Ok(_))) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "could not delete the test keys under {}",
-                self.prefix
-            );
-        }
-    }
-}
-
-/// Deletes every key under `prefix` (a test's own, so `SCAN` is fine here);
-/// returns how many.
-fn delete_prefix(url: &str, prefix: &str) -> byok_redis::redis::RedisResult<usize> {
-    use byok_redis::redis;
-    let timeout = std::time::Duration::from_secs(5);
-    let mut conn = redis::Client::open(url)?.get_connection_with_timeout(timeout)?;
-    conn.set_read_timeout(Some(timeout))?;
-    conn.set_write_timeout(Some(timeout))?;
-    let mut pattern = String::new();
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('*');
-    let mut deleted = 0;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut conn)?;
-        if !keys.is_empty() {
-            deleted += redis::cmd("DEL").arg(&keys).query::<usize>(&mut conn)?;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
@@ -350,7 +289,9 @@ async fn a_saved_cursor_resumes_on_another_connection() {
     let saved = first.next.expect("more pages").as_str().to_owned();
 
     let url = byok_testkit::services::redis_url().await.unwrap();
-    let other = RedisStorage::connect(&url, &common::config(store.prefix()))
+    let other = RedisStorage::builder(&url)
+        .config(&common::config(store.prefix()))
+        .open()
         .await
         .unwrap();
     let mut seen: std::collections::BTreeSet<String> =
@@ -382,7 +323,7 @@ async fn a_panicking_test_leaves_no_keys_behind() {
     let Some((store, mut raw, cleanup)) = isolated().await else {
         return;
     };
-    let (url, prefix) = (cleanup.url.clone(), cleanup.prefix.clone());
+    let prefix = cleanup.prefix.clone();
     let key = store.redis_user_key("u").unwrap();
     let task = tokio::spawn(async move {
         let _cleanup = cleanup;
@@ -395,11 +336,12 @@ async fn a_panicking_test_leaves_no_keys_behind() {
     assert!(task.await.unwrap_err().is_panic());
     let exists: bool = raw.exists(&key).await.unwrap();
     assert!(!exists, "{key} outlived the test");
-    let left = tokio::task::spawn_blocking(move || delete_prefix(&url, &prefix))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(left, 0, "keys under the test's prefix outlived it");
+    let left = common::keys_under(&mut raw, &prefix).await;
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "keys under the test's prefix outlived it"
+    );
 }
 
 /// The crate docs promise Redis 7.0 as the minimum; the server these tests
@@ -427,60 +369,14 @@ async fn the_test_server_meets_the_documented_minimum_version() {
     );
 }
 
-/// Writes a key as byok-redis wrote it in format 1: a hash per key, the
-/// user's provider index, the bucket's user set and, for an expiring key,
-/// its expiry entry.
-async fn write_format_1(
-    raw: &mut byok_redis::redis::aio::MultiplexedConnection,
-    prefix: &str,
-    key: &ApiKey,
-) {
-    use byok_redis::{bucket_of, encode_id, redis};
-    let (user, provider) = (key.user_id(), key.provider());
-    let tag = format!("{prefix}{{{:03x}}}", bucket_of(user));
-    let hash = format!("{tag}:k:{}:{}", encode_id(user), encode_id(provider));
-    let mut pipe = redis::pipe();
-    pipe.cmd("ZADD")
-        .arg(format!("{tag}:i:{}", encode_id(user)))
-        .arg(0)
-        .arg(provider)
-        .cmd("ZADD")
-        .arg(format!("{tag}:users"))
-        .arg(0)
-        .arg(user);
-    let expires = key.expires_at_millis();
-    if expires.is_none_or(|e| e > Utc::now().timestamp_millis()) {
-        pipe.cmd("HSET")
-            .arg(&hash)
-            .arg("v")
-            .arg(key.encrypted_value())
-            .arg("c")
-            .arg(key.created_at().timestamp_millis());
-        if let Some(h) = key.hint() {
-            pipe.cmd("HSET").arg(&hash).arg("h").arg(h);
-        }
-        if let Some(e) = expires {
-            pipe.cmd("HSET").arg(&hash).arg("e").arg(e);
-            pipe.cmd("PEXPIREAT").arg(&hash).arg(e);
-        }
-    }
-    if let Some(e) = expires {
-        pipe.cmd("ZADD")
-            .arg(format!("{tag}:exp"))
-            .arg(e)
-            .arg(format!("{}:{user}{provider}", user.len()));
-    }
-    let () = pipe.query_async(raw).await.unwrap();
-}
-
 #[tokio::test]
-async fn connecting_moves_format_1_keys_to_the_current_format() {
+async fn migrate_moves_format_1_keys_to_the_current_format() {
     let Some((store, mut raw, _cleanup)) = isolated().await else {
         return;
     };
     let prefix = common::fresh_prefix();
     let url = byok_testkit::services::redis_url().await.unwrap();
-    let _cleanup_old = Cleanup {
+    let _cleanup_old = common::Cleanup {
         url: url.clone(),
         prefix: prefix.clone(),
     };
@@ -502,23 +398,61 @@ async fn connecting_moves_format_1_keys_to_the_current_format() {
             .with_created_at(now),
     ];
     for key in &keys {
-        write_format_1(&mut raw, &prefix, key).await;
+        common::write_format_1(&mut raw, &prefix, key).await;
     }
     let gone = ApiKey::new("carol", "openai", vec![9])
         .unwrap()
         .with_expires_at(past);
-    write_format_1(&mut raw, &prefix, &gone).await;
-    // Written in the current format before the migration: it must win over
-    // the format-1 key of the same slot.
+    common::write_format_1(&mut raw, &prefix, &gone).await;
+    // A write over format-1 data is refused, changing nothing, until the
+    // data is migrated.
+    let early = store.clone().with_prefix(&prefix).unwrap();
     let newer = ApiKey::new("b:{o}b", "x:y", vec![7]).unwrap();
+    let before = common::keys_under(&mut raw, &prefix).await;
+    let err = early.store(&newer).await.unwrap_err();
+    assert!(matches!(err, ByokError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("migrate"), "{err}");
+    assert_eq!(common::keys_under(&mut raw, &prefix).await, before);
+    // Written in the current format before the migration (planted by hand,
+    // from a store of the current format): it must win over the format-1
+    // key of the same slot.
     {
-        let early = store.clone().with_prefix(&prefix).unwrap();
-        early.store(&newer).await.unwrap();
+        let (scratch, _scratch_raw, _scratch_cleanup) = isolated().await.unwrap();
+        scratch.store(&newer).await.unwrap();
+        let record: Vec<u8> = raw
+            .hget(scratch.redis_user_key("b:{o}b").unwrap(), "x:y")
+            .await
+            .unwrap();
+        let () = raw
+            .hset(early.redis_user_key("b:{o}b").unwrap(), "x:y", record)
+            .await
+            .unwrap();
     }
 
-    let migrated = RedisStorage::connect(&url, &common::config(&prefix))
+    // Opening reads only: the older data stays as it is, unseen by reads,
+    // until `migrate`.
+    let before = common::keys_under(&mut raw, &prefix).await;
+    let migrated = RedisStorage::builder(&url)
+        .config(&common::config(&prefix))
+        .open()
         .await
         .unwrap();
+    assert_eq!(migrated.retrieve("alice", "openai").await.unwrap(), None);
+    assert_eq!(
+        migrated.schema_status().await.unwrap(),
+        SchemaStatus::Older {
+            found: 1,
+            current: 2
+        }
+    );
+    assert_eq!(common::keys_under(&mut raw, &prefix).await, before);
+    // The two keys of alice; the newer key of b:{o}b stays, and carol's
+    // had expired.
+    assert_eq!(migrated.migrate_and_count().await.unwrap(), 2);
+    assert_eq!(
+        migrated.schema_status().await.unwrap(),
+        SchemaStatus::UpToDate
+    );
     assert_eq!(
         migrated.retrieve("alice", "openai").await.unwrap(),
         Some(keys[0].clone())
@@ -542,7 +476,7 @@ async fn connecting_moves_format_1_keys_to_the_current_format() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(migrated.migrate().await.unwrap(), 0);
+    assert_eq!(migrated.migrate_and_count().await.unwrap(), 0);
     // The expired key that Redis had already dropped is still counted by
     // the purge, and the scan sees exactly the live keys.
     assert!(migrated.purge_expired().await.unwrap() >= 1);
@@ -583,6 +517,18 @@ async fn an_unknown_format_is_refused() {
     let err = store.migrate().await.unwrap_err();
     assert!(matches!(err, ByokError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("format"), "{err}");
+    assert_eq!(
+        store.schema_status().await.unwrap(),
+        SchemaStatus::Newer {
+            found: 3,
+            current: 2
+        }
+    );
+    let err = store
+        .store(&ApiKey::new("u", "p", vec![1]).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ByokError::Config(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -592,7 +538,7 @@ async fn two_processes_migrating_at_once_move_each_key_once() {
     };
     let prefix = common::fresh_prefix();
     let url = byok_testkit::services::redis_url().await.unwrap();
-    let _cleanup_old = Cleanup {
+    let _cleanup_old = common::Cleanup {
         url,
         prefix: prefix.clone(),
     };
@@ -605,12 +551,12 @@ async fn two_processes_migrating_at_once_move_each_key_once() {
         })
         .collect();
     for key in &keys {
-        write_format_1(&mut raw, &prefix, key).await;
+        common::write_format_1(&mut raw, &prefix, key).await;
     }
     // Stores made by `with_prefix` have not migrated: both do it now.
     let a = store.clone().with_prefix(&prefix).unwrap();
     let b = store.with_prefix(&prefix).unwrap();
-    let (moved_a, moved_b) = tokio::join!(a.migrate(), b.migrate());
+    let (moved_a, moved_b) = tokio::join!(a.migrate_and_count(), b.migrate_and_count());
     assert_eq!(moved_a.unwrap() + moved_b.unwrap(), 40);
     for key in &keys {
         assert_eq!(

@@ -165,13 +165,19 @@ async fn a_trusted_authority_lets_the_store_connect() {
     };
     let config = common::config(&common::fresh_prefix());
     let trusted = options().with_root_certificates(ca.pem.as_bytes());
-    let store = RedisStorage::connect_with(&server.url(), &config, trusted.clone())
+    let store = RedisStorage::builder(server.url())
+        .config(&config)
+        .options(trusted.clone())
+        .open()
         .await
         .unwrap();
     round_trip(&store).await;
     // The same through `open`, and with the host name the certificate names.
     let url = format!("rediss://localhost:{}/0", server.port);
-    let opened = RedisStorage::open_with(&url, &config, trusted)
+    let opened = RedisStorage::builder(&url)
+        .config(&config)
+        .options(trusted)
+        .open()
         .await
         .unwrap();
     round_trip(&opened).await;
@@ -192,7 +198,10 @@ async fn a_certificate_that_does_not_verify_is_refused() {
             options().with_root_certificates(other.pem.as_bytes()),
         ),
     ] {
-        let err = RedisStorage::connect_with(&server.url(), &config, options)
+        let err = RedisStorage::builder(server.url())
+            .config(&config)
+            .options(options)
+            .open()
             .await
             .expect_err(what);
         let storage = err.as_storage().expect("a storage error");
@@ -212,13 +221,19 @@ async fn a_certificate_for_another_host_is_refused() {
     let trusted = options().with_root_certificates(ca.pem.as_bytes());
     let local = format!("rediss://localhost:{}", server.port);
     round_trip(
-        &RedisStorage::connect_with(&local, &config, trusted.clone())
+        &RedisStorage::builder(&local)
+            .config(&config)
+            .options(trusted.clone())
+            .open()
             .await
             .unwrap(),
     )
     .await;
     // The same server, reached by an address its certificate does not name.
-    let err = RedisStorage::connect_with(&server.url(), &config, trusted)
+    let err = RedisStorage::builder(server.url())
+        .config(&config)
+        .options(trusted)
+        .open()
         .await
         .unwrap_err();
     let storage = err.as_storage().expect("a storage error");
@@ -235,7 +250,10 @@ async fn the_insecure_fragment_skips_verification() {
     };
     let config = common::config(&common::fresh_prefix());
     let url = format!("{}/#insecure", server.url());
-    let store = RedisStorage::connect_with(&url, &config, options())
+    let store = RedisStorage::builder(&url)
+        .config(&config)
+        .options(options())
+        .open()
         .await
         .unwrap();
     round_trip(&store).await;

@@ -184,7 +184,16 @@ async fn open_backend(
     let opened: Result<Arc<dyn KeyStorage>> = match backend {
         StorageBackend::Memory => memory(config),
         #[cfg(feature = "redis")]
-        StorageBackend::Redis => Ok(Arc::new(byok_redis::RedisStorage::open(url, config).await?)),
+        StorageBackend::Redis => {
+            let store = byok_redis::RedisStorage::builder(url)
+                .config(config)
+                .open()
+                .await?;
+            if schema == Schema::Migrate {
+                byok_core::StoreAdmin::migrate(&store).await?;
+            }
+            Ok(Arc::new(store))
+        }
         #[cfg(feature = "sqlite")]
         StorageBackend::Sqlite => {
             let store = byok_sql::SqliteStorage::connect(url, config).await?;

@@ -431,7 +431,10 @@ async fn a_key_deleted_while_the_writer_cannot_reach_redis_is_served_for_at_most
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));
     let cut_off = Arc::new(
-        RedisStorage::connect_with(&through, &config, options)
+        RedisStorage::builder(&through)
+            .config(&config)
+            .options(options)
+            .open()
             .await
             .unwrap(),
     );

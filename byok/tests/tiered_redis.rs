@@ -17,7 +17,11 @@ async fn redis_over_sqlite() -> Option<TieredStorage> {
     let config =
         ByokConfig::for_tests().with_session_key_prefix(format!("byok_test_{:016x}_", rand_u64()));
     let url = byok_testkit::services::redis_url().await?;
-    let fast = RedisStorage::connect(&url, &config).await.unwrap();
+    let fast = RedisStorage::builder(&url)
+        .config(&config)
+        .open()
+        .await
+        .unwrap();
     let durable = SqliteStorage::connect("sqlite::memory:", &config)
         .await
         .unwrap();

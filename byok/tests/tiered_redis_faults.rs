@@ -49,7 +49,10 @@ async fn tiers() -> Option<Tiers> {
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
         .with_response_timeout(Duration::from_millis(300));
-    let fast = RedisStorage::connect_with(&through, &config, options)
+    let fast = RedisStorage::builder(&through)
+        .config(&config)
+        .options(options)
+        .open()
         .await
         .unwrap();
     let durable = SqliteStorage::connect("sqlite::memory:", &config)

@@ -59,7 +59,9 @@ async fn redis_over_sqlite() {
         .trim_start_matches("byok-test-")
         .trim_end_matches('-');
     let redis_config = config().with_session_key_prefix(format!("byok_test_{random}_"));
-    let fast = byok::RedisStorage::connect(&url, &redis_config)
+    let fast = byok::RedisStorage::builder(&url)
+        .config(&redis_config)
+        .open()
         .await
         .unwrap();
     check("redis over sqlite", Arc::new(fast)).await;

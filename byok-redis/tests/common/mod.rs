@@ -1,12 +1,19 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test by panicking"
+)]
 
 pub mod server;
 
+use std::io::Write as _;
 use std::sync::OnceLock;
 
-use byok_core::{ApiKey, ByokConfig, KeyStorage};
+use byok_core::{ApiKey, ByokConfig, KeyStorage, StoreAdmin as _};
 use byok_redis::RedisStorage;
 use byok_redis::redis::{self, aio::ConnectionLike};
 use chrono::Utc;
@@ -21,6 +28,16 @@ pub fn process_prefix() -> &'static str {
 /// A prefix of its own, for a test that counts what it finds.
 pub fn fresh_prefix() -> String {
     format!("byok_test_{:016x}_", rand::random::<u64>())
+}
+
+/// The `redis+cluster://` URL of a cluster's seed nodes (`redis://host:port`
+/// URLs without credentials), so that a single seed is a cluster too.
+pub fn cluster_url<S: AsRef<str>>(urls: &[S]) -> String {
+    let hosts: Vec<&str> = urls
+        .iter()
+        .map(|u| u.as_ref().trim_start_matches("redis://"))
+        .collect();
+    format!("redis+cluster://{}", hosts.join(","))
 }
 
 /// A config with `prefix`.
@@ -103,4 +120,142 @@ pub async fn purge_gets_past_stray_members<C: ConnectionLike + Send>(
 
     assert_eq!(store.clear_all(user).await.unwrap(), 1);
     assert_eq!(store.clear_all(&other).await.unwrap(), 1);
+}
+
+/// Writes a key as byok-redis wrote it in format 1: a hash per key, the
+/// user's provider index, the bucket's user set and, for an expiring key,
+/// its expiry entry.
+pub async fn write_format_1(
+    raw: &mut byok_redis::redis::aio::MultiplexedConnection,
+    prefix: &str,
+    key: &ApiKey,
+) {
+    use byok_redis::{bucket_of, encode_id, redis};
+    let (user, provider) = (key.user_id(), key.provider());
+    let tag = format!("{prefix}{{{:03x}}}", bucket_of(user));
+    let hash = format!("{tag}:k:{}:{}", encode_id(user), encode_id(provider));
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(format!("{tag}:i:{}", encode_id(user)))
+        .arg(0)
+        .arg(provider)
+        .cmd("ZADD")
+        .arg(format!("{tag}:users"))
+        .arg(0)
+        .arg(user);
+    let expires = key.expires_at_millis();
+    if expires.is_none_or(|e| e > Utc::now().timestamp_millis()) {
+        pipe.cmd("HSET")
+            .arg(&hash)
+            .arg("v")
+            .arg(key.encrypted_value())
+            .arg("c")
+            .arg(key.created_at().timestamp_millis());
+        if let Some(h) = key.hint() {
+            pipe.cmd("HSET").arg(&hash).arg("h").arg(h);
+        }
+        if let Some(e) = expires {
+            pipe.cmd("HSET").arg(&hash).arg("e").arg(e);
+            pipe.cmd("PEXPIREAT").arg(&hash).arg(e);
+        }
+    }
+    if let Some(e) = expires {
+        pipe.cmd("ZADD")
+            .arg(format!("{tag}:exp"))
+            .arg(e)
+            .arg(format!("{}:{user}{provider}", user.len()));
+    }
+    let () = pipe.query_async(raw).await.unwrap();
+}
+
+/// Every Redis key under `prefix` on one server, sorted.
+pub async fn keys_under<C: ConnectionLike + Send>(raw: &mut C, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(raw)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// A store that is destroyed when dropped, also when the test panics: a
+/// [`KeyStorage`] itself, and a [`RedisStorage`] through `Deref`.
+#[derive(Debug)]
+pub struct Scratch {
+    store: RedisStorage,
+    _cleanup: Cleanup,
+}
+
+impl Scratch {
+    /// Guards `store`; `url` reaches the same server or cluster once the
+    /// test is over (not through a proxy the test stops).
+    pub fn new(store: RedisStorage, url: &str) -> Self {
+        let cleanup = Cleanup {
+            url: url.to_owned(),
+            prefix: store.prefix().to_owned(),
+        };
+        Scratch {
+            store,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// A store on a fresh prefix at `url`.
+    pub async fn open(url: &str) -> Self {
+        let store = RedisStorage::builder(url)
+            .config(&config(&fresh_prefix()))
+            .open()
+            .await
+            .expect("connecting to the test Redis");
+        Scratch::new(store, url)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = RedisStorage;
+
+    fn deref(&self) -> &RedisStorage {
+        &self.store
+    }
+}
+
+byok_core::forward_key_storage!(Scratch, store);
+
+/// Removes the store under `prefix` at `url` (one server or a cluster) on
+/// drop, also when the test panics.
+#[derive(Debug)]
+pub struct Cleanup {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        // A thread and a runtime of their own: drop may run while a panic
+        // unwinds through the test's runtime.
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let store = RedisStorage::builder(url)
+                    .prefix(prefix)
+                    .open()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store.destroy().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not delete the test keys under {}: {done:?}",
+                self.prefix
+            );
+        }
+    }
 }

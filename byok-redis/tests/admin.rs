@@ -68,7 +68,7 @@ async fn standalone_counts_are_exact_and_destroy_leaves_nothing() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let store = common::Scratch::open(&url).await;
+    let store = common::open_scratch(&url).await;
     let mut raw = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -99,13 +99,13 @@ async fn a_prefix_with_glob_characters_destroys_only_itself() {
         .open()
         .await
         .unwrap();
-    let glob = common::Scratch::new(glob, &url);
+    let glob = common::scratch(glob, &url);
     let neighbour = byok_redis::RedisStorage::builder(&url)
         .prefix(format!("{base}a-"))
         .open()
         .await
         .unwrap();
-    let neighbour = common::Scratch::new(neighbour, &url);
+    let neighbour = common::scratch(neighbour, &url);
     let key = ApiKey::new("alice", "openai", vec![1]).unwrap();
     glob.store(&key).await.unwrap();
     neighbour.store(&key).await.unwrap();
@@ -127,7 +127,7 @@ async fn cluster_counts_are_exact_and_destroy_leaves_nothing_on_any_master() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let store = common::Scratch::open(&common::cluster_url(&urls)).await;
+    let store = common::open_scratch(&common::cluster_url(&urls)).await;
     // Users in many buckets, so that every master holds some of them.
     for i in 0..64 {
         let key = ApiKey::new(format!("user-{i}"), "openai", vec![1]).unwrap();

@@ -17,7 +17,7 @@ use byok_redis::redis::cluster_routing::Slot;
 
 async fn setup() -> Option<common::Scratch> {
     let urls = byok_testkit::services::redis_cluster_urls().await?;
-    Some(common::Scratch::open(&common::cluster_url(&urls)).await)
+    Some(common::open_scratch(&common::cluster_url(&urls)).await)
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);

@@ -21,7 +21,7 @@ const TTL: Duration = Duration::from_secs(5);
 
 async fn setup() -> Option<common::Scratch> {
     let url = byok_testkit::services::redis_url().await?;
-    Some(common::Scratch::open(&url).await)
+    Some(common::open_scratch(&url).await)
 }
 
 fn key(value: u8) -> ApiKey {

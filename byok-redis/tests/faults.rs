@@ -38,7 +38,7 @@ async fn check(fault: Fault) {
         .open()
         .await
         .unwrap();
-    let store = common::Scratch::new(store, &url);
+    let store = common::scratch(store, &url);
     match outage(&*store, &proxy, fault, BOUND).await {
         Ok(report) => {
             let _ = writeln!(std::io::stderr(), "fault redis {report}");
@@ -103,7 +103,7 @@ async fn timeouts_keep_the_underlying_error_as_their_source() {
         .open()
         .await
         .unwrap();
-    let store = common::Scratch::new(store, &url);
+    let store = common::scratch(store, &url);
 
     // A command to a server that stops answering.
     proxy.stall();

@@ -44,10 +44,7 @@ async fn opening_and_reading_write_nothing_and_the_first_write_marks() {
         return;
     };
     let prefix = common::fresh_prefix();
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
+    let _cleanup = common::cleanup(&url, &prefix);
     let mut raw = raw(&url).await;
 
     let store = open(&url, &prefix).await;
@@ -87,10 +84,7 @@ async fn opening_an_unmarked_prefix_with_keys_writes_nothing() {
         return;
     };
     let prefix = common::fresh_prefix();
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
+    let _cleanup = common::cleanup(&url, &prefix);
     let mut raw = raw(&url).await;
     let key = ApiKey::new("alice", "openai", vec![1]).unwrap();
     common::write_format_1(&mut raw, &prefix, &key).await;

@@ -31,7 +31,7 @@ async fn standalone() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    check("redis", common::Scratch::open(&url).await).await;
+    check("redis", common::open_scratch(&url).await).await;
 }
 
 #[cfg(feature = "cluster")]
@@ -42,7 +42,7 @@ async fn cluster() {
     };
     check(
         "redis-cluster",
-        common::Scratch::open(&common::cluster_url(&urls)).await,
+        common::open_scratch(&common::cluster_url(&urls)).await,
     )
     .await;
 }

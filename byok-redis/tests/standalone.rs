@@ -20,7 +20,7 @@ use chrono::Utc;
 
 async fn setup() -> Option<common::Scratch> {
     let url = byok_testkit::services::redis_url().await?;
-    Some(common::Scratch::open(&url).await)
+    Some(common::open_scratch(&url).await)
 }
 
 /// A store under a prefix of its own, a plain connection to the server,
@@ -29,14 +29,11 @@ async fn setup() -> Option<common::Scratch> {
 async fn isolated() -> Option<(
     RedisStorage,
     byok_redis::redis::aio::MultiplexedConnection,
-    common::Cleanup,
+    byok_testkit::services::CleanupOnDrop,
 )> {
     let url = byok_testkit::services::redis_url().await?;
     let prefix = common::fresh_prefix();
-    let cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
+    let cleanup = common::cleanup(&url, &prefix);
     let store = RedisStorage::builder(&url)
         .config(&common::config(&prefix))
         .open()
@@ -323,7 +320,7 @@ async fn a_panicking_test_leaves_no_keys_behind() {
     let Some((store, mut raw, cleanup)) = isolated().await else {
         return;
     };
-    let prefix = cleanup.prefix.clone();
+    let prefix = store.prefix().to_owned();
     let key = store.redis_user_key("u").unwrap();
     let task = tokio::spawn(async move {
         let _cleanup = cleanup;
@@ -376,10 +373,7 @@ async fn migrate_moves_format_1_keys_to_the_current_format() {
     };
     let prefix = common::fresh_prefix();
     let url = byok_testkit::services::redis_url().await.unwrap();
-    let _cleanup_old = common::Cleanup {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
+    let _cleanup_old = common::cleanup(&url, &prefix);
     let now = byok_core::key::to_millis(Utc::now());
     let later = Some(now + chrono::Duration::hours(1));
     let past = Some(now - chrono::Duration::seconds(10));
@@ -538,10 +532,7 @@ async fn two_processes_migrating_at_once_move_each_key_once() {
     };
     let prefix = common::fresh_prefix();
     let url = byok_testkit::services::redis_url().await.unwrap();
-    let _cleanup_old = common::Cleanup {
-        url,
-        prefix: prefix.clone(),
-    };
+    let _cleanup_old = common::cleanup(&url, &prefix);
     let now = byok_core::key::to_millis(Utc::now());
     let keys: Vec<ApiKey> = (0..40)
         .map(|i| {

@@ -181,6 +181,102 @@ fn unavailable(service: &str, detail: &str) {
     }
 }
 
+/// The future a [`CleanupOnDrop`] runs: it reopens what it removes.
+type CleanupFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Runs a cleanup when dropped, also when the test panics: for a test's
+/// own table or key prefix on a shared server, which nobody else removes.
+///
+/// The cleanup runs on a thread and a runtime of its own (the test's
+/// runtime may be unwinding), so it must open its own connection rather
+/// than use the test's. A failed cleanup is reported on stderr.
+///
+/// ```
+/// let guard = byok_testkit::services::CleanupOnDrop::new("nothing", || async { Ok(()) });
+/// drop(guard);
+/// ```
+#[must_use = "the cleanup runs when the guard is dropped"]
+pub struct CleanupOnDrop {
+    what: String,
+    cleanup: Option<Box<dyn FnOnce() -> CleanupFuture + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CleanupOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanupOnDrop")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CleanupOnDrop {
+    /// A guard that runs `cleanup` on drop; `what` names it in a failure.
+    pub fn new<F, Fut>(what: impl Into<String>, cleanup: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        CleanupOnDrop {
+            what: what.into(),
+            cleanup: Some(Box::new(move || Box::pin(cleanup()) as CleanupFuture)),
+        }
+    }
+}
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup.take() else {
+            return;
+        };
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(cleanup())
+        })
+        .join();
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = writeln!(std::io::stderr(), "cleanup of {} failed: {e}", self.what);
+            }
+            Err(_) => {
+                let _ = writeln!(std::io::stderr(), "cleanup of {} panicked", self.what);
+            }
+        }
+    }
+}
+
+/// A store with a [`CleanupOnDrop`] that removes it: a `KeyStorage`
+/// itself (so the conformance suite runs on it), and the store through
+/// `Deref`.
+#[derive(Debug)]
+pub struct WithCleanup<S> {
+    store: S,
+    _cleanup: CleanupOnDrop,
+}
+
+impl<S> WithCleanup<S> {
+    /// `store`, cleaned up by `cleanup` when dropped.
+    pub fn new(store: S, cleanup: CleanupOnDrop) -> Self {
+        WithCleanup {
+            store,
+            _cleanup: cleanup,
+        }
+    }
+}
+
+impl<S> std::ops::Deref for WithCleanup<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
+byok_core::forward_key_storage!(@impl [S: byok_core::KeyStorage] WithCleanup<S>, (self) => self.store);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,12 +11,17 @@
 use std::sync::Arc;
 
 use byok::{ByokConfig, RedisStorage, SqliteStorage, TieredStorage};
+use byok_testkit::services::WithCleanup;
 
-async fn redis_over_sqlite() -> Option<TieredStorage> {
-    // Copies expire by themselves: nothing to clean up in Redis.
-    let config =
-        ByokConfig::for_tests().with_session_key_prefix(format!("byok_test_{:016x}_", rand_u64()));
+#[path = "support/redis.rs"]
+mod redis_support;
+
+/// The tiered store, which removes its Redis keys when dropped.
+async fn redis_over_sqlite() -> Option<WithCleanup<TieredStorage>> {
+    let prefix = format!("byok_test_{:016x}_", rand_u64());
+    let config = ByokConfig::for_tests().with_session_key_prefix(&prefix);
     let url = byok_testkit::services::redis_url().await?;
+    let cleanup = redis_support::destroyed_on_drop(&url, &prefix);
     let fast = RedisStorage::builder(&url)
         .config(&config)
         .open()
@@ -26,10 +31,9 @@ async fn redis_over_sqlite() -> Option<TieredStorage> {
         .await
         .unwrap();
     durable.migrate().await.unwrap();
-    Some(
-        TieredStorage::new(Arc::new(fast), Arc::new(durable))
-            .with_copy_ttl(std::time::Duration::from_secs(60)),
-    )
+    let tiered = TieredStorage::new(Arc::new(fast), Arc::new(durable))
+        .with_copy_ttl(std::time::Duration::from_secs(60));
+    Some(WithCleanup::new(tiered, cleanup))
 }
 
 fn rand_u64() -> u64 {

@@ -36,15 +36,21 @@ const SLOTS: [&str; 3] = ["deleted", "replaced", "kept"];
 struct Tiers {
     store: TieredStorage,
     proxy: FaultProxy,
+    _cleanup: byok_testkit::services::CleanupOnDrop,
 }
+
+#[path = "support/redis.rs"]
+mod redis_support;
 
 /// Redis (through a proxy, on a key prefix of its own) in front of an
 /// in-memory SQLite; `None` without a Redis.
 async fn tiers() -> Option<Tiers> {
     let url = byok_testkit::services::redis_url().await?;
     let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
+    let prefix = fresh_prefix();
+    let cleanup = redis_support::destroyed_on_drop(&url, &prefix);
     let config = ByokConfig::default()
-        .with_session_key_prefix(fresh_prefix())
+        .with_session_key_prefix(prefix)
         .with_auto_cleanup(false);
     let options = RedisOptions::default()
         .with_connection_timeout(Duration::from_millis(300))
@@ -62,6 +68,7 @@ async fn tiers() -> Option<Tiers> {
     Some(Tiers {
         store: TieredStorage::new(Arc::new(fast), Arc::new(durable)),
         proxy,
+        _cleanup: cleanup,
     })
 }
 

@@ -48,6 +48,10 @@ async fn memory_over_sqlite() {
 }
 
 #[cfg(feature = "redis")]
+#[path = "support/redis.rs"]
+mod redis_support;
+
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_sqlite() {
     let Some(url) = byok_testkit::services::redis_url().await else {
@@ -58,7 +62,9 @@ async fn redis_over_sqlite() {
         .prefix()
         .trim_start_matches("byok-test-")
         .trim_end_matches('-');
-    let redis_config = config().with_session_key_prefix(format!("byok_test_{random}_"));
+    let prefix = format!("byok_test_{random}_");
+    let _cleanup = redis_support::destroyed_on_drop(&url, &prefix);
+    let redis_config = config().with_session_key_prefix(prefix);
     let fast = byok::RedisStorage::builder(&url)
         .config(&redis_config)
         .open()

@@ -10,12 +10,12 @@
 
 pub mod server;
 
-use std::io::Write as _;
 use std::sync::OnceLock;
 
 use byok_core::{ApiKey, ByokConfig, KeyStorage, StoreAdmin as _};
 use byok_redis::RedisStorage;
 use byok_redis::redis::{self, aio::ConnectionLike};
+use byok_testkit::services::{CleanupOnDrop, WithCleanup};
 use chrono::Utc;
 
 /// A key prefix of this test process, so that parallel runs against one
@@ -181,81 +181,35 @@ pub async fn keys_under<C: ConnectionLike + Send>(raw: &mut C, prefix: &str) -> 
 
 /// A store that is destroyed when dropped, also when the test panics: a
 /// [`KeyStorage`] itself, and a [`RedisStorage`] through `Deref`.
-#[derive(Debug)]
-pub struct Scratch {
-    store: RedisStorage,
-    _cleanup: Cleanup,
+pub type Scratch = WithCleanup<RedisStorage>;
+
+/// Guards `store`; `url` reaches the same server or cluster once the test
+/// is over (not through a proxy the test stops).
+pub fn scratch(store: RedisStorage, url: &str) -> Scratch {
+    let cleanup = cleanup(url, store.prefix());
+    WithCleanup::new(store, cleanup)
 }
 
-impl Scratch {
-    /// Guards `store`; `url` reaches the same server or cluster once the
-    /// test is over (not through a proxy the test stops).
-    pub fn new(store: RedisStorage, url: &str) -> Self {
-        let cleanup = Cleanup {
-            url: url.to_owned(),
-            prefix: store.prefix().to_owned(),
-        };
-        Scratch {
-            store,
-            _cleanup: cleanup,
-        }
-    }
-
-    /// A store on a fresh prefix at `url`.
-    pub async fn open(url: &str) -> Self {
-        let store = RedisStorage::builder(url)
-            .config(&config(&fresh_prefix()))
-            .open()
-            .await
-            .expect("connecting to the test Redis");
-        Scratch::new(store, url)
-    }
+/// A store on a fresh prefix at `url`, destroyed when dropped.
+pub async fn open_scratch(url: &str) -> Scratch {
+    let store = RedisStorage::builder(url)
+        .config(&config(&fresh_prefix()))
+        .open()
+        .await
+        .expect("connecting to the test Redis");
+    scratch(store, url)
 }
-
-impl std::ops::Deref for Scratch {
-    type Target = RedisStorage;
-
-    fn deref(&self) -> &RedisStorage {
-        &self.store
-    }
-}
-
-byok_core::forward_key_storage!(Scratch, store);
 
 /// Removes the store under `prefix` at `url` (one server or a cluster) on
 /// drop, also when the test panics.
-#[derive(Debug)]
-pub struct Cleanup {
-    pub url: String,
-    pub prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        // A thread and a runtime of their own: drop may run while a panic
-        // unwinds through the test's runtime.
-        let done = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let store = RedisStorage::builder(url)
-                    .prefix(prefix)
-                    .open()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                store.destroy().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "could not delete the test keys under {}: {done:?}",
-                self.prefix
-            );
-        }
-    }
+pub fn cleanup(url: &str, prefix: &str) -> CleanupOnDrop {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    CleanupOnDrop::new(format!("the test keys under {prefix}"), || async move {
+        let store = RedisStorage::builder(url)
+            .prefix(prefix)
+            .open()
+            .await
+            .map_err(|e| e.to_string())?;
+        store.destroy().await.map_err(|e| e.to_string())
+    })
 }

@@ -311,6 +311,7 @@ where
             .collect(),
     );
     let hand = Arc::new(RedisHand::new(conn, format!("{tag}_hand:"), slots));
+    let admin = store.clone();
     let storage: Arc<dyn KeyStorage> = Arc::new(store);
     let b = Backend {
         name: name.to_owned(),
@@ -323,35 +324,9 @@ where
     };
     let result = b.run(sizes, rows).await;
     let cleaned = hand.cleanup().await;
-    // byok's keys: the users of the hot path and the other users.
-    let mut ids: Vec<String> = users.iter().cloned().collect();
-    if sizes.loads_others() {
-        ids.extend((0..sizes.others).map(|i| format!("{}other-{i}", sizes.namespace)));
-    }
-    let ids = Arc::new(ids);
-    let n = ids.len();
-    let s = Arc::clone(&storage);
-    let plan = harness::Plan {
-        rounds: 1,
-        ops: n,
-        batch: 1,
-        tasks: 64.min(n.max(1)),
-    };
-    let clear = Arc::new(move |i: u64| {
-        let (s, ids) = (Arc::clone(&s), Arc::clone(&ids));
-        async move {
-            if let Some(id) = ids.get(i as usize) {
-                s.clear_all(id).await?;
-            }
-            Ok(())
-        }
-    });
-    let per_task = n / plan.tasks.max(1);
-    let mut cleared = harness::run_side(&clear, &plan, 0).await.map(|_| ());
-    for i in (per_task * plan.tasks) as u64..n as u64 {
-        if cleared.is_ok() {
-            cleared = clear(i).await;
-        }
-    }
+    // byok's keys, the prefix's format marker included.
+    let cleared = byok::StoreAdmin::destroy(&admin)
+        .await
+        .map_err(harness::BoxError::from);
     result.and(cleaned).and(cleared)
 }

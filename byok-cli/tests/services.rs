@@ -33,8 +33,18 @@ impl Server {
         ]
     }
 
-    /// Drops the table or clears the users, whatever the test left.
+    /// Drops the table, or removes every key under the prefix, whatever
+    /// the test left.
     async fn cleanup(&self, users: &[String]) {
+        if self.url.starts_with("redis") {
+            let store = byok::RedisStorage::builder(&self.url)
+                .config(&config(&self.namespace))
+                .open()
+                .await
+                .unwrap();
+            byok::StoreAdmin::destroy(&store).await.unwrap();
+            return;
+        }
         let store = byok::open_with(&self.url, &config(&self.namespace))
             .await
             .unwrap();

@@ -417,6 +417,13 @@ impl RedisStorage {
     /// user's master (`WAIT`, on the connection that carried the write),
     /// and fails with [`StorageErrorKind::NotReplicated`](byok_core::error::StorageErrorKind::NotReplicated)
     /// when fewer acknowledged in time.
+    #[cfg_attr(
+        not(feature = "cluster"),
+        expect(
+            unused_variables,
+            reason = "the user names the master on a cluster only"
+        )
+    )]
     pub(crate) async fn confirm_write(&self, user_id: &str) -> Result<()> {
         let Some(wait) = self.options.replica_wait() else {
             return Ok(());

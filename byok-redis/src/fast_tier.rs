@@ -117,15 +117,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisStorage {
+    /// `fill` (`settle` false) or `settle` of one slot; checks the slot.
     async fn fill_or_settle(
         &self,
-        user_id: &str,
-        provider: &str,
+        (user_id, provider): (&str, &str),
         token: Option<&LeaseToken>,
         key: Option<&ApiKey>,
         ttl: Duration,
         settle: bool,
     ) -> Result<bool> {
+        validate::stored_slot(user_id, provider)?;
         let mut inv = FILL.prepare_invoke();
         for k in self.layout.fast_tier_keys(user_id, provider) {
             inv.key(k);
@@ -202,8 +203,7 @@ impl FastTier for RedisStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<bool> {
-        validate::stored_slot(user_id, provider)?;
-        self.fill_or_settle(user_id, provider, Some(token), key, ttl, false)
+        self.fill_or_settle((user_id, provider), Some(token), key, ttl, false)
             .await
     }
 
@@ -236,8 +236,7 @@ impl FastTier for RedisStorage {
         key: Option<&ApiKey>,
         ttl: Duration,
     ) -> Result<()> {
-        validate::stored_slot(user_id, provider)?;
-        self.fill_or_settle(user_id, provider, token, key, ttl, true)
+        self.fill_or_settle((user_id, provider), token, key, ttl, true)
             .await
             .map(|_| ())
     }

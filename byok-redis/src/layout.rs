@@ -47,7 +47,7 @@ fn push_encoded(out: &mut String, id: &str) {
 }
 
 /// The bucket of a user: FNV-1a (32 bit) of the user id's bytes, modulo
-/// [`BUCKETS`]. Part of the stored format.
+/// `BUCKETS` (1024). Part of the stored format.
 pub fn bucket_of(user_id: &str) -> u16 {
     let mut hash: u32 = 0x811c_9dc5;
     for &b in user_id.as_bytes() {

@@ -37,6 +37,24 @@ impl RedisStorage {
         inv
     }
 
+    /// Runs a write that may be refused ([`scripts::STORE_IF_ABSENT`],
+    /// [`scripts::COMPARE_AND_SWAP`]: 1 written, 0 refused, -1 a record not
+    /// of the byok format) and confirms it as every write is.
+    async fn write_if(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+        user_id: &str,
+        what: &'static str,
+    ) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let written: i64 = self.run(what, inv.invoke_async(&mut conn)).await?;
+        match written {
+            1 => self.confirm_write(user_id).await.map(|()| true),
+            -1 => Err(corrupt("a byok record is not of the byok format")),
+            _ => Ok(false),
+        }
+    }
+
     /// Every record of a user, by provider in byte order: one `HGETALL`.
     pub(crate) async fn user_records(&self, user: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         let mut cmd = redis::cmd("HGETALL");
@@ -69,15 +87,8 @@ impl KeyStorage for RedisStorage {
         self.mark_before_write().await?;
         let mut inv = self.write_invocation(&scripts::STORE_IF_ABSENT, key);
         inv.arg(now_millis());
-        let mut conn = self.conn.clone();
-        let stored: i64 = self
-            .run("storing a key failed", inv.invoke_async(&mut conn))
-            .await?;
-        match stored {
-            1 => self.confirm_write(key.user_id()).await.map(|()| true),
-            -1 => Err(corrupt("a byok record is not of the byok format")),
-            _ => Ok(false),
-        }
+        self.write_if(inv, key.user_id(), "storing a key failed")
+            .await
     }
 
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
@@ -164,15 +175,8 @@ impl KeyStorage for RedisStorage {
         self.mark_before_write().await?;
         let mut inv = self.write_invocation(&scripts::COMPARE_AND_SWAP, new);
         inv.arg(now_millis()).arg(current.encrypted_value());
-        let mut conn = self.conn.clone();
-        let swapped: i64 = self
-            .run("compare-and-swap failed", inv.invoke_async(&mut conn))
-            .await?;
-        match swapped {
-            1 => self.confirm_write(new.user_id()).await.map(|()| true),
-            -1 => Err(corrupt("a byok record is not of the byok format")),
-            _ => Ok(false),
-        }
+        self.write_if(inv, new.user_id(), "compare-and-swap failed")
+            .await
     }
 
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {

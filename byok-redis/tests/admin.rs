@@ -94,18 +94,8 @@ async fn a_prefix_with_glob_characters_destroys_only_itself() {
         return;
     };
     let base = common::fresh_prefix();
-    let glob = byok_redis::RedisStorage::builder(&url)
-        .prefix(format!("{base}[a]*"))
-        .open()
-        .await
-        .unwrap();
-    let glob = common::scratch(glob, &url);
-    let neighbour = byok_redis::RedisStorage::builder(&url)
-        .prefix(format!("{base}a-"))
-        .open()
-        .await
-        .unwrap();
-    let neighbour = common::scratch(neighbour, &url);
+    let glob = common::open_scratch_at(&url, &format!("{base}[a]*")).await;
+    let neighbour = common::open_scratch_at(&url, &format!("{base}a-")).await;
     let key = ApiKey::new("alice", "openai", vec![1]).unwrap();
     glob.store(&key).await.unwrap();
     neighbour.store(&key).await.unwrap();

@@ -24,21 +24,31 @@ use byok_testkit::proxy::FaultProxy;
 /// The hang detector: far above the store's deadline of 0.6 s.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// Deadlines of 0.3 s to connect and to answer.
+fn options() -> RedisOptions {
+    RedisOptions::default()
+        .with_connection_timeout(Duration::from_millis(300))
+        .with_response_timeout(Duration::from_millis(300))
+}
+
+/// A proxy in front of the Redis at `url`, its address, and a store on a
+/// prefix of its own that reaches Redis through it.
+async fn behind_a_proxy(url: &str) -> (FaultProxy, String, common::Scratch) {
+    let (proxy, through) = FaultProxy::in_front_of(url, 6379).await.unwrap();
+    let store = RedisStorage::builder(&through)
+        .config(&common::config(&common::fresh_prefix()))
+        .options(options())
+        .open()
+        .await
+        .unwrap();
+    (proxy, through, common::scratch(store, url))
+}
+
 async fn check(fault: Fault) {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
-    let options = RedisOptions::default()
-        .with_connection_timeout(Duration::from_millis(300))
-        .with_response_timeout(Duration::from_millis(300));
-    let store = RedisStorage::builder(&through)
-        .config(&common::config(&common::fresh_prefix()))
-        .options(options)
-        .open()
-        .await
-        .unwrap();
-    let store = common::scratch(store, &url);
+    let (proxy, _through, store) = behind_a_proxy(&url).await;
     match outage(&*store, &proxy, fault, BOUND).await {
         Ok(report) => {
             let _ = writeln!(std::io::stderr(), "fault redis {report}");
@@ -93,17 +103,7 @@ async fn timeouts_keep_the_underlying_error_as_their_source() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
-    let options = RedisOptions::default()
-        .with_connection_timeout(Duration::from_millis(300))
-        .with_response_timeout(Duration::from_millis(300));
-    let store = RedisStorage::builder(&through)
-        .config(&common::config(&common::fresh_prefix()))
-        .options(options.clone())
-        .open()
-        .await
-        .unwrap();
-    let store = common::scratch(store, &url);
+    let (proxy, through, store) = behind_a_proxy(&url).await;
 
     // A command to a server that stops answering.
     proxy.stall();
@@ -120,7 +120,7 @@ async fn timeouts_keep_the_underlying_error_as_their_source() {
         BOUND,
         RedisStorage::builder(&through)
             .config(&common::config(&common::fresh_prefix()))
-            .options(options)
+            .options(options())
             .open(),
     )
     .await

@@ -192,8 +192,13 @@ pub fn scratch(store: RedisStorage, url: &str) -> Scratch {
 
 /// A store on a fresh prefix at `url`, destroyed when dropped.
 pub async fn open_scratch(url: &str) -> Scratch {
+    open_scratch_at(url, &fresh_prefix()).await
+}
+
+/// A store on `prefix` at `url`, destroyed when dropped.
+pub async fn open_scratch_at(url: &str, prefix: &str) -> Scratch {
     let store = RedisStorage::builder(url)
-        .config(&config(&fresh_prefix()))
+        .config(&config(prefix))
         .open()
         .await
         .expect("connecting to the test Redis");

@@ -155,12 +155,18 @@ fn drop_table(table: &str) -> byok::byok_sql::sqlx::AssertSqlSafe<String> {
 }
 
 #[cfg(feature = "redis")]
+#[path = "support/redis.rs"]
+mod redis_support;
+
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_urls_open_a_redis_store() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let store = byok::connect_with(&url, &isolated_config()).await.unwrap();
+    let config = isolated_config();
+    let _cleanup = redis_support::destroyed_on_drop(&url, &config.session_key_prefix);
+    let store = byok::connect_with(&url, &config).await.unwrap();
     write_list_clear(store.as_ref()).await;
 }
 
@@ -170,9 +176,9 @@ async fn cluster_urls_open_a_cluster_store() {
     let Some(urls) = byok_testkit::services::redis_cluster_urls().await else {
         return;
     };
-    let store = byok::connect_with(&urls.join(","), &isolated_config())
-        .await
-        .unwrap();
+    let (url, config) = (urls.join(","), isolated_config());
+    let _cleanup = redis_support::destroyed_on_drop(&url, &config.session_key_prefix);
+    let store = byok::connect_with(&url, &config).await.unwrap();
     assert!(format!("{store:?}").contains("luster"), "{store:?}");
     write_list_clear(store.as_ref()).await;
 }

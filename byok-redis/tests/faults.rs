@@ -130,3 +130,35 @@ async fn timeouts_keep_the_underlying_error_as_their_source() {
     assert!(holds_the_cause(&err), "{err:?}");
     proxy.resume();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stores_own_deadline_keeps_its_timer_as_the_source() {
+    let Some(url) = byok_testkit::services::redis_url().await else {
+        return;
+    };
+    let (proxy, through) = FaultProxy::in_front_of(&url, 6379).await.unwrap();
+    // A connection of the application's own, without a response timeout:
+    // only the store's deadline bounds a command.
+    let client = byok_redis::redis::Client::open(through.as_str()).unwrap();
+    let config = byok_redis::redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+    let manager = byok_redis::redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap();
+    let store =
+        RedisStorage::from_connection_manager(manager, &common::config(&common::fresh_prefix()))
+            .unwrap();
+    proxy.stall();
+    let err = tokio::time::timeout(BOUND, store.retrieve("alice", "openai"))
+        .await
+        .expect("the deadline bounds a command")
+        .unwrap_err();
+    let kind = err.as_storage().map(|s| s.kind);
+    assert_eq!(kind, Some(byok_core::StorageErrorKind::Timeout), "{err:?}");
+    assert!(
+        sources(&err)
+            .iter()
+            .any(|e| e.downcast_ref::<tokio::time::error::Elapsed>().is_some()),
+        "{err:?}"
+    );
+    proxy.resume();
+}

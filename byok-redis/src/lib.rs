@@ -287,6 +287,7 @@ mod scan;
 mod scripts;
 mod storage;
 mod tls;
+mod tmp_admin;
 mod url;
 
 pub use connection::RedisStorage;

@@ -493,7 +493,7 @@ impl Byok {
     /// Fails when the source cannot be read or holds no valid keyring: a
     /// manager never starts without keys.
     pub async fn builder_with_source(
-        storage: Arc<dyn KeyStorage>,
+        storage: impl IntoStorage,
         source: impl KeyringSource,
     ) -> Result<ByokBuilder> {
         let keyring = source.load().await?;

@@ -656,6 +656,34 @@ mod tests {
         assert!(a.is_empty());
     }
 
+    /// What the store's own sweeper did, the one purge loop does now.
+    #[tokio::test(start_paused = true)]
+    async fn purge_every_purges_the_store() {
+        let store = MemoryStorage::new();
+        let purge = tokio::spawn(byok_core::store::purge_every(
+            Arc::new(store.clone()),
+            std::time::Duration::from_secs(10),
+        ));
+        let past = Some(Utc::now() - chrono::Duration::seconds(1));
+        store
+            .store(
+                &ApiKey::new("u", "p", vec![1])
+                    .unwrap()
+                    .with_expires_at(past),
+            )
+            .await
+            .unwrap();
+        store
+            .store(&ApiKey::new("v", "p", vec![1]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 2);
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(store.len(), 1, "the loop purged the expired key alone");
+        purge.abort();
+    }
+
     #[tokio::test]
     async fn admin_counts_exactly_and_destroy_empties_the_store() {
         use byok_core::store::{SchemaStatus, StoreAdmin};

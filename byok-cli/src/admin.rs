@@ -1,15 +1,16 @@
 //! Whole-store work: `stats`, `verify`, `rotate`, `copy`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use byok::validate::shown_id;
-use byok::{Cursor, KeyStorage as _, KeyStorageExt as _};
+use byok::{KeyStorageExt as _, RotationReport};
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{self, Concrete, Schema, Store};
+use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
 use crate::interrupt::Interruptible;
 use crate::opt::{CopyOpts, KeyringOpts, OnConflict, RotateOpts, StoreOpts};
@@ -22,85 +23,50 @@ fn key_id_label(id: Option<u32>) -> String {
 }
 
 /// What `byok stats` prints.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct Stats {
     store: String,
+    schema: byok::SchemaStatus,
     keys: u64,
     by_key_id: BTreeMap<String, u64>,
     by_provider: BTreeMap<String, u64>,
-    users: u64,
-    /// `None` where the store drops expired keys by itself (Redis, memory).
+    /// `None` where the store cannot count them.
     expired_not_purged: Option<u64>,
-    never_expire: u64,
 }
 
-/// `byok stats`.
+/// `byok stats`: the store's own exact counts.
 pub(crate) async fn stats(opts: &StoreOpts, json: bool) -> CliResult {
     let store = Store::open(opts, Schema::AsItIs).await?;
-    let (_, concrete) = Concrete::open(&opts.url, &context::config(&opts.table, &opts.prefix))
-        .await
-        .map_err(store.fail("cannot open the store"))?;
-    let what = "reading the keys failed";
-    let mut stats = Stats {
-        store: store.name.clone(),
-        ..Stats::default()
-    };
-    let mut users = BTreeSet::new();
-    let mut cursor = None;
     let bar = context::progress(None, "counting");
-    loop {
-        let page = store
-            .storage
-            .scan(cursor.as_ref(), SCAN_PAGE)
-            .await
-            .map_err(store.fail(what))?;
-        for key in &page.keys {
-            stats.keys += 1;
-            let id = byok::crypto::key_id_of(key.encrypted_value()).ok();
-            *stats.by_key_id.entry(key_id_label(id)).or_default() += 1;
-            *stats
-                .by_provider
-                .entry(key.provider().to_owned())
-                .or_default() += 1;
-            if key.expires_at().is_none() {
-                stats.never_expire += 1;
-            }
-            if !users.contains(key.user_id()) {
-                users.insert(key.user_id().to_owned());
-            }
-        }
-        bar.inc(page.keys.len() as u64);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    // A walk sees only live keys: expired rows are counted by the store.
-    stats.expired_not_purged = match concrete.count_expired().await {
-        Some(Ok(n)) => Some(n),
-        Some(Err(e)) => {
-            return Err(CliError::new(
-                Exit::Store,
-                format!("counting expired keys at {} failed: {e}", store.name),
-            ));
-        }
-        None => None,
-    };
+    let counted = store.storage.stats().await;
+    let schema = store.storage.schema_status().await;
     bar.finish_and_clear();
-    stats.users = users.len() as u64;
+    let counted = counted.map_err(store.fail("counting the keys failed"))?;
+    let schema = schema.map_err(store.fail("reading the schema failed"))?;
+    let stats = Stats {
+        store: store.name.clone(),
+        schema,
+        keys: counted.keys,
+        by_key_id: counted
+            .by_key_id
+            .iter()
+            .map(|(id, n)| (key_id_label(*id), *n))
+            .collect(),
+        by_provider: counted.by_provider,
+        expired_not_purged: counted.expired,
+    };
     if json {
         return context::print_json(&stats);
     }
     out!("store: {}", stats.store)?;
-    out!(
-        "{} live key(s) of {} user(s), {} without expiry",
-        stats.keys,
-        stats.users,
-        stats.never_expire
-    )?;
+    out!("schema: {}", stats.schema)?;
+    if matches!(stats.schema, byok::SchemaStatus::Older { .. }) {
+        out!("run `byok migrate` to bring the schema up to date")?;
+    }
+    out!("{} live key(s)", stats.keys)?;
     match stats.expired_not_purged {
         Some(n) => out!("{n} expired key(s) still stored (`byok purge` removes them)")?,
-        None => out!("expired keys: removed by the store itself")?,
+        None => out!("expired keys: this store cannot count them (`byok purge` removes them)")?,
     }
     let mut t = context::new_table();
     t.set_header(["master key id", "keys"]);
@@ -140,40 +106,30 @@ struct Verification {
 pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) -> CliResult {
     let ring = context::keyring(keyring)?;
     let store = Store::open(opts, Schema::AsItIs).await?;
-    let total = context::count_keys(&store, SCAN_PAGE).await?;
+    let total = store.count().await?;
     let bar = context::progress(Some(total), "verifying");
     let mut v = Verification {
         store: store.name.clone(),
         ..Verification::default()
     };
-    let mut cursor = None;
-    loop {
-        let page = store
-            .storage
-            .scan(cursor.as_ref(), SCAN_PAGE)
-            .await
-            .map_err(store.fail("reading the keys failed"))?;
-        for key in &page.keys {
-            v.checked += 1;
-            let id = byok::crypto::key_id_of(key.encrypted_value()).ok();
-            match ring.decrypt(key.user_id(), key.provider(), key.encrypted_value()) {
-                Ok(_plain) => *v.ok_by_key_id.entry(key_id_label(id)).or_default() += 1,
-                Err(e) => {
-                    *v.failed_by_key_id.entry(key_id_label(id)).or_default() += 1;
-                    v.failed.push(Failed {
-                        user: key.user_id().to_owned(),
-                        provider: key.provider().to_owned(),
-                        key_id: id,
-                        reason: e.to_string(),
-                    });
-                }
+    let mut keys = byok::store::keys(&store.storage, SCAN_PAGE);
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(store.fail("reading the keys failed"))?;
+        v.checked += 1;
+        let id = byok::crypto::key_id_of(key.encrypted_value()).ok();
+        match ring.decrypt(key.user_id(), key.provider(), key.encrypted_value()) {
+            Ok(_plain) => *v.ok_by_key_id.entry(key_id_label(id)).or_default() += 1,
+            Err(e) => {
+                *v.failed_by_key_id.entry(key_id_label(id)).or_default() += 1;
+                v.failed.push(Failed {
+                    user: key.user_id().to_owned(),
+                    provider: key.provider().to_owned(),
+                    key_id: id,
+                    reason: e.to_string(),
+                });
             }
         }
-        bar.inc(page.keys.len() as u64);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+        bar.inc(1);
     }
     bar.finish_and_clear();
     let failed = v.failed.len();
@@ -205,19 +161,17 @@ pub(crate) async fn verify(opts: &StoreOpts, keyring: &KeyringOpts, json: bool) 
     Ok(())
 }
 
-/// The saved progress of a rotation.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct RotationState {
+/// The saved progress of a rotation: the library's report of the pages
+/// done, with the cursor to resume from, and the store it is of.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRotation {
     /// Which store and namespace this belongs to (a hash; no URL is saved).
     store: String,
-    primary_key_id: u32,
-    cursor: Option<Cursor>,
+    /// How many keys the report covers, for people reading the file.
+    #[serde(default)]
     seen: u64,
-    already_current: u64,
-    rotated: BTreeMap<u32, u64>,
-    changed_concurrently: u64,
-    failed: BTreeMap<u32, u64>,
-    malformed: u64,
+    /// What the pages done did, and where to resume.
+    report: RotationReport,
 }
 
 /// What names a store wherever the command runs: a SQLite file by its
@@ -270,7 +224,7 @@ fn state_path(opts: &RotateOpts, store: &StoreOpts) -> PathBuf {
     }
 }
 
-fn save_state(path: &Path, state: &RotationState) -> CliResult {
+fn save_state(path: &Path, state: &SavedRotation) -> CliResult {
     let fail = |e: &dyn std::fmt::Display| {
         CliError::new(
             Exit::Config,
@@ -289,7 +243,7 @@ fn save_state(path: &Path, state: &RotationState) -> CliResult {
     Ok(())
 }
 
-fn load_state(path: &Path) -> CliResult<Option<RotationState>> {
+fn load_state(path: &Path) -> CliResult<Option<SavedRotation>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             CliError::usage(format!(
@@ -305,57 +259,39 @@ fn load_state(path: &Path) -> CliResult<Option<RotationState>> {
     }
 }
 
-/// `byok rotate`.
+/// `byok rotate`, and with `--dry-run` what it would do: the same walk,
+/// through [`Byok::plan_rotate_page`](byok::Byok::plan_rotate_page), with
+/// nothing written and no state saved.
 pub(crate) async fn rotate(
     opts: &RotateOpts,
     store_opts: &StoreOpts,
     ring: &KeyringOpts,
     json: bool,
 ) -> CliResult {
-    if opts.dry_run {
-        return crate::dry_run::rotate(opts, store_opts, ring, json).await;
-    }
     let page_size = context::page_size(opts.page_size)?;
     let ring = context::keyring(ring)?;
     let store = Store::open(store_opts, Schema::AsItIs).await?;
     let primary = ring.primary_id();
     let key_ids: Vec<u32> = ring.key_ids().collect();
     let byok = context::manager(&store, ring)?;
+    let dry_run = opts.dry_run;
     let path = state_path(opts, store_opts);
-    let fingerprint = store_fingerprint(store_opts);
-    let mut state = match load_state(&path)? {
-        Some(s) if s.store != fingerprint => {
-            return Err(CliError::usage(format!(
-                "the rotation state {} belongs to another store; pass --state FILE, or remove it",
-                path.display()
-            )));
-        }
-        Some(s) if s.primary_key_id != primary => {
-            return Err(CliError::usage(format!(
-                "the rotation state {} is of a rotation to master key id {}, but the primary \
-                 key is now {primary}; remove it to start a new rotation",
-                path.display(),
-                s.primary_key_id
-            )));
-        }
-        Some(s) => {
-            // On standard error, so that --json output stays clean.
-            eprintln!(
-                "resuming the rotation saved in {} ({} key(s) done)",
-                path.display(),
-                s.seen
-            );
-            s
-        }
-        None => RotationState {
-            store: fingerprint,
+    let fresh = SavedRotation {
+        store: store_fingerprint(store_opts),
+        seen: 0,
+        report: RotationReport {
             primary_key_id: primary,
-            ..RotationState::default()
+            ..RotationReport::default()
         },
     };
-    let total = context::count_keys(&store, SCAN_PAGE).await?;
+    let mut state = if dry_run {
+        fresh
+    } else {
+        resumed(&path, fresh)?
+    };
+    let total = store.count().await?;
     let bar = context::progress_from(total.max(state.seen), state.seen, "rotating");
-    if !json {
+    if !json && !dry_run {
         note!(
             "saving the rotation's progress in {}; if it stops, run the same command again \
              to resume",
@@ -367,43 +303,47 @@ pub(crate) async fn rotate(
     let mut interrupt = Interruptible::new();
     let resume = format!("the saved state {} lets you resume", path.display());
     loop {
+        let cursor = state.report.resume_from.take();
         let page = tokio::select! {
             biased;
             () = interrupt.interrupted() => {
                 bar.finish_and_clear();
+                let done = format!("interrupted after {} of {} key(s)", state.seen, total.max(state.seen));
                 return Err(CliError::new(
                     Exit::Interrupted,
-                    format!(
-                        "interrupted after {} of {} key(s); the progress is saved in {}: run the \
-                         same command again to resume",
-                        state.seen,
-                        total.max(state.seen),
-                        path.display()
-                    ),
+                    if dry_run {
+                        format!("{done}; nothing was written")
+                    } else {
+                        format!(
+                            "{done}; the progress is saved in {}: run the same command again \
+                             to resume",
+                            path.display()
+                        )
+                    },
                 ));
             }
-            page = byok.rotate_page(state.cursor.as_ref(), page_size) => page,
+            page = async {
+                if dry_run {
+                    byok.plan_rotate_page(cursor.as_ref(), page_size).await
+                } else {
+                    byok.rotate_page(cursor.as_ref(), page_size).await
+                }
+            } => page,
         };
-        let page = page.map_err(store.fail(&format!("rotating failed ({resume})")))?;
-        let n = page.already_current
-            + page.changed_concurrently
-            + page.malformed
-            + page.rotated.values().sum::<u64>()
-            + page.failed.values().sum::<u64>();
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if dry_run => return Err(store.fail("reading the keys failed")(e)),
+            Err(e) => return Err(store.fail(&format!("rotating failed ({resume})"))(e)),
+        };
+        let n = page.keys();
+        state.report.merge(page);
         state.seen += n;
-        state.already_current += page.already_current;
-        state.changed_concurrently += page.changed_concurrently;
-        state.malformed += page.malformed;
-        for (id, k) in &page.rotated {
-            *state.rotated.entry(*id).or_default() += k;
-        }
-        for (id, k) in &page.failed {
-            *state.failed.entry(*id).or_default() += k;
-        }
-        state.cursor = page.resume_from;
         bar.inc(n);
-        if state.cursor.is_none() {
+        if state.report.resume_from.is_none() {
             break;
+        }
+        if dry_run {
+            continue;
         }
         save_state(&path, &state)?;
         if opts.pause_ms > 0 {
@@ -415,22 +355,66 @@ pub(crate) async fn rotate(
         }
     }
     bar.finish_and_clear();
-    // The walk is over: the state has served its purpose.
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => eprintln!(
-            "warning: could not remove the finished rotation state {}: {e}",
-            path.display()
-        ),
+    if !dry_run {
+        // The walk is over: the state has served its purpose.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!(
+                "warning: could not remove the finished rotation state {}: {e}",
+                path.display()
+            ),
+        }
     }
-    let failed: u64 = state.failed.values().sum();
-    let complete = failed == 0 && state.malformed == 0;
+    print_rotation(&store, &state.report, &key_ids, dry_run, json)
+}
+
+/// The saved rotation at `path`, if there is one of this store and
+/// primary key; else `fresh`.
+fn resumed(path: &Path, fresh: SavedRotation) -> CliResult<SavedRotation> {
+    match load_state(path)? {
+        Some(s) if s.store != fresh.store => Err(CliError::usage(format!(
+            "the rotation state {} belongs to another store; pass --state FILE, or remove it",
+            path.display()
+        ))),
+        Some(s) if s.report.primary_key_id != fresh.report.primary_key_id => {
+            Err(CliError::usage(format!(
+                "the rotation state {} is of a rotation to master key id {}, but the primary \
+                 key is now {}; remove it to start a new rotation",
+                path.display(),
+                s.report.primary_key_id,
+                fresh.report.primary_key_id
+            )))
+        }
+        Some(s) => {
+            // On standard error, so that --json output stays clean.
+            eprintln!(
+                "resuming the rotation saved in {} ({} key(s) done)",
+                path.display(),
+                s.seen
+            );
+            Ok(s)
+        }
+        None => Ok(fresh),
+    }
+}
+
+/// Prints what a rotation did (or, in a dry run, would do), and fails
+/// unless it covered every key.
+fn print_rotation(
+    store: &Store,
+    report: &RotationReport,
+    key_ids: &[u32],
+    dry_run: bool,
+    json: bool,
+) -> CliResult {
+    let primary = report.primary_key_id;
+    let complete = report.is_complete();
     let advice: BTreeMap<u32, String> = key_ids
         .iter()
-        .filter(|id| **id != primary)
+        .filter(|id| !dry_run && **id != primary)
         .map(|id| {
-            let text = match state.failed.get(id) {
+            let text = match report.failed.get(id) {
                 Some(n) => {
                     format!("keep it: {n} key(s) under it did not decrypt (run `byok verify`)")
                 }
@@ -442,51 +426,77 @@ pub(crate) async fn rotate(
             (*id, text)
         })
         .collect();
+    let rotated: u64 = report.rotated.values().sum();
     if json {
-        context::print_json(&serde_json::json!({
-            "store": store.name,
-            "primary_key_id": primary,
-            "keys": state.seen,
-            "already_current": state.already_current,
-            "rotated": state.rotated,
-            "changed_concurrently": state.changed_concurrently,
-            "failed": state.failed,
-            "malformed": state.malformed,
-            "complete": complete,
-            "old_keys": advice,
-        }))?;
+        let mut shown = serde_json::to_value(report)
+            .map_err(|e| CliError::new(Exit::Problem, format!("cannot print JSON: {e}")))?;
+        if let Some(fields) = shown.as_object_mut() {
+            fields.remove("resume_from");
+            if dry_run {
+                for (from, to) in [("rotated", "would_rotate"), ("failed", "would_fail")] {
+                    if let Some(v) = fields.remove(from) {
+                        fields.insert(to.to_owned(), v);
+                    }
+                }
+                fields.insert("dry_run".to_owned(), true.into());
+            } else {
+                fields.insert("complete".to_owned(), complete.into());
+                fields.insert("old_keys".to_owned(), serde_json::json!(advice));
+            }
+            fields.insert("store".to_owned(), store.name.clone().into());
+            fields.insert("keys".to_owned(), report.keys().into());
+        }
+        context::print_json(&shown)?;
     } else {
-        println!(
-            "rotated {} of {} key(s) to master key id {primary}; {} were already under it, \
-             {} changed meanwhile (and are under it)",
-            state.rotated.values().sum::<u64>(),
-            state.seen,
-            state.already_current,
-            state.changed_concurrently
-        );
-        for (id, n) in &state.rotated {
-            println!("  from master key id {id}: {n} key(s)");
+        let left = if dry_run {
+            " and would be left"
+        } else {
+            "; left as they were"
+        };
+        if dry_run {
+            out!(
+                "dry run: would rotate {rotated} of {} key(s) to master key id {primary}; {} \
+                 already under it; nothing was written",
+                report.keys(),
+                report.already_current
+            )?;
+        } else {
+            out!(
+                "rotated {rotated} of {} key(s) to master key id {primary}; {} were already \
+                 under it, {} changed meanwhile (and are under it)",
+                report.keys(),
+                report.already_current,
+                report.changed_concurrently
+            )?;
         }
-        for (id, n) in &state.failed {
-            println!("  master key id {id}: {n} key(s) could not be decrypted; left as they were");
+        for (id, n) in &report.rotated {
+            out!("  from master key id {id}: {n} key(s)")?;
         }
-        if state.malformed > 0 {
-            println!(
-                "  {} stored value(s) are not byok ciphertexts; left as they were",
-                state.malformed
-            );
+        for (id, n) in &report.failed {
+            out!("  master key id {id}: {n} key(s) could not be decrypted{left}")?;
+        }
+        if report.malformed > 0 {
+            out!(
+                "  {} stored value(s) are not byok ciphertexts{left}",
+                report.malformed
+            )?;
         }
         for (id, text) in &advice {
-            println!("master key id {id}: {text}");
+            out!("master key id {id}: {text}")?;
         }
-        out!("{}", rotate_note(primary))?;
+        if !dry_run {
+            out!("{}", rotate_note(primary))?;
+        }
     }
-    if complete {
-        Ok(())
-    } else {
-        Err(CliError::problem(
+    match (complete, dry_run) {
+        (true, _) => Ok(()),
+        (false, true) => Err(CliError::problem(format!(
+            "a rotation would leave {} key(s) behind; fix the keyring first",
+            report.failed.values().sum::<u64>() + report.malformed
+        ))),
+        (false, false) => Err(CliError::problem(
             "the rotation did not cover every key; see above, fix the keyring, and run it again",
-        ))
+        )),
     }
 }
 
@@ -534,7 +544,7 @@ pub(crate) async fn copy(
     let source = Store::open(store, Schema::AsItIs).await?;
     // Read the source before the target is touched: a source that cannot
     // be read must not leave an empty target behind.
-    let total = context::count_keys(&source, page_size).await?;
+    let total = source.count().await?;
     let target = if opts.dry_run {
         dry_run_target(&opts.to, &opts.to_table, &opts.to_prefix).await?
     } else {
@@ -558,12 +568,12 @@ pub(crate) async fn copy(
     let bar = context::progress(None, if opts.dry_run { "checking" } else { "copying" });
     let report = source
         .storage
-        .copy_into(target.storage.as_ref(), &options)
+        .copy_into(&target.storage, &options)
         .await
         .map_err(target.fail("copying failed (re-running is safe)"));
     bar.finish_and_clear();
     let report = report?;
-    let in_target = context::count_keys(&target, page_size).await?;
+    let in_target = target.count().await?;
     let expected = total.saturating_sub(report.source_failed.len() as u64);
     let counts_ok = report.blocked() || opts.dry_run || in_target >= expected;
     if json {

@@ -1,14 +1,13 @@
 //! `byok check` and `byok bench`: work against a live store in a scratch
 //! namespace that is removed afterwards.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use byok::{ApiKey, ByokConfig, KeyStorage};
 use serde::Serialize;
 
-use crate::context::{self, Concrete, redact};
+use crate::context::{self, redact};
 use crate::error::{CliError, CliResult, Exit};
 use crate::interrupt::Interruptible;
 use crate::opt::{BenchOpts, ScratchOpts, StoreOpts};
@@ -17,12 +16,9 @@ use crate::output::{note, out};
 /// A store of its own table (SQL) or key prefix (Redis) on a live server.
 #[derive(Debug)]
 struct Scratch {
-    store: Arc<dyn KeyStorage>,
+    store: byok::Store,
     name: String,
     namespace: String,
-    /// A SQL table is dropped at the end; keys under a Redis prefix are
-    /// removed user by user by the cases themselves.
-    cleanup: Concrete,
 }
 
 impl Scratch {
@@ -35,8 +31,8 @@ impl Scratch {
             () = interrupt.interrupted() => {
                 // The table may have been made before the open was cut off.
                 let name = format!("{} (table or key prefix {namespace})", redact(url));
-                let what = match Concrete::open(url, &Self::config(&namespace)).await {
-                    Ok((_, cleanup)) if cleanup.drop_table().await.is_ok() => {
+                let what = match byok::open_with(url, &Self::config(&namespace)).await {
+                    Ok(store) if store.destroy().await.is_ok() => {
                         "interrupted before the scratch namespace was ready; it was removed"
                             .to_owned()
                     }
@@ -59,19 +55,18 @@ impl Scratch {
 
     async fn open(url: &str, namespace: String) -> CliResult<Scratch> {
         let name = redact(url);
-        let config = Self::config(&namespace);
         let fail = |e: byok::ByokError| {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
-        let (store, cleanup) = Concrete::open(url, &config).await.map_err(fail)?;
+        let store = byok::open_with(url, &Self::config(&namespace))
+            .await
+            .map_err(fail)?;
         let scratch = Scratch {
             store,
             name,
             namespace,
-            cleanup,
         };
-        let migrated = scratch.cleanup.migrate().await;
-        if let Err(e) = migrated {
+        if let Err(e) = scratch.store.migrate().await {
             scratch.remove().await;
             return Err(CliError::from_byok(
                 "cannot create the scratch table",
@@ -84,10 +79,9 @@ impl Scratch {
 
     /// What the namespace is, for people.
     fn describe(&self) -> String {
-        if self.cleanup.is_sql() {
-            format!("table {}", self.namespace)
-        } else {
-            format!("key prefix {}:", self.namespace)
+        match self.store.backend() {
+            "sqlite" | "postgres" | "mysql" => format!("table {}", self.namespace),
+            _ => format!("key prefix {}:", self.namespace),
         }
     }
 
@@ -107,51 +101,20 @@ impl Scratch {
         CliError::new(Exit::Interrupted, what)
     }
 
-    /// Removes the namespace; returns how many keys are left behind.
+    /// Removes the namespace (a table dropped, every key under a prefix
+    /// removed); returns how many keys are left behind.
     async fn remove(&self) -> u64 {
-        if let Err(e) = self.cleanup.drop_table().await {
-            note!(
-                "warning: could not drop the scratch table {}: {e}",
-                self.namespace
-            );
-            return 1;
-        }
-        if self.cleanup.is_sql() {
-            return 0;
-        }
-        let Concrete::Redis(redis) = &self.cleanup else {
-            return 0;
-        };
-        // The cases clear their own users, unless one was cut short by
-        // Ctrl-C: clear whoever is left, and first purge the expired
-        // records, which stay in their users' hashes until a purge.
-        let _ = redis.purge_expired().await;
-        let mut left = 0;
-        for _ in 0..1000 {
-            let page = match self.store.scan(None, 500).await {
-                Ok(page) => page,
-                Err(_) => return left.max(1),
-            };
-            left = page.keys.len() as u64;
-            if page.keys.is_empty() {
-                break;
-            }
-            for key in &page.keys {
-                if redis.clear_all(key.user_id()).await.is_err() {
-                    return left;
-                }
+        match self.store.destroy().await {
+            Ok(()) => 0,
+            Err(e) => {
+                note!(
+                    "warning: could not remove the scratch {}: {e}",
+                    self.describe()
+                );
+                // What is left, if the store can still say.
+                self.store.count().await.unwrap_or(0).max(1)
             }
         }
-        if left > 0 {
-            return left;
-        }
-        // The first write marked the prefix; with its keys gone, the mark
-        // is all that is left of it.
-        if let Err(e) = byok::StoreAdmin::destroy(redis).await {
-            note!("warning: could not remove {}format: {e}", redis.prefix());
-            return 1;
-        }
-        0
     }
 }
 
@@ -200,7 +163,7 @@ async fn run_cases(scratch: &Scratch, json: bool, lines: &mut Vec<CaseLine>) -> 
     }
     for (name, case) in byok_testkit::CASES {
         let start = Instant::now();
-        let outcome = case(scratch.store.as_ref()).await;
+        let outcome = case(&scratch.store).await;
         let line = CaseLine {
             case: name,
             passed: outcome.is_ok(),
@@ -289,16 +252,7 @@ pub(crate) async fn bench(opts: &BenchOpts, store: &StoreOpts, json: bool) -> Cl
         () = interrupt.interrupted() => None,
         result = run_bench(&scratch, opts.ops, &written) => Some(result),
     };
-    // A dropped table takes its keys along; under a Redis prefix, each
-    // user written is cleared.
-    let users = if scratch.cleanup.is_sql() {
-        0
-    } else {
-        written.load(Ordering::Relaxed).div_ceil(PROVIDERS.len())
-    };
-    for u in 0..users {
-        let _ = scratch.store.clear_all(&bench_user(&scratch, u)).await;
-    }
+    // The store removes its scratch namespace, keys and all.
     let left = scratch.remove().await;
     let Some(result) = result else {
         return Err(scratch.interrupted(left));
@@ -342,7 +296,7 @@ async fn run_bench(
     ops: usize,
     written: &AtomicUsize,
 ) -> CliResult<Vec<Figures>> {
-    let store = scratch.store.as_ref();
+    let store: &dyn KeyStorage = &scratch.store;
     let fail = |what: &'static str| {
         move |e: byok::ByokError| CliError::from_byok(what, &e, Some(&scratch.name))
     };

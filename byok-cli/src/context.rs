@@ -1,10 +1,8 @@
 //! What every command needs: the store, the keyring, redaction, output.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use byok::byok_sql::sqlx;
-use byok::{Byok, ByokConfig, KeyStorage, Keyring};
+use byok::{Byok, ByokConfig, Keyring, SchemaStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -40,8 +38,8 @@ pub(crate) fn config(table: &str, prefix: &str) -> ByokConfig {
 /// An open store and how to name it in messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    /// The store.
-    pub(crate) storage: Arc<dyn KeyStorage>,
+    /// The store, with its admin side.
+    pub(crate) storage: byok::Store,
     /// Its URL, redacted.
     pub(crate) name: String,
 }
@@ -51,7 +49,7 @@ pub(crate) struct Store {
 pub(crate) enum Schema {
     /// Run the backend's idempotent migration.
     Create,
-    /// Leave the schema as it is.
+    /// Leave the schema as it is, and refuse a store that has none.
     AsItIs,
 }
 
@@ -61,7 +59,10 @@ impl Store {
         Self::open_url(&opts.url, &opts.table, &opts.prefix, schema).await
     }
 
-    /// Opens the store at `url` with this table and prefix.
+    /// Opens the store at `url` with this table and prefix. Opening
+    /// writes nothing; with [`Schema::Create`] the store is migrated, and
+    /// with [`Schema::AsItIs`] a store without its schema (a mistyped
+    /// table or prefix) is refused.
     pub(crate) async fn open_url(
         url: &str,
         table: &str,
@@ -82,49 +83,61 @@ impl Store {
                 ),
             ));
         }
-        let config = config(table, prefix);
         let fail = |e: byok::ByokError| {
             CliError::from_byok(&format!("cannot open the store {name}"), &e, None)
         };
-        if let Ok(byok::StorageBackend::Redis) = byok::StorageBackend::from_url(url) {
-            let redis = byok::RedisStorage::builder(url)
-                .config(&config)
-                .open()
-                .await
-                .map_err(fail)?;
-            // Opening writes nothing; `migrate` and `set` mark the prefix as
-            // a store, other commands refuse a prefix that is none.
-            match schema {
-                Schema::Create => {
-                    byok::StoreAdmin::migrate(&redis).await.map_err(fail)?;
-                }
-                Schema::AsItIs => {
-                    let status = byok::StoreAdmin::schema_status(&redis)
-                        .await
-                        .map_err(fail)?;
-                    if status == byok::SchemaStatus::Missing {
-                        return Err(CliError::new(
-                            Exit::Store,
-                            format!(
-                                "there is no byok store under the key prefix {prefix:?} at \
-                                 {name}; check --prefix (or BYOK_PREFIX), or create one with \
-                                 `byok migrate`"
-                            ),
-                        ));
-                    }
+        let storage = byok::open_with(url, &config(table, prefix))
+            .await
+            .map_err(fail)?;
+        match schema {
+            Schema::Create => storage.migrate().await.map_err(fail)?,
+            Schema::AsItIs => {
+                if storage.schema_status().await.map_err(fail)? == SchemaStatus::Missing {
+                    let (place, option) = if storage.backend() == "redis" {
+                        (
+                            format!("under the key prefix {prefix:?}"),
+                            "--prefix (or BYOK_PREFIX)",
+                        )
+                    } else {
+                        (format!("in the table {table}"), "--table (or BYOK_TABLE)")
+                    };
+                    return Err(CliError::new(
+                        Exit::Store,
+                        format!(
+                            "there is no byok store {place} at {name}; check {option}, or \
+                             create one with `byok migrate`"
+                        ),
+                    ));
                 }
             }
-            return Ok(Store {
-                storage: Arc::new(redis),
-                name,
-            });
         }
-        let opened = match schema {
-            Schema::Create => byok::connect_with(url, &config).await,
-            Schema::AsItIs => byok::open_with(url, &config).await,
-        };
-        let storage = opened.map_err(fail)?;
         Ok(Store { storage, name })
+    }
+
+    /// How many live keys the store holds, counted by the store (in one
+    /// request where the backend can).
+    pub(crate) async fn count(&self) -> CliResult<u64> {
+        self.storage
+            .count()
+            .await
+            .map_err(self.fail("counting the keys failed"))
+    }
+
+    /// What `each` makes of every live key of the store, walked page by
+    /// page; `what` names the walk in errors.
+    pub(crate) async fn map_keys<T>(
+        &self,
+        page_size: usize,
+        what: &str,
+        mut each: impl FnMut(&byok::ApiKey) -> T,
+    ) -> CliResult<Vec<T>> {
+        use futures_util::StreamExt as _;
+        let mut keys = byok::store::keys(&self.storage, page_size);
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            out.push(each(&key.map_err(self.fail(what))?));
+        }
+        Ok(out)
     }
 
     /// `what` failed on this store.
@@ -235,24 +248,6 @@ pub(crate) fn progress_from(len: u64, done: u64, what: &str) -> ProgressBar {
     )
 }
 
-/// Counts the unexpired keys of a store, page by page, decrypting nothing.
-pub(crate) async fn count_keys(store: &Store, page_size: usize) -> CliResult<u64> {
-    let mut cursor = None;
-    let mut n = 0;
-    loop {
-        let page = store
-            .storage
-            .scan(cursor.as_ref(), page_size)
-            .await
-            .map_err(store.fail("counting the keys failed"))?;
-        n += page.keys.len() as u64;
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(n),
-        }
-    }
-}
-
 /// A page size within what every backend accepts.
 pub(crate) fn page_size(n: usize) -> CliResult<usize> {
     if (1..=byok::validate::MAX_PAGE_SIZE).contains(&n) {
@@ -270,126 +265,6 @@ pub(crate) fn new_table() -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     table
-}
-
-/// A store by its concrete type, for what the [`KeyStorage`] trait does
-/// not offer: SQL statements on its pool (dropping a scratch table,
-/// counting expired rows).
-#[derive(Debug)]
-pub(crate) enum Concrete {
-    Sqlite(byok::SqliteStorage),
-    Postgres(byok::PostgresStorage),
-    MySql(byok::MySqlStorage),
-    Redis(byok::RedisStorage),
-    /// Memory.
-    Other,
-}
-
-impl Concrete {
-    /// Opens the store at `url` without running DDL.
-    pub(crate) async fn open(
-        url: &str,
-        config: &ByokConfig,
-    ) -> byok::Result<(Arc<dyn KeyStorage>, Concrete)> {
-        Ok(match byok::StorageBackend::from_url(url)? {
-            byok::StorageBackend::Sqlite => {
-                let s = byok::SqliteStorage::connect(url, config).await?;
-                (Arc::new(s.clone()), Concrete::Sqlite(s))
-            }
-            byok::StorageBackend::Postgres => {
-                let s = byok::PostgresStorage::connect(url, config).await?;
-                (Arc::new(s.clone()), Concrete::Postgres(s))
-            }
-            byok::StorageBackend::MySql => {
-                let s = byok::MySqlStorage::connect(url, config).await?;
-                (Arc::new(s.clone()), Concrete::MySql(s))
-            }
-            byok::StorageBackend::Redis => {
-                let s = byok::RedisStorage::builder(url)
-                    .config(config)
-                    .open()
-                    .await?;
-                (Arc::new(s.clone()), Concrete::Redis(s))
-            }
-            _ => (byok::open_with(url, config).await?, Concrete::Other),
-        })
-    }
-
-    /// Whether this is a SQL store.
-    pub(crate) fn is_sql(&self) -> bool {
-        !matches!(self, Concrete::Redis(_) | Concrete::Other)
-    }
-
-    /// Creates the schema of a SQL store.
-    pub(crate) async fn migrate(&self) -> byok::Result<()> {
-        match self {
-            Concrete::Sqlite(s) => s.migrate().await,
-            Concrete::Postgres(s) => s.migrate().await,
-            Concrete::MySql(s) => s.migrate().await,
-            Concrete::Redis(_) | Concrete::Other => Ok(()),
-        }
-    }
-
-    /// Drops the table of a SQL store.
-    pub(crate) async fn drop_table(&self) -> Result<(), sqlx::Error> {
-        let drop = |table: &str| format!("DROP TABLE IF EXISTS {table}");
-        // Table names are checked as plain identifiers when the store opens.
-        match self {
-            Concrete::Sqlite(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
-                    .execute(s.pool())
-                    .await?;
-            }
-            Concrete::Postgres(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
-                    .execute(s.pool())
-                    .await?;
-            }
-            Concrete::MySql(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(drop(s.table_name())))
-                    .execute(s.pool())
-                    .await?;
-            }
-            Concrete::Redis(_) | Concrete::Other => {}
-        }
-        Ok(())
-    }
-
-    /// How many expired keys a SQL store still holds; `None` for other
-    /// stores (Redis drops expired keys by itself).
-    pub(crate) async fn count_expired(&self) -> Option<Result<u64, sqlx::Error>> {
-        let now_ms = byok::chrono::Utc::now().timestamp_millis();
-        let count = |table: &str, bound: &str| {
-            format!(
-                "SELECT COUNT(*) FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {bound}"
-            )
-        };
-        let n: Result<i64, sqlx::Error> = match self {
-            Concrete::Sqlite(s) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
-                    .bind(now_ms)
-                    .fetch_one(s.pool())
-                    .await
-            }
-            Concrete::Postgres(s) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(count(
-                    s.table_name(),
-                    "to_timestamp($1::bigint / 1000.0)",
-                )))
-                .bind(now_ms)
-                .fetch_one(s.pool())
-                .await
-            }
-            Concrete::MySql(s) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(count(s.table_name(), "?")))
-                    .bind(now_ms)
-                    .fetch_one(s.pool())
-                    .await
-            }
-            Concrete::Redis(_) | Concrete::Other => return None,
-        };
-        Some(n.map(|n| u64::try_from(n).unwrap_or(0)))
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `byok demo`: a tour of byok on a temporary SQLite store.
 
 use byok::secrecy::ExposeSecret;
-use byok::{Byok, Keyring, MasterKey, Ttl};
+use byok::{Byok, KeyStorage as _, Keyring, MasterKey, Ttl};
 
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
@@ -150,7 +150,7 @@ async fn tour(url: &str) -> CliResult {
     out!("    cleared alice's keys: {cleared} removed")?;
 
     step(8, "what is left")?;
-    let left = context::count_keys(&store, 100).await?;
+    let left = store.count().await?;
     out!("    {left} key(s) in the store")?;
     if !matches || ok != DEMO_KEYS.len() || left != 0 {
         return Err(CliError::problem("the demo did not go as expected"));

@@ -138,7 +138,7 @@ pub(crate) async fn import_python(
     } else {
         Store::open(store_opts, Schema::Create).await?
     };
-    let report = python::import_rows(&rows, &secret, &ring, target.storage.as_ref(), &options)
+    let report = python::import_rows(&rows, &secret, &ring, &target.storage, &options)
         .await
         .map_err(target.fail("writing to the store failed (re-running skips what is done)"))?;
     let (converted, failed, skipped) = (

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use byok::KeyStorage as _;
 use byok::check::{CheckClient, CheckError, CheckPolicy, Checker, HttpProber, KeyCheck, Prober};
 use byok::secrecy::SecretString;
 use clap::Args;
@@ -232,25 +233,12 @@ async fn every_slot(store: &Store, user: Option<&str>) -> CliResult<Vec<(String,
             .map(|p| (user.to_owned(), p))
             .collect());
     }
-    let mut slots = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .storage
-            .scan(cursor.as_ref(), 500)
-            .await
-            .map_err(store.fail(what))?;
-        slots.extend(
-            page.keys
-                .iter()
-                .filter(|k| !k.is_expired())
-                .map(|k| (k.user_id().to_owned(), k.provider().to_owned())),
-        );
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(slots),
-        }
-    }
+    // A walk returns live keys only.
+    store
+        .map_keys(500, what, |k| {
+            (k.user_id().to_owned(), k.provider().to_owned())
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -175,24 +175,13 @@ async fn remove(
     Ok(())
 }
 
-/// How many stored keys are under master key id `id`.
+/// How many live keys are under master key id `id`, as the store counts
+/// them.
 async fn keys_under(store: &Store, id: u32) -> CliResult<u64> {
-    let mut cursor = None;
-    let mut n = 0;
-    loop {
-        let page = store
-            .storage
-            .scan(cursor.as_ref(), 500)
-            .await
-            .map_err(store.fail("reading the keys failed"))?;
-        n += page
-            .keys
-            .iter()
-            .filter(|k| byok::crypto::key_id_of(k.encrypted_value()).ok() == Some(id))
-            .count() as u64;
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(n),
-        }
-    }
+    let stats = store
+        .storage
+        .stats()
+        .await
+        .map_err(store.fail("counting the keys failed"))?;
+    Ok(stats.by_key_id.get(&Some(id)).copied().unwrap_or(0))
 }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal as _, Read as _};
 use byok::chrono::{DateTime, Utc};
 use byok::display::{format_expiration, format_key_age};
 use byok::secrecy::ExposeSecret;
-use byok::{ApiKey, Ttl};
+use byok::{ApiKey, KeyStorage as _, Ttl};
 use comfy_table::Table;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -22,12 +22,42 @@ pub(crate) async fn migrate(migrate: &MigrateOpts, opts: &StoreOpts, json: bool)
     if migrate.print_sql {
         return print_sql(opts, json);
     }
+    if migrate.check {
+        return check_schema(opts, json).await;
+    }
     let store = Store::open(opts, Schema::Create).await?;
     if json {
         context::print_json(&serde_json::json!({ "store": store.name, "migrated": true }))
     } else {
         out!("the schema of {} is up to date", store.name)?;
         Ok(())
+    }
+}
+
+/// `byok migrate --check`: where the schema stands, read without writing.
+async fn check_schema(opts: &StoreOpts, json: bool) -> CliResult {
+    let name = context::redact(&opts.url);
+    let fail =
+        |e: byok::ByokError| CliError::from_byok("reading the schema failed", &e, Some(&name));
+    // A SQLite file that is not there is not created to be looked at.
+    let status = if context::sqlite_file(&opts.url).is_some_and(|path| !path.exists()) {
+        byok::SchemaStatus::Missing
+    } else {
+        let store = byok::open_with(&opts.url, &context::config(&opts.table, &opts.prefix))
+            .await
+            .map_err(fail)?;
+        store.schema_status().await.map_err(fail)?
+    };
+    if json {
+        context::print_json(&serde_json::json!({ "store": name, "schema": status }))?;
+    } else {
+        out!("the schema of {name} is {status}")?;
+    }
+    match status {
+        byok::SchemaStatus::Missing | byok::SchemaStatus::Older { .. } => Err(CliError::problem(
+            format!("the schema of {name} is {status}; run `byok migrate`"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -329,21 +359,7 @@ pub(crate) async fn list(opts: &ListOpts, store: &StoreOpts, json: bool) -> CliR
                 .map_err(store.fail(what))?;
             rows.extend(keys.iter().map(Row::of));
         }
-        None => {
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .storage
-                    .scan(cursor.as_ref(), page_size)
-                    .await
-                    .map_err(store.fail(what))?;
-                rows.extend(page.keys.iter().map(Row::of));
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-        }
+        None => rows = store.map_keys(page_size, what, Row::of).await?,
     }
     if json {
         return context::print_json(&rows);

@@ -238,6 +238,10 @@ pub struct MigrateOpts {
     /// running it (nothing is connected to).
     #[arg(long)]
     pub print_sql: bool,
+    /// Say where the store's schema stands, changing nothing; exits 1
+    /// when `byok migrate` has work to do.
+    #[arg(long, conflicts_with = "print_sql")]
+    pub check: bool,
 }
 
 /// `byok set`.

@@ -756,7 +756,7 @@ fn list_shows_a_stored_id_with_a_format_character_escaped() {
             .unwrap();
         // As a store written before such ids were refused holds it.
         let key = byok::ApiKey::new(user, "openai", b"not a ciphertext".to_vec()).unwrap();
-        storage.store(&key).await.unwrap();
+        byok::KeyStorage::store(&storage, &key).await.unwrap();
     });
     let list = env.run(&["--store", &store, "list"], "");
     let out = list.ok();

@@ -63,7 +63,7 @@ fn a_killed_rotation_resumes_and_finishes() {
     assert!(!status.success());
     let seen = saved["seen"].as_u64().unwrap();
     assert!(seen >= 50 && seen < n as u64, "{saved}");
-    assert!(saved["cursor"].is_string(), "{saved}");
+    assert!(saved["report"]["resume_from"].is_string(), "{saved}");
 
     // Halfway: keys under both ids.
     let stats = env.run(&["--store", &store, "--json", "stats"], "").json();

@@ -168,10 +168,10 @@ fn set_get_list_rm_clear_purge_round_trip() {
 
     let stats = env.run(&with(&["--json", "stats"]), "").json();
     assert_eq!(stats["keys"], 3);
-    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["schema"]["status"], "up_to_date", "{stats}");
+    assert_eq!(stats["expired_not_purged"], 0, "{stats}");
     assert_eq!(stats["by_key_id"]["1"], 3);
     assert_eq!(stats["by_provider"]["openai"], 2);
-    assert_eq!(stats["never_expire"], 1);
 
     let rm = env.run(&with(&["rm", "openai", "--user", "alice"]), "");
     assert!(rm.ok().contains("removed"));
@@ -190,6 +190,32 @@ fn set_get_list_rm_clear_purge_round_trip() {
     );
     let left = env.run(&with(&["--json", "list"]), "").json();
     assert_eq!(left.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn migrate_check_says_where_the_schema_stands_and_writes_nothing() {
+    let env = Env::new();
+    let store = env.sqlite("keys.db");
+    let before = env.run(&["--store", &store, "migrate", "--check"], "");
+    assert!(before.fails(1).contains("run `byok migrate`"), "{before:?}");
+    assert!(
+        !env.path().join("keys.db").exists(),
+        "--check creates nothing"
+    );
+    let list = env.run(&["--store", &store, "list"], "");
+    assert!(list.fails(4).contains("byok migrate"), "{list:?}");
+    env.run(&["--store", &store, "migrate"], "").ok();
+    let after = env
+        .run(&["--store", &store, "--json", "migrate", "--check"], "")
+        .json();
+    assert_eq!(after["schema"]["status"], "up_to_date", "{after}");
+    // Another table of the same database has no schema yet.
+    let other = env.run(&["--store", &store, "--table", "other_keys", "list"], "");
+    let err = other.fails(4);
+    assert!(
+        err.contains("in the table other_keys") && err.contains("byok migrate"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -140,11 +140,11 @@ pub struct ByokConfig {
     /// `byok::connect_with` open stores without a purge of their own, so
     /// a manager over a connected store is the only one that runs.
     ///
-    /// A store used without a manager is not purged unless you call
+    /// A store used without a manager is not purged unless you spawn
+    /// [`store::purge_every`](crate::store::purge_every) or call
     /// `purge_expired` yourself, or build it with a constructor that reads
-    /// this flag itself (such as `MemoryStorage::from_config` or
-    /// `SqliteStorage::connect`, which start a purge of their own when it
-    /// is on): give such a store a configuration with `auto_cleanup` off
+    /// this flag itself (such as `SqliteStorage::connect`, which starts a
+    /// purge of its own when it is on): give such a store a configuration with `auto_cleanup` off
     /// when a manager runs over it, so that one purge runs, not two.
     pub auto_cleanup: bool,
     /// Warn when keys would travel over plain HTTP in production. Default: true.

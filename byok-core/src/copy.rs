@@ -42,7 +42,9 @@ use serde::Serialize;
 use crate::crypto::{Keyring, key_id_of};
 use crate::error::Result;
 use crate::key::ApiKey;
-use crate::storage::{Cursor, KeyStorage};
+use crate::storage::KeyStorage;
+use crate::store;
+use futures_util::StreamExt;
 
 /// What a copy does with a slot where the target already holds a different
 /// key.
@@ -259,22 +261,6 @@ fn problem(key: &ApiKey, ring: &Keyring) -> Option<KeyProblem> {
     }
 }
 
-async fn walk<S: KeyStorage + ?Sized>(
-    store: &S,
-    page_size: usize,
-    mut each: impl FnMut(&ApiKey),
-) -> Result<()> {
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let page = store.scan(cursor.as_ref(), page_size).await?;
-        page.keys.iter().for_each(&mut each);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(()),
-        }
-    }
-}
-
 pub(crate) async fn copy_into<S: KeyStorage + ?Sized>(
     source: &S,
     target: &dyn KeyStorage,
@@ -287,80 +273,74 @@ pub(crate) async fn copy_into<S: KeyStorage + ?Sized>(
     if let Some(ring) = &options.keyring {
         // Before anything is written: a target that holds keys this keyring
         // cannot read is one the copy would leave half unreadable.
-        walk(target, options.page_size, |key| {
-            if let Some(p) = problem(key, ring) {
+        let mut keys = store::keys(target, options.page_size);
+        while let Some(key) = keys.next().await {
+            if let Some(p) = problem(&key?, ring) {
                 if let Some(id) = p.key_id.filter(|id| !ring.contains(*id)) {
                     *report.unknown_target_key_ids.entry(id).or_default() += 1;
                 }
                 report.target_failed.push(p);
             }
-        })
-        .await?;
+        }
         if report.blocked() {
             return Ok(report);
         }
     }
     let mut written: Vec<ApiKey> = Vec::new();
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let page = source.scan(cursor.as_ref(), options.page_size).await?;
-        for key in &page.keys {
-            report.scanned += 1;
-            if let Some(ring) = &options.keyring
-                && let Some(p) = problem(key, ring)
-            {
-                report.source_failed.push(p);
+    let mut keys = store::keys(source, options.page_size);
+    while let Some(key) = keys.next().await {
+        let key = &key?;
+        report.scanned += 1;
+        if let Some(ring) = &options.keyring
+            && let Some(p) = problem(key, ring)
+        {
+            report.source_failed.push(p);
+            continue;
+        }
+        let there = match target.retrieve(key.user_id(), key.provider()).await? {
+            Some(there) => there,
+            None if options.dry_run => {
+                report.copied += 1;
                 continue;
             }
-            let there = match target.retrieve(key.user_id(), key.provider()).await? {
-                Some(there) => there,
-                None if options.dry_run => {
-                    report.copied += 1;
-                    continue;
-                }
-                None => {
-                    match fill_empty(target, key).await? {
-                        Filled::Stored => {
-                            keep_sample(&mut written, key, report.copied, options.sample);
-                            report.copied += 1;
-                        }
-                        // Written into the target since it was read: kept,
-                        // whatever `on_conflict` says.
-                        Filled::Taken(now) if same_key(&now, key) => report.identical += 1,
-                        Filled::Taken(now) => report.conflicts.push(conflict(
-                            key,
-                            &now,
-                            Resolution::ChangedDuringCopy,
-                        )),
-                        Filled::Unsettled => report
-                            .sample_mismatches
-                            .push((key.user_id().to_owned(), key.provider().to_owned())),
+            None => {
+                match fill_empty(target, key).await? {
+                    Filled::Stored => {
+                        keep_sample(&mut written, key, report.copied, options.sample);
+                        report.copied += 1;
                     }
-                    continue;
+                    // Written into the target since it was read: kept,
+                    // whatever `on_conflict` says.
+                    Filled::Taken(now) if same_key(&now, key) => report.identical += 1,
+                    Filled::Taken(now) => {
+                        report
+                            .conflicts
+                            .push(conflict(key, &now, Resolution::ChangedDuringCopy))
+                    }
+                    Filled::Unsettled => report
+                        .sample_mismatches
+                        .push((key.user_id().to_owned(), key.provider().to_owned())),
                 }
-            };
-            if same_key(&there, key) {
-                report.identical += 1;
                 continue;
             }
-            let replace = match options.on_conflict {
-                OnConflict::Skip => false,
-                OnConflict::Newer => key.created_at() > there.created_at(),
-                OnConflict::Overwrite => true,
-            };
-            let resolution = if !replace {
-                Resolution::KeptTarget
-            } else if options.dry_run || target.compare_and_swap(&there, key).await? {
-                Resolution::Replaced
-            } else {
-                Resolution::ChangedDuringCopy
-            };
-            report.conflicts.push(conflict(key, &there, resolution));
+        };
+        if same_key(&there, key) {
+            report.identical += 1;
+            continue;
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+        let replace = match options.on_conflict {
+            OnConflict::Skip => false,
+            OnConflict::Newer => key.created_at() > there.created_at(),
+            OnConflict::Overwrite => true,
+        };
+        let resolution = if !replace {
+            Resolution::KeptTarget
+        } else if options.dry_run || target.compare_and_swap(&there, key).await? {
+            Resolution::Replaced
+        } else {
+            Resolution::ChangedDuringCopy
+        };
+        report.conflicts.push(conflict(key, &there, resolution));
     }
     for key in &written {
         report.sampled += 1;

@@ -22,9 +22,12 @@ use crate::error::{
 use crate::key::{self, ApiKey};
 use crate::keyring_source::KeyringSource;
 use crate::observe;
-use crate::storage::{Cursor, KeyStorage};
+use crate::storage::{Cursor, KeyStorage, ScanPage};
+use crate::store;
 use crate::store::IntoStorage;
 use crate::validate;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 
 /// How often the background task purges expired keys, unless set otherwise.
 pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
@@ -376,7 +379,12 @@ pub struct KeySummary {
 }
 
 /// What a rotation did, per master key id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It serializes (`serde`) so that an operator's tool can save it with the
+/// walk's cursor, resume, and [`merge`](Self::merge) the pages of both
+/// runs; nothing in it is secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RotationReport {
     /// The primary key id that keys were rotated to.
     pub primary_key_id: u32,
@@ -403,7 +411,18 @@ impl RotationReport {
         self.resume_from.is_none() && self.failed.is_empty() && self.malformed == 0
     }
 
-    fn merge(&mut self, other: RotationReport) {
+    /// How many keys the report covers, whatever was done with them.
+    pub fn keys(&self) -> u64 {
+        self.already_current
+            + self.changed_concurrently
+            + self.malformed
+            + self.rotated.values().sum::<u64>()
+            + self.failed.values().sum::<u64>()
+    }
+
+    /// Adds the counts of `other`, the report of the pages that follow
+    /// this one's, and takes its `resume_from`.
+    pub fn merge(&mut self, other: RotationReport) {
         self.already_current += other.already_current;
         self.changed_concurrently += other.changed_concurrently;
         self.malformed += other.malformed;
@@ -474,7 +493,7 @@ impl Byok {
     /// Fails when the source cannot be read or holds no valid keyring: a
     /// manager never starts without keys.
     pub async fn builder_with_source(
-        storage: Arc<dyn KeyStorage>,
+        storage: impl IntoStorage,
         source: impl KeyringSource,
     ) -> Result<ByokBuilder> {
         let keyring = source.load().await?;
@@ -785,17 +804,12 @@ impl Byok {
                 primary_key_id: self.inner.keys.current.load().primary_id(),
                 ..RotationReport::default()
             };
-            let mut cursor = None;
-            loop {
-                let page = self
-                    .rotate_page(cursor.as_ref(), DEFAULT_ROTATION_PAGE)
-                    .await?;
-                cursor = page.resume_from.clone();
-                total.merge(page);
-                if cursor.is_none() {
-                    return Ok(total);
-                }
+            let mut pages = store::pages(&*self.inner.storage, None, DEFAULT_ROTATION_PAGE);
+            while let Some(page) = pages.next().await {
+                let page = page?;
+                total.merge(observe::manager("rotate_page", self.rotate_keys(page, true)).await?);
             }
+            Ok(total)
         })
         .await
     }
@@ -808,64 +822,97 @@ impl Byok {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<RotationReport> {
-        observe::manager("rotate_page", async move {
-            // One keyring for the whole page, whatever reloads meanwhile.
-            let ring = self.inner.keys.current.load_full();
-            let primary = ring.primary_id();
-            let page = self.inner.storage.scan(cursor, limit).await?;
-            let mut report = RotationReport {
-                primary_key_id: primary,
-                resume_from: page.next,
-                ..RotationReport::default()
-            };
-            for stored in page.keys {
-                let key_id = match key_id_of(stored.encrypted_value()) {
-                    Ok(id) => id,
-                    Err(_) => {
-                        report.malformed += 1;
-                        continue;
-                    }
-                };
-                if key_id == primary {
-                    report.already_current += 1;
+        observe::manager("rotate_page", self.rotate_from(cursor, limit, true)).await
+    }
+
+    /// What [`rotate_page`](Self::rotate_page) would do, writing nothing:
+    /// each key is read and decrypted as the rotation would, `rotated`
+    /// counts the keys it would re-encrypt and `failed` those it would
+    /// leave; `changed_concurrently` stays 0. Walk it the same way, with
+    /// `resume_from`.
+    pub async fn plan_rotate_page(
+        &self,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<RotationReport> {
+        observe::manager("plan_rotate_page", self.rotate_from(cursor, limit, false)).await
+    }
+
+    /// The page of the walk from `cursor`, rotated (`write`) or planned.
+    async fn rotate_from(
+        &self,
+        cursor: Option<&Cursor>,
+        limit: usize,
+        write: bool,
+    ) -> Result<RotationReport> {
+        let mut pages = store::pages(&*self.inner.storage, cursor.cloned(), limit);
+        match pages.next().await {
+            Some(page) => self.rotate_keys(page?, write).await,
+            None => Ok(RotationReport::default()),
+        }
+    }
+
+    /// Rotates the keys of one page (or, without `write`, counts what a
+    /// rotation would do with them).
+    async fn rotate_keys(&self, page: ScanPage, write: bool) -> Result<RotationReport> {
+        // One keyring for the whole page, whatever reloads meanwhile.
+        let ring = self.inner.keys.current.load_full();
+        let primary = ring.primary_id();
+        let mut report = RotationReport {
+            primary_key_id: primary,
+            resume_from: page.next,
+            ..RotationReport::default()
+        };
+        for stored in page.keys {
+            let key_id = match key_id_of(stored.encrypted_value()) {
+                Ok(id) => id,
+                Err(_) => {
+                    report.malformed += 1;
                     continue;
                 }
-                let (user, provider) = (stored.user_id(), stored.provider());
-                let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
-                    user,
-                    provider,
-                    stored.encrypted_value(),
-                ) {
-                    Ok(p) => p,
-                    Err(
-                        EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
-                    ) => {
-                        report.malformed += 1;
-                        continue;
-                    }
-                    Err(e) => {
-                        observe::decryption_failure();
-                        tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
-                        *report.failed.entry(key_id).or_default() += 1;
-                        continue;
-                    }
-                };
-                let ciphertext = ring.encrypt(user, provider, &plain)?;
-                let rotated = stored.clone().with_encrypted_value(ciphertext);
-                if self
-                    .inner
-                    .storage
-                    .compare_and_swap(&stored, &rotated)
-                    .await?
-                {
-                    *report.rotated.entry(key_id).or_default() += 1;
-                } else {
-                    report.changed_concurrently += 1;
-                }
+            };
+            if key_id == primary {
+                report.already_current += 1;
+                continue;
             }
-            Ok(report)
-        })
-        .await
+            let (user, provider) = (stored.user_id(), stored.provider());
+            let plain: Zeroizing<Vec<u8>> = match ring.decrypt(
+                user,
+                provider,
+                stored.encrypted_value(),
+            ) {
+                Ok(p) => p,
+                Err(
+                    EncryptionError::Malformed { .. } | EncryptionError::UnsupportedVersion { .. },
+                ) => {
+                    report.malformed += 1;
+                    continue;
+                }
+                Err(e) => {
+                    observe::decryption_failure();
+                    tracing::warn!(user_id = user, provider, key_id, error = %e, "key not rotated");
+                    *report.failed.entry(key_id).or_default() += 1;
+                    continue;
+                }
+            };
+            if !write {
+                *report.rotated.entry(key_id).or_default() += 1;
+                continue;
+            }
+            let ciphertext = ring.encrypt(user, provider, &plain)?;
+            let rotated = stored.clone().with_encrypted_value(ciphertext);
+            if self
+                .inner
+                .storage
+                .compare_and_swap(&stored, &rotated)
+                .await?
+            {
+                *report.rotated.entry(key_id).or_default() += 1;
+            } else {
+                report.changed_concurrently += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// Imports keys from environment variables named `<prefix><PROVIDER>`

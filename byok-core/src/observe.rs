@@ -53,6 +53,7 @@ use tracing::{Instrument, Span};
 use crate::error::{ByokError, EncryptionError, Result, StorageErrorKind};
 use crate::key::ApiKey;
 use crate::storage::{Cursor, KeyStorage, ScanPage};
+use crate::store::{SchemaStatus, StoreAdmin, StoreStats};
 
 /// A [`KeyStorage`] that puts a `byok.storage` span (and, with the
 /// `metrics` feature, a count and a latency) around every operation of the
@@ -66,7 +67,8 @@ use crate::storage::{Cursor, KeyStorage, ScanPage};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> byok_core::Result<()> {
-/// let store = ObservedStorage::new(MemoryStorage::new(), "memory");
+/// let store = ObservedStorage::of(MemoryStorage::new());
+/// assert_eq!(store.backend(), "memory");
 /// let storage: Arc<dyn KeyStorage> = Arc::new(store);
 /// let byok = Byok::new(storage, Keyring::new(1, MasterKey::generate()), ByokConfig::default())?;
 /// // Runs in a `byok.manager` span around a `byok.storage` span.
@@ -88,9 +90,25 @@ impl<S: fmt::Debug> fmt::Debug for ObservedStorage<S> {
     }
 }
 
+impl<S: StoreAdmin> ObservedStorage<S> {
+    /// Wraps `store`, whose spans and metrics carry the store's own name,
+    /// [`StoreAdmin::backend`]. The result is a [`StoreAdmin`] too, its
+    /// operations observed as well: this is the [`Store`](crate::Store)
+    /// that `byok::connect` returns.
+    pub fn of(store: S) -> Self {
+        let backend = store.backend();
+        ObservedStorage {
+            inner: store,
+            backend,
+        }
+    }
+}
+
 impl<S: KeyStorage> ObservedStorage<S> {
     /// Wraps `inner`, whose spans and metrics carry `backend` (such as
-    /// `"postgres"`) as the backend's name.
+    /// `"postgres"`) as the backend's name; for a store without a
+    /// [`StoreAdmin`] side. A store with one is wrapped with
+    /// [`of`](Self::of).
     pub fn new(inner: S, backend: &'static str) -> Self {
         ObservedStorage { inner, backend }
     }
@@ -201,6 +219,39 @@ impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
     /// by one (the `TieredStorage` over them counts hits and misses).
     fn as_fast_tier(&self) -> Option<&dyn crate::tiered::FastTier> {
         self.inner.as_fast_tier()
+    }
+}
+
+/// The admin side of the wrapped store, each operation in a
+/// `byok.storage` span like those of [`KeyStorage`].
+#[async_trait]
+impl<S: StoreAdmin> StoreAdmin for ObservedStorage<S> {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.run("migrate", self.inner.migrate()).await
+    }
+
+    async fn schema_status(&self) -> Result<SchemaStatus> {
+        self.run("schema_status", self.inner.schema_status()).await
+    }
+
+    async fn count_expired(&self) -> Result<Option<u64>> {
+        self.run("count_expired", self.inner.count_expired()).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.run("count", self.inner.count()).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.run("stats", self.inner.stats()).await
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.run("destroy", self.inner.destroy()).await
     }
 }
 

@@ -145,31 +145,25 @@ pub trait StoreAdmin: KeyStorage {
     /// How many unexpired keys the store holds. The default walks the
     /// store; backends that can count in one request override it.
     async fn count(&self) -> Result<u64> {
+        use futures_util::StreamExt;
         let mut n = 0;
-        let mut cursor = None;
-        loop {
-            let page = self.scan(cursor.as_ref(), PAGE).await?;
-            n += page.keys.len() as u64;
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(n),
-            }
+        let mut walk = pages(self, None, PAGE);
+        while let Some(page) = walk.next().await {
+            n += page?.keys.len() as u64;
         }
+        Ok(n)
     }
 
     /// Counts of the whole store: exact, from one walk and
     /// [`count_expired`](StoreAdmin::count_expired).
     async fn stats(&self) -> Result<StoreStats> {
+        use futures_util::StreamExt;
         let mut stats = StoreStats::default();
-        let mut cursor = None;
-        loop {
-            let page = self.scan(cursor.as_ref(), PAGE).await?;
-            page.keys.iter().for_each(|k| stats.add(k));
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
+        let mut walk = pages(self, None, PAGE);
+        while let Some(page) = walk.next().await {
+            page?.keys.iter().for_each(|k| stats.add(k));
         }
+        drop(walk);
         stats.expired = self.count_expired().await?;
         Ok(stats)
     }

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::key::ApiKey;
 use crate::observe;
 use crate::storage::{Cursor, KeyStorage, ScanPage, check_same_slot};
+use crate::store::IntoStorage;
 use crate::validate;
 
 /// Number of lock stripes that order writes of one slot.
@@ -321,11 +322,13 @@ impl Marks {
 }
 
 impl TieredStorage {
-    /// `fast` in front of `durable`.
-    pub fn new(fast: Arc<dyn KeyStorage>, durable: Arc<dyn KeyStorage>) -> Self {
+    /// `fast` in front of `durable`: each a [`Store`](crate::Store) (what
+    /// `byok::connect` returns), an `Arc<dyn KeyStorage>` or an `Arc` of
+    /// any store.
+    pub fn new(fast: impl IntoStorage, durable: impl IntoStorage) -> Self {
         TieredStorage {
-            fast,
-            durable,
+            fast: fast.into_storage(),
+            durable: durable.into_storage(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             marks: Marks::default(),
             strict: false,

@@ -56,6 +56,11 @@ impl Fills {
     }
 
     /// Drops every copy, lease and hold that has ended.
+    /// Drops every copy, lease and hold.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.lock().retain(|_, user| {

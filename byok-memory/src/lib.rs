@@ -31,20 +31,15 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Bound;
-use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use byok_core::error::ConfigError;
 use byok_core::storage::check_same_slot;
-use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, key, validate};
+use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 mod fast_tier;
-
-/// How often the background sweeper purges expired keys by default.
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Keys of one user, sorted by provider.
 ///
@@ -121,47 +116,13 @@ struct Inner {
 }
 
 impl MemoryStorage {
-    /// An empty store without a background sweeper.
+    /// An empty store.
+    ///
+    /// It purges nothing by itself: a [`Byok`](byok_core::Byok) manager over
+    /// it runs the purge (see `ByokConfig::auto_cleanup`), and without one
+    /// [`byok_core::store::purge_every`] does.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// An empty store configured from `config`: when `auto_cleanup` is on,
-    /// a background task purges expired keys every
-    /// [`DEFAULT_SWEEP_INTERVAL`]. Needs a Tokio runtime in that case.
-    pub fn from_config(config: &ByokConfig) -> Result<Self> {
-        let store = Self::new();
-        if config.auto_cleanup {
-            store.start_sweeper(DEFAULT_SWEEP_INTERVAL)?;
-        }
-        Ok(store)
-    }
-
-    /// Starts a background task on the current Tokio runtime that purges
-    /// expired keys every `interval`. The task ends by itself once every
-    /// clone of this store has been dropped.
-    pub fn start_sweeper(&self, interval: Duration) -> Result<()> {
-        if interval.is_zero() {
-            return Err(ConfigError::new("the sweep interval must be longer than zero").into());
-        }
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
-            ConfigError::new("the memory sweeper needs a running Tokio runtime").with_source(e)
-        })?;
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        handle.spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                let purged = inner.purge(key::now());
-                if purged > 0 {
-                    tracing::debug!(purged, "memory store purged expired keys");
-                }
-            }
-        });
-        Ok(())
     }
 
     /// How many keys are stored, expired ones not yet purged included.
@@ -175,6 +136,9 @@ impl MemoryStorage {
     }
 }
 
+/// The operator's side: no schema, exact counts without a walk, and
+/// `destroy` empties the store (fast-store copies, leases and holds
+/// included).
 #[async_trait]
 impl byok_core::StoreAdmin for MemoryStorage {
     fn backend(&self) -> &'static str {
@@ -182,31 +146,19 @@ impl byok_core::StoreAdmin for MemoryStorage {
     }
 
     async fn count_expired(&self) -> Result<Option<u64>> {
-        let now = key::now();
-        Ok(Some(
-            self.inner
-                .users
-                .iter()
-                .map(|u| u.0.iter().filter(|k| k.is_expired_at(now)).count() as u64)
-                .sum(),
-        ))
+        Ok(Some(self.inner.tally(true)))
     }
 
     async fn count(&self) -> Result<u64> {
-        let now = key::now();
-        Ok(self
-            .inner
-            .users
-            .iter()
-            .map(|u| u.0.iter().filter(|k| !k.is_expired_at(now)).count() as u64)
-            .sum())
+        Ok(self.inner.tally(false))
     }
 
     async fn destroy(&self) -> Result<()> {
-        let users: Vec<Arc<str>> = self.inner.users.iter().map(|u| u.key().clone()).collect();
-        for user in users {
-            self.clear_all(&user).await?;
-        }
+        self.inner.users.retain(|user_id, _| {
+            self.inner.forget(user_id);
+            false
+        });
+        self.inner.fills.clear();
         Ok(())
     }
 }
@@ -215,6 +167,34 @@ impl byok_core::StoreAdmin for MemoryStorage {
 const SCAN_CHUNK: usize = 256;
 
 impl Inner {
+    /// How many stored keys have expired (`expired`) or not.
+    fn tally(&self, expired: bool) -> u64 {
+        let now = key::now();
+        self.users
+            .iter()
+            .map(|u| {
+                u.0.iter()
+                    .filter(|k| k.is_expired_at(now) == expired)
+                    .count() as u64
+            })
+            .sum()
+    }
+
+    /// What `each` makes of every live key of `user_id`, in provider order.
+    fn live_keys<T>(&self, user_id: &str, each: impl Fn(&ApiKey) -> T) -> Result<Vec<T>> {
+        validate::stored_user_id(user_id)?;
+        let Some(keys) = self.users.get(user_id) else {
+            return Ok(Vec::new());
+        };
+        let mut now = None;
+        Ok(keys
+            .0
+            .iter()
+            .filter(|k| is_live(k, &mut now))
+            .map(each)
+            .collect())
+    }
+
     fn purge(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
         let mut purged = 0u64;
         self.users.retain(|user_id, keys| {
@@ -338,19 +318,9 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-        validate::stored_user_id(user_id)?;
-        let Some(keys) = self.inner.users.get(user_id) else {
-            return Ok(Vec::new());
-        };
         // Sorted by provider already. Only live keys, as `retrieve` and
         // `list_providers` of this store see them.
-        let mut now = None;
-        Ok(keys
-            .0
-            .iter()
-            .filter(|k| is_live(k, &mut now))
-            .cloned()
-            .collect())
+        self.inner.live_keys(user_id, ApiKey::clone)
     }
 
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
@@ -376,17 +346,7 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        validate::stored_user_id(user_id)?;
-        let Some(keys) = self.inner.users.get(user_id) else {
-            return Ok(Vec::new());
-        };
-        let mut now = None;
-        Ok(keys
-            .0
-            .iter()
-            .filter(|k| is_live(k, &mut now))
-            .map(|k| k.provider().to_owned())
-            .collect())
+        self.inner.live_keys(user_id, |k| k.provider().to_owned())
     }
 
     async fn clear_all(&self, user_id: &str) -> Result<u64> {
@@ -696,10 +656,14 @@ mod tests {
         assert!(a.is_empty());
     }
 
+    /// What the store's own sweeper did, the one purge loop does now.
     #[tokio::test(start_paused = true)]
-    async fn sweeper_purges_and_stops_with_the_store() {
+    async fn purge_every_purges_the_store() {
         let store = MemoryStorage::new();
-        store.start_sweeper(Duration::from_secs(10)).unwrap();
+        let purge = tokio::spawn(byok_core::store::purge_every(
+            Arc::new(store.clone()),
+            std::time::Duration::from_secs(10),
+        ));
         let past = Some(Utc::now() - chrono::Duration::seconds(1));
         store
             .store(
@@ -709,24 +673,58 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(store.len(), 1);
-        tokio::time::sleep(Duration::from_secs(11)).await;
+        store
+            .store(&ApiKey::new("v", "p", vec![1]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 2);
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
         tokio::task::yield_now().await;
-        assert_eq!(store.len(), 0, "the sweeper purged the expired key");
-        let weak = Arc::downgrade(&store.inner);
-        drop(store);
-        tokio::time::sleep(Duration::from_secs(21)).await;
-        assert!(
-            weak.upgrade().is_none(),
-            "the sweeper holds no strong reference"
-        );
+        assert_eq!(store.len(), 1, "the loop purged the expired key alone");
+        purge.abort();
     }
 
-    #[test]
-    fn sweeper_needs_a_runtime() {
-        let err = MemoryStorage::from_config(&ByokConfig::default()).unwrap_err();
-        assert!(err.to_string().contains("Tokio runtime"), "{err}");
-        let off = ByokConfig::for_tests();
-        assert!(MemoryStorage::from_config(&off).is_ok());
+    #[tokio::test]
+    async fn admin_counts_exactly_and_destroy_empties_the_store() {
+        use byok_core::store::{SchemaStatus, StoreAdmin};
+        let store = MemoryStorage::new();
+        let past = Some(Utc::now() - chrono::Duration::seconds(5));
+        for (u, p, expired) in [
+            ("a", "x", false),
+            ("a", "y", true),
+            ("b", "x", false),
+            ("c", "z", true),
+        ] {
+            let key = ApiKey::new(u, p, vec![1]).unwrap();
+            let key = if expired {
+                key.with_expires_at(past)
+            } else {
+                key
+            };
+            store.store(&key).await.unwrap();
+        }
+        assert_eq!(store.backend(), "memory");
+        assert_eq!(
+            store.schema_status().await.unwrap(),
+            SchemaStatus::NotApplicable
+        );
+        assert_eq!(store.count().await.unwrap(), 2);
+        assert_eq!(store.count_expired().await.unwrap(), Some(2));
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats.keys, 2);
+        assert_eq!(stats.expired, Some(2));
+        assert_eq!(stats.by_provider.get("x"), Some(&2));
+        store.migrate().await.unwrap();
+        assert_eq!(store.len(), 4, "migrate changes nothing");
+        store.destroy().await.unwrap();
+        assert!(store.is_empty());
+        assert!(store.inner.order.read().unwrap().is_empty());
+        assert_eq!(store.count_expired().await.unwrap(), Some(0));
+        // Still usable afterwards.
+        store
+            .store(&ApiKey::new("a", "x", vec![1]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.count().await.unwrap(), 1);
     }
 }

@@ -235,3 +235,6 @@ fn page(keys: Vec<byok_core::ApiKey>, limit: usize) -> byok_core::ScanPage {
     };
     byok_core::ScanPage { keys, next }
 }
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod tmp_admin;

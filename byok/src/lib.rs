@@ -97,17 +97,16 @@ pub use byok_redis::{self, RedisStorage};
 #[cfg(feature = "axum")]
 pub use byok_axum as axum;
 
-use std::sync::Arc;
-
-/// Opens the store a URL names, with the default [`ByokConfig`], creating
-/// its schema where it has one; see [`connect_with`].
-pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
+/// Opens the store a URL names, with the default [`ByokConfig`], and
+/// creates or updates its schema; see [`connect_with`].
+pub async fn connect(url: &str) -> Result<Store> {
     connect_with(url, &ByokConfig::default()).await
 }
 
-/// Opens the store a URL names, among the backends compiled in, with its
-/// schema migrated where it has one: [`open_with`], then the backend's
-/// idempotent `migrate()`.
+/// Opens the store a URL names, among the backends compiled in, and
+/// creates or updates its schema: [`open_with`], then
+/// [`StoreAdmin::migrate`], which is idempotent and safe to run from
+/// several processes at once.
 ///
 /// The URL's scheme picks the backend (see the table on the [crate
 /// docs](crate)). A backend whose cargo feature is off is a
@@ -118,58 +117,52 @@ pub async fn connect(url: &str) -> Result<Arc<dyn KeyStorage>> {
 /// The store starts no background purge of its own, whatever
 /// [`ByokConfig::auto_cleanup`] says: that flag is for the manager, and a
 /// [`Byok`] over this store runs the one purge task. Without a manager,
-/// call [`KeyStorage::purge_expired`] from a periodic job.
+/// spawn [`store::purge_every`].
 ///
-/// The store comes wrapped in an [`ObservedStorage`] named after the
-/// backend (`postgres`, `redis`, …), so every operation has a tracing span
-/// and, with the `metrics` feature, its metrics; see [`observe`]. So does
-/// the store of [`open_with`].
-pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    open_backend(url, config, Schema::Migrate).await
+/// The [`Store`] is an [`ObservedStorage`] named after the backend
+/// ([`StoreAdmin::backend`]: `postgres`, `redis`, …), so every operation
+/// has a tracing span and, with the `metrics` feature, its metrics; see
+/// [`observe`]. So is the store of [`open_with`].
+pub async fn connect_with(url: &str, config: &ByokConfig) -> Result<Store> {
+    let store = open_with(url, config).await?;
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// Opens the store a URL names with the default [`ByokConfig`], without
-/// creating or changing its schema; see [`open_with`].
-pub async fn open(url: &str) -> Result<Arc<dyn KeyStorage>> {
+/// writing anything; see [`open_with`].
+pub async fn open(url: &str) -> Result<Store> {
     open_with(url, &ByokConfig::default()).await
 }
 
-/// Opens the store a URL names, like [`connect_with`], but runs no DDL:
-/// a SQL store whose table is missing stays without it, and its operations
-/// fail with a [`StorageError`] until the schema is created.
+/// Opens the store a URL names, like [`connect_with`], but writes nothing,
+/// on any backend: a SQL store whose table is missing stays without it,
+/// and its operations fail with a [`StorageError`] until the schema is
+/// created.
 ///
 /// Use it where schema changes are an explicit, separate step (a
 /// deployment's migration job, an operator's `byok migrate`), or to read
-/// from a store without writing to it. Creating the schema is
-/// [`connect_with`]'s job; it is idempotent and safe to run from several
-/// processes at once. Redis and memory stores have no schema, so for them
-/// both functions do the same.
+/// from a store without writing to it. [`StoreAdmin::schema_status`]
+/// says, reading only, whether the schema is there; [`connect_with`], or
+/// [`StoreAdmin::migrate`] on the store, creates it.
 ///
 /// ```
+/// use byok::{KeyStorage, SchemaStatus};
+///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> byok::Result<()> {
 /// let store = byok::open("memory:").await?;
+/// assert_eq!(store.backend(), "memory");
+/// assert_eq!(store.schema_status().await?, SchemaStatus::NotApplicable);
 /// assert!(store.list_providers("alice").await?.is_empty());
 /// # Ok(())
 /// # }
 /// ```
-pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    open_backend(url, config, Schema::AsItIs).await
-}
-
-/// Whether opening a store creates its schema.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Schema {
-    Migrate,
-    AsItIs,
-}
-
-#[allow(unused_variables, reason = "`schema` is unused without SQL backends")]
-async fn open_backend(
-    url: &str,
-    config: &ByokConfig,
-    schema: Schema,
-) -> Result<Arc<dyn KeyStorage>> {
+#[allow(
+    unused_variables,
+    reason = "`config` is unused without a SQL or Redis backend"
+)]
+pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Store> {
     let backend = StorageBackend::from_url(url)?;
     if let Some(expected) = config.storage_backend
         && expected != backend
@@ -181,75 +174,40 @@ async fn open_backend(
     }
     // The manager's task is the one purge per store; see auto_cleanup.
     let config = &config.clone().with_auto_cleanup(false);
-    let opened: Result<Arc<dyn KeyStorage>> = match backend {
-        StorageBackend::Memory => memory(config),
+    match backend {
+        #[cfg(feature = "memory")]
+        StorageBackend::Memory => Ok(observed(MemoryStorage::new())),
         #[cfg(feature = "redis")]
-        StorageBackend::Redis => {
-            let store = byok_redis::RedisStorage::builder(url)
+        StorageBackend::Redis => Ok(observed(
+            byok_redis::RedisStorage::builder(url)
                 .config(config)
                 .open()
-                .await?;
-            if schema == Schema::Migrate {
-                byok_core::StoreAdmin::migrate(&store).await?;
-            }
-            Ok(Arc::new(store))
-        }
+                .await?,
+        )),
         #[cfg(feature = "sqlite")]
-        StorageBackend::Sqlite => {
-            let store = byok_sql::SqliteStorage::connect(url, config).await?;
-            if schema == Schema::Migrate {
-                store.migrate().await?;
-            }
-            Ok(Arc::new(store))
-        }
+        StorageBackend::Sqlite => Ok(observed(
+            byok_sql::SqliteStorage::connect(url, config).await?,
+        )),
         #[cfg(feature = "postgres")]
-        StorageBackend::Postgres => {
-            let store = byok_sql::PostgresStorage::connect(url, config).await?;
-            if schema == Schema::Migrate {
-                store.migrate().await?;
-            }
-            Ok(Arc::new(store))
-        }
+        StorageBackend::Postgres => Ok(observed(
+            byok_sql::PostgresStorage::connect(url, config).await?,
+        )),
         #[cfg(feature = "mysql")]
-        StorageBackend::MySql => {
-            let store = byok_sql::MySqlStorage::connect(url, config).await?;
-            if schema == Schema::Migrate {
-                store.migrate().await?;
-            }
-            Ok(Arc::new(store))
-        }
+        StorageBackend::MySql => Ok(observed(
+            byok_sql::MySqlStorage::connect(url, config).await?,
+        )),
         StorageBackend::Hybrid => Err(ConfigError::new(
             "a hybrid store is built from two stores: TieredStorage::new(fast, durable)",
         )
         .into()),
         other => Err(missing_feature(other)),
-    };
-    Ok(Arc::new(ObservedStorage::new(
-        opened?,
-        backend_name(backend),
-    )))
-}
-
-/// The backend's name in spans and metrics.
-fn backend_name(backend: StorageBackend) -> &'static str {
-    match backend {
-        StorageBackend::Memory => "memory",
-        StorageBackend::Redis => "redis",
-        StorageBackend::Sqlite => "sqlite",
-        StorageBackend::Postgres => "postgres",
-        StorageBackend::MySql => "mysql",
-        _ => "other",
     }
 }
 
-#[cfg(feature = "memory")]
-fn memory(config: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    Ok(Arc::new(MemoryStorage::from_config(config)?))
-}
-
-#[cfg(not(feature = "memory"))]
-fn memory(_: &ByokConfig) -> Result<Arc<dyn KeyStorage>> {
-    Err(missing_feature(StorageBackend::Memory))
+/// `store` as a [`Store`], observed under its own backend name.
+#[allow(dead_code, reason = "unused without backends")]
+fn observed(store: impl StoreAdmin) -> Store {
+    Store::new(ObservedStorage::of(store))
 }
 
 #[allow(dead_code, reason = "unused when every backend is compiled in")]

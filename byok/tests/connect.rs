@@ -6,7 +6,7 @@
     reason = "test helpers fail the test"
 )]
 
-use byok::{ApiKey, ByokConfig, ByokError, KeyStorage};
+use byok::{ApiKey, ByokConfig, ByokError, KeyStorage, SchemaStatus};
 
 #[tokio::test]
 async fn memory_urls_open_a_memory_store() {
@@ -17,6 +17,8 @@ async fn memory_urls_open_a_memory_store() {
         .unwrap();
     assert_eq!(store.list_providers("u").await.unwrap(), ["p"]);
     assert!(format!("{store:?}").starts_with("MemoryStorage"));
+    assert_eq!(store.backend(), "memory");
+    assert_eq!(store.count().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -76,11 +78,17 @@ async fn open_runs_no_ddl_and_connect_creates_the_schema() {
     let config = ByokConfig::for_tests();
     let key = ApiKey::new("u", "p", vec![7]).unwrap();
     let opened = byok::open_with(&url, &config).await.unwrap();
+    assert_eq!(opened.backend(), "sqlite");
+    assert_eq!(opened.schema_status().await.unwrap(), SchemaStatus::Missing);
     // No table: the store answers with a storage error, not an empty list.
     let err = opened.list_providers("u").await.unwrap_err();
     assert!(matches!(err, ByokError::Storage(_)), "{err:?}");
     assert!(opened.store(&key).await.is_err());
     byok::connect_with(&url, &config).await.unwrap();
+    assert_eq!(
+        opened.schema_status().await.unwrap(),
+        SchemaStatus::UpToDate
+    );
     // The same handle, opened before the migration, now works.
     opened.store(&key).await.unwrap();
     assert_eq!(opened.list_providers("u").await.unwrap(), ["p"]);
@@ -114,44 +122,34 @@ async fn write_list_clear(store: &dyn KeyStorage) {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_urls_open_a_migrated_store() {
-    use byok::byok_sql::sqlx;
     let Some(url) = byok_testkit::services::postgres_url().await else {
         return;
     };
-    let config = isolated_config();
-    let store = byok::connect_with(&url, &config).await.unwrap();
-    write_list_clear(store.as_ref()).await;
-    drop(store);
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(drop_table(&config.db_table_name))
-        .execute(&pool)
-        .await
-        .unwrap();
+    open_connect_destroy(&url, "postgres").await;
 }
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mysql_urls_open_a_migrated_store() {
-    use byok::byok_sql::sqlx;
     let Some(url) = byok_testkit::services::mysql_url().await else {
         return;
     };
-    let config = isolated_config();
-    let store = byok::connect_with(&url, &config).await.unwrap();
-    write_list_clear(store.as_ref()).await;
-    drop(store);
-    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
-    sqlx::query(drop_table(&config.db_table_name))
-        .execute(&pool)
-        .await
-        .unwrap();
+    open_connect_destroy(&url, "mysql").await;
 }
 
-/// The statement that drops a test's table; the name was made by the test
-/// from hex digits.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-fn drop_table(table: &str) -> byok::byok_sql::sqlx::AssertSqlSafe<String> {
-    byok::byok_sql::sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}"))
+/// `open` on a namespace of its own writes nothing, `connect` creates the
+/// schema, the store works, and `destroy` removes it all.
+#[allow(dead_code, reason = "used by the tests of some features only")]
+async fn open_connect_destroy(url: &str, backend: &str) {
+    let config = isolated_config();
+    let opened = byok::open_with(url, &config).await.unwrap();
+    assert_eq!(opened.backend(), backend);
+    assert_eq!(opened.schema_status().await.unwrap(), SchemaStatus::Missing);
+    let store = byok::connect_with(url, &config).await.unwrap();
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+    write_list_clear(&store).await;
+    store.destroy().await.unwrap();
+    assert_eq!(opened.schema_status().await.unwrap(), SchemaStatus::Missing);
 }
 
 #[cfg(feature = "redis")]
@@ -164,10 +162,7 @@ async fn redis_urls_open_a_redis_store() {
     let Some(url) = byok_testkit::services::redis_url().await else {
         return;
     };
-    let config = isolated_config();
-    let _cleanup = redis_support::destroyed_on_drop(&url, &config.session_key_prefix);
-    let store = byok::connect_with(&url, &config).await.unwrap();
-    write_list_clear(store.as_ref()).await;
+    open_connect_destroy(&url, "redis").await;
 }
 
 #[cfg(feature = "redis-cluster")]
@@ -180,7 +175,7 @@ async fn cluster_urls_open_a_cluster_store() {
     let _cleanup = redis_support::destroyed_on_drop(&url, &config.session_key_prefix);
     let store = byok::connect_with(&url, &config).await.unwrap();
     assert!(format!("{store:?}").contains("luster"), "{store:?}");
-    write_list_clear(store.as_ref()).await;
+    write_list_clear(&store).await;
 }
 
 #[allow(dead_code, reason = "used by the tests of some features only")]

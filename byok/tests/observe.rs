@@ -181,6 +181,32 @@ fn a_failure_records_its_kind() {
 }
 
 #[test]
+fn the_admin_side_of_a_connected_store_is_observed_under_its_name() {
+    let ((), spans) = capture(async || {
+        let store = byok::connect("memory:").await.unwrap();
+        assert_eq!(store.backend(), "memory");
+        store.schema_status().await.unwrap();
+        store.count().await.unwrap();
+        store.count_expired().await.unwrap();
+        store.stats().await.unwrap();
+        store.destroy().await.unwrap();
+    });
+    for operation in [
+        "migrate",
+        "schema_status",
+        "count",
+        "count_expired",
+        "stats",
+        "destroy",
+    ] {
+        let found = find(&spans, "byok.storage", operation);
+        assert_eq!(found.len(), 1, "{operation}: {spans:#?}");
+        assert_eq!(found[0].field("backend"), Some("memory"), "{operation}");
+        assert_eq!(found[0].field("outcome"), Some("ok"), "{operation}");
+    }
+}
+
+#[test]
 fn every_manager_operation_has_a_span() {
     let (_, spans) = capture(async || {
         let byok = manager(MasterKey::generate()).await;

@@ -521,7 +521,6 @@ impl From<&ByokError> for ByokRejection {
                 r.0.field = Some(field_name(invalid.field).to_owned());
                 r
             }
-            ByokError::Security(_) => Self::insecure_transport(),
             ByokError::Storage(s) if s.is_retryable() => {
                 let mut r = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -536,7 +535,7 @@ impl From<&ByokError> for ByokRejection {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 RejectionKind::DecryptionFailed,
                 "Stored key unreadable",
-                "the stored key could not be decrypted; it was kept, and the operators were told",
+                "the stored key could not be decrypted; it was kept unchanged",
             )
             .with_note("; the key was left unchanged"),
             _ => Self::internal("the key store failed"),

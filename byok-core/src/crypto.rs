@@ -163,8 +163,9 @@ impl MasterKey {
         SecretString::from(BASE64.encode(&self.bytes[..]))
     }
 
-    /// Exposes the raw bytes.
-    pub fn expose_bytes(&self) -> &[u8; 32] {
+    /// The raw bytes, for this crate's tests.
+    #[cfg(test)]
+    pub(crate) fn expose_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }
 }
@@ -423,7 +424,7 @@ impl Keyring {
     /// A keyed fingerprint of an API key: the first 16 hex digits of
     /// HMAC-SHA256 under a key derived from the primary master key.
     ///
-    /// Unlike [`key_fingerprint`](crate::display::key_fingerprint), it cannot
+    /// Unlike [`unkeyed_fingerprint`](crate::display::unkeyed_fingerprint), it cannot
     /// be matched across deployments (or against a list of leaked keys)
     /// without the master key. It changes when the primary key changes.
     pub fn keyed_fingerprint(&self, api_key: &str) -> String {

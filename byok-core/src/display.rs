@@ -41,17 +41,18 @@ pub fn mask_key(key: &str) -> String {
     masked
 }
 
-/// The Python library's fingerprint: the first 16 hex digits of SHA-256.
+/// The Python library's fingerprint (`get_key_fingerprint`), unkeyed: the
+/// first 16 hex digits of SHA-256 of the key.
 ///
 /// Anyone holding the key can compute it, so it identifies a key across
 /// deployments; prefer [`Keyring::keyed_fingerprint`](crate::Keyring::keyed_fingerprint)
 /// when that is not wanted.
 ///
 /// ```
-/// use byok_core::display::key_fingerprint;
-/// assert_eq!(key_fingerprint("sk-test"), "f3abf2a6cc4f0098");
+/// use byok_core::display::unkeyed_fingerprint;
+/// assert_eq!(unkeyed_fingerprint("sk-test"), "f3abf2a6cc4f0098");
 /// ```
-pub fn key_fingerprint(key: &str) -> String {
+pub fn unkeyed_fingerprint(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     hex::encode(&digest[..8])
 }
@@ -282,8 +283,8 @@ mod tests {
     #[test]
     fn fingerprint_matches_python() {
         // hashlib.sha256(b"sk-test").hexdigest()[:16]
-        assert_eq!(key_fingerprint("sk-test"), "f3abf2a6cc4f0098");
-        assert_eq!(key_fingerprint("").len(), 16);
+        assert_eq!(unkeyed_fingerprint("sk-test"), "f3abf2a6cc4f0098");
+        assert_eq!(unkeyed_fingerprint("").len(), 16);
     }
 
     #[test]

@@ -32,9 +32,6 @@ pub enum ByokError {
         /// The provider that was asked for.
         provider: String,
     },
-    /// An operation would put keys at risk (for example plain HTTP in production).
-    #[error(transparent)]
-    Security(#[from] SecurityWarning),
     /// An argument was not acceptable.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
@@ -337,39 +334,6 @@ impl ConfigError {
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-/// The kind of a [`SecurityWarning`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SecurityIssue {
-    /// Keys would travel over plain HTTP in production.
-    InsecureTransport,
-}
-
-/// Something puts keys at risk (the Python library's `SecurityWarning`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("security warning: {message}")]
-#[non_exhaustive]
-pub struct SecurityWarning {
-    /// What kind of risk it is.
-    pub issue: SecurityIssue,
-    message: Cow<'static, str>,
-}
-
-impl SecurityWarning {
-    /// A new warning.
-    pub fn new(issue: SecurityIssue, message: impl Into<Cow<'static, str>>) -> Self {
-        SecurityWarning {
-            issue,
-            message: message.into(),
-        }
     }
 
     /// The message.

@@ -41,10 +41,9 @@ pub use config::{ByokConfig, StorageBackend};
 pub use copy::{CopyOptions, CopyReport, OnConflict};
 pub use crypto::{Keyring, MasterKey};
 pub use error::{
-    ByokError, ConfigError, EncryptionError, InvalidInput, Result, SecurityWarning, StorageError,
-    StorageErrorKind,
+    ByokError, ConfigError, EncryptionError, InvalidInput, Result, StorageError, StorageErrorKind,
 };
-pub use key::{ApiKey, UserApiKey};
+pub use key::ApiKey;
 pub use keyring_source::{KeyringCommand, KeyringEnv, KeyringFile, KeyringSource};
 pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
 pub use observe::ObservedStorage;

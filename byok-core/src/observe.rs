@@ -314,6 +314,5 @@ pub fn error_kind(error: &ByokError) -> &'static str {
         ByokError::KeyNotFound { .. } => "not_found",
         ByokError::InvalidInput(_) => "invalid_input",
         ByokError::Config(_) => "config",
-        ByokError::Security(_) => "security",
     }
 }

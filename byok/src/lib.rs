@@ -209,10 +209,6 @@ async fn open_backend(
             }
             Ok(Arc::new(store))
         }
-        StorageBackend::Hybrid => Err(ConfigError::new(
-            "a hybrid store is built from two stores: TieredStorage::new(fast, durable)",
-        )
-        .into()),
         other => Err(missing_feature(other)),
     };
     Ok(Arc::new(ObservedStorage::new(

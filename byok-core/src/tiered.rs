@@ -603,6 +603,7 @@ enum Begun {
     Held(LeaseToken, Instant),
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl KeyStorage for TieredStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -737,5 +738,10 @@ impl KeyStorage for TieredStorage {
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.durable.user_keys(user_id).await
+    }
+
+    /// None: a tiered store is not itself the fast store of another.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        None
     }
 }

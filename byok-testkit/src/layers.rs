@@ -1,7 +1,8 @@
 //! Wrappers around any [`KeyStorage`] for tests: [`FaultyStorage`] fails
 //! calls on demand, [`CountingStorage`] counts them.
 //!
-//! Both forward every call, `user_keys` included, to the store they wrap,
+//! Both forward every call, `user_keys` and `as_fast_tier` included, to
+//! the store they wrap,
 //! and are cheap to clone: clones share the switch or the counters, so a
 //! test keeps one clone to steer or read while the other sits inside an
 //! `Arc<dyn KeyStorage>`.
@@ -34,7 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use byok_core::{
-    ApiKey, Cursor, KeyStorage, Result, ScanPage, StorageError, StorageErrorKind, async_trait,
+    ApiKey, Cursor, FastTier, KeyStorage, Result, ScanPage, StorageError, StorageErrorKind,
+    async_trait,
 };
 
 /// A method of [`KeyStorage`].
@@ -172,6 +174,7 @@ impl<S: fmt::Debug> fmt::Debug for FaultyStorage<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -219,6 +222,12 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     }
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.call(Op::UserKeys, self.inner.user_keys(user_id)).await
+    }
+    /// The inner store's, so that a wrapped Redis or memory store stays
+    /// usable as the fast store of a `TieredStorage`; the leased fills go
+    /// to it directly and never fail on purpose.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        self.inner.as_fast_tier()
     }
 }
 
@@ -279,6 +288,7 @@ impl<S: fmt::Debug> fmt::Debug for CountingStorage<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -324,5 +334,36 @@ impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.count(Op::UserKeys);
         self.inner.user_keys(user_id).await
+    }
+    /// The inner store's; the leased fills are not counted.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        self.inner.as_fast_tier()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byok_memory::MemoryStorage;
+
+    /// A wrapped store keeps the fast-tier capability of the store inside,
+    /// and adds none to a store without it.
+    #[tokio::test]
+    async fn wrappers_keep_the_fast_tier_capability() {
+        let memory = MemoryStorage::new();
+        assert!(memory.as_fast_tier().is_some());
+        let faulty = FaultyStorage::new(memory);
+        assert!(faulty.as_fast_tier().is_some());
+        let counted = CountingStorage::new(faulty);
+        assert!(counted.as_fast_tier().is_some());
+        let both: Arc<dyn KeyStorage> = Arc::new(counted);
+        assert!(both.as_fast_tier().is_some());
+
+        let durable = byok_core::TieredStorage::new(
+            Arc::new(MemoryStorage::new()),
+            Arc::new(MemoryStorage::new()),
+        );
+        assert!(durable.as_fast_tier().is_none());
+        assert!(FaultyStorage::new(durable).as_fast_tier().is_none());
     }
 }

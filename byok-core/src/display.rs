@@ -120,11 +120,17 @@ pub fn format_expiration(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) 
 }
 
 /// What byok knows about a provider, for forms and lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its JSON form names `id` `provider` and `name` `display_name`, as
+/// [`KeySummary`](crate::KeySummary) does; byok-axum's JSON API answers
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderInfo {
     /// The provider id, such as `openai`.
+    #[serde(rename = "provider")]
     pub id: String,
     /// The display name, such as `OpenAI`.
+    #[serde(rename = "display_name")]
     pub name: String,
     /// The prefix its keys start with, if it has one.
     pub key_prefix: Option<&'static str>,
@@ -278,6 +284,17 @@ mod tests {
         assert_eq!(mask_key("0123456789abcde"), "********");
         assert_eq!(mask_key("0123456789abcdef"), "0123...cdef");
         assert_eq!(mask_key(""), "********");
+    }
+
+    #[test]
+    fn provider_json_uses_the_names_of_key_summaries() {
+        let json = serde_json::to_value(ProviderInfo::of("openai")).unwrap();
+        assert_eq!(json["provider"], "openai");
+        assert_eq!(json["display_name"], "OpenAI");
+        assert_eq!(json["key_prefix"], "sk-");
+        assert!(json.get("id").is_none() && json.get("name").is_none());
+        let unknown = serde_json::to_value(ProviderInfo::of("my_llm")).unwrap();
+        assert_eq!(unknown["docs_url"], serde_json::Value::Null);
     }
 
     #[test]

@@ -352,7 +352,11 @@ impl ByokBuilder {
 }
 
 /// What [`Byok::key_summary`] says about one key; nothing in it is secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its JSON form has these field names, with the times in RFC 3339
+/// (`expires_at` is `null` for a key that never expires); byok-axum's JSON
+/// API answers with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeySummary {
     /// The provider id.
     pub provider: String,

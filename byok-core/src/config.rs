@@ -136,7 +136,7 @@ pub struct ByokConfig {
     ///
     /// The purge that runs is the manager's: [`Byok::new`](crate::Byok::new)
     /// starts one task that calls `purge_expired` on its store every cleanup
-    /// interval ([`DEFAULT_CLEANUP_INTERVAL`](crate::manager::DEFAULT_CLEANUP_INTERVAL)
+    /// interval ([`DEFAULT_CLEANUP_INTERVAL`](crate::DEFAULT_CLEANUP_INTERVAL)
     /// unless set with [`ByokBuilder::cleanup_interval`](crate::ByokBuilder::cleanup_interval)),
     /// and stops it with the last clone of the manager. `byok::connect` and
     /// `byok::connect_with` open stores without a purge of their own, so

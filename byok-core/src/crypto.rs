@@ -224,7 +224,7 @@ struct KeyEntry {
 /// In stages, so that running instances never meet a key id they lack:
 /// add the new key under a new id, not primary, and let every instance
 /// load it ([`Byok::replace_keyring`](crate::Byok::replace_keyring), or a
-/// [`KeyringSource`](crate::keyring_source::KeyringSource)); then make it
+/// [`KeyringSource`](crate::KeyringSource)); then make it
 /// primary everywhere; run [`Byok::rotate`](crate::Byok::rotate) until it
 /// reports nothing left under the old id; then remove the old key.
 /// [`KeyringText`](crate::keyring_text::KeyringText) makes these edits to

@@ -260,7 +260,7 @@ impl ByokBuilder {
         self
     }
 
-    /// Reloads the keyring from `source` (see [`crate::keyring_source`]).
+    /// Reloads the keyring from `source` (see [`KeyringSource`](crate::KeyringSource)).
     ///
     /// The keyring given to the builder is used until the first reload;
     /// [`Byok::builder_with_source`] loads it from the source.
@@ -470,7 +470,7 @@ impl Byok {
     }
 
     /// A builder whose keyring is loaded from `source` now, and reloaded
-    /// from it while the manager runs (see [`crate::keyring_source`]).
+    /// from it while the manager runs (see [`KeyringSource`](crate::KeyringSource)).
     ///
     /// Fails when the source cannot be read or holds no valid keyring: a
     /// manager never starts without keys.

@@ -209,6 +209,7 @@ struct RacingStore {
     writer: Keyring,
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl KeyStorage for RacingStore {
     async fn store(&self, key: &ApiKey) -> byok::Result<()> {
@@ -239,6 +240,18 @@ impl KeyStorage for RacingStore {
     }
     async fn scan(&self, c: Option<&byok::Cursor>, l: usize) -> byok::Result<byok::ScanPage> {
         self.inner.scan(c, l).await
+    }
+    async fn store_if_absent(&self, key: &ApiKey) -> byok::Result<bool> {
+        self.inner.store_if_absent(key).await
+    }
+    async fn retrieve_value(&self, u: &str, p: &str) -> byok::Result<Option<Arc<[u8]>>> {
+        self.inner.retrieve_value(u, p).await
+    }
+    async fn user_keys(&self, u: &str) -> byok::Result<Vec<ApiKey>> {
+        self.inner.user_keys(u).await
+    }
+    fn as_fast_tier(&self) -> Option<&dyn byok::FastTier> {
+        None
     }
 }
 

@@ -632,6 +632,15 @@ async fn api_list(ByokUser { web, user }: ByokUser, parts: Parts) -> Response {
     result.unwrap_or_else(|r| web.reject(r, &parts).into_response())
 }
 
+/// The `404` of a provider the user has no key for.
+fn no_key(user: &UserIdentity, provider: &str) -> ByokRejection {
+    ByokError::KeyNotFound {
+        user_id: user.user_id.clone(),
+        provider: provider.to_owned(),
+    }
+    .into()
+}
+
 async fn api_get(
     ByokUser { web, user }: ByokUser,
     Path(provider): Path<String>,
@@ -641,11 +650,7 @@ async fn api_get(
         offered(&web, &provider, &parts)?;
         match summary_of(&web, &user.user_id, &provider).await? {
             Some(k) => Ok(Json(for_people(k)).into_response()),
-            None => Err(ByokError::KeyNotFound {
-                user_id: user.user_id.clone(),
-                provider: provider.clone(),
-            }
-            .into()),
+            None => Err(no_key(&user, &provider)),
         }
     }
     .await;
@@ -727,11 +732,7 @@ async fn api_delete(
         if web.byok().delete_key(&user.user_id, &provider).await? {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(ByokError::KeyNotFound {
-                user_id: user.user_id.clone(),
-                provider: provider.clone(),
-            }
-            .into())
+            Err(no_key(&user, &provider))
         }
     }
     .await;

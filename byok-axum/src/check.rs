@@ -232,19 +232,13 @@ async fn test_from_form(
                 Ok(key) => SecretString::from(key.to_owned()),
                 Err(invalid) => {
                     let message = crate::settings::key_message(web, &invalid);
-                    return render(
+                    return crate::settings::form_error(
                         web,
                         user,
                         parts,
-                        Rendered {
-                            next,
-                            error: Some(crate::html::FormError {
-                                provider: Some(provider),
-                                message,
-                            }),
-                            ..Rendered::default()
-                        },
-                        StatusCode::UNPROCESSABLE_ENTITY,
+                        Some(provider),
+                        message,
+                        next,
                     )
                     .await;
                 }
@@ -258,18 +252,23 @@ async fn test_from_form(
         }
     };
     let shown = shown(web, provider, false, result)?;
-    render(
-        web,
-        user,
-        parts,
-        Rendered {
-            next,
-            check: Some(shown),
-            ..Rendered::default()
-        },
-        StatusCode::OK,
-    )
-    .await
+    show_check(web, user, parts, shown, next).await
+}
+
+/// The page again with a check's result: a `200`.
+async fn show_check(
+    web: &ByokWeb,
+    user: &UserIdentity,
+    parts: &Parts,
+    shown: CheckShown<'_>,
+    next: Option<&str>,
+) -> Result<Response, ByokRejection> {
+    let rendered = Rendered {
+        next,
+        check: Some(shown),
+        ..Rendered::default()
+    };
+    render(web, user, parts, rendered, StatusCode::OK).await
 }
 
 /// The result of a check, to show in the provider's row or the picker.
@@ -325,18 +324,7 @@ pub(crate) async fn test_in_picker(
             message: web.view().texts.check_failed.to_string(),
         },
     };
-    render(
-        web,
-        user,
-        parts,
-        Rendered {
-            next,
-            check: Some(shown),
-            ..Rendered::default()
-        },
-        StatusCode::OK,
-    )
-    .await
+    show_check(web, user, parts, shown, next).await
 }
 
 /// The body of `POST …/api/{provider}/check` for a key that is not saved.

@@ -93,7 +93,7 @@ pub use identity::{
 pub use page::{Layout, Page, Texts, english_duration};
 pub use rejection::{ByokRejection, RETRY_AFTER_SECONDS, RejectionKind};
 pub use require::{ByokUser, KeyOf, ProviderKey, RequireKey, RequireKeyLayer, RequireKeyService};
-pub use settings::{KeyList, KeyView, ProviderView};
+pub use settings::{KeyList, ProviderEntry};
 pub use tower_sessions;
 pub use web::{
     ByokLayer, ByokService, ByokWeb, ByokWebBuilder, DEFAULT_BODY_LIMIT, DEFAULT_SETTINGS_PATH,

@@ -6,8 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
-use byok_core::SecurityWarning;
-use byok_core::error::SecurityIssue;
 
 use crate::rejection::ByokRejection;
 use crate::web::{ByokWeb, full_path};
@@ -194,10 +192,7 @@ pub(crate) fn check_key_transport(web: &ByokWeb, parts: &Parts) -> Result<(), By
     if transport_is_secure(web, parts) {
         return Ok(());
     }
-    let warning = SecurityWarning::new(
-        SecurityIssue::InsecureTransport,
-        "an API key was submitted over plain HTTP",
-    );
+    let warning = "security warning: an API key was submitted over plain HTTP";
     if web.is_production() {
         Err(ByokRejection::insecure_transport()
             .for_request(&parts.headers)

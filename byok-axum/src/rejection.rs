@@ -244,6 +244,18 @@ impl ByokRejection {
         self
     }
 
+    /// Says when to try again (`Retry-After`, in seconds).
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.0.retry_after = Some(seconds);
+        self
+    }
+
+    /// Names the field of the body that was wrong.
+    fn on_field(mut self, field: &str) -> Self {
+        self.0.field = Some(field.to_owned());
+        self
+    }
+
     /// The request's full path, for the log line.
     pub(crate) fn at(mut self, path: &str) -> Self {
         if self.0.path.is_none() {
@@ -326,27 +338,25 @@ impl ByokRejection {
     /// `429` with `Retry-After`: the user asked for more key checks than
     /// the app allows in a minute.
     pub fn too_many_checks(retry_after_seconds: u32) -> Self {
-        let mut r = Self::new(
+        Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::TooManyChecks,
             "Too many key checks",
             "too many key checks in a short time; try again in a minute",
-        );
-        r.0.retry_after = Some(retry_after_seconds);
-        r
+        )
+        .retry_after(retry_after_seconds)
     }
 
     /// `422`: checked before saving, the provider does not accept the key,
     /// which was not saved.
     pub fn key_refused_by_provider() -> Self {
-        let mut r = Self::new(
+        Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             RejectionKind::InvalidInput,
             "Key refused by the provider",
             "the provider does not accept this key; it was not saved",
-        );
-        r.0.field = Some("api_key".to_owned());
-        r
+        )
+        .on_field("api_key")
     }
 
     /// `401`: the request has no user.
@@ -511,32 +521,25 @@ impl From<&ByokError> for ByokRejection {
                 "API key not found",
                 "no key is stored for this provider",
             ),
-            ByokError::InvalidInput(invalid) => {
-                let mut r = Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    RejectionKind::InvalidInput,
-                    "Invalid input",
-                    invalid.to_string(),
-                );
-                r.0.field = Some(field_name(invalid.field).to_owned());
-                r
-            }
-            ByokError::Security(_) => Self::insecure_transport(),
-            ByokError::Storage(s) if s.is_retryable() => {
-                let mut r = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    RejectionKind::StorageUnavailable,
-                    "Key store unavailable",
-                    "the key store is unavailable right now; try again shortly",
-                );
-                r.0.retry_after = Some(RETRY_AFTER_SECONDS);
-                r
-            }
+            ByokError::InvalidInput(invalid) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                RejectionKind::InvalidInput,
+                "Invalid input",
+                invalid.to_string(),
+            )
+            .on_field(field_name(invalid.field)),
+            ByokError::Storage(s) if s.is_retryable() => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RejectionKind::StorageUnavailable,
+                "Key store unavailable",
+                "the key store is unavailable right now; try again shortly",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
             ByokError::Encryption(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 RejectionKind::DecryptionFailed,
                 "Stored key unreadable",
-                "the stored key could not be decrypted; it was kept, and the operators were told",
+                "the stored key could not be decrypted; it was kept unchanged",
             )
             .with_note("; the key was left unchanged"),
             _ => Self::internal("the key store failed"),

@@ -11,7 +11,8 @@ use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use byok_core::chrono::{DateTime, Utc};
+use byok_core::chrono::Utc;
+use byok_core::display::ProviderInfo;
 use byok_core::error::{Field, Problem};
 use byok_core::secrecy::{ExposeSecret, SecretString};
 use byok_core::{ByokError, InvalidInput, KeySummary, Ttl};
@@ -25,68 +26,35 @@ use crate::rejection::{ByokRejection, page_headers};
 use crate::require::ByokUser;
 use crate::web::{ByokWeb, encode_component, is_safe_next, with_next};
 
-/// What the JSON API says about a stored key; nothing in it is secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct KeyView {
-    /// The provider id.
-    pub provider: String,
-    /// Its display name.
-    pub display_name: String,
-    /// The masked hint, such as `sk-p...wxyz`.
-    pub hint: String,
-    /// How old the key is, such as `3 days ago`.
-    pub created: String,
-    /// When it expires, such as `Expires in 5 hours` or `Never`.
-    pub expires: String,
-    /// Whether it has expired.
-    pub is_expired: bool,
-    /// When it was set (RFC 3339).
-    pub created_at: DateTime<Utc>,
-    /// When it expires (RFC 3339), or `null`.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl From<&KeySummary> for KeyView {
-    /// The words of `created` and `expires` are rounded as people read
-    /// them: a key set a second ago for a day "expires in 24 hours".
-    fn from(k: &KeySummary) -> Self {
-        let now = Utc::now();
-        let words =
-            |d: byok_core::chrono::TimeDelta| english_duration(d.to_std().unwrap_or_default());
-        let expires = match k.expires_at {
-            None => "Never".to_owned(),
-            Some(_) if k.is_expired => "Expired".to_owned(),
-            Some(at) if at <= now => "Expired".to_owned(),
-            Some(at) => format!("Expires in {}", words(at - now)),
-        };
-        KeyView {
-            provider: k.provider.clone(),
-            display_name: k.display_name.clone(),
-            hint: k.hint.clone(),
-            created: format!("{} ago", words(now - k.created_at)),
-            expires,
-            is_expired: k.is_expired,
-            created_at: k.created_at,
-            expires_at: k.expires_at,
-        }
+/// A key's summary as people read it: the words of `created` and
+/// `expires` rounded (a key set a second ago for a day "expires in 24
+/// hours"), the rest as the manager said.
+fn for_people(k: KeySummary) -> KeySummary {
+    let now = Utc::now();
+    let words = |d: byok_core::chrono::TimeDelta| english_duration(d.to_std().unwrap_or_default());
+    let expires = match k.expires_at {
+        None => "Never".to_owned(),
+        Some(_) if k.is_expired => "Expired".to_owned(),
+        Some(at) if at <= now => "Expired".to_owned(),
+        Some(at) => format!("Expires in {}", words(at - now)),
+    };
+    KeySummary {
+        created: format!("{} ago", words(now - k.created_at)),
+        expires,
+        ..k
     }
 }
 
-/// One provider in the JSON list: what it is, and the user's key if any.
+/// One provider in the JSON list: what it is (its fields, as
+/// [`ProviderInfo`] names them), and the user's key, or `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct ProviderView {
-    /// The provider id.
-    pub provider: String,
-    /// Its display name.
-    pub display_name: String,
-    /// A placeholder for a key input.
-    pub placeholder: String,
-    /// Where users create keys.
-    pub docs_url: Option<String>,
+pub struct ProviderEntry {
+    /// The provider.
+    #[serde(flatten)]
+    pub provider: ProviderInfo,
     /// The user's key, or `null`.
-    pub key: Option<KeyView>,
+    pub key: Option<KeySummary>,
 }
 
 /// The answer of `GET …/api`.
@@ -94,7 +62,7 @@ pub struct ProviderView {
 #[non_exhaustive]
 pub struct KeyList {
     /// Every configured provider, in the configured order.
-    pub providers: Vec<ProviderView>,
+    pub providers: Vec<ProviderEntry>,
 }
 
 /// The forms of the settings page; `provider` only on the provider picker,
@@ -172,8 +140,8 @@ impl ByokWeb {
     /// | `POST /{provider}` (form `api_key`, `ttl`?) | stores the key; `303` back to the page |
     /// | `POST /{provider}/delete` | deletes the key; `303` back to the page |
     /// | `GET /api` | `200` every provider with the user's key ([`KeyList`]) |
-    /// | `GET /api/{provider}` | `200` [`KeyView`], `404` without a key |
-    /// | `PUT /api/{provider}` (JSON `{"api_key", "ttl_seconds"?}`) | `201` new or `200` replaced, [`KeyView`] |
+    /// | `GET /api/{provider}` | `200` [`KeySummary`], `404` without a key |
+    /// | `PUT /api/{provider}` (JSON `{"api_key", "ttl_seconds"?}`) | `201` new or `200` replaced, [`KeySummary`] |
     /// | `DELETE /api/{provider}` | `204`, `404` without a key |
     /// | `POST /{provider}/check` (form, `api_key`?) | with the `checks` feature and a [`checker`](crate::ByokWebBuilder::checker): tests the typed key (never stored) or, without `api_key`, the saved one; `200` the page with the result in the provider's row |
     /// | `POST /api/{provider}/check` (JSON `{"api_key"}` or no body) | the same: `200` the `KeyCheck` (`{"outcome": "valid", …}`), `404` without a saved key or a check for the provider, `502` when no check could be made |
@@ -416,6 +384,24 @@ fn testable(_: &ByokWeb, _: &str) -> bool {
 
 /// Renders the settings page for `user`, with what the page says above the
 /// list, an inline error and a check's result, answered with `status`.
+/// The page again with `message` next to the form of `provider` (the
+/// picker's when `None`): a `422`.
+pub(crate) async fn form_error(
+    web: &ByokWeb,
+    user: &UserIdentity,
+    parts: &Parts,
+    provider: Option<&str>,
+    message: &str,
+    next: Option<&str>,
+) -> Result<Response, ByokRejection> {
+    let shown = Rendered {
+        next,
+        error: Some(FormError { provider, message }),
+        ..Rendered::default()
+    };
+    render(web, user, parts, shown, StatusCode::UNPROCESSABLE_ENTITY).await
+}
+
 pub(crate) async fn render(
     web: &ByokWeb,
     user: &UserIdentity,
@@ -574,22 +560,7 @@ async fn store_from_form(
     let (provider, key, lifetime) = match checked {
         Ok(checked) => checked,
         Err(message) => {
-            let error = FormError {
-                provider: path_provider.as_deref(),
-                message,
-            };
-            return render(
-                web,
-                user,
-                parts,
-                Rendered {
-                    next,
-                    error: Some(error),
-                    ..Rendered::default()
-                },
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
+            return form_error(web, user, parts, path_provider.as_deref(), message, next).await;
         }
     };
     #[cfg(feature = "checks")]
@@ -602,22 +573,7 @@ async fn store_from_form(
             .provider(&provider)
             .map_or_else(|| provider.clone(), |p| p.name);
         let message = fill(&texts.error_key_refused, "provider", &name);
-        let error = FormError {
-            provider: path_provider.as_deref(),
-            message: &message,
-        };
-        return render(
-            web,
-            user,
-            parts,
-            Rendered {
-                next,
-                error: Some(error),
-                ..Rendered::default()
-            },
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        return form_error(web, user, parts, path_provider.as_deref(), &message, next).await;
     }
     let ttl = key_ttl(web, user, Some(lifetime));
     web.byok()
@@ -661,21 +617,28 @@ async fn api_list(ByokUser { web, user }: ByokUser, parts: Parts) -> Response {
         let providers = web
             .providers()
             .iter()
-            .map(|p| ProviderView {
-                provider: p.id.clone(),
-                display_name: p.name.clone(),
-                placeholder: p.placeholder.to_owned(),
-                docs_url: p.docs_url.map(str::to_owned),
+            .map(|p| ProviderEntry {
+                provider: p.clone(),
                 key: summaries
                     .iter()
                     .find(|k| k.provider == p.id)
-                    .map(KeyView::from),
+                    .cloned()
+                    .map(for_people),
             })
             .collect();
         Ok::<_, ByokRejection>(Json(KeyList { providers }).into_response())
     }
     .await;
     result.unwrap_or_else(|r| web.reject(r, &parts).into_response())
+}
+
+/// The `404` of a provider the user has no key for.
+fn no_key(user: &UserIdentity, provider: &str) -> ByokRejection {
+    ByokError::KeyNotFound {
+        user_id: user.user_id.clone(),
+        provider: provider.to_owned(),
+    }
+    .into()
 }
 
 async fn api_get(
@@ -686,12 +649,8 @@ async fn api_get(
     let result = async {
         offered(&web, &provider, &parts)?;
         match summary_of(&web, &user.user_id, &provider).await? {
-            Some(k) => Ok(Json(KeyView::from(&k)).into_response()),
-            None => Err(ByokError::KeyNotFound {
-                user_id: user.user_id.clone(),
-                provider: provider.clone(),
-            }
-            .into()),
+            Some(k) => Ok(Json(for_people(k)).into_response()),
+            None => Err(no_key(&user, &provider)),
         }
     }
     .await;
@@ -739,7 +698,7 @@ async fn api_put(
         }
         let view = summary_of(&web, &user.user_id, &provider)
             .await?
-            .map(|k| KeyView::from(&k))
+            .map(for_people)
             .ok_or_else(|| {
                 ByokRejection::internal("the key was stored but could not be read back")
             })?;
@@ -773,11 +732,7 @@ async fn api_delete(
         if web.byok().delete_key(&user.user_id, &provider).await? {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(ByokError::KeyNotFound {
-                user_id: user.user_id.clone(),
-                provider: provider.clone(),
-            }
-            .into())
+            Err(no_key(&user, &provider))
         }
     }
     .await;

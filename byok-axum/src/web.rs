@@ -62,19 +62,24 @@ struct Inner {
     /// The configured providers, and those that guards added after them.
     providers: RwLock<Arc<[ProviderInfo]>>,
     settings_path: String,
+    trusted_origins: Vec<String>,
+    csp: HeaderValue,
+    options: Options,
+}
+
+/// What the builder sets and the built value keeps as it was set.
+struct Options {
     production: bool,
     trust_forwarded_proto: bool,
     trust_forwarded_host: bool,
     served_over_tls: bool,
     loopback_http: bool,
-    trusted_origins: Vec<String>,
     body_limit: usize,
     key_ttl: Option<Duration>,
     lifetimes: Vec<Option<Duration>>,
     sign_in_url: Option<String>,
     texts: Texts,
     layout: Option<Arc<dyn Layout>>,
-    csp: HeaderValue,
     #[cfg(feature = "checks")]
     checks: crate::check::Checks,
 }
@@ -94,19 +99,19 @@ impl fmt::Debug for ByokWeb {
                     .collect::<Vec<_>>(),
             )
             .field("settings_path", &i.settings_path)
-            .field("production", &i.production)
-            .field("trust_forwarded_proto", &i.trust_forwarded_proto)
-            .field("trust_forwarded_host", &i.trust_forwarded_host)
-            .field("served_over_tls", &i.served_over_tls)
-            .field("loopback_http", &i.loopback_http)
+            .field("production", &i.options.production)
+            .field("trust_forwarded_proto", &i.options.trust_forwarded_proto)
+            .field("trust_forwarded_host", &i.options.trust_forwarded_host)
+            .field("served_over_tls", &i.options.served_over_tls)
+            .field("loopback_http", &i.options.loopback_http)
             .field("trusted_origins", &i.trusted_origins)
-            .field("body_limit", &i.body_limit)
-            .field("key_ttl", &i.key_ttl)
-            .field("lifetimes", &i.lifetimes)
-            .field("sign_in_url", &i.sign_in_url);
+            .field("body_limit", &i.options.body_limit)
+            .field("key_ttl", &i.options.key_ttl)
+            .field("lifetimes", &i.options.lifetimes)
+            .field("sign_in_url", &i.options.sign_in_url);
         #[cfg(feature = "checks")]
-        d.field("checker", &i.checks.checker)
-            .field("check_before_saving", &i.checks.before_saving);
+        d.field("checker", &i.options.checks.checker)
+            .field("check_before_saving", &i.options.checks.before_saving);
         d.finish_non_exhaustive()
     }
 }
@@ -117,21 +122,9 @@ pub struct ByokWebBuilder {
     identity: Arc<dyn Identify>,
     providers: Option<Vec<String>>,
     settings_path: String,
-    production: bool,
-    trust_forwarded_proto: bool,
-    trust_forwarded_host: bool,
-    served_over_tls: bool,
-    loopback_http: bool,
     trusted_origins: Vec<String>,
-    body_limit: usize,
-    key_ttl: Option<Duration>,
-    lifetimes: Vec<Option<Duration>>,
-    sign_in_url: Option<String>,
-    texts: Texts,
-    layout: Option<Arc<dyn Layout>>,
     csp: String,
-    #[cfg(feature = "checks")]
-    checks: crate::check::Checks,
+    options: Options,
 }
 
 impl fmt::Debug for ByokWebBuilder {
@@ -139,7 +132,7 @@ impl fmt::Debug for ByokWebBuilder {
         f.debug_struct("ByokWebBuilder")
             .field("providers", &self.providers)
             .field("settings_path", &self.settings_path)
-            .field("production", &self.production)
+            .field("production", &self.options.production)
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +165,7 @@ impl ByokWebBuilder {
     /// another machine is refused in production and only logged as a
     /// warning otherwise. Default: `true`.
     pub fn production(mut self, production: bool) -> Self {
-        self.production = production;
+        self.options.production = production;
         self
     }
 
@@ -192,7 +185,7 @@ impl ByokWebBuilder {
     /// would pass: turn this off there, or have the proxy add
     /// `X-Forwarded-For`.
     pub fn allow_loopback_http(mut self, allow: bool) -> Self {
-        self.loopback_http = allow;
+        self.options.loopback_http = allow;
         self
     }
 
@@ -200,7 +193,7 @@ impl ByokWebBuilder {
     /// behind a reverse proxy that sets (and overwrites) it, since any client
     /// can send it. Default: `false`.
     pub fn trust_forwarded_proto(mut self, trust: bool) -> Self {
-        self.trust_forwarded_proto = trust;
+        self.options.trust_forwarded_proto = trust;
         self
     }
 
@@ -209,7 +202,7 @@ impl ByokWebBuilder {
     /// proxy that rewrites `Host`. Turn it on only behind a proxy that sets
     /// (and overwrites) it. Default: `false`.
     pub fn trust_forwarded_host(mut self, trust: bool) -> Self {
-        self.trust_forwarded_host = trust;
+        self.options.trust_forwarded_host = trust;
         self
     }
 
@@ -229,14 +222,14 @@ impl ByokWebBuilder {
     /// Whether the application's own listener speaks TLS, so that every
     /// request it gets arrived encrypted. Default: `false`.
     pub fn served_over_tls(mut self, tls: bool) -> Self {
-        self.served_over_tls = tls;
+        self.options.served_over_tls = tls;
         self
     }
 
     /// The largest request body the settings routes accept. Default:
     /// [`DEFAULT_BODY_LIMIT`].
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
+        self.options.body_limit = bytes;
         self
     }
 
@@ -246,7 +239,7 @@ impl ByokWebBuilder {
     /// TTL, `ByokConfig::default_ttl`, applies to `Ttl::Default` in the
     /// library and not here.) A [`UserIdentity::key_ttl`] caps it.
     pub fn key_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.key_ttl = ttl;
+        self.options.key_ttl = ttl;
         self
     }
 
@@ -259,7 +252,7 @@ impl ByokWebBuilder {
     where
         I: IntoIterator<Item = Option<Duration>>,
     {
-        self.lifetimes = choices.into_iter().collect();
+        self.options.lifetimes = choices.into_iter().collect();
         self
     }
 
@@ -267,21 +260,21 @@ impl ByokWebBuilder {
     /// that links there, with `?next=` back to the page it asked for.
     /// Default: none.
     pub fn sign_in_url(mut self, url: impl Into<String>) -> Self {
-        self.sign_in_url = Some(url.into());
+        self.options.sign_in_url = Some(url.into());
         self
     }
 
     /// The words of the pages, for an application in another language.
     /// Default: [`Texts::default`], English.
     pub fn texts(mut self, texts: Texts) -> Self {
-        self.texts = texts;
+        self.options.texts = texts;
         self
     }
 
     /// Puts byok-axum's pages (the settings page, the guard's page, error
     /// pages) into the application's layout.
     pub fn layout(mut self, layout: impl Layout) -> Self {
-        self.layout = Some(Arc::new(layout));
+        self.options.layout = Some(Arc::new(layout));
         self
     }
 
@@ -304,7 +297,7 @@ impl ByokWebBuilder {
     #[cfg(feature = "checks")]
     #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
     pub fn checker(mut self, checker: byok_check::Checker) -> Self {
-        self.checks.checker = Some(Arc::new(checker));
+        self.options.checks.checker = Some(Arc::new(checker));
         self
     }
 
@@ -316,7 +309,7 @@ impl ByokWebBuilder {
     #[cfg(feature = "checks")]
     #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
     pub fn check_before_saving(mut self, check: bool) -> Self {
-        self.checks.before_saving = check;
+        self.options.checks.before_saving = check;
         self
     }
 
@@ -330,7 +323,7 @@ impl ByokWebBuilder {
     #[cfg(feature = "checks")]
     #[cfg_attr(docsrs, doc(cfg(feature = "checks")))]
     pub fn checks_per_minute(mut self, per_minute: u32) -> Self {
-        self.checks.limit = std::sync::Arc::new(crate::check::CheckLimit::new(per_minute));
+        self.options.checks.limit = std::sync::Arc::new(crate::check::CheckLimit::new(per_minute));
         self
     }
 
@@ -380,27 +373,27 @@ impl ByokWebBuilder {
             }
             origins.push(o);
         }
-        for (i, l) in self.lifetimes.iter().enumerate() {
+        for (i, l) in self.options.lifetimes.iter().enumerate() {
             if l.is_some_and(|d| d.as_secs() == 0) {
                 return Err(ConfigError::new(
                     "a lifetime choice must be at least 1 second",
                 ));
             }
-            if self.lifetimes[..i].contains(l) {
+            if self.options.lifetimes[..i].contains(l) {
                 return Err(ConfigError::new("a lifetime choice is listed twice"));
             }
         }
-        if let Some(url) = &self.sign_in_url
+        if let Some(url) = &self.options.sign_in_url
             && HeaderValue::from_str(url).is_err()
         {
             return Err(ConfigError::new("the sign-in URL is not a valid URL"));
         }
         let csp = HeaderValue::from_str(&self.csp)
             .map_err(|_| ConfigError::new("the content security policy is not a header value"))?;
-        if self.production
+        if self.options.production
             && self.byok.config().require_https
-            && !self.served_over_tls
-            && !self.trust_forwarded_proto
+            && !self.options.served_over_tls
+            && !self.options.trust_forwarded_proto
         {
             tracing::warn!(
                 "byok-axum runs in production with require_https, but neither served_over_tls \
@@ -414,21 +407,9 @@ impl ByokWebBuilder {
                 identity: self.identity,
                 providers: RwLock::new(providers.into()),
                 settings_path: path.to_owned(),
-                production: self.production,
-                trust_forwarded_proto: self.trust_forwarded_proto,
-                trust_forwarded_host: self.trust_forwarded_host,
-                served_over_tls: self.served_over_tls,
-                loopback_http: self.loopback_http,
                 trusted_origins: origins,
-                body_limit: self.body_limit,
-                key_ttl: self.key_ttl,
-                lifetimes: self.lifetimes,
-                sign_in_url: self.sign_in_url,
-                texts: self.texts,
-                layout: self.layout,
                 csp,
-                #[cfg(feature = "checks")]
-                checks: self.checks,
+                options: self.options,
             }),
         })
     }
@@ -445,21 +426,23 @@ impl ByokWeb {
             identity: Arc::new(identity),
             providers: None,
             settings_path: DEFAULT_SETTINGS_PATH.to_owned(),
-            production: true,
-            trust_forwarded_proto: false,
-            trust_forwarded_host: false,
-            served_over_tls: false,
-            loopback_http: true,
             trusted_origins: Vec::new(),
-            body_limit: DEFAULT_BODY_LIMIT,
-            key_ttl: None,
-            lifetimes: Vec::new(),
-            sign_in_url: None,
-            texts: Texts::default(),
-            layout: None,
             csp: DEFAULT_CSP.to_owned(),
-            #[cfg(feature = "checks")]
-            checks: crate::check::Checks::default(),
+            options: Options {
+                production: true,
+                trust_forwarded_proto: false,
+                trust_forwarded_host: false,
+                served_over_tls: false,
+                loopback_http: true,
+                body_limit: DEFAULT_BODY_LIMIT,
+                key_ttl: None,
+                lifetimes: Vec::new(),
+                sign_in_url: None,
+                texts: Texts::default(),
+                layout: None,
+                #[cfg(feature = "checks")]
+                checks: crate::check::Checks::default(),
+            },
         }
     }
 
@@ -527,33 +510,33 @@ impl ByokWeb {
 
     /// Whether the application runs in production.
     pub fn is_production(&self) -> bool {
-        self.inner.production
+        self.inner.options.production
     }
 
     /// How long a key saved through the web lives unless the user chooses;
     /// `None` is no expiry.
     pub fn key_ttl(&self) -> Option<Duration> {
-        self.inner.key_ttl
+        self.inner.options.key_ttl
     }
 
     pub(crate) fn lifetimes(&self) -> &[Option<Duration>] {
-        &self.inner.lifetimes
+        &self.inner.options.lifetimes
     }
 
     pub(crate) fn trusts_forwarded_proto(&self) -> bool {
-        self.inner.trust_forwarded_proto
+        self.inner.options.trust_forwarded_proto
     }
 
     pub(crate) fn trusts_forwarded_host(&self) -> bool {
-        self.inner.trust_forwarded_host
+        self.inner.options.trust_forwarded_host
     }
 
     pub(crate) fn served_over_tls(&self) -> bool {
-        self.inner.served_over_tls
+        self.inner.options.served_over_tls
     }
 
     pub(crate) fn allows_loopback_http(&self) -> bool {
-        self.inner.loopback_http
+        self.inner.options.loopback_http
     }
 
     pub(crate) fn is_trusted_origin(&self, origin: &str) -> bool {
@@ -565,7 +548,7 @@ impl ByokWeb {
     }
 
     pub(crate) fn body_limit(&self) -> usize {
-        self.inner.body_limit
+        self.inner.options.body_limit
     }
 
     pub(crate) fn csp(&self) -> HeaderValue {
@@ -574,13 +557,13 @@ impl ByokWeb {
 
     #[cfg(feature = "checks")]
     pub(crate) fn checks(&self) -> &crate::check::Checks {
-        &self.inner.checks
+        &self.inner.options.checks
     }
 
     pub(crate) fn view(&self) -> View<'_> {
         View {
-            texts: &self.inner.texts,
-            layout: self.inner.layout.as_deref(),
+            texts: &self.inner.options.texts,
+            layout: self.inner.options.layout.as_deref(),
         }
     }
 
@@ -623,6 +606,7 @@ impl ByokWeb {
             RejectionKind::Unauthenticated => {
                 let sign_in = self
                     .inner
+                    .options
                     .sign_in_url
                     .as_deref()
                     .map(|url| with_next(url, &path_and_query(parts)));

@@ -2003,6 +2003,7 @@ async fn pause() {
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[byok_core::async_trait]
 impl KeyStorage for SlowStorage {
     async fn store(&self, key: &ApiKey) -> byok_core::Result<()> {
@@ -2034,6 +2035,17 @@ impl KeyStorage for SlowStorage {
     }
     async fn scan(&self, c: Option<&Cursor>, n: usize) -> byok_core::Result<ScanPage> {
         self.0.scan(c, n).await
+    }
+    async fn retrieve_value(&self, u: &str, p: &str) -> byok_core::Result<Option<Arc<[u8]>>> {
+        pause().await;
+        self.0.retrieve_value(u, p).await
+    }
+    async fn user_keys(&self, u: &str) -> byok_core::Result<Vec<ApiKey>> {
+        pause().await;
+        self.0.user_keys(u).await
+    }
+    fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
+        None
     }
 }
 

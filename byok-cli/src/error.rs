@@ -75,6 +75,9 @@ pub struct CliError {
     /// The exit code.
     pub exit: Exit,
     message: String,
+    /// The kind of the store's failure (`StorageErrorKind::as_str`), when
+    /// a store failed.
+    pub storage_kind: Option<&'static str>,
     /// The reader of standard output went away (`byok list | head -1`):
     /// nothing is printed and the command ends with success.
     pub quiet: bool,
@@ -86,6 +89,7 @@ impl CliError {
         CliError {
             exit,
             message: message.into(),
+            storage_kind: None,
             quiet: false,
         }
     }
@@ -143,7 +147,9 @@ impl CliError {
                     }
                     _ => "check the store",
                 };
-                Self::new(Exit::Store, format!("{what}{at}: {cause}; {next}"))
+                let mut err = Self::new(Exit::Store, format!("{what}{at}: {cause}; {next}"));
+                err.storage_kind = Some(s.kind.as_str());
+                err
             }
             _ => Self::new(Exit::Store, format!("{what}{at}: {cause}")),
         }
@@ -244,6 +250,24 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store's failure carries its kind by the name spans and metrics
+    /// use; other errors carry none.
+    #[test]
+    fn store_failures_name_their_kind() {
+        for kind in [StorageErrorKind::Timeout, StorageErrorKind::Corrupt] {
+            let e = ByokError::from(byok::StorageError::new("sqlite", kind, "m"));
+            let err = CliError::from_byok("list", &e, None);
+            assert_eq!(err.exit, Exit::Store);
+            assert_eq!(err.storage_kind, Some(kind.as_str()));
+            assert_eq!(err.storage_kind, Some(byok::observe::error_kind(&e)));
+        }
+        let e = ByokError::KeyNotFound {
+            user_id: "u".into(),
+            provider: "p".into(),
+        };
+        assert_eq!(CliError::from_byok("get", &e, None).storage_kind, None);
+    }
 
     #[test]
     fn server_source_lines_are_dropped() {

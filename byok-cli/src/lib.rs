@@ -94,13 +94,27 @@ fn wants_json(args: &[OsString]) -> bool {
 }
 
 /// Prints an error as one line on standard error (one JSON object with
-/// `--json`), without any password or key, and returns its exit code.
+/// `--json`, whose `storage_kind` names a store's failure as spans and
+/// metrics do), without any password or key, and returns its exit code.
 fn report(message: &str, exit: Exit, json: bool, scrub: &Scrubber) -> ExitCode {
+    report_kind(message, exit, None, json, scrub)
+}
+
+fn report_kind(
+    message: &str,
+    exit: Exit,
+    storage_kind: Option<&'static str>,
+    json: bool,
+    scrub: &Scrubber,
+) -> ExitCode {
     let message = scrub.scrub(message).replace('\n', " ");
     if json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "error": { "message": message, "exit_code": exit as u8, "kind": exit.name() }
         });
+        if let Some(kind) = storage_kind {
+            value["error"]["storage_kind"] = kind.into();
+        }
         output::note!("{value}");
     } else {
         output::note!("byok: {message}");
@@ -252,7 +266,7 @@ pub fn main() -> ExitCode {
             if interrupted_prompt {
                 output::note!("");
             }
-            report(e.message(), e.exit, json, &scrub)
+            report_kind(e.message(), e.exit, e.storage_kind, json, &scrub)
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 /// The kinds of storage byok can keep keys in.
 ///
 /// It prints as, and parses from, a URL scheme: `memory:`, `redis://`,
-/// `sqlite://`, `postgres://`, `mysql://` and `hybrid:`. Parsing accepts a
+/// `sqlite://`, `postgres://` and `mysql://`. Parsing accepts a
 /// whole URL and a few aliases (`rediss`, `redis+cluster`, `postgresql`,
 /// `mariadb`, `session`).
 ///
@@ -37,8 +37,6 @@ pub enum StorageBackend {
     Postgres,
     /// MySQL or MariaDB.
     MySql,
-    /// A fast store in front of a durable one.
-    Hybrid,
 }
 
 impl StorageBackend {
@@ -50,7 +48,6 @@ impl StorageBackend {
             StorageBackend::Sqlite => "sqlite://",
             StorageBackend::Postgres => "postgres://",
             StorageBackend::MySql => "mysql://",
-            StorageBackend::Hybrid => "hybrid:",
         }
     }
 
@@ -65,11 +62,16 @@ impl StorageBackend {
             "sqlite" => StorageBackend::Sqlite,
             "postgres" | "postgresql" => StorageBackend::Postgres,
             "mysql" | "mariadb" => StorageBackend::MySql,
-            "hybrid" => StorageBackend::Hybrid,
+            "hybrid" => {
+                return Err(ConfigError::new(
+                    "hybrid: is not a storage URL: a fast store in front of a durable one is \
+                     built in code, with TieredStorage::new(fast, durable)",
+                ));
+            }
             _ => {
                 return Err(ConfigError::new(
                     "unknown storage URL scheme; expected memory:, redis://, sqlite://, \
-                     postgres://, mysql:// or hybrid:",
+                     postgres:// or mysql://",
                 ));
             }
         })
@@ -134,7 +136,7 @@ pub struct ByokConfig {
     ///
     /// The purge that runs is the manager's: [`Byok::new`](crate::Byok::new)
     /// starts one task that calls `purge_expired` on its store every cleanup
-    /// interval ([`DEFAULT_CLEANUP_INTERVAL`](crate::manager::DEFAULT_CLEANUP_INTERVAL)
+    /// interval ([`DEFAULT_CLEANUP_INTERVAL`](crate::DEFAULT_CLEANUP_INTERVAL)
     /// unless set with [`ByokBuilder::cleanup_interval`](crate::ByokBuilder::cleanup_interval)),
     /// and stops it with the last clone of the manager. `byok::connect` and
     /// `byok::connect_with` open stores without a purge of their own, so
@@ -147,7 +149,15 @@ pub struct ByokConfig {
     /// purge of its own when it is on): give such a store a configuration with `auto_cleanup` off
     /// when a manager runs over it, so that one purge runs, not two.
     pub auto_cleanup: bool,
-    /// Warn when keys would travel over plain HTTP in production. Default: true.
+    /// Require HTTPS for requests that submit a key. Default: true.
+    ///
+    /// The manager itself does nothing with it: the web layer does.
+    /// byok-axum refuses (`403`, `insecure_transport`) a key submitted over
+    /// plain HTTP from another machine when the app runs in production, and
+    /// accepts it with one `WARN` log line in development; a request counts
+    /// as HTTPS when the app is served over TLS or a trusted proxy says so,
+    /// and loopback addresses may be allowed. Off, any transport is
+    /// accepted without a word.
     pub require_https: bool,
 }
 
@@ -248,7 +258,6 @@ mod tests {
             StorageBackend::Sqlite,
             StorageBackend::Postgres,
             StorageBackend::MySql,
-            StorageBackend::Hybrid,
         ] {
             assert_eq!(b.to_string().parse::<StorageBackend>().unwrap(), b);
         }
@@ -266,6 +275,9 @@ mod tests {
             .parse::<StorageBackend>()
             .unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+        assert!(!e.to_string().contains("hybrid"), "{e}");
+        let e = "hybrid:".parse::<StorageBackend>().unwrap_err();
+        assert!(e.to_string().contains("TieredStorage::new"), "{e}");
     }
 
     #[test]

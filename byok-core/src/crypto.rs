@@ -163,8 +163,9 @@ impl MasterKey {
         SecretString::from(BASE64.encode(&self.bytes[..]))
     }
 
-    /// Exposes the raw bytes.
-    pub fn expose_bytes(&self) -> &[u8; 32] {
+    /// The raw bytes, for this crate's tests.
+    #[cfg(test)]
+    pub(crate) fn expose_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }
 }
@@ -223,7 +224,7 @@ struct KeyEntry {
 /// In stages, so that running instances never meet a key id they lack:
 /// add the new key under a new id, not primary, and let every instance
 /// load it ([`Byok::replace_keyring`](crate::Byok::replace_keyring), or a
-/// [`KeyringSource`](crate::keyring_source::KeyringSource)); then make it
+/// [`KeyringSource`](crate::KeyringSource)); then make it
 /// primary everywhere; run [`Byok::rotate`](crate::Byok::rotate) until it
 /// reports nothing left under the old id; then remove the old key.
 /// [`KeyringText`](crate::keyring_text::KeyringText) makes these edits to
@@ -423,7 +424,7 @@ impl Keyring {
     /// A keyed fingerprint of an API key: the first 16 hex digits of
     /// HMAC-SHA256 under a key derived from the primary master key.
     ///
-    /// Unlike [`key_fingerprint`](crate::display::key_fingerprint), it cannot
+    /// Unlike [`unkeyed_fingerprint`](crate::display::unkeyed_fingerprint), it cannot
     /// be matched across deployments (or against a list of leaked keys)
     /// without the master key. It changes when the primary key changes.
     pub fn keyed_fingerprint(&self, api_key: &str) -> String {

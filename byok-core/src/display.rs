@@ -41,17 +41,18 @@ pub fn mask_key(key: &str) -> String {
     masked
 }
 
-/// The Python library's fingerprint: the first 16 hex digits of SHA-256.
+/// The Python library's fingerprint (`get_key_fingerprint`), unkeyed: the
+/// first 16 hex digits of SHA-256 of the key.
 ///
 /// Anyone holding the key can compute it, so it identifies a key across
 /// deployments; prefer [`Keyring::keyed_fingerprint`](crate::Keyring::keyed_fingerprint)
 /// when that is not wanted.
 ///
 /// ```
-/// use byok_core::display::key_fingerprint;
-/// assert_eq!(key_fingerprint("sk-test"), "f3abf2a6cc4f0098");
+/// use byok_core::display::unkeyed_fingerprint;
+/// assert_eq!(unkeyed_fingerprint("sk-test"), "f3abf2a6cc4f0098");
 /// ```
-pub fn key_fingerprint(key: &str) -> String {
+pub fn unkeyed_fingerprint(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     hex::encode(&digest[..8])
 }
@@ -119,11 +120,17 @@ pub fn format_expiration(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) 
 }
 
 /// What byok knows about a provider, for forms and lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its JSON form names `id` `provider` and `name` `display_name`, as
+/// [`KeySummary`](crate::KeySummary) does; byok-axum's JSON API answers
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderInfo {
     /// The provider id, such as `openai`.
+    #[serde(rename = "provider")]
     pub id: String,
     /// The display name, such as `OpenAI`.
+    #[serde(rename = "display_name")]
     pub name: String,
     /// The prefix its keys start with, if it has one.
     pub key_prefix: Option<&'static str>,
@@ -280,10 +287,21 @@ mod tests {
     }
 
     #[test]
+    fn provider_json_uses_the_names_of_key_summaries() {
+        let json = serde_json::to_value(ProviderInfo::of("openai")).unwrap();
+        assert_eq!(json["provider"], "openai");
+        assert_eq!(json["display_name"], "OpenAI");
+        assert_eq!(json["key_prefix"], "sk-");
+        assert!(json.get("id").is_none() && json.get("name").is_none());
+        let unknown = serde_json::to_value(ProviderInfo::of("my_llm")).unwrap();
+        assert_eq!(unknown["docs_url"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn fingerprint_matches_python() {
         // hashlib.sha256(b"sk-test").hexdigest()[:16]
-        assert_eq!(key_fingerprint("sk-test"), "f3abf2a6cc4f0098");
-        assert_eq!(key_fingerprint("").len(), 16);
+        assert_eq!(unkeyed_fingerprint("sk-test"), "f3abf2a6cc4f0098");
+        assert_eq!(unkeyed_fingerprint("").len(), 16);
     }
 
     #[test]

@@ -32,9 +32,6 @@ pub enum ByokError {
         /// The provider that was asked for.
         provider: String,
     },
-    /// An operation would put keys at risk (for example plain HTTP in production).
-    #[error(transparent)]
-    Security(#[from] SecurityWarning),
     /// An argument was not acceptable.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
@@ -125,6 +122,21 @@ pub enum StorageErrorKind {
 }
 
 impl StorageErrorKind {
+    /// A short, stable name of the kind: `unavailable`, `timeout`,
+    /// `corrupt`, `rejected`, `other` or `not_replicated`. These are the
+    /// `error_kind` of spans and metrics ([`observe::error_kind`](crate::observe::error_kind))
+    /// and of the `byok` command's `--json` errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageErrorKind::Unavailable => "unavailable",
+            StorageErrorKind::Timeout => "timeout",
+            StorageErrorKind::Corrupt => "corrupt",
+            StorageErrorKind::Rejected => "rejected",
+            StorageErrorKind::Other => "other",
+            StorageErrorKind::NotReplicated => "not_replicated",
+        }
+    }
+
     /// Whether an operation that failed with this kind can succeed when retried.
     pub fn is_retryable(self) -> bool {
         matches!(
@@ -151,18 +163,29 @@ impl fmt::Display for StorageErrorKind {
 
 /// A storage backend failed.
 ///
-/// It names the backend, says whether retrying can help
-/// ([`is_retryable`](Self::is_retryable)), and keeps the driver's error as
-/// its [`source`](std::error::Error::source), so the original error can be
-/// inspected or downcast.
+/// It names the backend and, once it has passed an
+/// [`ObservedStorage`](crate::ObservedStorage) or the manager, the
+/// operation that failed ([`operation`](Self::operation)); it says whether
+/// retrying can help ([`is_retryable`](Self::is_retryable)), and keeps the
+/// driver's error as its [`source`](std::error::Error::source), so the
+/// original error can be inspected or downcast.
+///
+/// ```
+/// use byok_core::{StorageError, StorageErrorKind};
+/// let e = StorageError::new("redis", StorageErrorKind::Timeout, "no answer in 5 s")
+///     .with_operation("retrieve");
+/// assert_eq!(e.operation(), Some("retrieve"));
+/// assert_eq!(e.to_string(), "redis storage timed out in retrieve: no answer in 5 s");
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[error("{backend} storage {kind}: {message}")]
+#[error("{backend} storage {kind}{}: {message}", InOperation(.operation))]
 #[non_exhaustive]
 pub struct StorageError {
     /// The backend that failed, such as `"redis"` or `"postgres"`.
     pub backend: &'static str,
     /// What kind of failure it was.
     pub kind: StorageErrorKind,
+    operation: Option<&'static str>,
     message: Cow<'static, str>,
     #[source]
     source: Option<BoxError>,
@@ -179,9 +202,23 @@ impl StorageError {
         StorageError {
             backend,
             kind,
+            operation: None,
             message: message.into(),
             source: None,
         }
+    }
+
+    /// Names the operation that failed, such as `"retrieve"` or `"store"`
+    /// (the method of [`KeyStorage`](crate::KeyStorage), or of the manager
+    /// when no store named one).
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// The operation that failed, when it is known.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
     }
 
     /// Keeps `source` (usually the driver's error) as this error's source.
@@ -198,6 +235,29 @@ impl StorageError {
     /// The message, without the backend and kind.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// Names `operation`, unless one is already named: the innermost layer
+/// knows best which call failed.
+pub(crate) fn name_operation<T>(result: Result<T>, operation: &'static str) -> Result<T> {
+    result.map_err(|e| match e {
+        ByokError::Storage(s) if s.operation.is_none() => {
+            ByokError::Storage(s.with_operation(operation))
+        }
+        other => other,
+    })
+}
+
+/// ` in {operation}`, or nothing.
+struct InOperation<'a>(&'a Option<&'static str>);
+
+impl fmt::Display for InOperation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(operation) => write!(f, " in {operation}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -345,39 +405,6 @@ impl ConfigError {
     }
 }
 
-/// The kind of a [`SecurityWarning`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SecurityIssue {
-    /// Keys would travel over plain HTTP in production.
-    InsecureTransport,
-}
-
-/// Something puts keys at risk (the Python library's `SecurityWarning`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("security warning: {message}")]
-#[non_exhaustive]
-pub struct SecurityWarning {
-    /// What kind of risk it is.
-    pub issue: SecurityIssue,
-    message: Cow<'static, str>,
-}
-
-impl SecurityWarning {
-    /// A new warning.
-    pub fn new(issue: SecurityIssue, message: impl Into<Cow<'static, str>>) -> Self {
-        SecurityWarning {
-            issue,
-            message: message.into(),
-        }
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +424,21 @@ mod tests {
         let corrupt = StorageError::new("postgres", StorageErrorKind::Corrupt, "bad row");
         assert!(!corrupt.is_retryable());
         assert!(!ByokError::from(corrupt).is_retryable());
+    }
+
+    #[test]
+    fn the_innermost_operation_is_kept() {
+        let err = StorageError::new("redis", StorageErrorKind::Unavailable, "cannot connect");
+        let named = name_operation::<()>(Err(err.into()), "retrieve");
+        let named = name_operation(named, "get_key").unwrap_err();
+        let storage = named.as_storage().unwrap();
+        assert_eq!(storage.operation(), Some("retrieve"));
+        assert_eq!(
+            named.to_string(),
+            "redis storage unavailable in retrieve: cannot connect"
+        );
+        let other = name_operation::<()>(Err(ByokError::Config(ConfigError::new("x"))), "store");
+        assert!(other.unwrap_err().as_storage().is_none());
     }
 
     #[test]

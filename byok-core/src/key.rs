@@ -1,4 +1,4 @@
-//! The stored form of an API key: [`ApiKey`] and its SQL row shape [`UserApiKey`].
+//! The stored form of an API key: [`ApiKey`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,11 +11,17 @@ use crate::validate;
 
 /// The current time, truncated to the millisecond precision that every
 /// backend keeps.
+///
+/// Not part of the documented API: the backends of this workspace and the
+/// conformance suite share it so that they truncate alike. A backend of
+/// its own needs only `Utc::now()` and [`ApiKey::is_expired_at`].
+#[doc(hidden)]
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
-/// Truncates a time to millisecond precision.
+/// Truncates a time to millisecond precision (see [`now`]).
+#[doc(hidden)]
 pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(3)
 }
@@ -320,98 +326,21 @@ fn de_opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>,
     }
 }
 
-/// The row shape that SQL backends read and write.
-///
-/// Conversion to and from [`ApiKey`] is lossless; converting a row back
-/// validates it ([`validate::stored_slot`]), so a row with an invalid id
-/// never becomes an `ApiKey`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserApiKey {
-    /// Row id assigned by the database; `None` before the row is inserted.
-    pub id: Option<i64>,
-    /// The user the key belongs to.
-    pub user_id: String,
-    /// The provider.
-    pub provider: String,
-    /// The ciphertext.
-    pub encrypted_value: Vec<u8>,
-    /// The masked display hint.
-    pub hint: Option<String>,
-    /// When the key was set (UTC, milliseconds).
-    pub created_at: DateTime<Utc>,
-    /// When the key expires (UTC, milliseconds); `None` means never.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl fmt::Debug for UserApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserApiKey")
-            .field("id", &self.id)
-            .field("user_id", &self.user_id)
-            .field("provider", &self.provider)
-            .field(
-                "encrypted_value",
-                &format_args!("<{} bytes>", self.encrypted_value.len()),
-            )
-            .field("hint", &self.hint)
-            .field("created_at", &self.created_at)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
-
-impl From<ApiKey> for UserApiKey {
-    fn from(k: ApiKey) -> Self {
-        UserApiKey {
-            id: None,
-            user_id: k.user_id.to_string(),
-            provider: k.provider.to_string(),
-            encrypted_value: k.encrypted_value.to_vec(),
-            hint: k.hint.as_deref().map(str::to_owned),
-            created_at: k.created_at,
-            expires_at: k.expires_at,
-        }
-    }
-}
-
-impl TryFrom<UserApiKey> for ApiKey {
-    type Error = InvalidInput;
-
-    fn try_from(row: UserApiKey) -> Result<Self, InvalidInput> {
-        // A row is read back: ids stored before format characters were
-        // refused must not make it unreadable.
-        validate::stored_slot(&row.user_id, &row.provider)?;
-        if let Some(h) = &row.hint {
-            validate::hint(h)?;
-        }
-        Ok(ApiKey {
-            user_id: row.user_id.into(),
-            provider: row.provider.into(),
-            encrypted_value: row.encrypted_value.into(),
-            hint: row.hint.map(Arc::from),
-            created_at: to_millis(row.created_at),
-            expires_at: row.expires_at.map(to_millis),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    /// A row whose id was legal when it was written still reads back: ids
+    /// A key whose id was legal when it was written still reads back: ids
     /// with format characters are refused on the way in, not on the way out.
     #[test]
     fn a_stored_id_with_a_format_character_still_reads_back() {
-        let mut row = UserApiKey::from(sample());
-        row.user_id = "\u{1f468}\u{200d}\u{1f469}".to_owned();
-        row.provider = "open\u{ad}ai".to_owned();
-        let key = ApiKey::try_from(row.clone()).unwrap();
-        assert_eq!(key.user_id(), row.user_id);
-        assert_eq!(key.provider(), row.provider);
-        row.user_id = "tab\there".to_owned();
-        assert!(ApiKey::try_from(row).is_err());
+        let user_id = "\u{1f468}\u{200d}\u{1f469}";
+        let provider = "open\u{ad}ai";
+        let key = ApiKey::new(user_id, provider, vec![1]).unwrap();
+        assert_eq!(key.user_id(), user_id);
+        assert_eq!(key.provider(), provider);
+        assert!(ApiKey::new("tab\there", provider, vec![1]).is_err());
     }
 
     fn sample() -> ApiKey {
@@ -465,17 +394,6 @@ mod tests {
     }
 
     #[test]
-    fn row_conversion_is_lossless() {
-        let row = UserApiKey::from(sample());
-        assert_eq!(ApiKey::try_from(row.clone()).unwrap(), sample());
-        let bad = UserApiKey {
-            user_id: String::new(),
-            ..row
-        };
-        assert_eq!(ApiKey::try_from(bad).unwrap_err().field, Field::UserId);
-    }
-
-    #[test]
     fn clones_share_their_buffers() {
         let k = sample();
         let c = k.clone();
@@ -490,6 +408,5 @@ mod tests {
         let d = format!("{k:?}");
         assert!(d.contains("<12 bytes>"));
         assert!(!d.contains("83, 69"));
-        assert!(!format!("{:?}", UserApiKey::from(k)).contains("83, 69"));
     }
 }

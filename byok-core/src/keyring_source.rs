@@ -1,37 +1,4 @@
-//! Where a running [`Byok`](crate::Byok) reloads its keyring from: a file,
-//! an environment variable, or a command's output.
-//!
-//! A manager built with a source ([`Byok::builder_with_source`]) reloads
-//! the keyring on a timer and, at most once per
-//! [`unknown_key_reload_gap`](crate::ByokBuilder::unknown_key_reload_gap),
-//! when a stored key names a master key id it lacks; it then tries that
-//! decryption once more. A reload that fails, or reads a malformed
-//! keyring, keeps the keyring in use and logs a warning that names the
-//! source and the problem, never a key.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use byok_core::{Byok, KeyringFile};
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> byok_core::Result<()> {
-//! # let dir = std::env::temp_dir().join(format!("byok-source-doc-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let path = dir.join("keyring");
-//! # std::fs::write(&path, "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-//! let storage = Arc::new(byok_memory::MemoryStorage::new());
-//! // A mounted secret: the orchestrator re-points its symbolic link.
-//! let byok = Byok::builder_with_source(storage, KeyringFile::new(&path))
-//!     .await?
-//!     .reload_interval(Duration::from_secs(30))
-//!     .build()?;
-//! assert_eq!(byok.keyring().primary_id(), 1);
-//! # std::fs::remove_dir_all(&dir).unwrap();
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! [`Byok::builder_with_source`]: crate::Byok::builder_with_source
+//! Keyring sources: see [`KeyringSource`](crate::KeyringSource).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -47,6 +14,40 @@ use crate::crypto::Keyring;
 use crate::error::ConfigError;
 
 /// A place a keyring can be read from, again and again.
+///
+/// Where a running [`Byok`](crate::Byok) reloads its keyring from: a file,
+/// an environment variable, or a command's output.
+///
+/// A manager built with a source
+/// ([`Byok::builder_with_source`](crate::Byok::builder_with_source))
+/// reloads the keyring on a timer and, at most once per
+/// [`unknown_key_reload_gap`](crate::ByokBuilder::unknown_key_reload_gap),
+/// when a stored key names a master key id it lacks; it then tries that
+/// decryption once more. A reload that fails, or reads a malformed
+/// keyring, keeps the keyring in use and logs a warning that names the
+/// source and the problem, never a key.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use byok_core::{Byok, KeyringFile};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> byok_core::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("byok-source-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let path = dir.join("keyring");
+/// # std::fs::write(&path, "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+/// let storage = Arc::new(byok_memory::MemoryStorage::new());
+/// // A mounted secret: the orchestrator re-points its symbolic link.
+/// let byok = Byok::builder_with_source(storage, KeyringFile::new(&path))
+///     .await?
+///     .reload_interval(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(byok.keyring().primary_id(), 1);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// [`read_text`](Self::read_text) fetches the keyring text;
 /// [`load`](Self::load) turns it into a [`Keyring`] with the one keyring

@@ -20,35 +20,38 @@
 //! # Ok::<(), byok_core::ByokError>(())
 //! ```
 
-pub mod config;
+// The modules of the manager, its configuration, keyring sources and the
+// tiered store hold nothing but what the crate root re-exports: they are
+// private, and their items live at the root. The others are namespaces
+// (their items are reached by path) or hold more than the root shows.
+mod config;
 pub mod copy;
 pub mod crypto;
 pub mod display;
 pub mod error;
 pub mod key;
-pub mod keyring_source;
+mod keyring_source;
 pub mod keyring_text;
-pub mod manager;
+mod manager;
 pub mod observe;
 pub mod storage;
 pub mod store;
-pub mod tiered;
+mod tiered;
 pub mod validate;
 
 pub use async_trait::async_trait;
 pub use chrono;
-pub use config::{ByokConfig, StorageBackend};
+pub use config::*;
 pub use copy::{CopyOptions, CopyReport, OnConflict};
 pub use crypto::{Keyring, MasterKey};
 pub use error::{
-    ByokError, ConfigError, EncryptionError, InvalidInput, Result, SecurityWarning, StorageError,
-    StorageErrorKind,
+    ByokError, ConfigError, EncryptionError, InvalidInput, Result, StorageError, StorageErrorKind,
 };
-pub use key::{ApiKey, UserApiKey};
-pub use keyring_source::{KeyringCommand, KeyringEnv, KeyringFile, KeyringSource};
-pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
+pub use key::ApiKey;
+pub use keyring_source::*;
+pub use manager::*;
 pub use observe::ObservedStorage;
 pub use secrecy;
 pub use storage::{Cursor, KeyStorage, KeyStorageExt, ScanPage};
 pub use store::{IntoStorage, SchemaStatus, Store, StoreAdmin, StoreStats};
-pub use tiered::{FastTier, LeaseToken, Lookup, TieredStorage};
+pub use tiered::*;

@@ -15,10 +15,7 @@ use zeroize::Zeroizing;
 use crate::config::ByokConfig;
 use crate::crypto::{Keyring, key_id_of};
 use crate::display::{ProviderInfo, format_expiration, format_key_age, mask_key};
-use crate::error::{
-    ByokError, ConfigError, EncryptionError, Field, InvalidInput, Problem, Result, SecurityIssue,
-    SecurityWarning,
-};
+use crate::error::{ByokError, ConfigError, EncryptionError, Field, InvalidInput, Problem, Result};
 use crate::key::{self, ApiKey};
 use crate::keyring_source::KeyringSource;
 use crate::observe;
@@ -266,7 +263,7 @@ impl ByokBuilder {
         self
     }
 
-    /// Reloads the keyring from `source` (see [`crate::keyring_source`]).
+    /// Reloads the keyring from `source` (see [`KeyringSource`](crate::KeyringSource)).
     ///
     /// The keyring given to the builder is used until the first reload;
     /// [`Byok::builder_with_source`] loads it from the source.
@@ -358,7 +355,11 @@ impl ByokBuilder {
 }
 
 /// What [`Byok::key_summary`] says about one key; nothing in it is secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its JSON form has these field names, with the times in RFC 3339
+/// (`expires_at` is `null` for a key that never expires); byok-axum's JSON
+/// API answers with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeySummary {
     /// The provider id.
     pub provider: String,
@@ -488,7 +489,7 @@ impl Byok {
     }
 
     /// A builder whose keyring is loaded from `source` now, and reloaded
-    /// from it while the manager runs (see [`crate::keyring_source`]).
+    /// from it while the manager runs (see [`KeyringSource`](crate::KeyringSource)).
     ///
     /// Fails when the source cannot be read or holds no valid keyring: a
     /// manager never starts without keys.
@@ -647,7 +648,11 @@ impl Byok {
     /// When decryption fails (a wrong or missing master key, tampered data)
     /// this returns the error and leaves the stored key exactly as it was:
     /// the Python library deleted it, so that a change of secret destroyed
-    /// every user's keys on their next request.
+    /// every user's keys on their next request. The failure is also logged
+    /// as a `WARN` event (user id and provider, never the key), which
+    /// reaches the operators only where the application installed a
+    /// `tracing` subscriber or a `log` logger, and counted with the
+    /// `metrics` feature.
     pub async fn get_key(&self, user_id: &str, provider: &str) -> Result<Option<SecretString>> {
         observe::manager("get_key", async move {
             let Some(stored) = self.inner.storage.retrieve_value(user_id, provider).await?
@@ -941,25 +946,6 @@ impl Byok {
             results.insert((*provider).to_owned(), outcome);
         }
         results
-    }
-
-    /// Checks that keys sent to `url` would travel encrypted: returns (and
-    /// logs) a [`SecurityWarning`] when `require_https` is on, the
-    /// application runs in production, and the URL is plain `http` or `ws`.
-    pub fn check_transport(&self, url: &str, is_production: bool) -> Option<SecurityWarning> {
-        if !self.inner.config.require_https || !is_production {
-            return None;
-        }
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), Some("http") | Some("ws")) {
-            return None;
-        }
-        let warning = SecurityWarning::new(
-            SecurityIssue::InsecureTransport,
-            "API keys are being transmitted over plain HTTP in production; use HTTPS",
-        );
-        tracing::warn!(%warning, "insecure transport");
-        Some(warning)
     }
 }
 

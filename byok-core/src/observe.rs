@@ -14,9 +14,13 @@
 //! | `byok.storage` | `DEBUG` | `backend` (`postgres`, `redis`, …), `operation` (`retrieve`, `store`, …), `outcome`, `error_kind`, `duration_ms` |
 //!
 //! `outcome` is `ok` or `error`; `error_kind` (on errors only) is one of
-//! `unavailable`, `timeout`, `corrupt`, `rejected`, `storage` (another
-//! storage failure), `decryption`, `encryption`, `not_found`,
-//! `invalid_input`, `config`, `security` (see [`error_kind`]). A storage span is the child of the manager span
+//! `unavailable`, `timeout`, `corrupt`, `rejected`, `other` (another
+//! storage failure), `not_replicated` (the names of
+//! [`StorageErrorKind::as_str`](crate::StorageErrorKind::as_str)),
+//! `decryption`, `encryption`, `not_found`, `invalid_input` and `config`
+//! (see [`error_kind`]). A storage error that leaves an
+//! [`ObservedStorage`] or the manager names its operation
+//! ([`StorageError::operation`](crate::StorageError::operation)). A storage span is the child of the manager span
 //! of the call that made it. No span or metric carries a user id, a
 //! provider, a key, a hint or a ciphertext: ids stay out unless the
 //! application records them in a span of its own around the call.
@@ -50,7 +54,7 @@ use async_trait::async_trait;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::error::{ByokError, EncryptionError, Result, StorageErrorKind};
+use crate::error::{ByokError, EncryptionError, Result};
 use crate::key::ApiKey;
 use crate::storage::{Cursor, KeyStorage, ScanPage};
 use crate::store::{SchemaStatus, StoreAdmin, StoreStats};
@@ -137,7 +141,7 @@ impl<S: KeyStorage> ObservedStorage<S> {
             duration_ms = Empty,
         );
         let start = Instant::now();
-        let result = work.instrument(span.clone()).await;
+        let result = crate::error::name_operation(work.instrument(span.clone()).await, operation);
         let elapsed = start.elapsed();
         let kind = record(&span, &result, Some(elapsed));
         #[cfg(feature = "metrics")]
@@ -153,6 +157,7 @@ impl<S: KeyStorage> ObservedStorage<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -275,7 +280,7 @@ pub(crate) async fn manager<T>(
         || !span.is_disabled()
         || log::max_level() >= log::LevelFilter::Info;
     let start = timed.then(Instant::now);
-    let result = work.instrument(span.clone()).await;
+    let result = crate::error::name_operation(work.instrument(span.clone()).await, operation);
     let elapsed = start.map(|start| start.elapsed());
     let kind = record(&span, &result, elapsed);
     if let Err(ByokError::Encryption(e)) = &result
@@ -352,19 +357,11 @@ fn count(name: &'static str, labels: &[(&'static str, &'static str)], kind: Opti
 /// labels; it never holds anything of the error's message.
 pub fn error_kind(error: &ByokError) -> &'static str {
     match error {
-        ByokError::Storage(e) => match e.kind {
-            StorageErrorKind::Unavailable => "unavailable",
-            StorageErrorKind::Timeout => "timeout",
-            StorageErrorKind::Corrupt => "corrupt",
-            StorageErrorKind::Rejected => "rejected",
-            StorageErrorKind::Other => "storage",
-            StorageErrorKind::NotReplicated => "not_replicated",
-        },
+        ByokError::Storage(e) => e.kind.as_str(),
         ByokError::Encryption(EncryptionError::EncryptFailed) => "encryption",
         ByokError::Encryption(_) => "decryption",
         ByokError::KeyNotFound { .. } => "not_found",
         ByokError::InvalidInput(_) => "invalid_input",
         ByokError::Config(_) => "config",
-        ByokError::Security(_) => "security",
     }
 }

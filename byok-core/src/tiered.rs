@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::error::Result;
+use crate::error::{ByokError, Result};
 use crate::key::ApiKey;
 use crate::observe;
 use crate::storage::{Cursor, KeyStorage, ScanPage, check_same_slot};
@@ -545,28 +545,40 @@ impl TieredStorage {
                 observe::tiered_lookup(false);
                 self.durable.retrieve(user_id, provider).await
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "fast store read failed; reading the durable store");
-                observe::tiered_lookup(false);
-                self.durable.retrieve(user_id, provider).await
-            }
+            Err(e) => self.read_durable_after(&e, user_id, provider).await,
         }
+    }
+
+    /// The fast store's copy of the slot: the answer on a hit, or the
+    /// durable store's when the fast one failed; `None` on a miss.
+    async fn read_fast(&self, user_id: &str, provider: &str) -> Option<Result<Option<ApiKey>>> {
+        match self.fast.retrieve(user_id, provider).await {
+            Ok(Some(hit)) => {
+                observe::tiered_lookup(true);
+                Some(Ok(Some(hit)))
+            }
+            Ok(None) => None,
+            Err(e) => Some(self.read_durable_after(&e, user_id, provider).await),
+        }
+    }
+
+    /// The durable store's key, read because the fast store failed.
+    async fn read_durable_after(
+        &self,
+        error: &ByokError,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ApiKey>> {
+        tracing::warn!(%error, "fast store read failed; reading the durable store");
+        observe::tiered_lookup(false);
+        self.durable.retrieve(user_id, provider).await
     }
 
     /// A read through a fast store without the capability, ordered with
     /// this process's writes by the slot's lock.
     async fn retrieve_locked(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        match self.fast.retrieve(user_id, provider).await {
-            Ok(Some(hit)) => {
-                observe::tiered_lookup(true);
-                return Ok(Some(hit));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "fast store read failed; reading the durable store");
-                observe::tiered_lookup(false);
-                return self.durable.retrieve(user_id, provider).await;
-            }
+        if let Some(answer) = self.read_fast(user_id, provider).await {
+            return answer;
         }
         let _slot = self.lock_slot(user_id, provider).await;
         if self.marks.get(user_id, provider).is_some() {
@@ -574,17 +586,8 @@ impl TieredStorage {
             return self.read_marked(user_id, provider).await;
         }
         // Another reader may have filled the slot while this one waited.
-        match self.fast.retrieve(user_id, provider).await {
-            Ok(Some(hit)) => {
-                observe::tiered_lookup(true);
-                return Ok(Some(hit));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "fast store read failed; reading the durable store");
-                observe::tiered_lookup(false);
-                return self.durable.retrieve(user_id, provider).await;
-            }
+        if let Some(answer) = self.read_fast(user_id, provider).await {
+            return answer;
         }
         observe::tiered_lookup(false);
         let found = self.durable.retrieve(user_id, provider).await?;
@@ -606,6 +609,7 @@ enum Begun {
     Held(LeaseToken, Instant),
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl KeyStorage for TieredStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -740,5 +744,10 @@ impl KeyStorage for TieredStorage {
 
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.durable.user_keys(user_id).await
+    }
+
+    /// None: a tiered store is not itself the fast store of another.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        None
     }
 }

@@ -165,6 +165,7 @@ struct UserWritesMeanwhile {
     written: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[byok_core::async_trait]
 impl KeyStorage for UserWritesMeanwhile {
     async fn store(&self, key: &ApiKey) -> byok_core::Result<()> {
@@ -206,6 +207,23 @@ impl KeyStorage for UserWritesMeanwhile {
         n: usize,
     ) -> byok_core::Result<byok_core::ScanPage> {
         self.inner.scan(c, n).await
+    }
+    /// Through `retrieve`, so that reading a value also writes the key.
+    async fn retrieve_value(
+        &self,
+        u: &str,
+        p: &str,
+    ) -> byok_core::Result<Option<std::sync::Arc<[u8]>>> {
+        Ok(self
+            .retrieve(u, p)
+            .await?
+            .map(|k| k.encrypted_value_shared()))
+    }
+    async fn user_keys(&self, u: &str) -> byok_core::Result<Vec<ApiKey>> {
+        self.inner.user_keys(u).await
+    }
+    fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
+        None
     }
 }
 

@@ -229,7 +229,7 @@ async fn the_timer_reloads_the_source() {
 struct Stalls;
 
 #[byok_core::async_trait]
-impl byok_core::keyring_source::KeyringSource for Stalls {
+impl byok_core::KeyringSource for Stalls {
     async fn read_text(&self) -> Result<zeroize::Zeroizing<String>, byok_core::ConfigError> {
         std::future::pending().await
     }
@@ -249,7 +249,7 @@ async fn a_source_that_never_answers_fails_the_reload_and_keeps_the_keyring() {
     let started = tokio::time::Instant::now();
     let reload = byok.reload_keyring().await;
     assert!(reload.is_err(), "a reload that never finishes must fail");
-    assert!(started.elapsed() >= byok_core::manager::RELOAD_TIMEOUT);
+    assert!(started.elapsed() >= byok_core::RELOAD_TIMEOUT);
     let key = byok.get_key("u", "openai").await.unwrap().unwrap();
     assert_eq!(key.expose_secret(), "sk-reload-timeout");
 }

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use byok_core::tiered::{FastTier, LeaseToken, Lookup};
 use byok_core::{ApiKey, Result, validate};
+use byok_core::{FastTier, LeaseToken, Lookup};
 
 use crate::MemoryStorage;
 

@@ -16,8 +16,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use byok_core::tiered::{FastTier, LeaseToken, Lookup};
 use byok_core::{ApiKey, Result, validate};
+use byok_core::{FastTier, LeaseToken, Lookup};
 use redis::{Script, Value};
 
 use crate::connection::RedisStorage;

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind, UserApiKey};
+use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
 };
@@ -314,8 +314,7 @@ impl Dialect for MySql {
         };
         let created_at: i64 = r.try_get("created_at").map_err(get)?;
         let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = UserApiKey {
-            id: None,
+        let row = row::KeyRow {
             user_id: id(user_id, "user_id", "user id")?,
             provider: id(provider, "provider", "provider")?,
             encrypted_value: r.try_get("encrypted_value").map_err(get)?,

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, Result, UserApiKey};
+use byok_core::{ApiKey, ByokConfig, ConfigError, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgQueryResult, PgRow, PgValueFormat, Postgres};
 use sqlx::{AssertSqlSafe, Decode, Row, Type, ValueRef};
 
@@ -371,8 +371,7 @@ impl Dialect for Postgres {
         provider: Option<&str>,
     ) -> Result<ApiKey> {
         let get = |e| error::storage(ENGINE, op, e);
-        let row = UserApiKey {
-            id: None,
+        let row = row::KeyRow {
             user_id: match user_id {
                 Some(id) => id.to_owned(),
                 None => r.try_get("user_id").map_err(get)?,

@@ -1,7 +1,8 @@
 //! Rows to keys: the checks every engine shares.
 
+use byok_core::chrono::{DateTime, Utc};
 use byok_core::error::{Field, Problem};
-use byok_core::{ApiKey, Cursor, InvalidInput, Result, UserApiKey, validate};
+use byok_core::{ApiKey, Cursor, InvalidInput, Result, validate};
 
 use crate::error::{Engine, corrupt};
 
@@ -16,11 +17,28 @@ pub(crate) const PROVIDER_COLUMNS: &str = "provider, encrypted_value, hint, crea
 pub(crate) const SLOT_COLUMNS: &str =
     "user_id, provider, encrypted_value, hint, created_at, expires_at";
 
+/// The columns of one key as an engine reads them.
+pub(crate) struct KeyRow {
+    pub(crate) user_id: String,
+    pub(crate) provider: String,
+    pub(crate) encrypted_value: Vec<u8>,
+    pub(crate) hint: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+}
+
 /// A row read back, turned into an `ApiKey`; a row that breaks the input
 /// rules (written by hand or by something else) is corrupt, not invalid
-/// input: the caller did nothing wrong.
-pub(crate) fn into_key(engine: Engine, op: &'static str, row: UserApiKey) -> Result<ApiKey> {
-    ApiKey::try_from(row)
+/// input: the caller did nothing wrong. Ids stored before format
+/// characters were refused stay readable (`ApiKey::new` checks a slot as
+/// stored ids are checked).
+pub(crate) fn into_key(engine: Engine, op: &'static str, row: KeyRow) -> Result<ApiKey> {
+    ApiKey::new(row.user_id, row.provider, row.encrypted_value)
+        .and_then(|k| k.with_hint(row.hint))
+        .map(|k| {
+            k.with_created_at(row.created_at)
+                .with_expires_at(row.expires_at)
+        })
         .map_err(|e| corrupt(engine, op, format!("a stored row is not a valid key ({e})")))
 }
 

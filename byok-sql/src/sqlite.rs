@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, KeyStorage, Result, UserApiKey, key, validate};
+use byok_core::{ApiKey, ByokConfig, ConfigError, KeyStorage, Result, key, validate};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
@@ -395,8 +395,7 @@ impl Dialect for Sqlite {
         let get = |e| error::storage(ENGINE, op, e);
         let created_at: i64 = r.try_get("created_at").map_err(get)?;
         let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = UserApiKey {
-            id: None,
+        let row = row::KeyRow {
             user_id: match user_id {
                 Some(id) => id.to_owned(),
                 None => r.try_get("user_id").map_err(get)?,

@@ -1,7 +1,8 @@
 //! Wrappers around any [`KeyStorage`] for tests: [`FaultyStorage`] fails
 //! calls on demand, [`CountingStorage`] counts them.
 //!
-//! Both forward every call, `user_keys` included, to the store they wrap,
+//! Both forward every call, `user_keys` and `as_fast_tier` included, to
+//! the store they wrap,
 //! and are cheap to clone: clones share the switch or the counters, so a
 //! test keeps one clone to steer or read while the other sits inside an
 //! `Arc<dyn KeyStorage>`.
@@ -33,8 +34,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use byok_core::{
-    ApiKey, Cursor, KeyStorage, Result, ScanPage, StorageError, StorageErrorKind, async_trait,
+    ApiKey, Cursor, FastTier, KeyStorage, LeaseToken, Lookup, Result, ScanPage, StorageError,
+    StorageErrorKind, async_trait,
 };
 
 /// A method of [`KeyStorage`].
@@ -90,6 +94,7 @@ struct Switch {
     failing: AtomicU16,
     apply_first: AtomicBool,
     injected: AtomicU64,
+    plain: AtomicBool,
 }
 
 /// A store whose calls fail on demand with a retryable
@@ -137,6 +142,16 @@ impl<S: KeyStorage> FaultyStorage<S> {
         self.switch.failing.store(0, Ordering::SeqCst);
     }
 
+    /// Whether the store offers the inner store's [`FastTier`] capability
+    /// (on by default; its steps fail with the methods named in
+    /// [`FastTier` for `FaultyStorage`](#impl-FastTier-for-FaultyStorage<S>)).
+    /// Off, a `TieredStorage` over it takes the path of fast stores
+    /// without the capability.
+    pub fn with_fast_tier(self, yes: bool) -> Self {
+        self.switch.plain.store(!yes, Ordering::SeqCst);
+        self
+    }
+
     /// Whether a failing call reaches the inner store before failing.
     pub fn apply_then_fail(&self, yes: bool) {
         self.switch.apply_first.store(yes, Ordering::SeqCst);
@@ -172,6 +187,7 @@ impl<S: fmt::Debug> fmt::Debug for FaultyStorage<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -219,6 +235,104 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     }
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.call(Op::UserKeys, self.inner.user_keys(user_id)).await
+    }
+    /// The inner store's capability, with its steps failing as the calls
+    /// do, so that a wrapped Redis or memory store stays usable as the fast
+    /// store of a `TieredStorage` (unless [`with_fast_tier`](Self::with_fast_tier)
+    /// turned it off).
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        if self.switch.plain.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.inner.as_fast_tier().map(|_| self as &dyn FastTier)
+    }
+}
+
+impl<S: KeyStorage> FaultyStorage<S> {
+    fn tier(&self) -> Result<&dyn FastTier> {
+        self.inner.as_fast_tier().ok_or_else(|| {
+            StorageError::new(
+                "faulty",
+                StorageErrorKind::Other,
+                "the inner store has no fast-tier capability",
+            )
+            .into()
+        })
+    }
+}
+
+/// The steps of the inner store's capability; `lookup` fails with
+/// [`Op::Retrieve`], `fill`, `hold` and `settle` with [`Op::Store`],
+/// `hold_user` and `settle_user` with [`Op::ClearAll`].
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<S: KeyStorage> FastTier for FaultyStorage<S> {
+    async fn lookup(
+        &self,
+        user_id: &str,
+        provider: &str,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<Lookup> {
+        let tier = self.tier()?;
+        self.call(Op::Retrieve, tier.lookup(user_id, provider, token, lease))
+            .await
+    }
+    async fn fill(
+        &self,
+        user_id: &str,
+        provider: &str,
+        token: &LeaseToken,
+        key: Option<&ApiKey>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let tier = self.tier()?;
+        self.call(Op::Store, tier.fill(user_id, provider, token, key, ttl))
+            .await
+    }
+    async fn hold(
+        &self,
+        user_id: &str,
+        provider: &str,
+        token: &LeaseToken,
+        hold: Duration,
+    ) -> Result<()> {
+        let tier = self.tier()?;
+        self.call(Op::Store, tier.hold(user_id, provider, token, hold))
+            .await
+    }
+    async fn settle(
+        &self,
+        user_id: &str,
+        provider: &str,
+        token: Option<&LeaseToken>,
+        key: Option<&ApiKey>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let tier = self.tier()?;
+        self.call(Op::Store, tier.settle(user_id, provider, token, key, ttl))
+            .await
+    }
+    async fn hold_user(
+        &self,
+        user_id: &str,
+        token: &LeaseToken,
+        hold: Duration,
+        ttl: Duration,
+    ) -> Result<()> {
+        let tier = self.tier()?;
+        self.call(Op::ClearAll, tier.hold_user(user_id, token, hold, ttl))
+            .await
+    }
+    async fn settle_user(
+        &self,
+        user_id: &str,
+        token: Option<&LeaseToken>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let tier = self.tier()?;
+        self.call(Op::ClearAll, tier.settle_user(user_id, token, ttl))
+            .await
     }
 }
 
@@ -279,6 +393,7 @@ impl<S: fmt::Debug> fmt::Debug for CountingStorage<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -324,5 +439,51 @@ impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.count(Op::UserKeys);
         self.inner.user_keys(user_id).await
+    }
+    /// The inner store's; the leased fills are not counted.
+    fn as_fast_tier(&self) -> Option<&dyn FastTier> {
+        self.inner.as_fast_tier()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byok_memory::MemoryStorage;
+
+    /// A wrapped store keeps the fast-tier capability of the store inside,
+    /// and adds none to a store without it.
+    #[tokio::test]
+    async fn wrappers_keep_the_fast_tier_capability() {
+        let memory = MemoryStorage::new();
+        assert!(memory.as_fast_tier().is_some());
+        let faulty = FaultyStorage::new(memory);
+        assert!(faulty.as_fast_tier().is_some());
+        let token = LeaseToken::generate();
+        let lease = Duration::from_secs(30);
+        let tier = faulty.as_fast_tier().unwrap();
+        assert!(matches!(
+            tier.lookup("u", "p", &token, lease).await,
+            Ok(Lookup::Leased)
+        ));
+        faulty.fail(&[Op::Retrieve]);
+        let tier = faulty.as_fast_tier().unwrap();
+        let err = tier.lookup("u", "p", &token, lease).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(faulty.injected(), 1);
+        faulty.recover();
+        let plain = FaultyStorage::new(MemoryStorage::new()).with_fast_tier(false);
+        assert!(plain.as_fast_tier().is_none());
+        let counted = CountingStorage::new(faulty);
+        assert!(counted.as_fast_tier().is_some());
+        let both: Arc<dyn KeyStorage> = Arc::new(counted);
+        assert!(both.as_fast_tier().is_some());
+
+        let durable = byok_core::TieredStorage::new(
+            Arc::new(MemoryStorage::new()),
+            Arc::new(MemoryStorage::new()),
+        );
+        assert!(durable.as_fast_tier().is_none());
+        assert!(FaultyStorage::new(durable).as_fast_tier().is_none());
     }
 }

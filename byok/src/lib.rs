@@ -196,10 +196,6 @@ pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Store> {
         StorageBackend::MySql => Ok(observed(
             byok_sql::MySqlStorage::connect(url, config).await?,
         )),
-        StorageBackend::Hybrid => Err(ConfigError::new(
-            "a hybrid store is built from two stores: TieredStorage::new(fast, durable)",
-        )
-        .into()),
         other => Err(missing_feature(other)),
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok::manager::DEFAULT_CLEANUP_INTERVAL;
+use byok::DEFAULT_CLEANUP_INTERVAL;
 use byok::{ApiKey, Byok, ByokConfig, ByokError, KeyStorage, Keyring, MasterKey, StorageBackend};
 use byok_testkit::layers::{CountingStorage, Op};
 

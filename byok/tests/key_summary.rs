@@ -66,6 +66,7 @@ struct KeepsExpired {
     expired: std::sync::Mutex<Vec<ApiKey>>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl KeyStorage for KeepsExpired {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -74,8 +75,25 @@ impl KeyStorage for KeepsExpired {
         }
         self.inner.store(key).await
     }
+    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
+        let stored = self.inner.store_if_absent(key).await?;
+        if stored && key.is_expired() {
+            self.expired.lock().unwrap().push(key.clone());
+        }
+        Ok(stored)
+    }
     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
         self.inner.retrieve(user_id, provider).await
+    }
+    async fn retrieve_value(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<std::sync::Arc<[u8]>>> {
+        self.inner.retrieve_value(user_id, provider).await
+    }
+    fn as_fast_tier(&self) -> Option<&dyn byok::FastTier> {
+        None
     }
     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
         self.inner.delete(user_id, provider).await

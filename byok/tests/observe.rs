@@ -401,3 +401,42 @@ mod metrics {
         );
     }
 }
+
+/// A storage error that reaches the application names the operation that
+/// failed: the store's, when an `ObservedStorage` saw it, else the
+/// manager's; and its kind has the name that spans and metrics carry.
+#[tokio::test]
+async fn storage_errors_name_the_operation_that_failed() {
+    use byok::{ObservedStorage, StorageErrorKind};
+    use byok_testkit::layers::FaultyStorage;
+
+    let faulty = FaultyStorage::new(byok::MemoryStorage::new());
+    faulty.fail_all();
+    let ring = || Keyring::new(1, MasterKey::generate());
+    let config = ByokConfig::for_tests();
+
+    let observed = Byok::new(
+        Arc::new(ObservedStorage::new(faulty.clone(), "faulty")),
+        ring(),
+        config.clone(),
+    )
+    .unwrap();
+    let err = observed.get_key("alice", "openai").await.unwrap_err();
+    let storage = err.as_storage().unwrap();
+    assert_eq!(storage.operation(), Some("retrieve_value"));
+    assert!(err.to_string().contains(" in retrieve_value: "), "{err}");
+    assert_eq!(
+        byok::observe::error_kind(&err),
+        StorageErrorKind::Unavailable.as_str()
+    );
+    let err = observed
+        .set_key("alice", "openai", "sk-0123456789abcdef", Ttl::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_storage().unwrap().operation(), Some("store"));
+
+    let bare = Byok::new(Arc::new(faulty), ring(), config).unwrap();
+    let err = bare.get_key("alice", "openai").await.unwrap_err();
+    assert_eq!(err.as_storage().unwrap().operation(), Some("get_key"));
+    assert!(err.to_string().contains(" in get_key: "), "{err}");
+}

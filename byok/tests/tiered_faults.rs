@@ -4,7 +4,7 @@
 //!
 //! Every scenario runs with memory and (with the `sqlite` feature) SQLite
 //! as the durable tier; the fast tier is a memory store behind a
-//! `FaultyStorage` switch.
+//! `FaultyStorage` switch, offered without its fast-tier capability.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +24,9 @@ struct Tiers {
 }
 
 fn tiers(durable: Arc<dyn KeyStorage>) -> Tiers {
-    let fast = FaultyStorage::new(MemoryStorage::new());
+    // Without the fast-tier capability: these scenarios are those of a
+    // fast store that evicts, which is what they check.
+    let fast = FaultyStorage::new(MemoryStorage::new()).with_fast_tier(false);
     Tiers {
         store: TieredStorage::new(Arc::new(fast.clone()), durable.clone()),
         fast,
@@ -195,7 +197,7 @@ async fn durable_failure_fails_the_write(durable: Arc<dyn KeyStorage>) {
 /// With strict writes, a write whose eviction fails is refused and the
 /// durable store keeps the old key, which every read then agrees on.
 async fn strict_writes_refuse_during_outage(durable: Arc<dyn KeyStorage>) {
-    let fast = FaultyStorage::new(MemoryStorage::new());
+    let fast = FaultyStorage::new(MemoryStorage::new()).with_fast_tier(false);
     let t = Tiers {
         store: TieredStorage::new(Arc::new(fast.clone()), durable.clone()).with_strict_writes(true),
         fast,

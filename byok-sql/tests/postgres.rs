@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use byok_core::{
@@ -222,44 +221,19 @@ async fn url_parameters_sqlx_would_log_are_refused_without_their_value() {
 async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
     let Some(s) = setup().await else { return };
     let url = byok_testkit::services::postgres_url().await.unwrap();
-    let proxy = common::SilentProxy::start(common::upstream(&url, 5432)).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(byok_testkit::sql::NO_HANG)
-        // As in `connect`'s pool: the statement itself meets the silence.
-        .test_before_acquire(false)
-        .connect(&common::on_loopback_port(&url, proxy.port))
-        .await
-        .unwrap();
-    let config = ByokConfig::default().with_db_table_name(s.store.table_name());
-    let store = PostgresStorage::from_pool(pool, &config).unwrap();
-    let key = ApiKey::new("u", "p", vec![1]).unwrap();
-    store.store(&key).await.unwrap();
-    assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(key));
-
-    // Once the connection is back in the pool (sqlx pings it on the way),
-    // the server neither answers nor closes it any more.
-    let start = std::time::Instant::now();
-    while store.pool().num_idle() < 1 {
-        assert!(
-            start.elapsed() < byok_testkit::sql::NO_HANG,
-            "the connection never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    proxy.freeze();
-    let store = store
-        .with_operation_timeout(Duration::from_millis(500))
-        .unwrap();
-    let err = tokio::time::timeout(byok_testkit::sql::NO_HANG, store.retrieve("u", "p"))
-        .await
-        .expect("the operation gave up by itself")
-        .unwrap_err();
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
-    assert!(err.is_retryable());
-    let source = storage.source().expect("the timer is kept as the source");
-    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
+    common::a_server_that_goes_silent(
+        &url,
+        5432,
+        s.store.table_name(),
+        |pool, config, deadline| {
+            let store = PostgresStorage::from_pool(pool, config)?;
+            match deadline {
+                Some(d) => store.with_operation_timeout(d),
+                None => Ok(store),
+            }
+        },
+    )
+    .await;
 }
 
 /// The definitions of the indexes of `table`, sorted.

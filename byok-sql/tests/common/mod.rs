@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use byok_core::store::{SchemaStatus, StoreStats};
 use byok_core::{ApiKey, ByokConfig, KeyStorage, Result, StoreAdmin, async_trait};
+use byok_sql::sqlx::pool::PoolOptions;
 use byok_sql::sqlx::{
-    self, AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Executor, IntoArguments, Type,
+    self, AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Executor, IntoArguments, Pool,
+    Type,
 };
 
 /// The prefix of every table the tests make.
@@ -326,6 +328,58 @@ async fn forward(
             return;
         }
     }
+}
+
+/// A store whose server goes silent fails its next operation at the
+/// operation deadline with a retryable `Timeout` whose source is the
+/// timer. The store is `open`ed (with the operation deadline when given)
+/// over a pool of one connection, through a proxy to the server at `url`
+/// that freezes once the connection is back in the pool, on `table`,
+/// which is migrated.
+pub(crate) async fn a_server_that_goes_silent<DB, S>(
+    url: &str,
+    default_port: u16,
+    table: &str,
+    open: impl Fn(Pool<DB>, &ByokConfig, Option<Duration>) -> Result<S>,
+) where
+    DB: Database,
+    S: KeyStorage,
+{
+    use std::error::Error as _;
+    let no_hang = byok_testkit::sql::NO_HANG;
+    let proxy = SilentProxy::start(upstream(url, default_port)).await;
+    let pool = PoolOptions::<DB>::new()
+        .max_connections(1)
+        .acquire_timeout(no_hang)
+        // As in `connect`'s pool: the statement itself meets the silence.
+        .test_before_acquire(false)
+        .connect(&on_loopback_port(url, proxy.port))
+        .await
+        .expect("a pool through the proxy");
+    let config = ByokConfig::default().with_db_table_name(table);
+    let store = open(pool.clone(), &config, None).expect("a store");
+    let key = ApiKey::new("u", "p", vec![1]).expect("a key");
+    store.store(&key).await.expect("store");
+    assert_eq!(store.retrieve("u", "p").await.expect("retrieve"), Some(key));
+
+    // Once the connection is back in the pool (sqlx pings it on the way),
+    // the server neither answers nor closes it any more.
+    let start = std::time::Instant::now();
+    while pool.num_idle() < 1 {
+        assert!(start.elapsed() < no_hang, "the connection never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.freeze();
+    let store = open(pool, &config, Some(Duration::from_millis(500))).expect("a store");
+    let err = tokio::time::timeout(no_hang, store.retrieve("u", "p"))
+        .await
+        .expect("the operation gave up by itself")
+        .expect_err("the server is silent");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, byok_core::StorageErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    let source = storage.source().expect("the timer is kept as the source");
+    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
 }
 
 /// The host and port of a service URL.

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind, UserApiKey};
+use byok_core::{ByokConfig, Result, StorageError, StorageErrorKind};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
 };
@@ -271,40 +271,23 @@ impl Dialect for MySql {
             .bind(provider.as_bytes())
     }
 
-    fn decode_provider(r: &MySqlRow) -> Result<String> {
-        const OP: &str = "list_providers";
-        let bytes: Vec<u8> = r.try_get(0).map_err(|e| error::storage(ENGINE, OP, e))?;
-        row::id_from_bytes(ENGINE, OP, "provider", bytes)
+    /// Ids are stored as their UTF-8 bytes.
+    fn decode_id(op: &'static str, r: &MySqlRow, column: &'static str) -> Result<String> {
+        let bytes: Vec<u8> = r
+            .try_get(column)
+            .map_err(|e| error::storage(ENGINE, op, e))?;
+        row::id_from_bytes(ENGINE, op, column, bytes)
+    }
+
+    fn decode_time(
+        op: &'static str,
+        r: &MySqlRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        row::millis_column(ENGINE, op, r.try_get(column))
     }
 
     fn rows_affected(done: &MySqlQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn decode(
-        op: &'static str,
-        r: &MySqlRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let id = |given: Option<&str>, column: &'static str, what: &'static str| match given {
-            Some(id) => Ok(id.to_owned()),
-            None => row::id_from_bytes(ENGINE, op, what, r.try_get(column).map_err(get)?),
-        };
-        let created_at: i64 = r.try_get("created_at").map_err(get)?;
-        let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = UserApiKey {
-            id: None,
-            user_id: id(user_id, "user_id", "user id")?,
-            provider: id(provider, "provider", "provider")?,
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: row::from_millis(ENGINE, op, created_at)?,
-            expires_at: expires_at
-                .map(|ms| row::from_millis(ENGINE, op, ms))
-                .transpose()?,
-        };
-        row::into_key(ENGINE, op, row)
     }
 }

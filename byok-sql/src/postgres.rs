@@ -3,13 +3,12 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, Result, UserApiKey};
+use byok_core::{ByokConfig, ConfigError, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgQueryResult, PgRow, PgValueFormat, Postgres};
 use sqlx::{AssertSqlSafe, Decode, Row, Type, ValueRef};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row;
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
 use crate::table::{TableName, sql};
 
@@ -297,40 +296,20 @@ impl Dialect for Postgres {
         q.bind(t)
     }
 
-    fn decode_provider(r: &PgRow) -> Result<String> {
-        r.try_get(0)
-            .map_err(|e| error::storage(ENGINE, "list_providers", e))
+    fn decode_id(op: &'static str, r: &PgRow, column: &'static str) -> Result<String> {
+        r.try_get(column).map_err(|e| error::storage(ENGINE, op, e))
+    }
+
+    fn decode_time(
+        op: &'static str,
+        r: &PgRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        time(r, column).map_err(|e| error::storage(ENGINE, op, e))
     }
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn decode(
-        op: &'static str,
-        r: &PgRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let row = UserApiKey {
-            id: None,
-            user_id: match user_id {
-                Some(id) => id.to_owned(),
-                None => r.try_get("user_id").map_err(get)?,
-            },
-            provider: match provider {
-                Some(p) => p.to_owned(),
-                None => r.try_get("provider").map_err(get)?,
-            },
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: time(r, "created_at").map_err(get)?.ok_or_else(|| {
-                error::corrupt(ENGINE, op, "a stored created_at is null".to_owned())
-            })?,
-            expires_at: time(r, "expires_at").map_err(get)?,
-        };
-        row::into_key(ENGINE, op, row)
     }
 }
 

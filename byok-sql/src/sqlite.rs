@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, KeyStorage, Result, UserApiKey, key, validate};
+use byok_core::{ByokConfig, ConfigError, KeyStorage, Result, key, validate};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
@@ -337,44 +337,23 @@ impl Dialect for Sqlite {
         done.rows_affected()
     }
 
-    fn decode(
-        op: &'static str,
-        r: &SqliteRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let created_at: i64 = r.try_get("created_at").map_err(get)?;
-        let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = UserApiKey {
-            id: None,
-            user_id: match user_id {
-                Some(id) => id.to_owned(),
-                None => r.try_get("user_id").map_err(get)?,
-            },
-            provider: match provider {
-                Some(p) => p.to_owned(),
-                None => r.try_get("provider").map_err(get)?,
-            },
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: row::from_millis(ENGINE, op, created_at)?,
-            expires_at: expires_at
-                .map(|ms| row::from_millis(ENGINE, op, ms))
-                .transpose()?,
-        };
-        row::into_key(ENGINE, op, row)
+    fn decode_id(op: &'static str, r: &SqliteRow, column: &'static str) -> Result<String> {
+        r.try_get(column).map_err(|e| error::storage(ENGINE, op, e))
     }
 
-    fn decode_provider(r: &SqliteRow) -> Result<String> {
-        r.try_get(0)
-            .map_err(|e| error::storage(ENGINE, "list_providers", e))
+    fn decode_time(
+        op: &'static str,
+        r: &SqliteRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        row::millis_column(ENGINE, op, r.try_get(column))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use byok_core::ApiKey;
 
     #[test]
     fn recognizes_in_memory_urls() {

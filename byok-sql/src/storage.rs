@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::storage::check_same_slot;
 use byok_core::store::SchemaStatus;
-use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, key, validate};
+use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, UserApiKey, key, validate};
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
@@ -273,18 +273,15 @@ pub(crate) trait Dialect: Database {
     /// How many rows a statement wrote (or, for MySQL, matched).
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// A row of the `SELECT`s of keys, as a key. The user id and the
-    /// provider are read from the row unless given (the statement then
-    /// does not select them).
-    fn decode(
+    /// The id (user id or provider) in `column` of a row.
+    fn decode_id(op: &'static str, row: &Self::Row, column: &'static str) -> Result<String>;
+
+    /// The time in `column` of a row; `None` for null.
+    fn decode_time(
         op: &'static str,
         row: &Self::Row,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey>;
-
-    /// A row of the `SELECT` of `list_providers`, as a provider.
-    fn decode_provider(row: &Self::Row) -> Result<String>;
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// The state of a storage on engine `D`; clones share the pool.
@@ -356,6 +353,8 @@ where
     for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
     for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
     usize: ColumnIndex<D::Row>,
+    for<'t> &'t str: ColumnIndex<D::Row>,
+    for<'t> String: Decode<'t, D> + Type<D>,
 {
     /// A storage of `pool` on `table` (validated before connecting, so
     /// that a bad name is refused before any connection is made). Starts
@@ -380,6 +379,33 @@ where
     pub(crate) fn with_operation_timeout(mut self, timeout: Duration) -> Result<Self> {
         self.timeout = pool::operation_timeout(timeout)?;
         Ok(self)
+    }
+
+    /// A row of the `SELECT`s of keys, as a key. The user id and the
+    /// provider are read from the row unless given (the statement then
+    /// does not select them).
+    fn decode(
+        op: &'static str,
+        r: &D::Row,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey> {
+        let id = |given: Option<&str>, column| match given {
+            Some(id) => Ok(id.to_owned()),
+            None => D::decode_id(op, r, column),
+        };
+        let row = UserApiKey {
+            id: None,
+            user_id: id(user_id, "user_id")?,
+            provider: id(provider, "provider")?,
+            encrypted_value: r.try_get("encrypted_value").map_err(Self::fail(op))?,
+            hint: r.try_get("hint").map_err(Self::fail(op))?,
+            created_at: D::decode_time(op, r, "created_at")?.ok_or_else(|| {
+                error::corrupt(D::ENGINE, op, "a stored created_at is null".to_owned())
+            })?,
+            expires_at: D::decode_time(op, r, "expires_at")?,
+        };
+        row::into_key(D::ENGINE, op, row)
     }
 
     /// Runs `statement`, which takes now and selects one count, under the
@@ -596,6 +622,8 @@ where
     for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
     for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
     usize: ColumnIndex<D::Row>,
+    for<'t> &'t str: ColumnIndex<D::Row>,
+    for<'t> String: Decode<'t, D> + Type<D>,
 {
     async fn store(&self, k: &ApiKey) -> Result<()> {
         self.bounded("store", async {
@@ -670,7 +698,7 @@ where
             let row = self
                 .fetch_live_slot(OP, &self.sql.retrieve, user_id, provider)
                 .await?;
-            row.map(|r| D::decode(OP, &r, Some(user_id), Some(provider)))
+            row.map(|r| Self::decode(OP, &r, Some(user_id), Some(provider)))
                 .transpose()
         })
         .await
@@ -713,7 +741,9 @@ where
             })
             .await
             .map_err(Self::fail("list_providers"))?;
-            rows.iter().map(D::decode_provider).collect()
+            rows.iter()
+                .map(|r| D::decode_id("list_providers", r, "provider"))
+                .collect()
         })
         .await
     }
@@ -796,7 +826,7 @@ where
             .map_err(Self::fail("scan"))?;
             let keys = rows
                 .iter()
-                .map(|r| D::decode("scan", r, None, None))
+                .map(|r| Self::decode("scan", r, None, None))
                 .collect::<Result<Vec<_>>>()?;
             Ok(crate::page(keys, limit))
         })
@@ -812,7 +842,7 @@ where
             .await
             .map_err(Self::fail("user_keys"))?;
             rows.iter()
-                .map(|r| D::decode("user_keys", r, Some(user_id), None))
+                .map(|r| Self::decode("user_keys", r, Some(user_id), None))
                 .collect()
         })
         .await

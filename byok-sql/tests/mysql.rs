@@ -29,29 +29,14 @@ use common::Scratch;
 const LIST_TABLES: &str = "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
      WHERE table_schema = DATABASE() AND table_name LIKE 'byok\\_test\\_%'";
 
-/// A migrated store on a fresh table, or `None` without a server.
-async fn setup() -> Option<Scratch<MySqlStorage>> {
-    let url = byok_testkit::services::mysql_url().await?;
-    Some(
-        common::scratch::<MySqlConnection, _>(
-            url,
-            LIST_TABLES,
-            MySqlStorage::connect,
-            MySqlStorage::migrate,
-        )
-        .await,
-    )
-}
-
-byok_testkit::conformance_tests!(maybe: setup().await);
-byok_testkit::admin_conformance_tests!(maybe: setup().await);
-byok_testkit::sql_engine_tests!(ENGINE);
-
-const ENGINE: byok_testkit::sql::SqlEngine = common::sql_engine!(
+common::server_suites!(
     MySqlStorage,
+    MySqlConnection,
     MySqlPoolOptions,
     "mysql",
-    byok_testkit::services::mysql_url
+    3306,
+    byok_testkit::services::mysql_url,
+    LIST_TABLES
 );
 
 #[tokio::test]
@@ -197,25 +182,6 @@ async fn a_cancelled_migration_does_not_leave_its_lock_behind() {
         .expect("a later migration gets the lock")
         .unwrap();
     let _ = holder.close().await;
-}
-
-#[tokio::test]
-async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
-    let Some(s) = setup().await else { return };
-    let url = byok_testkit::services::mysql_url().await.unwrap();
-    common::a_server_that_goes_silent(
-        &url,
-        3306,
-        s.store.table_name(),
-        |pool, config, deadline| {
-            let store = MySqlStorage::from_pool(pool, config)?;
-            match deadline {
-                Some(d) => store.with_operation_timeout(d),
-                None => Ok(store),
-            }
-        },
-    )
-    .await;
 }
 
 /// Sixteen tasks writing the keys of sixteen different users with every

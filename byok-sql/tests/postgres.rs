@@ -29,29 +29,14 @@ use common::Scratch;
 const LIST_TABLES: &str = "SELECT tablename::text FROM pg_tables \
      WHERE schemaname = current_schema() AND tablename LIKE 'byok\\_test\\_%'";
 
-/// A migrated store on a fresh table, or `None` without a server.
-async fn setup() -> Option<Scratch<PostgresStorage>> {
-    let url = byok_testkit::services::postgres_url().await?;
-    Some(
-        common::scratch::<PgConnection, _>(
-            url,
-            LIST_TABLES,
-            PostgresStorage::connect,
-            PostgresStorage::migrate,
-        )
-        .await,
-    )
-}
-
-byok_testkit::conformance_tests!(maybe: setup().await);
-byok_testkit::admin_conformance_tests!(maybe: setup().await);
-byok_testkit::sql_engine_tests!(ENGINE);
-
-const ENGINE: byok_testkit::sql::SqlEngine = common::sql_engine!(
+common::server_suites!(
     PostgresStorage,
+    PgConnection,
     PgPoolOptions,
     "postgres",
-    byok_testkit::services::postgres_url
+    5432,
+    byok_testkit::services::postgres_url,
+    LIST_TABLES
 );
 
 #[tokio::test]
@@ -215,25 +200,6 @@ async fn url_parameters_sqlx_would_log_are_refused_without_their_value() {
         Some(StorageErrorKind::Unavailable),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
-    let Some(s) = setup().await else { return };
-    let url = byok_testkit::services::postgres_url().await.unwrap();
-    common::a_server_that_goes_silent(
-        &url,
-        5432,
-        s.store.table_name(),
-        |pool, config, deadline| {
-            let store = PostgresStorage::from_pool(pool, config)?;
-            match deadline {
-                Some(d) => store.with_operation_timeout(d),
-                None => Ok(store),
-            }
-        },
-    )
-    .await;
 }
 
 /// The definitions of the indexes of `table`, sorted.

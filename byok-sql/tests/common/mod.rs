@@ -254,6 +254,56 @@ macro_rules! sql_engine {
 #[allow(unused_imports, reason = "each test binary uses one engine")]
 pub(crate) use sql_engine;
 
+/// What the test file of a server engine runs first: `setup()`, a
+/// migrated store on a fresh table (or `None` without a server); the
+/// conformance, admin and SQL engine suites; and the test of a server
+/// that goes silent. `$storage` is the storage type, `$conn` its
+/// connection, `$pool` its pool options, `$backend` its name and URL
+/// scheme, `$port` its default port, `$server` the function of
+/// `byok_testkit::services` that finds its server, and `$list_tables`
+/// selects the names of the tables of the tests.
+#[allow(unused_macros, reason = "the SQLite tests need no server")]
+macro_rules! server_suites {
+    ($storage:ident, $conn:ty, $pool:ty, $backend:literal, $port:literal, $server:path, $list_tables:expr) => {
+        /// A migrated store on a fresh table, or `None` without a server.
+        async fn setup() -> Option<crate::common::Scratch<$storage>> {
+            let url = $server().await?;
+            Some(
+                crate::common::scratch::<$conn, _>(url, $list_tables, $storage::connect, $storage::migrate)
+                    .await,
+            )
+        }
+
+        byok_testkit::conformance_tests!(maybe: setup().await);
+        byok_testkit::admin_conformance_tests!(maybe: setup().await);
+        byok_testkit::sql_engine_tests!(ENGINE);
+
+        const ENGINE: byok_testkit::sql::SqlEngine =
+            crate::common::sql_engine!($storage, $pool, $backend, $server);
+
+        #[tokio::test]
+        async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
+            let Some(s) = setup().await else { return };
+            let url = $server().await.expect("the server answered setup");
+            crate::common::a_server_that_goes_silent(
+                &url,
+                $port,
+                s.store.table_name(),
+                |pool, config, deadline| {
+                    let store = $storage::from_pool(pool, config)?;
+                    match deadline {
+                        Some(d) => store.with_operation_timeout(d),
+                        None => Ok(store),
+                    }
+                },
+            )
+            .await;
+        }
+    };
+}
+#[allow(unused_imports, reason = "the SQLite tests need no server")]
+pub(crate) use server_suites;
+
 /// A loopback TCP proxy to `upstream` that can go silent: after
 /// [`SilentProxy::freeze`], it forwards nothing more either way but keeps
 /// every connection open, as a server that vanished without closing its

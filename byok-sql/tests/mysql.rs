@@ -17,9 +17,7 @@ mod common;
 use std::str::FromStr;
 use std::time::Duration;
 
-use byok_core::{
-    ApiKey, ByokConfig, ByokError, KeyStorage, SchemaStatus, StorageErrorKind, StoreAdmin,
-};
+use byok_core::{ApiKey, ByokConfig, ByokError, KeyStorage, StorageErrorKind};
 use byok_sql::MySqlStorage;
 use byok_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
 use byok_sql::sqlx::{self, AssertSqlSafe, Connection};
@@ -582,24 +580,7 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     .await
     .unwrap();
 
-    // The old layout still serves reads before its upgrade.
-    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
-    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
-
-    // What migrate would do is told without doing it.
-    let older = SchemaStatus::Older {
-        found: 1,
-        current: 2,
-    };
-    assert_eq!(a.schema_status().await.unwrap(), older);
-    assert_eq!(a.schema_status().await.unwrap(), older);
-
-    // Two processes upgrading at once, then once more.
-    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    ra.unwrap();
-    rb.unwrap();
-    a.migrate().await.unwrap();
-    assert_eq!(b.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+    common::upgrade_from_the_first_layout(&a, &b).await;
     let (primary, others) = indexes(a.pool(), &table).await;
     assert_eq!(primary, ["user_id", "provider"]);
     assert_eq!(others, ["expires_at_idx"]);

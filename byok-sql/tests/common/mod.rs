@@ -449,6 +449,39 @@ pub(crate) fn on_loopback_port(url: &str, port: u16) -> String {
     parsed.into()
 }
 
+/// `a` and `b`, two stores on a table of the first layout that holds the
+/// rows [`old_layout_rows_read_back`] checks: the table serves reads and
+/// its status is `Older` (version 1) before `migrate`, which runs from
+/// both at once, then once more, and leaves it `UpToDate`.
+pub(crate) async fn upgrade_from_the_first_layout(a: &dyn StoreAdmin, b: &dyn StoreAdmin) {
+    // The old layout still serves reads before its upgrade.
+    assert_eq!(a.user_keys("alice").await.expect("a read").len(), 2);
+    assert!(
+        a.retrieve("alice", "openai")
+            .await
+            .expect("a read")
+            .is_some()
+    );
+
+    // What migrate would do is told without doing it.
+    let older = SchemaStatus::Older {
+        found: 1,
+        current: 2,
+    };
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.expect("migrate");
+    rb.expect("migrate");
+    a.migrate().await.expect("migrate");
+    assert_eq!(
+        b.schema_status().await.expect("a read"),
+        SchemaStatus::UpToDate
+    );
+}
+
 /// Unix milliseconds of 2026-01-01, the creation time of the rows that
 /// [`old_layout_rows_read_back`] checks.
 pub(crate) const OLD_CREATED_MS: i64 = 1_767_225_600_000;

@@ -13,7 +13,7 @@ use crate::error::{self, Engine};
 use crate::pool;
 use crate::row::{self, SLOT_COLUMNS};
 use crate::storage::{Dialect, PURGE_BATCH, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::MySql;
 
@@ -200,17 +200,8 @@ impl MySqlStorage {
             .into());
         }
         let created = async {
-            for statement in &self.inner.sql.schema {
-                sqlx::query(sql(statement)).execute(&mut *conn).await?;
-            }
-            let old: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
-            )
-            .bind(self.inner.table.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
-            if old > 0 {
+            let old = self.inner.create_schema(&mut conn).await?;
+            if old {
                 // One statement, so that the table is never left half done.
                 let t = self.inner.table.as_str();
                 sqlx::raw_sql(AssertSqlSafe(format!(

@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Decode, Row, Type, ValueRef};
 use crate::error::{self, Engine};
 use crate::pool;
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::Postgres;
 
@@ -187,22 +187,7 @@ impl PostgresStorage {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        for statement in &self.inner.sql.schema {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
-        // `to_regclass` resolves the name as the statements do: folded to
-        // lower case, along the search path.
-        let old: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attname = 'id' AND NOT attisdropped)",
-        )
-        .bind(table.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(fail)?;
+        let old = self.inner.create_schema(&mut tx).await.map_err(fail)?;
         if old {
             let unique: Vec<String> = sqlx::query_scalar(
                 "SELECT conname::text FROM pg_constraint \

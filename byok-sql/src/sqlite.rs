@@ -16,7 +16,7 @@ use crate::pool;
 use crate::row;
 use crate::sqlite_read::InlineReader;
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::Sqlite;
 
@@ -196,19 +196,7 @@ impl SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
-        for statement in &self.inner.sql.schema {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
-        let old: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'id')",
-        )
-        .bind(self.inner.table.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(fail)?;
+        let old = self.inner.create_schema(&mut tx).await.map_err(fail)?;
         if old {
             for statement in upgrade(&self.inner.table) {
                 sqlx::raw_sql(AssertSqlSafe(statement))

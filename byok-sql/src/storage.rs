@@ -455,17 +455,10 @@ where
     /// the column, as `migrate` cannot add it.
     pub(crate) async fn schema_status(&self) -> Result<SchemaStatus> {
         const OP: &str = "schema_status";
-        let columns: Vec<String> = self
+        let columns = self
             .bounded(OP, async {
-                let rows = retry(D::ENGINE, || {
-                    D::bind_id(sqlx::query(D::COLUMNS), self.table.as_str()).fetch_all(&self.pool)
-                })
-                .await
-                .map_err(Self::fail(OP))?;
-                rows.iter()
-                    .map(|r| r.try_get::<Vec<u8>, _>(0))
-                    .map(|name| name.map(|n| String::from_utf8_lossy(&n).into_owned()))
-                    .collect::<Result<_, _>>()
+                retry(D::ENGINE, || self.columns(&self.pool))
+                    .await
                     .map_err(Self::fail(OP))
             })
             .await?;
@@ -489,6 +482,35 @@ where
             });
         }
         Ok(SchemaStatus::UpToDate)
+    }
+
+    /// The names of the table's columns, read through `executor`; none
+    /// when there is no table.
+    async fn columns<'e, E>(&self, executor: E) -> Result<Vec<String>, sqlx::Error>
+    where
+        E: Executor<'e, Database = D>,
+    {
+        let rows = D::bind_id(sqlx::query(D::COLUMNS), self.table.as_str())
+            .fetch_all(executor)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<Vec<u8>, _>(0))
+            .map(|name| name.map(|n| String::from_utf8_lossy(&n).into_owned()))
+            .collect()
+    }
+
+    /// The first steps of every engine's `migrate`, on the connection
+    /// that holds its lock: runs the schema statements, and tells whether
+    /// the table has the `id` column of the first layout, which the
+    /// engine then upgrades.
+    pub(crate) async fn create_schema(
+        &self,
+        conn: &mut D::Connection,
+    ) -> Result<bool, sqlx::Error> {
+        for statement in &self.sql.schema {
+            sqlx::query(sql(statement)).execute(&mut *conn).await?;
+        }
+        Ok(self.columns(&mut *conn).await?.iter().any(|c| c == "id"))
     }
 
     /// Refuses, before anything is sent, a write whose encrypted values

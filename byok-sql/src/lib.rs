@@ -49,8 +49,8 @@
 //! `with_table_name(name)`, `with_operation_timeout(duration)`,
 //! `migrate()`, `pool()` and `table_name()`, and implements
 //! [`StoreAdmin`](byok_core::StoreAdmin) beside
-//! [`KeyStorage`](byok_core::KeyStorage). Opening a store writes nothing
-//! and starts no task: expired keys are purged by the manager's
+//! [`KeyStorage`](byok_core::KeyStorage). Opening a store creates no
+//! table and starts no task: expired keys are purged by the manager's
 //! [`purge_every`](byok_core::store::purge_every) when
 //! `config.auto_cleanup` is on, or by a call to `purge_expired`.
 //!

@@ -391,6 +391,15 @@ impl KeyStorage for MemoryStorage {
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         validate::page_size(limit)?;
         let after = cursor.map(Cursor::slot).transpose()?;
+        // A slot no key can have is refused as the other backends refuse it.
+        if let Some((user_id, provider)) = after {
+            validate::stored_slot(user_id, provider).map_err(|_| {
+                byok_core::InvalidInput::new(
+                    byok_core::error::Field::Cursor,
+                    byok_core::error::Problem::Other("does not name a valid (user, provider) slot"),
+                )
+            })?;
+        }
         let now = chrono::Utc::now();
         // Users in order from the cursor's user on, a chunk of ids at a
         // time, each user's keys in provider order: a page costs what it
@@ -437,6 +446,7 @@ mod tests {
     use chrono::Utc;
 
     byok_testkit::conformance_tests!(MemoryStorage::new());
+    byok_testkit::admin_conformance_tests!(MemoryStorage::new());
 
     #[tokio::test]
     async fn purge_counts_exactly_and_frees_users() {

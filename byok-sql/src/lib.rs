@@ -47,9 +47,12 @@
 //! Each backend has `connect(url, &config)` (makes a pool tuned for a key
 //! store, see below), `from_pool(pool, &config)` (uses yours),
 //! `with_table_name(name)`, `with_operation_timeout(duration)`,
-//! `migrate()`, `pool()` and `table_name()`. With `config.auto_cleanup`
-//! on, a background task purges expired keys every minute for as long as
-//! the storage lives.
+//! `migrate()`, `pool()` and `table_name()`, and implements
+//! [`StoreAdmin`](byok_core::StoreAdmin) beside
+//! [`KeyStorage`](byok_core::KeyStorage). Opening a store creates no
+//! table and starts no task: expired keys are purged by the manager's
+//! [`purge_every`](byok_core::store::purge_every) when
+//! `config.auto_cleanup` is on, or by a call to `purge_expired`.
 //!
 //! A file database opened by [`SqliteStorage::connect`] answers
 //! `retrieve_value` (the read behind `get_key`) on the calling thread,
@@ -81,6 +84,18 @@
 //! expires_at IS NOT NULL`) on SQLite and PostgreSQL, so keys that never
 //! expire stay out of it; MySQL has no partial indexes. Reads fetch only
 //! the columns the caller does not already know.
+//!
+//! ## Schema status
+//!
+//! Tables carry no version marker; `schema_status` reads the table's
+//! columns (and writes nothing): no columns is
+//! [`Missing`](byok_core::store::SchemaStatus::Missing), an `id` column
+//! is the layout of byok-sql 0.1,
+//! [`Older { found: 1, current: 2 }`](byok_core::store::SchemaStatus::Older),
+//! which `migrate` upgrades (see below), and the six columns above
+//! without `id` are [`UpToDate`](byok_core::store::SchemaStatus::UpToDate).
+//! A table that lacks one of the six is not byok's, and is a `Corrupt`
+//! error that names the column.
 //!
 //! ## Upgrading a table of byok-sql 0.1
 //!
@@ -198,8 +213,6 @@ mod row;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod storage;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod sweeper;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod table;
 
 #[cfg(feature = "mysql")]
@@ -236,5 +249,3 @@ fn page(keys: Vec<byok_core::ApiKey>, limit: usize) -> byok_core::ScanPage {
     byok_core::ScanPage { keys, next }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod tmp_admin;

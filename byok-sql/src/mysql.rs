@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, Result, StorageError, StorageErrorKind};
+use byok_core::{ByokConfig, Result, StorageError, StorageErrorKind};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlQueryResult, MySqlRow,
 };
@@ -11,9 +11,9 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
+use crate::row::{self, SLOT_COLUMNS};
 use crate::storage::{Dialect, PURGE_BATCH, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::MySql;
 
@@ -56,7 +56,8 @@ pub struct MySqlStorage {
     inner: SqlStorage<MySql>,
 }
 
-/// The statements of `table`, in MySQL's words.
+/// The statements of `table`, in MySQL's words: standard SQL but for
+/// the schema, the writes, the purge and the scan after a slot.
 fn statements(table: &TableName) -> Statements {
     let t = table.as_str();
     let live = "(expires_at IS NULL OR expires_at > ?)";
@@ -108,18 +109,6 @@ fn statements(table: &TableName) -> Statements {
             )
             .into(),
         ),
-        retrieve: format!(
-            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
-        )
-        .into(),
-        retrieve_value: format!(
-            "SELECT encrypted_value FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
-        )
-        .into(),
-        delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
-        list: format!("SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider")
-            .into(),
-        clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
         // No ORDER BY: the expiry index yields the first batch as it is,
         // where sorting every expired key for each batch would not scale.
         purge: format!("SELECT user_id, provider FROM {t} WHERE expires_at <= ? LIMIT ?").into(),
@@ -132,19 +121,6 @@ fn statements(table: &TableName) -> Statements {
             )
             .into(),
         ),
-        user_keys: format!(
-            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
-        )
-        .into(),
-        swap: format!(
-            "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
-             WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
-        )
-        .into(),
-        scan_first: format!(
-            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
-        )
-        .into(),
         // The expanded form of (user_id, provider) > (?, ?), which
         // MySQL and MariaDB turn into an index range scan.
         scan_after: format!(
@@ -153,6 +129,7 @@ fn statements(table: &TableName) -> Statements {
              ORDER BY user_id, provider LIMIT ?"
         )
         .into(),
+        ..Statements::standard(t, Vec::new())
     }
 }
 
@@ -162,9 +139,10 @@ impl MySqlStorage {
     /// create the table: call [`migrate`](Self::migrate).
     ///
     /// Fails with a retryable error when the server cannot be reached.
-    /// With `config.auto_cleanup` on, a background task on the current
-    /// Tokio runtime purges expired keys every minute until the last clone
-    /// of this storage is dropped.
+    /// Starts no task: expired keys are purged by the manager's
+    /// [`purge_every`](byok_core::store::purge_every) (see
+    /// [`ByokConfig::auto_cleanup`](byok_core::ByokConfig::auto_cleanup)),
+    /// or by a call to `purge_expired`.
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         let table = TableName::new(&config.db_table_name)?;
         let options = MySqlConnectOptions::from_str(url).map_err(|e| error::config(ENGINE, e))?;
@@ -178,7 +156,7 @@ impl MySqlStorage {
         });
         let pool = pool::connect(ENGINE, pool, options).await?;
         Ok(MySqlStorage {
-            inner: SqlStorage::new(pool, table, config)?,
+            inner: SqlStorage::new(pool, table),
         })
     }
 
@@ -222,17 +200,8 @@ impl MySqlStorage {
             .into());
         }
         let created = async {
-            for statement in &self.inner.sql.schema {
-                sqlx::query(sql(statement)).execute(&mut *conn).await?;
-            }
-            let old: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
-            )
-            .bind(self.inner.table.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
-            if old > 0 {
+            let old = self.inner.create_schema(&mut conn).await?;
+            if old {
                 // One statement, so that the table is never left half done.
                 let t = self.inner.table.as_str();
                 sqlx::raw_sql(AssertSqlSafe(format!(
@@ -259,6 +228,8 @@ public_storage!(MySqlStorage, MySqlPool);
 
 impl Dialect for MySql {
     const ENGINE: Engine = ENGINE;
+    const COLUMNS: &'static str = "SELECT CAST(column_name AS BINARY) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ?";
     const MAX_VALUE_LEN: Option<usize> = Some(MEDIUMBLOB_MAX);
     const PACKET_LIMIT: Option<&'static str> =
         Some("SELECT CAST(@@session.max_allowed_packet AS SIGNED)");
@@ -291,39 +262,23 @@ impl Dialect for MySql {
             .bind(provider.as_bytes())
     }
 
-    fn decode_provider(r: &MySqlRow) -> Result<String> {
-        const OP: &str = "list_providers";
-        let bytes: Vec<u8> = r.try_get(0).map_err(|e| error::storage(ENGINE, OP, e))?;
-        row::id_from_bytes(ENGINE, OP, "provider", bytes)
+    /// Ids are stored as their UTF-8 bytes.
+    fn decode_id(op: &'static str, r: &MySqlRow, column: &'static str) -> Result<String> {
+        let bytes: Vec<u8> = r
+            .try_get(column)
+            .map_err(|e| error::storage(ENGINE, op, e))?;
+        row::id_from_bytes(ENGINE, op, column, bytes)
+    }
+
+    fn decode_time(
+        op: &'static str,
+        r: &MySqlRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        row::millis_column(ENGINE, op, r.try_get(column))
     }
 
     fn rows_affected(done: &MySqlQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn decode(
-        op: &'static str,
-        r: &MySqlRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let id = |given: Option<&str>, column: &'static str, what: &'static str| match given {
-            Some(id) => Ok(id.to_owned()),
-            None => row::id_from_bytes(ENGINE, op, what, r.try_get(column).map_err(get)?),
-        };
-        let created_at: i64 = r.try_get("created_at").map_err(get)?;
-        let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = row::KeyRow {
-            user_id: id(user_id, "user_id", "user id")?,
-            provider: id(provider, "provider", "provider")?,
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: row::from_millis(ENGINE, op, created_at)?,
-            expires_at: expires_at
-                .map(|ms| row::from_millis(ENGINE, op, ms))
-                .transpose()?,
-        };
-        row::into_key(ENGINE, op, row)
     }
 }

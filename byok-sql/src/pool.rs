@@ -12,9 +12,6 @@ use crate::error::{self, Engine};
 /// a retryable timeout.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often the background sweeper purges expired keys.
-pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
 /// The pool of [`connect`](crate::SqliteStorage::connect), for a key
 /// store's traffic: short one-row statements, bursty, latency-bound.
 ///

@@ -3,15 +3,14 @@
 use std::str::FromStr;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, Result};
+use byok_core::{ByokConfig, ConfigError, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgQueryResult, PgRow, PgValueFormat, Postgres};
 use sqlx::{AssertSqlSafe, Decode, Row, Type, ValueRef};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::Postgres;
 
@@ -29,7 +28,8 @@ pub struct PostgresStorage {
     inner: SqlStorage<Postgres>,
 }
 
-/// The statements of `table`, in PostgreSQL's words.
+/// The statements of `table`, in PostgreSQL's words: standard SQL with
+/// numbered parameters.
 ///
 /// The slot is the primary key, the only unique index, so a write that
 /// cannot update its row in place (a HOT update) adds entries to two
@@ -40,86 +40,24 @@ pub struct PostgresStorage {
 fn statements(table: &TableName) -> Statements {
     let t = table.as_str();
     let index = table.derived("expiring_idx", MAX_IDENTIFIER_LEN);
-    let live = |n: u32| format!("(expires_at IS NULL OR expires_at > ${n})");
-    Statements {
-        schema: vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 user_id TEXT COLLATE \"C\" NOT NULL, \
-                 provider TEXT COLLATE \"C\" NOT NULL, \
-                 encrypted_value BYTEA NOT NULL, \
-                 hint TEXT, \
-                 created_at TIMESTAMPTZ NOT NULL, \
-                 expires_at TIMESTAMPTZ, \
-                 PRIMARY KEY (user_id, provider))"
-            )
-            .into(),
-            format!(
-                "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at) \
-                 WHERE expires_at IS NOT NULL"
-            )
-            .into(),
-        ],
-        store: format!(
-            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (user_id, provider) DO UPDATE SET \
-             encrypted_value = EXCLUDED.encrypted_value, hint = EXCLUDED.hint, \
-             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at"
+    let schema = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\
+             user_id TEXT COLLATE \"C\" NOT NULL, \
+             provider TEXT COLLATE \"C\" NOT NULL, \
+             encrypted_value BYTEA NOT NULL, \
+             hint TEXT, \
+             created_at TIMESTAMPTZ NOT NULL, \
+             expires_at TIMESTAMPTZ, \
+             PRIMARY KEY (user_id, provider))"
         )
         .into(),
-        // The upsert's WHERE leaves a live key alone: no row changes.
-        insert: format!(
-            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (user_id, provider) DO UPDATE SET \
-             encrypted_value = EXCLUDED.encrypted_value, hint = EXCLUDED.hint, \
-             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at \
-             WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= $7"
+        format!(
+            "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at) WHERE expires_at IS NOT NULL"
         )
         .into(),
-        replace_expired: None,
-        retrieve: format!(
-            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = $1 AND provider = $2 AND {}",
-            live(3)
-        )
-        .into(),
-        retrieve_value: format!(
-            "SELECT encrypted_value FROM {t} WHERE user_id = $1 AND provider = $2 AND {}",
-            live(3)
-        )
-        .into(),
-        delete: format!("DELETE FROM {t} WHERE user_id = $1 AND provider = $2").into(),
-        list: format!(
-            "SELECT provider FROM {t} WHERE user_id = $1 AND {} ORDER BY provider",
-            live(2)
-        )
-        .into(),
-        clear: format!("DELETE FROM {t} WHERE user_id = $1").into(),
-        purge: format!("DELETE FROM {t} WHERE expires_at <= $1").into(),
-        purge_batch: None,
-        user_keys: format!(
-            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = $1 ORDER BY provider"
-        )
-        .into(),
-        swap: format!(
-            "UPDATE {t} SET encrypted_value = $1, hint = $2, created_at = $3, expires_at = $4 \
-             WHERE user_id = $5 AND provider = $6 AND encrypted_value = $7 AND {}",
-            live(8)
-        )
-        .into(),
-        scan_first: format!(
-            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {} ORDER BY user_id, provider LIMIT $2",
-            live(1)
-        )
-        .into(),
-        scan_after: format!(
-            "SELECT {SLOT_COLUMNS} FROM {t} WHERE (user_id, provider) > ($1, $2) AND {} \
-             ORDER BY user_id, provider LIMIT $4",
-            live(3)
-        )
-        .into(),
-    }
+    ];
+    Statements::standard(t, schema).numbered()
 }
 
 /// Quotes an identifier read from the catalog, which may hold anything.
@@ -199,9 +137,10 @@ impl PostgresStorage {
     /// not create the table: call [`migrate`](Self::migrate).
     ///
     /// Fails with a retryable error when the server cannot be reached.
-    /// With `config.auto_cleanup` on, a background task on the current
-    /// Tokio runtime purges expired keys every minute until the last clone
-    /// of this storage is dropped.
+    /// Starts no task: expired keys are purged by the manager's
+    /// [`purge_every`](byok_core::store::purge_every) (see
+    /// [`ByokConfig::auto_cleanup`](byok_core::ByokConfig::auto_cleanup)),
+    /// or by a call to `purge_expired`.
     ///
     /// A query parameter that sqlx does not know (such as libpq's
     /// `sslpassword` or `passfile`) is refused with a
@@ -219,7 +158,7 @@ impl PostgresStorage {
         let options = PgConnectOptions::from_str(url).map_err(|e| error::config(ENGINE, e))?;
         let pool = pool::connect(ENGINE, pool::options(), options).await?;
         Ok(PostgresStorage {
-            inner: SqlStorage::new(pool, table, config)?,
+            inner: SqlStorage::new(pool, table),
         })
     }
 
@@ -248,22 +187,7 @@ impl PostgresStorage {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        for statement in &self.inner.sql.schema {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
-        // `to_regclass` resolves the name as the statements do: folded to
-        // lower case, along the search path.
-        let old: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attname = 'id' AND NOT attisdropped)",
-        )
-        .bind(table.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(fail)?;
+        let old = self.inner.create_schema(&mut tx).await.map_err(fail)?;
         if old {
             let unique: Vec<String> = sqlx::query_scalar(
                 "SELECT conname::text FROM pg_constraint \
@@ -338,6 +262,8 @@ fn time(r: &PgRow, column: &'static str) -> Result<Option<DateTime<Utc>>, sqlx::
 
 impl Dialect for Postgres {
     const ENGINE: Engine = ENGINE;
+    const COLUMNS: &'static str = "SELECT convert_to(attname::text, 'UTF8') FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped";
 
     fn statements(table: &TableName) -> Statements {
         statements(table)
@@ -355,39 +281,20 @@ impl Dialect for Postgres {
         q.bind(t)
     }
 
-    fn decode_provider(r: &PgRow) -> Result<String> {
-        r.try_get(0)
-            .map_err(|e| error::storage(ENGINE, "list_providers", e))
+    fn decode_id(op: &'static str, r: &PgRow, column: &'static str) -> Result<String> {
+        r.try_get(column).map_err(|e| error::storage(ENGINE, op, e))
+    }
+
+    fn decode_time(
+        op: &'static str,
+        r: &PgRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        time(r, column).map_err(|e| error::storage(ENGINE, op, e))
     }
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn decode(
-        op: &'static str,
-        r: &PgRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let row = row::KeyRow {
-            user_id: match user_id {
-                Some(id) => id.to_owned(),
-                None => r.try_get("user_id").map_err(get)?,
-            },
-            provider: match provider {
-                Some(p) => p.to_owned(),
-                None => r.try_get("provider").map_err(get)?,
-            },
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: time(r, "created_at").map_err(get)?.ok_or_else(|| {
-                error::corrupt(ENGINE, op, "a stored created_at is null".to_owned())
-            })?,
-            expires_at: time(r, "expires_at").map_err(get)?,
-        };
-        row::into_key(ENGINE, op, row)
     }
 }
 

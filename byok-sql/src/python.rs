@@ -220,6 +220,20 @@ macro_rules! read_rows {
     }};
 }
 
+/// A connection of `engine` to `url`, with its options as the URL gives
+/// them.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn open<C: sqlx::Connection>(engine: Engine, url: &str) -> Result<C>
+where
+    C::Options: std::str::FromStr<Err = sqlx::Error>,
+{
+    let options: C::Options = url.parse().map_err(|e| error::config(engine, e))?;
+    options
+        .connect()
+        .await
+        .map_err(|e| error::storage(engine, "open the Python database", e))
+}
+
 /// Reads every row of the Python library's `table` at `url` (`sqlite://`,
 /// `postgres://` or `mysql://`, in sqlx's form: `sqlite://byok_keys.db` is
 /// SQLAlchemy's `sqlite:///byok_keys.db`), in `id` order. Only reads: a
@@ -245,12 +259,7 @@ pub async fn read_table(url: &str, table: &str) -> Result<Vec<PythonRow>> {
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
             let engine = Engine::Postgres;
-            let options = sqlx::postgres::PgConnectOptions::from_str(url)
-                .map_err(|e| error::config(engine, e))?;
-            let mut conn = options
-                .connect()
-                .await
-                .map_err(|e| error::storage(engine, "open the Python database", e))?;
+            let mut conn: sqlx::PgConnection = open(engine, url).await?;
             read_rows!(
                 engine,
                 conn,
@@ -261,12 +270,7 @@ pub async fn read_table(url: &str, table: &str) -> Result<Vec<PythonRow>> {
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
             let engine = Engine::MySql;
-            let options = sqlx::mysql::MySqlConnectOptions::from_str(url)
-                .map_err(|e| error::config(engine, e))?;
-            let mut conn = options
-                .connect()
-                .await
-                .map_err(|e| error::storage(engine, "open the Python database", e))?;
+            let mut conn: sqlx::MySqlConnection = open(engine, url).await?;
             read_rows!(engine, conn, sql, Some("SET SESSION TRANSACTION READ ONLY"))
         }
         _ => {

@@ -55,6 +55,18 @@ pub(crate) fn from_millis(
         .ok_or_else(|| corrupt(engine, op, "a stored timestamp is out of range".to_owned()))
 }
 
+/// A column of milliseconds since the Unix epoch, null for none, as read.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn millis_column(
+    engine: Engine,
+    op: &'static str,
+    read: Result<Option<i64>, sqlx::Error>,
+) -> Result<Option<byok_core::chrono::DateTime<byok_core::chrono::Utc>>> {
+    read.map_err(|e| crate::error::storage(engine, op, e))?
+        .map(|ms| from_millis(engine, op, ms))
+        .transpose()
+}
+
 /// An id stored as bytes (MySQL `VARBINARY`), back to a `String`.
 #[cfg(feature = "mysql")]
 pub(crate) fn id_from_bytes(

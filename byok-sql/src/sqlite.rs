@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
-use byok_core::{ApiKey, ByokConfig, ConfigError, KeyStorage, Result, key, validate};
+use byok_core::{ByokConfig, ConfigError, KeyStorage, Result, key, validate};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
@@ -13,10 +13,10 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
-use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
+use crate::row;
 use crate::sqlite_read::InlineReader;
 use crate::storage::{Dialect, SqlStorage, Statement, Statements, public_storage};
-use crate::table::{TableName, sql};
+use crate::table::TableName;
 
 const ENGINE: Engine = Engine::Sqlite;
 
@@ -75,64 +75,13 @@ fn create_expiry_index(table: &TableName) -> String {
     format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at) WHERE expires_at IS NOT NULL")
 }
 
-/// The statements of `table`, in SQLite's words.
+/// The statements of `table`, in SQLite's words: standard SQL.
 fn statements(table: &TableName) -> Statements {
-    let t = table.as_str();
-    let live = "(expires_at IS NULL OR expires_at > ?)";
-    Statements {
-        schema: vec![create_table(t).into(), create_expiry_index(table).into()],
-        store: format!(
-            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (user_id, provider) DO UPDATE SET \
-             encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
-             created_at = excluded.created_at, expires_at = excluded.expires_at"
-        )
-        .into(),
-        // The upsert's WHERE leaves a live key alone: no row changes.
-        insert: format!(
-            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (user_id, provider) DO UPDATE SET \
-             encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
-             created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= ?"
-        )
-        .into(),
-        replace_expired: None,
-        retrieve: format!(
-            "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
-        )
-        .into(),
-        retrieve_value: format!(
-            "SELECT encrypted_value FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
-        )
-        .into(),
-        delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
-        list: format!("SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider")
-            .into(),
-        clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
-        purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
-        purge_batch: None,
-        user_keys: format!(
-            "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
-        )
-        .into(),
-        swap: format!(
-            "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
-             WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
-        )
-        .into(),
-        scan_first: format!(
-            "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
-        )
-        .into(),
-        scan_after: format!(
-            "SELECT {SLOT_COLUMNS} FROM {t} WHERE (user_id, provider) > (?, ?) AND {live} \
-             ORDER BY user_id, provider LIMIT ?"
-        )
-        .into(),
-    }
+    let schema = vec![
+        create_table(table.as_str()).into(),
+        create_expiry_index(table).into(),
+    ];
+    Statements::standard(table.as_str(), schema)
 }
 
 /// What turns a table of the first layout (a rowid table with an `id`
@@ -179,9 +128,10 @@ impl SqliteStorage {
     /// file, `retrieve_value` runs on the calling thread (see
     /// [`with_inline_reads`](Self::with_inline_reads)).
     ///
-    /// With `config.auto_cleanup` on, a background task on the current
-    /// Tokio runtime purges expired keys every minute until the last clone
-    /// of this storage is dropped.
+    /// Starts no task: expired keys are purged by the manager's
+    /// [`purge_every`](byok_core::store::purge_every) (see
+    /// [`ByokConfig::auto_cleanup`](byok_core::ByokConfig::auto_cleanup)),
+    /// or by a call to `purge_expired`.
     pub async fn connect(url: &str, config: &ByokConfig) -> Result<Self> {
         let table = TableName::new(&config.db_table_name)?;
         let options = SqliteConnectOptions::from_str(url)
@@ -218,7 +168,7 @@ impl SqliteStorage {
             pool
         };
         Ok(SqliteStorage {
-            inner: SqlStorage::new(pool, table, config)?,
+            inner: SqlStorage::new(pool, table),
             inline: reader.is_some(),
             reader,
         })
@@ -246,19 +196,7 @@ impl SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
-        for statement in &self.inner.sql.schema {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
-        let old: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'id')",
-        )
-        .bind(self.inner.table.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(fail)?;
+        let old = self.inner.create_schema(&mut tx).await.map_err(fail)?;
         if old {
             for statement in upgrade(&self.inner.table) {
                 sqlx::raw_sql(AssertSqlSafe(statement))
@@ -365,6 +303,7 @@ impl SqliteStorage {
 
 impl Dialect for Sqlite {
     const ENGINE: Engine = ENGINE;
+    const COLUMNS: &'static str = "SELECT CAST(name AS BLOB) FROM pragma_table_info(?)";
 
     fn statements(table: &TableName) -> Statements {
         statements(table)
@@ -386,43 +325,23 @@ impl Dialect for Sqlite {
         done.rows_affected()
     }
 
-    fn decode(
-        op: &'static str,
-        r: &SqliteRow,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey> {
-        let get = |e| error::storage(ENGINE, op, e);
-        let created_at: i64 = r.try_get("created_at").map_err(get)?;
-        let expires_at: Option<i64> = r.try_get("expires_at").map_err(get)?;
-        let row = row::KeyRow {
-            user_id: match user_id {
-                Some(id) => id.to_owned(),
-                None => r.try_get("user_id").map_err(get)?,
-            },
-            provider: match provider {
-                Some(p) => p.to_owned(),
-                None => r.try_get("provider").map_err(get)?,
-            },
-            encrypted_value: r.try_get("encrypted_value").map_err(get)?,
-            hint: r.try_get("hint").map_err(get)?,
-            created_at: row::from_millis(ENGINE, op, created_at)?,
-            expires_at: expires_at
-                .map(|ms| row::from_millis(ENGINE, op, ms))
-                .transpose()?,
-        };
-        row::into_key(ENGINE, op, row)
+    fn decode_id(op: &'static str, r: &SqliteRow, column: &'static str) -> Result<String> {
+        r.try_get(column).map_err(|e| error::storage(ENGINE, op, e))
     }
 
-    fn decode_provider(r: &SqliteRow) -> Result<String> {
-        r.try_get(0)
-            .map_err(|e| error::storage(ENGINE, "list_providers", e))
+    fn decode_time(
+        op: &'static str,
+        r: &SqliteRow,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        row::millis_column(ENGINE, op, r.try_get(column))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use byok_core::ApiKey;
 
     #[test]
     fn recognizes_in_memory_urls() {

@@ -12,15 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::storage::check_same_slot;
-use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, key, validate};
+use byok_core::store::SchemaStatus;
+use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use crate::error::{self, Engine};
 use crate::pool;
 use crate::retry::retry;
-use crate::row;
-use crate::sweeper::Sweeper;
+use crate::row::{self, PROVIDER_COLUMNS, SLOT_COLUMNS, VALUE_COLUMNS};
 use crate::table::{TableName, sql};
 
 /// A statement of one engine, before its values are bound.
@@ -69,6 +69,153 @@ pub(crate) struct Statements {
     pub(crate) scan_first: Arc<str>,
     /// [`Dialect::bind_after`], now, limit.
     pub(crate) scan_after: Arc<str>,
+    /// The statements of the admin side.
+    pub(crate) admin: AdminStatements,
+}
+
+/// The version of the table's layout that `migrate` writes: 1 is the
+/// layout of byok-sql 0.1 (an `id` column as the primary key), 2 the
+/// current one. Tables carry no version marker; the layout is read from
+/// their columns.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
+
+/// The columns of the current layout.
+const COLUMNS: [&str; 6] = [
+    "user_id",
+    "provider",
+    "encrypted_value",
+    "hint",
+    "created_at",
+    "expires_at",
+];
+
+/// What the admin side of a table runs: counts and `DROP TABLE`.
+pub(crate) struct AdminStatements {
+    /// Now; counts the expired keys still stored.
+    pub(crate) count_expired: Arc<str>,
+    /// Now; counts the unexpired keys.
+    pub(crate) count: Arc<str>,
+    /// Drops the table if it exists.
+    pub(crate) destroy: Arc<str>,
+}
+
+impl AdminStatements {
+    /// The statements of table `t`, with `?` for each value.
+    fn new(t: &str) -> Self {
+        AdminStatements {
+            count_expired: format!("SELECT COUNT(*) FROM {t} WHERE expires_at <= ?").into(),
+            count: format!("SELECT COUNT(*) FROM {t} WHERE expires_at IS NULL OR expires_at > ?")
+                .into(),
+            destroy: format!("DROP TABLE IF EXISTS {t}").into(),
+        }
+    }
+}
+
+impl Statements {
+    /// The statements of table `t` in standard SQL, with `?` for each
+    /// value, as SQLite takes them (and PostgreSQL once
+    /// [`numbered`](Self::numbered)); `schema` is the engine's own. An
+    /// engine that spells some statements otherwise replaces them.
+    pub(crate) fn standard(t: &str, schema: Vec<Arc<str>>) -> Self {
+        let live = "(expires_at IS NULL OR expires_at > ?)";
+        let store = format!(
+            "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (user_id, provider) DO UPDATE SET \
+             encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at"
+        );
+        Statements {
+            schema,
+            // The upsert's WHERE leaves a live key alone: no row changes.
+            insert: format!("{store} WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= ?")
+                .into(),
+            store: store.into(),
+            replace_expired: None,
+            retrieve: format!(
+                "SELECT {VALUE_COLUMNS} FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+            )
+            .into(),
+            retrieve_value: format!(
+                "SELECT encrypted_value FROM {t} WHERE user_id = ? AND provider = ? AND {live}"
+            )
+            .into(),
+            delete: format!("DELETE FROM {t} WHERE user_id = ? AND provider = ?").into(),
+            list: format!(
+                "SELECT provider FROM {t} WHERE user_id = ? AND {live} ORDER BY provider"
+            )
+            .into(),
+            clear: format!("DELETE FROM {t} WHERE user_id = ?").into(),
+            purge: format!("DELETE FROM {t} WHERE expires_at <= ?").into(),
+            purge_batch: None,
+            user_keys: format!(
+                "SELECT {PROVIDER_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY provider"
+            )
+            .into(),
+            swap: format!(
+                "UPDATE {t} SET encrypted_value = ?, hint = ?, created_at = ?, expires_at = ? \
+                 WHERE user_id = ? AND provider = ? AND encrypted_value = ? AND {live}"
+            )
+            .into(),
+            scan_first: format!(
+                "SELECT {SLOT_COLUMNS} FROM {t} WHERE {live} ORDER BY user_id, provider LIMIT ?"
+            )
+            .into(),
+            scan_after: format!(
+                "SELECT {SLOT_COLUMNS} FROM {t} WHERE (user_id, provider) > (?, ?) AND {live} \
+                 ORDER BY user_id, provider LIMIT ?"
+            )
+            .into(),
+            admin: AdminStatements::new(t),
+        }
+    }
+
+    /// The same statements with the `?`s of each numbered `$1`, `$2`… in
+    /// order, as PostgreSQL takes them. (A table name never holds a `?`,
+    /// and no statement has one in a literal.)
+    #[cfg(feature = "postgres")]
+    pub(crate) fn numbered(self) -> Self {
+        let n = |s: Arc<str>| -> Arc<str> { number(&s).into() };
+        Statements {
+            schema: self.schema.into_iter().map(n).collect(),
+            store: n(self.store),
+            insert: n(self.insert),
+            replace_expired: self.replace_expired.map(n),
+            retrieve: n(self.retrieve),
+            retrieve_value: n(self.retrieve_value),
+            delete: n(self.delete),
+            list: n(self.list),
+            clear: n(self.clear),
+            purge: n(self.purge),
+            purge_batch: self.purge_batch.map(n),
+            user_keys: n(self.user_keys),
+            swap: n(self.swap),
+            scan_first: n(self.scan_first),
+            scan_after: n(self.scan_after),
+            admin: AdminStatements {
+                count_expired: n(self.admin.count_expired),
+                count: n(self.admin.count),
+                destroy: n(self.admin.destroy),
+            },
+        }
+    }
+}
+
+/// `statement` with its `?`s numbered `$1`, `$2`… in order.
+#[cfg(feature = "postgres")]
+fn number(statement: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(statement.len() + 16);
+    let mut n = 0;
+    for c in statement.chars() {
+        if c == '?' {
+            n += 1;
+            let _ = write!(out, "${n}");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// How many keys one statement of a batched purge deletes at most.
@@ -98,6 +245,10 @@ pub(crate) trait Dialect: Database {
     /// like a lost connection.
     const PACKET_LIMIT: Option<&'static str> = None;
 
+    /// Table name; selects the names of the table's columns, as text,
+    /// and no row when there is no such table. Reads only.
+    const COLUMNS: &'static str;
+
     /// The statements for `table`.
     fn statements(table: &TableName) -> Statements;
 
@@ -122,18 +273,15 @@ pub(crate) trait Dialect: Database {
     /// How many rows a statement wrote (or, for MySQL, matched).
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// A row of the `SELECT`s of keys, as a key. The user id and the
-    /// provider are read from the row unless given (the statement then
-    /// does not select them).
-    fn decode(
+    /// The id (user id or provider) in `column` of a row.
+    fn decode_id(op: &'static str, row: &Self::Row, column: &'static str) -> Result<String>;
+
+    /// The time in `column` of a row; `None` for null.
+    fn decode_time(
         op: &'static str,
         row: &Self::Row,
-        user_id: Option<&str>,
-        provider: Option<&str>,
-    ) -> Result<ApiKey>;
-
-    /// A row of the `SELECT` of `list_providers`, as a provider.
-    fn decode_provider(row: &Self::Row) -> Result<String>;
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// The state of a storage on engine `D`; clones share the pool.
@@ -141,7 +289,6 @@ pub(crate) struct SqlStorage<D: Database> {
     pub(crate) pool: Pool<D>,
     pub(crate) table: TableName,
     pub(crate) sql: Arc<Statements>,
-    sweeper: Option<Arc<Sweeper>>,
     timeout: Duration,
 }
 
@@ -151,7 +298,6 @@ impl<D: Database> Clone for SqlStorage<D> {
             pool: self.pool.clone(),
             table: self.table.clone(),
             sql: Arc::clone(&self.sql),
-            sweeper: self.sweeper.clone(),
             timeout: self.timeout,
         }
     }
@@ -166,10 +312,15 @@ impl<D: Dialect> fmt::Debug for SqlStorage<D> {
 }
 
 impl<D: Dialect> SqlStorage<D> {
+    /// The backend's name: `sqlite`, `postgres` or `mysql`.
+    pub(crate) fn backend(&self) -> &'static str {
+        D::ENGINE.name()
+    }
+
     /// The `Debug` of the public type `name`.
     pub(crate) fn debug(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
         f.debug_struct(name)
-            .field("backend", &D::ENGINE.name())
+            .field("backend", &self.backend())
             .field("table", &self.table)
             .finish_non_exhaustive()
     }
@@ -202,40 +353,163 @@ where
     for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
     for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
     usize: ColumnIndex<D::Row>,
+    for<'t> &'t str: ColumnIndex<D::Row>,
+    for<'t> String: Decode<'t, D> + Type<D>,
 {
     /// A storage of `pool` on `table` (validated before connecting, so
-    /// that a bad name is refused before any connection is made), with the
-    /// background purge if `config.auto_cleanup` asks for it.
-    pub(crate) fn new(pool: Pool<D>, table: TableName, config: &ByokConfig) -> Result<Self> {
-        let mut store = SqlStorage {
+    /// that a bad name is refused before any connection is made). Starts
+    /// nothing and writes nothing.
+    pub(crate) fn new(pool: Pool<D>, table: TableName) -> Self {
+        SqlStorage {
             pool,
             sql: Arc::new(D::statements(&table)),
             table,
-            sweeper: None,
             timeout: pool::OPERATION_TIMEOUT,
-        };
-        if config.auto_cleanup {
-            // Started on a clone without a sweeper, so that the task does
-            // not keep itself alive.
-            store.sweeper = Some(Arc::new(Sweeper::start(
-                store.clone(),
-                pool::SWEEP_INTERVAL,
-            )?));
         }
-        Ok(store)
     }
 
     /// The same storage on another table.
     pub(crate) fn with_table_name(mut self, name: &str) -> Result<Self> {
         self.table = TableName::new(name)?;
         self.sql = Arc::new(D::statements(&self.table));
-        Ok(self.restart_sweeper())
+        Ok(self)
     }
 
     /// The same storage with another operation deadline.
     pub(crate) fn with_operation_timeout(mut self, timeout: Duration) -> Result<Self> {
         self.timeout = pool::operation_timeout(timeout)?;
-        Ok(self.restart_sweeper())
+        Ok(self)
+    }
+
+    /// A row of the `SELECT`s of keys, as a key. The user id and the
+    /// provider are read from the row unless given (the statement then
+    /// does not select them).
+    fn decode(
+        op: &'static str,
+        r: &D::Row,
+        user_id: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<ApiKey> {
+        let id = |given: Option<&str>, column| match given {
+            Some(id) => Ok(id.to_owned()),
+            None => D::decode_id(op, r, column),
+        };
+        let row = row::KeyRow {
+            user_id: id(user_id, "user_id")?,
+            provider: id(provider, "provider")?,
+            encrypted_value: r.try_get("encrypted_value").map_err(Self::fail(op))?,
+            hint: r.try_get("hint").map_err(Self::fail(op))?,
+            created_at: D::decode_time(op, r, "created_at")?.ok_or_else(|| {
+                error::corrupt(D::ENGINE, op, "a stored created_at is null".to_owned())
+            })?,
+            expires_at: D::decode_time(op, r, "expires_at")?,
+        };
+        row::into_key(D::ENGINE, op, row)
+    }
+
+    /// Runs `statement`, which takes now and selects one count, under the
+    /// operation deadline.
+    async fn count_at_now(&self, op: &'static str, statement: &Arc<str>) -> Result<u64> {
+        self.bounded(op, async {
+            let now = key::now();
+            let row = retry(D::ENGINE, || {
+                D::bind_time(sqlx::query(sql(statement)), now).fetch_one(&self.pool)
+            })
+            .await
+            .map_err(Self::fail(op))?;
+            let n: i64 = row.try_get(0).map_err(Self::fail(op))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// See [`StoreAdmin::count_expired`](byok_core::StoreAdmin::count_expired).
+    pub(crate) async fn count_expired(&self) -> Result<u64> {
+        self.count_at_now("count_expired", &self.sql.admin.count_expired)
+            .await
+    }
+
+    /// See [`StoreAdmin::count`](byok_core::StoreAdmin::count).
+    pub(crate) async fn count(&self) -> Result<u64> {
+        self.count_at_now("count", &self.sql.admin.count).await
+    }
+
+    /// See [`StoreAdmin::destroy`](byok_core::StoreAdmin::destroy).
+    pub(crate) async fn destroy(&self) -> Result<()> {
+        self.bounded("destroy", async {
+            retry(D::ENGINE, || {
+                sqlx::query(sql(&self.sql.admin.destroy)).execute(&self.pool)
+            })
+            .await
+            .map_err(Self::fail("destroy"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Where the table's layout stands, from its columns: `Missing` with
+    /// none, `Older` (version 1) with the `id` column of byok-sql 0.1,
+    /// `UpToDate` with every column of the current layout. A table that
+    /// lacks one of those columns is not byok's: a `Corrupt` error names
+    /// the column, as `migrate` cannot add it.
+    pub(crate) async fn schema_status(&self) -> Result<SchemaStatus> {
+        const OP: &str = "schema_status";
+        let columns = self
+            .bounded(OP, async {
+                retry(D::ENGINE, || self.columns(&self.pool))
+                    .await
+                    .map_err(Self::fail(OP))
+            })
+            .await?;
+        if columns.is_empty() {
+            return Ok(SchemaStatus::Missing);
+        }
+        if let Some(missing) = COLUMNS
+            .iter()
+            .find(|c| !columns.iter().any(|have| have == *c))
+        {
+            return Err(error::corrupt(
+                D::ENGINE,
+                OP,
+                format!("the table has no column `{missing}`, which migrate cannot add"),
+            ));
+        }
+        if columns.iter().any(|c| c == "id") {
+            return Ok(SchemaStatus::Older {
+                found: 1,
+                current: SCHEMA_VERSION,
+            });
+        }
+        Ok(SchemaStatus::UpToDate)
+    }
+
+    /// The names of the table's columns, read through `executor`; none
+    /// when there is no table.
+    async fn columns<'e, E>(&self, executor: E) -> Result<Vec<String>, sqlx::Error>
+    where
+        E: Executor<'e, Database = D>,
+    {
+        let rows = D::bind_id(sqlx::query(D::COLUMNS), self.table.as_str())
+            .fetch_all(executor)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<Vec<u8>, _>(0))
+            .map(|name| name.map(|n| String::from_utf8_lossy(&n).into_owned()))
+            .collect()
+    }
+
+    /// The first steps of every engine's `migrate`, on the connection
+    /// that holds its lock: runs the schema statements, and tells whether
+    /// the table has the `id` column of the first layout, which the
+    /// engine then upgrades.
+    pub(crate) async fn create_schema(
+        &self,
+        conn: &mut D::Connection,
+    ) -> Result<bool, sqlx::Error> {
+        for statement in &self.sql.schema {
+            sqlx::query(sql(statement)).execute(&mut *conn).await?;
+        }
+        Ok(self.columns(&mut *conn).await?.iter().any(|c| c == "id"))
     }
 
     /// Refuses, before anything is sent, a write whose encrypted values
@@ -356,14 +630,6 @@ where
         .await
         .map_err(Self::fail(op))
     }
-
-    /// Points the background purge, if any, at this storage as it now is.
-    fn restart_sweeper(mut self) -> Self {
-        if let Some(sweeper) = self.sweeper.take() {
-            self.sweeper = Some(Arc::new(sweeper.restart(self.clone())));
-        }
-        self
-    }
 }
 
 #[async_trait]
@@ -377,6 +643,8 @@ where
     for<'t> i64: Encode<'t, D> + Type<D> + Decode<'t, D>,
     for<'t> Vec<u8>: Decode<'t, D> + Type<D>,
     usize: ColumnIndex<D::Row>,
+    for<'t> &'t str: ColumnIndex<D::Row>,
+    for<'t> String: Decode<'t, D> + Type<D>,
 {
     async fn store(&self, k: &ApiKey) -> Result<()> {
         self.bounded("store", async {
@@ -451,7 +719,7 @@ where
             let row = self
                 .fetch_live_slot(OP, &self.sql.retrieve, user_id, provider)
                 .await?;
-            row.map(|r| D::decode(OP, &r, Some(user_id), Some(provider)))
+            row.map(|r| Self::decode(OP, &r, Some(user_id), Some(provider)))
                 .transpose()
         })
         .await
@@ -494,7 +762,9 @@ where
             })
             .await
             .map_err(Self::fail("list_providers"))?;
-            rows.iter().map(D::decode_provider).collect()
+            rows.iter()
+                .map(|r| D::decode_id("list_providers", r, "provider"))
+                .collect()
         })
         .await
     }
@@ -577,7 +847,7 @@ where
             .map_err(Self::fail("scan"))?;
             let keys = rows
                 .iter()
-                .map(|r| D::decode("scan", r, None, None))
+                .map(|r| Self::decode("scan", r, None, None))
                 .collect::<Result<Vec<_>>>()?;
             Ok(crate::page(keys, limit))
         })
@@ -593,7 +863,7 @@ where
             .await
             .map_err(Self::fail("user_keys"))?;
             rows.iter()
-                .map(|r| D::decode("user_keys", r, Some(user_id), None))
+                .map(|r| Self::decode("user_keys", r, Some(user_id), None))
                 .collect()
         })
         .await
@@ -641,16 +911,18 @@ macro_rules! public_storage {
         impl $name {
             /// Uses a pool you configured, and the table `config.db_table_name`.
             ///
-            /// With `config.auto_cleanup` on, this starts the background purge
-            /// (see [`connect`](Self::connect)) and so must be called within a
-            /// Tokio runtime.
+            /// Sends nothing to the database and starts no task: expired
+            /// keys are purged by the manager's
+            /// [`purge_every`](byok_core::store::purge_every) (see
+            /// [`ByokConfig::auto_cleanup`](byok_core::ByokConfig::auto_cleanup)),
+            /// or by a call to `purge_expired`.
             pub fn from_pool(
                 pool: $pool,
                 config: &byok_core::ByokConfig,
             ) -> byok_core::Result<Self> {
                 let table = $crate::table::TableName::new(&config.db_table_name)?;
                 Ok($name {
-                    inner: $crate::storage::SqlStorage::new(pool, table, config)?,
+                    inner: $crate::storage::SqlStorage::new(pool, table),
                     $($field: $default),*
                 })
             }
@@ -709,6 +981,32 @@ macro_rules! public_storage {
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 self.inner.debug(f, stringify!($name))
+            }
+        }
+
+        /// The table's admin side: [`migrate`](Self::migrate), a
+        /// read-only `schema_status` (from the table's columns: see
+        /// the [crate docs](crate#schema-status)), counts in one `SELECT
+        /// COUNT(*)` each, and `destroy`, which drops the table.
+        #[async_trait::async_trait]
+        impl byok_core::StoreAdmin for $name {
+            fn backend(&self) -> &'static str {
+                self.inner.backend()
+            }
+            async fn migrate(&self) -> byok_core::Result<()> {
+                $name::migrate(self).await
+            }
+            async fn schema_status(&self) -> byok_core::Result<byok_core::store::SchemaStatus> {
+                self.inner.schema_status().await
+            }
+            async fn count_expired(&self) -> byok_core::Result<Option<u64>> {
+                self.inner.count_expired().await.map(Some)
+            }
+            async fn count(&self) -> byok_core::Result<u64> {
+                self.inner.count().await
+            }
+            async fn destroy(&self) -> byok_core::Result<()> {
+                self.inner.destroy().await
             }
         }
 

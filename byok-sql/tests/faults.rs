@@ -28,11 +28,9 @@ const DEADLINE: Duration = Duration::from_secs(1);
 /// The hang detector: far above the deadline.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// The config of a store on `table`, without a background sweeper.
+/// The config of a store on `table`.
 fn config(table: &str) -> ByokConfig {
-    ByokConfig::default()
-        .with_db_table_name(table)
-        .with_auto_cleanup(false)
+    ByokConfig::default().with_db_table_name(table)
 }
 
 async fn report(engine: &str, store: &dyn KeyStorage, proxy: &FaultProxy, fault: Fault) {

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,21 +27,15 @@ use common::Scratch;
 const LIST_TABLES: &str = "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
      WHERE table_schema = DATABASE() AND table_name LIKE 'byok\\_test\\_%'";
 
-/// A migrated store on a fresh table, or `None` without a server.
-async fn setup() -> Option<Scratch<MySqlStorage>> {
-    let url = byok_testkit::services::mysql_url().await?;
-    Some(
-        common::scratch::<MySqlConnection, _>(
-            url,
-            LIST_TABLES,
-            MySqlStorage::connect,
-            MySqlStorage::migrate,
-        )
-        .await,
-    )
-}
-
-byok_testkit::conformance_tests!(maybe: setup().await);
+common::server_suites!(
+    MySqlStorage,
+    MySqlConnection,
+    MySqlPoolOptions,
+    "mysql",
+    3306,
+    byok_testkit::services::mysql_url,
+    LIST_TABLES
+);
 
 #[tokio::test]
 async fn ids_are_binary_and_times_are_unix_milliseconds() {
@@ -72,47 +65,6 @@ async fn ids_are_binary_and_times_are_unix_milliseconds() {
 }
 
 #[tokio::test]
-async fn swapping_for_an_identical_key_succeeds() {
-    // MySQL counts changed rows unless the client asks for found rows.
-    let Some(s) = setup().await else { return };
-    let key = ApiKey::new("u", "p", b"same".to_vec()).unwrap();
-    s.store.store(&key).await.unwrap();
-    assert!(s.store.compare_and_swap(&key, &key).await.unwrap());
-    assert!(s.store.compare_and_swap(&key, &key).await.unwrap());
-    assert_eq!(s.store.retrieve("u", "p").await.unwrap(), Some(key));
-}
-
-#[tokio::test]
-async fn concurrent_migrations_from_two_pools_both_succeed() {
-    let Some(url) = byok_testkit::services::mysql_url().await else {
-        return;
-    };
-    let table = common::table_name();
-    let config = ByokConfig::default()
-        .with_db_table_name(table.clone())
-        .with_auto_cleanup(false);
-    let a = MySqlStorage::connect(&url, &config).await.unwrap();
-    let b = MySqlStorage::connect(&url, &config).await.unwrap();
-    let guard = Scratch::new((), common::drop_table::<MySqlConnection>(url, table));
-    let (ra, rb, rc, rd) = tokio::join!(a.migrate(), b.migrate(), a.migrate(), b.migrate());
-    for r in [ra, rb, rc, rd] {
-        r.unwrap();
-    }
-    a.store(&ApiKey::new("u", "p", vec![7]).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        b.retrieve("u", "p")
-            .await
-            .unwrap()
-            .unwrap()
-            .encrypted_value(),
-        [7]
-    );
-    drop(guard);
-}
-
-#[tokio::test]
 async fn a_non_utf8_id_reads_back_as_corrupt() {
     let Some(s) = setup().await else { return };
     sqlx::query(AssertSqlSafe(format!(
@@ -130,24 +82,6 @@ async fn a_non_utf8_id_reads_back_as_corrupt() {
 }
 
 #[tokio::test]
-async fn a_refused_statement_is_rejected_with_the_sqlx_source() {
-    let Some(url) = byok_testkit::services::mysql_url().await else {
-        return;
-    };
-    // A table that was never migrated: the database refuses every statement.
-    let config = ByokConfig::default()
-        .with_db_table_name(common::table_name())
-        .with_auto_cleanup(false);
-    let store = MySqlStorage::connect(&url, &config).await.unwrap();
-    let err = store.retrieve("u", "p").await.unwrap_err();
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Rejected, "{err}");
-    let source = storage.source().expect("the driver error is kept");
-    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
-    assert!(matches!(sqlx_err, sqlx::Error::Database(_)), "{sqlx_err:?}");
-}
-
-#[tokio::test]
 async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
     let Some(s) = setup().await else { return };
     let url = byok_testkit::services::mysql_url().await.unwrap();
@@ -161,9 +95,7 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
         .connect_with(options)
         .await
         .unwrap();
-    let config = ByokConfig::default()
-        .with_db_table_name(s.store.table_name())
-        .with_auto_cleanup(false);
+    let config = ByokConfig::default().with_db_table_name(s.store.table_name());
     let store = MySqlStorage::from_pool(pool, &config).unwrap();
     let zone: String = sqlx::query_scalar("SELECT CAST(@@session.time_zone AS CHAR)")
         .fetch_one(store.pool())
@@ -198,122 +130,6 @@ async fn expiry_is_compared_with_rusts_clock_whatever_the_session_time_zone() {
         .with_expires_at(Some(now + chrono::Duration::milliseconds(86_400_123)));
     store.store(&key).await.unwrap();
     assert_eq!(store.retrieve("clock", "ms").await.unwrap(), Some(key));
-}
-
-#[tokio::test]
-async fn an_unreachable_server_is_a_retryable_error_with_the_sqlx_source() {
-    // Needs no server: nothing listens on the port.
-    let url = format!("mysql://root@127.0.0.1:{}/test", common::closed_port());
-    let config = ByokConfig::for_tests();
-    let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Unavailable);
-    let source = storage.source().expect("the driver error is kept");
-    let sqlx_err = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
-    assert!(matches!(sqlx_err, sqlx::Error::Io(_)), "{sqlx_err:?}");
-
-    // A pool that cannot connect times out waiting for a connection.
-    let pool = MySqlPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_lazy(&url)
-        .unwrap();
-    let store = MySqlStorage::from_pool(pool, &config).unwrap();
-    let err = store.list_providers("u").await.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.backend, "mysql");
-    assert!(
-        storage
-            .source()
-            .and_then(|s| s.downcast_ref::<sqlx::Error>())
-            .is_some()
-    );
-}
-
-#[tokio::test]
-async fn neither_debug_nor_errors_show_the_connection_string() {
-    // Needs no server: nothing listens on port 1, and the other URLs are
-    // refused before any connection.
-    let config = ByokConfig::for_tests();
-    let url = format!(
-        "mysql://app:hunter2@127.0.0.1:{}/test",
-        common::closed_port()
-    );
-    let pool = MySqlPoolOptions::new().connect_lazy(&url).unwrap();
-    let store = MySqlStorage::from_pool(pool, &config).unwrap();
-    assert_eq!(
-        format!("{store:?}"),
-        "MySqlStorage { backend: \"mysql\", table: \"user_api_keys\", .. }"
-    );
-    let err = MySqlStorage::connect(&url, &config).await.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    common::assert_hidden(&err, "hunter2");
-
-    for malformed in [
-        // A port out of range.
-        "mysql://app:hunter2@127.0.0.1:99999/test",
-        // A `#` in the password ends the authority: the password becomes
-        // the "port" of host `app`.
-        "mysql://app:hunter2#x@127.0.0.1:5432/test",
-        // An SSL mode that does not exist.
-        "mysql://app:hunter2@127.0.0.1:5432/test?sslmode=sometimes",
-    ] {
-        let err = MySqlStorage::connect(malformed, &config).await.unwrap_err();
-        assert!(matches!(err, ByokError::Config(_)), "{malformed}: {err:?}");
-        assert!(
-            err.source().is_some(),
-            "{malformed}: the sqlx error is kept"
-        );
-        common::assert_hidden(&err, "hunter2");
-    }
-}
-
-#[tokio::test]
-async fn a_server_that_never_answers_times_out_on_connect() {
-    // Needs no server: the listener accepts and then stays silent.
-    let (port, server) = common::silent_server().await;
-    let url = format!("mysql://root@127.0.0.1:{port}/test");
-    let config = ByokConfig::for_tests();
-    let err = tokio::time::timeout(common::NO_HANG, MySqlStorage::connect(&url, &config))
-        .await
-        .expect("connect gave up by itself")
-        .unwrap_err();
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
-    assert!(err.is_retryable());
-    server.abort();
-}
-
-#[tokio::test]
-async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
-    // Needs no server: the listener accepts and then stays silent, and the
-    // pool would wait far longer than the operation may.
-    let (port, server) = common::silent_server().await;
-    let url = format!("mysql://root@127.0.0.1:{port}/test");
-    let pool = MySqlPoolOptions::new()
-        .acquire_timeout(common::NO_HANG)
-        .connect_lazy(&url)
-        .unwrap();
-    let config = ByokConfig::for_tests();
-    let store = MySqlStorage::from_pool(pool, &config)
-        .unwrap()
-        .with_operation_timeout(Duration::from_millis(200))
-        .unwrap();
-    let err = tokio::time::timeout(common::NO_HANG, store.retrieve("u", "p"))
-        .await
-        .expect("the operation gave up by itself")
-        .unwrap_err();
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
-    assert!(err.is_retryable());
-    let source = storage.source().expect("the timer is kept as the source");
-    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
-    assert!(matches!(
-        store.with_operation_timeout(Duration::ZERO),
-        Err(byok_core::ByokError::Config(_))
-    ));
-    server.abort();
 }
 
 #[tokio::test]
@@ -359,63 +175,11 @@ async fn a_cancelled_migration_does_not_leave_its_lock_behind() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::timeout(common::NO_HANG, s.store.migrate())
+    tokio::time::timeout(byok_testkit::sql::NO_HANG, s.store.migrate())
         .await
         .expect("a later migration gets the lock")
         .unwrap();
     let _ = holder.close().await;
-}
-
-#[tokio::test]
-async fn times_after_the_year_9999_round_trip() {
-    let Some(s) = setup().await else { return };
-    common::far_future_times_round_trip(&s).await;
-}
-
-#[tokio::test]
-async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
-    let Some(s) = setup().await else { return };
-    let url = byok_testkit::services::mysql_url().await.unwrap();
-    let proxy = common::SilentProxy::start(common::upstream(&url, 3306)).await;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(common::NO_HANG)
-        // As in `connect`'s pool: the statement itself meets the silence.
-        .test_before_acquire(false)
-        .connect(&common::on_loopback_port(&url, proxy.port))
-        .await
-        .unwrap();
-    let config = ByokConfig::default()
-        .with_db_table_name(s.store.table_name())
-        .with_auto_cleanup(false);
-    let store = MySqlStorage::from_pool(pool, &config).unwrap();
-    let key = ApiKey::new("u", "p", vec![1]).unwrap();
-    store.store(&key).await.unwrap();
-    assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(key));
-
-    // Once the connection is back in the pool (sqlx pings it on the way),
-    // the server neither answers nor closes it any more.
-    let start = std::time::Instant::now();
-    while store.pool().num_idle() < 1 {
-        assert!(
-            start.elapsed() < common::NO_HANG,
-            "the connection never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    proxy.freeze();
-    let store = store
-        .with_operation_timeout(Duration::from_millis(500))
-        .unwrap();
-    let err = tokio::time::timeout(common::NO_HANG, store.retrieve("u", "p"))
-        .await
-        .expect("the operation gave up by itself")
-        .unwrap_err();
-    let storage = err.as_storage().expect("a storage error");
-    assert_eq!(storage.kind, StorageErrorKind::Timeout, "{err}");
-    assert!(err.is_retryable());
-    let source = storage.source().expect("the timer is kept as the source");
-    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
 }
 
 /// Sixteen tasks writing the keys of sixteen different users with every
@@ -557,7 +321,10 @@ async fn a_deadlocked_statement_is_run_again() {
         if waiting > 0 {
             break;
         }
-        assert!(start.elapsed() < common::NO_HANG, "clear_all never waited");
+        assert!(
+            start.elapsed() < byok_testkit::sql::NO_HANG,
+            "clear_all never waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // MariaDB counts deadlocks in a status variable, MySQL in a metric.
@@ -633,18 +400,6 @@ async fn a_purge_of_more_keys_than_one_batch_removes_them_all() {
     assert!(s.store.retrieve("u2000", "p").await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn bad_scan_cursors_are_invalid_input() {
-    let Some(s) = setup().await else { return };
-    common::bad_cursors_are_invalid_input(&s).await;
-}
-
-#[tokio::test]
-async fn user_keys_is_one_read_that_includes_expired_keys() {
-    let Some(s) = setup().await else { return };
-    common::user_keys_include_expired_keys_in_byte_order(&s).await;
-}
-
 /// The largest value of a `MEDIUMBLOB`.
 const MEDIUMBLOB_MAX: usize = (1 << 24) - 1;
 
@@ -669,9 +424,7 @@ async fn non_strict(s: &Scratch<MySqlStorage>) -> MySqlStorage {
         .await
         .unwrap();
     assert_eq!(mode, "", "the session is not strict");
-    let config = ByokConfig::default()
-        .with_db_table_name(s.store.table_name())
-        .with_auto_cleanup(false);
+    let config = ByokConfig::default().with_db_table_name(s.store.table_name());
     MySqlStorage::from_pool(pool, &config).unwrap()
 }
 
@@ -803,9 +556,7 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
         return;
     };
     let table = common::table_name();
-    let config = ByokConfig::default()
-        .with_db_table_name(table.clone())
-        .with_auto_cleanup(false);
+    let config = ByokConfig::default().with_db_table_name(table.clone());
     let a = MySqlStorage::connect(&url, &config).await.unwrap();
     let b = MySqlStorage::connect(&url, &config).await.unwrap();
     let guard = Scratch::new(
@@ -829,15 +580,7 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     .await
     .unwrap();
 
-    // The old layout still serves reads before its upgrade.
-    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
-    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
-
-    // Two processes upgrading at once, then once more.
-    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    ra.unwrap();
-    rb.unwrap();
-    a.migrate().await.unwrap();
+    common::upgrade_from_the_first_layout(&a, &b).await;
     let (primary, others) = indexes(a.pool(), &table).await;
     assert_eq!(primary, ["user_id", "provider"]);
     assert_eq!(others, ["expires_at_idx"]);

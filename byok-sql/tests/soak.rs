@@ -37,7 +37,7 @@ async fn sqlite_file() {
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("keys.db").display());
-    let config = ByokConfig::for_tests();
+    let config = ByokConfig::default();
     let store = SqliteStorage::connect(&url, &config).await.unwrap();
     store.migrate().await.unwrap();
     check("sqlite", Arc::new(store)).await;

@@ -32,16 +32,31 @@ async fn setup() -> Option<Scratch<SqliteStorage>> {
     Some(Scratch::new(store, move || drop(dir)))
 }
 
+/// A store with the default configuration on `keys.db` in `dir`.
+async fn open_unmigrated(dir: &TempDir) -> SqliteStorage {
+    SqliteStorage::connect(&url(dir), &ByokConfig::default())
+        .await
+        .expect("the database file opens")
+}
+
 /// A migrated store with the default configuration on `keys.db` in `dir`.
 async fn open(dir: &TempDir) -> SqliteStorage {
-    let store = SqliteStorage::connect(&url(dir), &ByokConfig::default())
-        .await
-        .expect("the database file opens");
+    let store = open_unmigrated(dir).await;
     store.migrate().await.expect("migrate");
     store
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
+byok_testkit::admin_conformance_tests!(maybe: setup().await);
+
+#[tokio::test]
+async fn concurrent_migrations_from_two_pools_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open_unmigrated(&dir).await, open_unmigrated(&dir).await);
+    if let Err(failure) = byok_testkit::sql::migrations_at_once_succeed(&a, &b).await {
+        panic!("{failure}");
+    }
+}
 
 #[tokio::test]
 async fn file_is_created_in_wal_mode_with_a_larger_cache_and_keys_survive_a_reopen() {
@@ -74,40 +89,11 @@ async fn file_is_created_in_wal_mode_with_a_larger_cache_and_keys_survive_a_reop
 }
 
 #[tokio::test]
-async fn concurrent_migrations_from_two_pools_both_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ByokConfig::default();
-    let a = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
-    let b = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
-    let (ra, rb, rc) = tokio::join!(a.migrate(), b.migrate(), a.migrate());
-    ra.unwrap();
-    rb.unwrap();
-    rc.unwrap();
-    a.store(&ApiKey::new("u", "p", vec![7]).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        b.retrieve("u", "p")
-            .await
-            .unwrap()
-            .unwrap()
-            .encrypted_value(),
-        [7]
-    );
-}
-
-#[tokio::test]
 async fn a_url_without_a_file_is_a_config_error() {
     let err = SqliteStorage::connect("sqlite://", &ByokConfig::default())
         .await
         .unwrap_err();
     assert!(matches!(err, byok_core::ByokError::Config(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn times_after_the_year_9999_round_trip() {
-    let Some(s) = setup().await else { return };
-    common::far_future_times_round_trip(&s).await;
 }
 
 /// The `CREATE` statements of the table `user_api_keys` and its indexes,
@@ -147,7 +133,7 @@ async fn the_slot_is_the_primary_key_and_the_expiry_index_is_partial() {
 #[tokio::test]
 async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ByokConfig::for_tests();
+    let config = ByokConfig::default();
     let a = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
     let b = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
     // The table and index as byok-sql 0.1 made them.
@@ -178,15 +164,7 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     .await
     .unwrap();
 
-    // The old layout still serves reads before its upgrade.
-    assert_eq!(a.user_keys("alice").await.unwrap().len(), 2);
-    assert!(a.retrieve("alice", "openai").await.unwrap().is_some());
-
-    // Two processes upgrading at once, then once more.
-    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    ra.unwrap();
-    rb.unwrap();
-    a.migrate().await.unwrap();
+    common::upgrade_from_the_first_layout(&a, &b).await;
     assert_current_layout(&a).await;
     common::old_layout_rows_read_back(&b).await;
 }

@@ -29,6 +29,15 @@ async fn setup() -> Option<SqliteStorage> {
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
+byok_testkit::admin_conformance_tests!(maybe: setup().await);
+
+#[tokio::test]
+async fn user_keys_is_one_read_that_includes_expired_keys() {
+    let store = setup().await.unwrap();
+    if let Err(failure) = byok_testkit::sql::user_keys_include_expired_keys(&store).await {
+        panic!("{failure}");
+    }
+}
 
 fn config_with_table(name: &str) -> ByokConfig {
     ByokConfig::default().with_db_table_name(name)
@@ -219,30 +228,11 @@ async fn expiry_is_compared_with_rusts_clock() {
 }
 
 #[tokio::test]
-async fn a_cursor_that_is_not_a_slot_is_invalid_input() {
-    let store = setup().await.unwrap();
-    let err = store
-        .scan(Some(&byok_core::Cursor::new("nonsense")), 10)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ByokError::InvalidInput(_)), "{err:?}");
-}
-
-#[tokio::test]
 async fn a_malformed_url_is_a_config_error() {
     let err = SqliteStorage::connect("sqlite://keys.db?bogus=1", &ByokConfig::default())
         .await
         .unwrap_err();
     assert!(matches!(err, ByokError::Config(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn swapping_for_an_identical_key_succeeds() {
-    let store = setup().await.unwrap();
-    let key = ApiKey::new("u", "p", b"same".to_vec()).unwrap();
-    store.store(&key).await.unwrap();
-    assert!(store.compare_and_swap(&key, &key).await.unwrap());
-    assert_eq!(store.retrieve("u", "p").await.unwrap(), Some(key));
 }
 
 #[tokio::test]
@@ -255,7 +245,7 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
         .connect("sqlite::memory:")
         .await
         .unwrap();
-    let config = ByokConfig::for_tests();
+    let config = ByokConfig::default();
     let store = SqliteStorage::from_pool(pool.clone(), &config)
         .unwrap()
         .with_operation_timeout(Duration::from_millis(100))
@@ -280,19 +270,37 @@ async fn an_operation_past_its_deadline_fails_with_a_retryable_timeout() {
 }
 
 #[tokio::test]
-async fn times_after_the_year_9999_round_trip() {
-    let store = setup().await.unwrap();
-    common::far_future_times_round_trip(&store).await;
-}
+async fn schema_status_reads_the_columns_and_writes_nothing() {
+    use byok_core::{SchemaStatus, StoreAdmin};
+    let store = SqliteStorage::connect("sqlite::memory:", &ByokConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Missing);
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        tables.is_empty(),
+        "opening or reading the status wrote {tables:?}"
+    );
 
-#[tokio::test]
-async fn bad_scan_cursors_are_invalid_input() {
-    let Some(s) = setup().await else { return };
-    common::bad_cursors_are_invalid_input(&s).await;
-}
+    // A table that is not byok's: the status names the missing column.
+    sqlx::query("CREATE TABLE user_api_keys (user_id TEXT, provider TEXT, value BLOB)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.schema_status().await.unwrap_err();
+    assert_eq!(
+        err.as_storage().map(|s| s.kind),
+        Some(StorageErrorKind::Corrupt),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`encrypted_value`"), "{err}");
 
-#[tokio::test]
-async fn user_keys_is_one_read_that_includes_expired_keys() {
-    let Some(s) = setup().await else { return };
-    common::user_keys_include_expired_keys_in_byte_order(&s).await;
+    store.destroy().await.unwrap();
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Missing);
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
 }

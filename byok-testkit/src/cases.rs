@@ -17,43 +17,6 @@ use futures::future::join_all;
 
 use crate::{CaseResult, Failure, Namespace};
 
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(Failure::new(format!($($msg)+)));
-        }
-    };
-}
-
-macro_rules! ensure_eq {
-    ($left:expr, $right:expr, $($msg:tt)+) => {
-        match (&$left, &$right) {
-            (l, r) => {
-                if l != r {
-                    return Err(Failure::new(format!(
-                        "{}: expected {:?}, got {:?}",
-                        format!($($msg)+),
-                        r,
-                        l
-                    )));
-                }
-            }
-        }
-    };
-}
-
-macro_rules! case {
-    ($(#[$doc:meta])* $name:ident($store:ident, $ns:ident) $body:block) => {
-        $(#[$doc])*
-        pub async fn $name($store: &dyn KeyStorage) -> CaseResult {
-            let $ns = Namespace::new();
-            let result: CaseResult = async { $body }.await;
-            $ns.cleanup($store).await;
-            result
-        }
-    };
-}
-
 /// User or provider ids that are legal but trip naive key layouts, SQL
 /// `LIKE`, glob patterns, separators and case-insensitive collations.
 pub const HOSTILE_IDS: &[&str] = &[
@@ -1299,6 +1262,86 @@ case! {
             }
         }
         eprintln!("absurd times: {tally}");
+        Ok(())
+    }
+}
+
+case! {
+    /// Keys created and expiring after the year 9999 (where MySQL's
+    /// `DATETIME` stops), up to `chrono`'s last millisecond, are stored,
+    /// listed, walked, swapped and read back exactly, and no purge removes
+    /// them.
+    times_after_the_year_9999_round_trip(store, ns) {
+        let user = ns.user("far");
+        let year_10000 = Utc
+            .with_ymd_and_hms(10_000, 1, 1, 0, 0, 0)
+            .single()
+            .ok_or_else(|| Failure::new("chrono holds the year 10000"))?
+            + chrono::Duration::milliseconds(123);
+        let year_99999 = Utc
+            .with_ymd_and_hms(99_999, 12, 31, 23, 59, 59)
+            .single()
+            .ok_or_else(|| Failure::new("chrono holds the year 99999"))?;
+        let times = [year_10000, year_99999, DateTime::<Utc>::MAX_UTC];
+        let mut providers = Vec::new();
+        for (i, at) in times.into_iter().enumerate() {
+            let provider = format!("far{i}");
+            let k = key(&user, &provider, vec![1, 2, 3])?
+                .with_created_at(at)
+                .with_expires_at(Some(at));
+            store.store(&k).await?;
+            ensure_eq!(store.retrieve(&user, &provider).await?, Some(k), "expiring at {at}");
+            providers.push(provider);
+        }
+        ensure_eq!(store.list_providers(&user).await?, providers, "providers");
+        ensure_eq!(scan_namespace(store, &ns, 10).await?.len(), times.len(), "keys walked");
+
+        let current = get(store, &user, "far0").await?;
+        let swapped = current
+            .clone()
+            .with_encrypted_value(vec![9])
+            .with_expires_at(Some(DateTime::<Utc>::MAX_UTC));
+        ensure!(store.compare_and_swap(&current, &swapped).await?, "the swap failed");
+        ensure_eq!(get(store, &user, "far0").await?, swapped, "after the swap");
+        store.purge_expired().await?;
+        ensure_eq!(store.list_providers(&user).await?, providers, "providers after a purge");
+        Ok(())
+    }
+}
+
+case! {
+    /// A scan cursor that is malformed, or that names a slot no key can
+    /// have (an id with NUL or another control character, an empty id),
+    /// is refused as invalid input naming the cursor, before anything
+    /// reaches the store's server.
+    bad_scan_cursors_are_invalid_input(store, _ns) {
+        let bad = [
+            Cursor::after_slot("a\0b", "p"),
+            Cursor::after_slot("u", "p\0"),
+            Cursor::after_slot("u\n", "p"),
+            Cursor::after_slot("", "p"),
+            Cursor::after_slot("u", ""),
+            Cursor::new("no length"),
+            Cursor::new("nonsense"),
+            Cursor::new("99:short"),
+        ];
+        for cursor in &bad {
+            expect_invalid(&format!("scan from {cursor:?}"), store.scan(Some(cursor), 10).await, Field::Cursor)?;
+        }
+        Ok(())
+    }
+}
+
+case! {
+    /// Swapping a key for an identical one succeeds and leaves it as it
+    /// was (MySQL counts matched rows, not changed ones, for this).
+    swapping_for_an_identical_key_succeeds(store, ns) {
+        let user = ns.user("u");
+        let k = key(&user, "p", b"same".to_vec())?;
+        store.store(&k).await?;
+        ensure!(store.compare_and_swap(&k, &k).await?, "the swap for an identical key failed");
+        ensure!(store.compare_and_swap(&k, &k).await?, "the second swap for an identical key failed");
+        ensure_eq!(get(store, &user, "p").await?, k, "after the swap");
         Ok(())
     }
 }

@@ -38,14 +38,17 @@
 //! * treat a key as absent from its `expires_at` on;
 //! * make `store`, `store_if_absent` and `compare_and_swap` atomic for
 //!   their slot;
-//! * walk in a stable order and put the position in the [`Cursor`](byok_core::Cursor).
+//! * walk in a stable order and put the position in the [`Cursor`](byok_core::Cursor),
+//!   and refuse a cursor that is not one of yours, or names a slot no key
+//!   can have, as invalid input for the cursor.
 //!
 //! ```
 //! use std::collections::BTreeMap;
 //! use std::sync::Mutex;
 //!
 //! use byok_core::storage::check_same_slot;
-//! use byok_core::{async_trait, validate, ApiKey, Cursor, KeyStorage, Result, ScanPage};
+//! use byok_core::error::{Field, Problem};
+//! use byok_core::{async_trait, validate, ApiKey, Cursor, InvalidInput, KeyStorage, Result, ScanPage};
 //! use chrono::Utc;
 //!
 //! /// Keys by (user id, provider): the map's order is the walk's order.
@@ -141,6 +144,11 @@
 //!         let start = match cursor {
 //!             Some(c) => {
 //!                 let (user, provider) = c.slot()?;
+//!                 // A cursor is input too: one naming a slot that no key
+//!                 // can have is refused.
+//!                 validate::stored_slot(user, provider).map_err(|_| {
+//!                     InvalidInput::new(Field::Cursor, Problem::Other("names no valid slot"))
+//!                 })?;
 //!                 std::ops::Bound::Excluded(slot(user, provider))
 //!             }
 //!             None => std::ops::Bound::Unbounded,
@@ -177,6 +185,70 @@ use std::time::{Duration, Instant};
 use byok_core::{ByokError, KeyStorage};
 use futures::future::BoxFuture;
 
+/// Fails the case with the message unless the condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::Failure::new(format!($($msg)+)));
+        }
+    };
+}
+
+/// Fails the case unless both sides are equal, showing both.
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                if l != r {
+                    return Err($crate::Failure::new(format!(
+                        "{}: expected {:?}, got {:?}",
+                        format!($($msg)+),
+                        r,
+                        l
+                    )));
+                }
+            }
+        }
+    };
+}
+
+/// A case: `pub async fn $name($store: &$ty) -> CaseResult` (`$ty` is
+/// `dyn KeyStorage` unless given) that runs `$body` with a fresh
+/// [`Namespace`] `$ns`, cleared after.
+macro_rules! case {
+    ($(#[$doc:meta])* $name:ident($store:ident, $ns:ident) $body:block) => {
+        case!($(#[$doc])* $name($store: dyn byok_core::KeyStorage, $ns) $body);
+    };
+    ($(#[$doc:meta])* $name:ident($store:ident: $ty:ty, $ns:ident) $body:block) => {
+        $(#[$doc])*
+        pub async fn $name($store: &$ty) -> $crate::CaseResult {
+            let $ns = $crate::Namespace::new();
+            let result: $crate::CaseResult = async { $body }.await;
+            $ns.cleanup($store).await;
+            result
+        }
+    };
+}
+
+/// Defines the exported macro `$name`: its argument is the setup of each
+/// test (an `Option` after `maybe:`), and it expands to
+/// [`__case_tests!`] over the cases given, in a module `$module`.
+macro_rules! case_tests_macro {
+    ($d:tt; $(#[$doc:meta])* $name:ident, $module:ident, $cases:ident; $($case:ident),* $(,)?) => {
+        $(#[$doc])*
+        #[macro_export]
+        macro_rules! $name {
+            (maybe: $d setup:expr) => {
+                $d crate::__case_tests!($module, $cases, $d setup; $($case),*);
+            };
+            ($d setup:expr) => {
+                $d crate::$name!(maybe: Some($d setup));
+            };
+        }
+    };
+}
+
+pub mod admin;
 pub mod cases;
 pub mod layers;
 pub mod services;
@@ -186,6 +258,7 @@ pub mod faults;
 pub mod provider_stub;
 pub mod proxy;
 pub mod soak;
+pub mod sql;
 
 #[doc(hidden)]
 pub mod __private {
@@ -359,6 +432,29 @@ pub async fn run_all(store: &dyn KeyStorage) -> Report {
     report
 }
 
+/// A module `$module` of one `#[tokio::test]` per case, each named after
+/// its case and calling `$crate::$cases::$case` with what `$setup` (an
+/// `Option`) gives, or returning at once when it gives `None`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_tests {
+    ($module:ident, $cases:ident, $setup:expr; $($case:ident),* $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(store) = $setup else { return };
+                    if let Err(failure) = $crate::$cases::$case(&store).await {
+                        panic!("{}: {}", stringify!($case), failure);
+                    }
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! suite {
     ($d:tt; $($case:ident),* $(,)?) => {
         /// Every case of the suite, by name.
@@ -366,54 +462,36 @@ macro_rules! suite {
             $((stringify!($case), |store| Box::pin(cases::$case(store)))),*
         ];
 
-        /// Expands to a module `conformance` with one `#[tokio::test]` per
-        /// case of the suite, each named after its case.
-        ///
-        /// The argument is an expression, evaluated inside each async test,
-        /// that makes the store under test. With `maybe:` before it, the
-        /// expression gives an `Option` of a store, and a test whose setup
-        /// gives `None` returns at once (see [`services`] for the skip
-        /// lines). The calling crate needs `tokio` with the `macros` and
-        /// `rt-multi-thread` features among its dev-dependencies.
-        ///
-        /// ```
-        /// mod memory {
-        ///     use byok_memory::MemoryStorage;
-        ///     byok_testkit::conformance_tests!(MemoryStorage::new());
-        /// }
-        ///
-        /// mod server {
-        ///     # use byok_memory::MemoryStorage;
-        ///     /// `None`, with a skip line, when the server is not there.
-        ///     async fn setup() -> Option<MemoryStorage> {
-        ///         byok_testkit::services::redis_url().await?;
-        ///         Some(MemoryStorage::new())
-        ///     }
-        ///     byok_testkit::conformance_tests!(maybe: setup().await);
-        /// }
-        /// # fn main() {}
-        /// ```
-        #[macro_export]
-        macro_rules! conformance_tests {
-            (maybe: $d setup:expr) => {
-                mod conformance {
-                    #[allow(unused_imports)]
-                    use super::*;
-                    $(
-                        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                        async fn $case() {
-                            let Some(store) = $d setup else { return };
-                            if let Err(failure) = $d crate::cases::$case(&store).await {
-                                panic!("{}: {}", stringify!($case), failure);
-                            }
-                        }
-                    )*
-                }
-            };
-            ($d setup:expr) => {
-                $d crate::conformance_tests!(maybe: Some($d setup));
-            };
-        }
+        case_tests_macro!($d;
+            /// Expands to a module `conformance` with one `#[tokio::test]` per
+            /// case of the suite, each named after its case.
+            ///
+            /// The argument is an expression, evaluated inside each async test,
+            /// that makes the store under test. With `maybe:` before it, the
+            /// expression gives an `Option` of a store, and a test whose setup
+            /// gives `None` returns at once (see [`services`] for the skip
+            /// lines). The calling crate needs `tokio` with the `macros` and
+            /// `rt-multi-thread` features among its dev-dependencies.
+            ///
+            /// ```
+            /// mod memory {
+            ///     use byok_memory::MemoryStorage;
+            ///     byok_testkit::conformance_tests!(MemoryStorage::new());
+            /// }
+            ///
+            /// mod server {
+            ///     # use byok_memory::MemoryStorage;
+            ///     /// `None`, with a skip line, when the server is not there.
+            ///     async fn setup() -> Option<MemoryStorage> {
+            ///         byok_testkit::services::redis_url().await?;
+            ///         Some(MemoryStorage::new())
+            ///     }
+            ///     byok_testkit::conformance_tests!(maybe: setup().await);
+            /// }
+            /// # fn main() {}
+            /// ```
+            conformance_tests, conformance, cases; $($case),*
+        );
     };
 }
 
@@ -452,4 +530,7 @@ suite!($;
     user_with_500_providers,
     hostile_ids_are_refused_or_isolated,
     absurd_times_are_stored_exactly_or_refused,
+    times_after_the_year_9999_round_trip,
+    bad_scan_cursors_are_invalid_input,
+    swapping_for_an_identical_key_succeeds,
 );

@@ -16,12 +16,15 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use byok_core::chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
+use byok_core::chrono::{TimeZone, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use byok_core::{ApiKey, ByokConfig, Cursor, KeyStorage, Result, ScanPage, async_trait};
+use byok_core::store::{SchemaStatus, StoreStats};
+use byok_core::{ApiKey, ByokConfig, KeyStorage, Result, StoreAdmin, async_trait};
+use byok_sql::sqlx::pool::PoolOptions;
 use byok_sql::sqlx::{
-    self, AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Executor, IntoArguments, Type,
+    self, AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Executor, IntoArguments, Pool,
+    Type,
 };
 
 /// The prefix of every table the tests make.
@@ -180,153 +183,126 @@ impl<S: fmt::Debug> fmt::Debug for Scratch<S> {
     }
 }
 
+byok_core::forward_key_storage!(@impl [S: KeyStorage] Scratch<S>, (self) => self.store);
+
 #[async_trait]
-impl<S: KeyStorage> KeyStorage for Scratch<S> {
-    async fn store(&self, key: &ApiKey) -> Result<()> {
-        self.store.store(key).await
+impl<S: StoreAdmin> StoreAdmin for Scratch<S> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
     }
-    async fn store_if_absent(&self, key: &ApiKey) -> Result<bool> {
-        self.store.store_if_absent(key).await
+    async fn migrate(&self) -> Result<()> {
+        self.store.migrate().await
     }
-    async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
-        self.store.retrieve(user_id, provider).await
+    async fn schema_status(&self) -> Result<SchemaStatus> {
+        self.store.schema_status().await
     }
-    async fn retrieve_value(
-        &self,
-        user_id: &str,
-        provider: &str,
-    ) -> Result<Option<std::sync::Arc<[u8]>>> {
-        self.store.retrieve_value(user_id, provider).await
+    async fn count_expired(&self) -> Result<Option<u64>> {
+        self.store.count_expired().await
     }
-    async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
-        self.store.delete(user_id, provider).await
+    async fn count(&self) -> Result<u64> {
+        self.store.count().await
     }
-    async fn list_providers(&self, user_id: &str) -> Result<Vec<String>> {
-        self.store.list_providers(user_id).await
+    async fn stats(&self) -> Result<StoreStats> {
+        self.store.stats().await
     }
-    async fn clear_all(&self, user_id: &str) -> Result<u64> {
-        self.store.clear_all(user_id).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.store.purge_expired().await
-    }
-    async fn compare_and_swap(&self, current: &ApiKey, new: &ApiKey) -> Result<bool> {
-        self.store.compare_and_swap(current, new).await
-    }
-    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
-        self.store.scan(cursor, limit).await
-    }
-    async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-        self.store.user_keys(user_id).await
+    async fn destroy(&self) -> Result<()> {
+        self.store.destroy().await
     }
 }
 
-/// A loopback port where nothing listens: port 1 (tcpmux) is privileged
-/// and unused, so a connection is refused at once, and no other test or
-/// server can take it in the meantime, as could happen to a port that was
-/// free a moment ago.
-pub(crate) fn closed_port() -> u16 {
-    1
-}
-
-/// A loopback listener that accepts connections and never says a word, as
-/// a hung server or a black-holing middlebox would; it lives as long as
-/// the returned task, which holds every accepted socket open.
-pub(crate) async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let port = listener.local_addr().expect("a bound address").port();
-    let task = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
+/// The [`SqlEngine`](byok_testkit::sql::SqlEngine) of a storage type:
+/// `$storage`, its pool options `$pool`, its backend name and URL scheme,
+/// and the function of `byok_testkit::services` that finds its server.
+#[allow(unused_macros, reason = "each test binary uses one engine")]
+macro_rules! sql_engine {
+    ($storage:ty, $pool:ty, $backend:literal, $server:path) => {
+        byok_testkit::sql::SqlEngine {
+            type_name: stringify!($storage),
+            backend: $backend,
+            scheme: $backend,
+            server: || Box::pin($server()),
+            connect: |url, config| {
+                Box::pin(async move {
+                    <$storage>::connect(&url, &config)
+                        .await
+                        .map(byok_core::Store::new)
+                })
+            },
+            lazy: |url, config, acquire, operation| {
+                let pool = <$pool>::new()
+                    .acquire_timeout(acquire)
+                    .connect_lazy(url)
+                    .expect("a lazy pool");
+                let store = <$storage>::from_pool(pool, config)?;
+                let store = match operation {
+                    Some(timeout) => store.with_operation_timeout(timeout)?,
+                    None => store,
+                };
+                Ok(byok_core::Store::new(store))
+            },
+            driver_error: |e| {
+                use byok_testkit::sql::DriverError;
+                match e.downcast_ref::<byok_sql::sqlx::Error>()? {
+                    byok_sql::sqlx::Error::Io(_) => Some(DriverError::Io),
+                    byok_sql::sqlx::Error::Database(_) => Some(DriverError::Database),
+                    _ => Some(DriverError::Other),
+                }
+            },
         }
-    });
-    (port, task)
+    };
 }
+#[allow(unused_imports, reason = "each test binary uses one engine")]
+pub(crate) use sql_engine;
 
-/// The bound on a call that must fail by itself well before it: a
-/// regression fails the test instead of hanging it.
-pub(crate) const NO_HANG: Duration = Duration::from_secs(60);
+/// What the test file of a server engine runs first: `setup()`, a
+/// migrated store on a fresh table (or `None` without a server); the
+/// conformance, admin and SQL engine suites; and the test of a server
+/// that goes silent. `$storage` is the storage type, `$conn` its
+/// connection, `$pool` its pool options, `$backend` its name and URL
+/// scheme, `$port` its default port, `$server` the function of
+/// `byok_testkit::services` that finds its server, and `$list_tables`
+/// selects the names of the tables of the tests.
+#[allow(unused_macros, reason = "the SQLite tests need no server")]
+macro_rules! server_suites {
+    ($storage:ident, $conn:ty, $pool:ty, $backend:literal, $port:literal, $server:path, $list_tables:expr) => {
+        /// A migrated store on a fresh table, or `None` without a server.
+        async fn setup() -> Option<crate::common::Scratch<$storage>> {
+            let url = $server().await?;
+            Some(
+                crate::common::scratch::<$conn, _>(url, $list_tables, $storage::connect, $storage::migrate)
+                    .await,
+            )
+        }
 
-/// Keys created and expiring after the year 9999 (where MySQL's `DATETIME`
-/// stops), up to `chrono`'s last millisecond, are stored, found, swapped
-/// and read back exactly, and are not purged.
-pub(crate) async fn far_future_times_round_trip(store: &dyn KeyStorage) {
-    let year_10000 = Utc
-        .with_ymd_and_hms(10_000, 1, 1, 0, 0, 0)
-        .single()
-        .expect("chrono holds the year 10000")
-        + TimeDelta::milliseconds(123);
-    let times = [
-        year_10000,
-        Utc.with_ymd_and_hms(99_999, 12, 31, 23, 59, 59)
-            .single()
-            .expect("chrono holds the year 99999"),
-        DateTime::<Utc>::MAX_UTC,
-    ];
-    let mut providers = Vec::new();
-    for (i, at) in times.into_iter().enumerate() {
-        let provider = format!("far{i}");
-        let key = ApiKey::new("far", provider.as_str(), vec![1, 2, 3])
-            .expect("a valid key")
-            .with_created_at(at)
-            .with_expires_at(Some(at));
-        assert_eq!(
-            key.expires_at().map(|t| t.timestamp_millis()),
-            Some(at.timestamp_millis())
-        );
-        store.store(&key).await.expect("store a far-future key");
-        let back = store
-            .retrieve("far", &provider)
-            .await
-            .expect("retrieve a far-future key");
-        assert_eq!(back.as_ref(), Some(&key), "expiring at {at}");
-        providers.push(provider);
-    }
-    assert_eq!(store.list_providers("far").await.expect("list"), providers);
-    let page = store.scan(None, 10).await.expect("scan");
-    assert_eq!(page.keys.len(), times.len());
+        byok_testkit::conformance_tests!(maybe: setup().await);
+        byok_testkit::admin_conformance_tests!(maybe: setup().await);
+        byok_testkit::sql_engine_tests!(ENGINE);
 
-    let current = store
-        .retrieve("far", "far0")
-        .await
-        .expect("retrieve")
-        .expect("the key is live");
-    let swapped = current
-        .clone()
-        .with_encrypted_value(vec![9])
-        .with_expires_at(Some(DateTime::<Utc>::MAX_UTC));
-    assert!(
-        store
-            .compare_and_swap(&current, &swapped)
-            .await
-            .expect("swap a far-future key")
-    );
-    assert_eq!(
-        store.retrieve("far", "far0").await.expect("retrieve"),
-        Some(swapped)
-    );
-    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+        const ENGINE: byok_testkit::sql::SqlEngine =
+            crate::common::sql_engine!($storage, $pool, $backend, $server);
+
+        #[tokio::test]
+        async fn a_server_that_goes_silent_fails_the_operation_with_a_retryable_timeout() {
+            let Some(s) = setup().await else { return };
+            let url = $server().await.expect("the server answered setup");
+            crate::common::a_server_that_goes_silent(
+                &url,
+                $port,
+                s.store.table_name(),
+                |pool, config, deadline| {
+                    let store = $storage::from_pool(pool, config)?;
+                    match deadline {
+                        Some(d) => store.with_operation_timeout(d),
+                        None => Ok(store),
+                    }
+                },
+            )
+            .await;
+        }
+    };
 }
-
-/// Fails if `secret` shows in the `Display` or `Debug` of `err` or of any
-/// error in its `source()` chain.
-pub(crate) fn assert_hidden(err: &(dyn std::error::Error + 'static), secret: &str) {
-    let mut next = Some(err);
-    let mut depth = 0;
-    while let Some(e) = next {
-        let (display, debug) = (e.to_string(), format!("{e:?}"));
-        assert!(
-            !display.contains(secret),
-            "source {depth} shows it: {display}"
-        );
-        assert!(!debug.contains(secret), "source {depth} shows it: {debug}");
-        next = e.source();
-        depth += 1;
-    }
-}
+#[allow(unused_imports, reason = "the SQLite tests need no server")]
+pub(crate) use server_suites;
 
 /// A loopback TCP proxy to `upstream` that can go silent: after
 /// [`SilentProxy::freeze`], it forwards nothing more either way but keeps
@@ -404,6 +380,58 @@ async fn forward(
     }
 }
 
+/// A store whose server goes silent fails its next operation at the
+/// operation deadline with a retryable `Timeout` whose source is the
+/// timer. The store is `open`ed (with the operation deadline when given)
+/// over a pool of one connection, through a proxy to the server at `url`
+/// that freezes once the connection is back in the pool, on `table`,
+/// which is migrated.
+pub(crate) async fn a_server_that_goes_silent<DB, S>(
+    url: &str,
+    default_port: u16,
+    table: &str,
+    open: impl Fn(Pool<DB>, &ByokConfig, Option<Duration>) -> Result<S>,
+) where
+    DB: Database,
+    S: KeyStorage,
+{
+    use std::error::Error as _;
+    let no_hang = byok_testkit::sql::NO_HANG;
+    let proxy = SilentProxy::start(upstream(url, default_port)).await;
+    let pool = PoolOptions::<DB>::new()
+        .max_connections(1)
+        .acquire_timeout(no_hang)
+        // As in `connect`'s pool: the statement itself meets the silence.
+        .test_before_acquire(false)
+        .connect(&on_loopback_port(url, proxy.port))
+        .await
+        .expect("a pool through the proxy");
+    let config = ByokConfig::default().with_db_table_name(table);
+    let store = open(pool.clone(), &config, None).expect("a store");
+    let key = ApiKey::new("u", "p", vec![1]).expect("a key");
+    store.store(&key).await.expect("store");
+    assert_eq!(store.retrieve("u", "p").await.expect("retrieve"), Some(key));
+
+    // Once the connection is back in the pool (sqlx pings it on the way),
+    // the server neither answers nor closes it any more.
+    let start = std::time::Instant::now();
+    while pool.num_idle() < 1 {
+        assert!(start.elapsed() < no_hang, "the connection never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.freeze();
+    let store = open(pool, &config, Some(Duration::from_millis(500))).expect("a store");
+    let err = tokio::time::timeout(no_hang, store.retrieve("u", "p"))
+        .await
+        .expect("the operation gave up by itself")
+        .expect_err("the server is silent");
+    let storage = err.as_storage().expect("a storage error");
+    assert_eq!(storage.kind, byok_core::StorageErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    let source = storage.source().expect("the timer is kept as the source");
+    assert!(source.is::<tokio::time::error::Elapsed>(), "{source:?}");
+}
+
 /// The host and port of a service URL.
 pub(crate) fn upstream(url: &str, default_port: u16) -> (String, u16) {
     let parsed = url::Url::parse(url).expect("a service URL");
@@ -421,47 +449,37 @@ pub(crate) fn on_loopback_port(url: &str, port: u16) -> String {
     parsed.into()
 }
 
-/// A scan cursor that is malformed, or that names a slot no key can have
-/// (an id with NUL or another control character, an empty id), is refused
-/// as invalid input naming the cursor, before anything reaches the
-/// database.
-pub(crate) async fn bad_cursors_are_invalid_input(store: &dyn KeyStorage) {
-    use byok_core::ByokError;
-    use byok_core::error::Field;
-    let bad = [
-        Cursor::after_slot("a\0b", "p"),
-        Cursor::after_slot("u", "p\0"),
-        Cursor::after_slot("u\n", "p"),
-        Cursor::after_slot("", "p"),
-        Cursor::after_slot("u", ""),
-        Cursor::new("no length"),
-        Cursor::new("99:short"),
-    ];
-    for cursor in &bad {
-        let result = store.scan(Some(cursor), 10).await;
-        assert!(
-            matches!(&result, Err(ByokError::InvalidInput(e)) if e.field == Field::Cursor),
-            "{cursor:?}: {result:?}"
-        );
-    }
-}
+/// `a` and `b`, two stores on a table of the first layout that holds the
+/// rows [`old_layout_rows_read_back`] checks: the table serves reads and
+/// its status is `Older` (version 1) before `migrate`, which runs from
+/// both at once, then once more, and leaves it `UpToDate`.
+pub(crate) async fn upgrade_from_the_first_layout(a: &dyn StoreAdmin, b: &dyn StoreAdmin) {
+    // The old layout still serves reads before its upgrade.
+    assert_eq!(a.user_keys("alice").await.expect("a read").len(), 2);
+    assert!(
+        a.retrieve("alice", "openai")
+            .await
+            .expect("a read")
+            .is_some()
+    );
 
-/// `user_keys` answers with one read that includes a key which has expired
-/// but is not purged yet (the fallback of the trait, a `list_providers`
-/// and a `retrieve` per provider, never does), sorted by provider bytes.
-pub(crate) async fn user_keys_include_expired_keys_in_byte_order(store: &dyn KeyStorage) {
-    let past = Some(byok_core::key::now() - TimeDelta::seconds(5));
-    for (provider, expires) in [("b", None), ("B", past), ("a", None), ("é", None)] {
-        let key = ApiKey::new("keys", provider, vec![1])
-            .expect("a valid key")
-            .with_expires_at(expires);
-        store.store(&key).await.expect("store");
-    }
-    let keys = store.user_keys("keys").await.expect("user_keys");
-    let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
-    assert_eq!(providers, ["B", "a", "b", "é"]);
-    assert!(keys[0].is_expired());
-    assert!(keys[1..].iter().all(|k| !k.is_expired()));
+    // What migrate would do is told without doing it.
+    let older = SchemaStatus::Older {
+        found: 1,
+        current: 2,
+    };
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.expect("migrate");
+    rb.expect("migrate");
+    a.migrate().await.expect("migrate");
+    assert_eq!(
+        b.schema_status().await.expect("a read"),
+        SchemaStatus::UpToDate
+    );
 }
 
 /// Unix milliseconds of 2026-01-01, the creation time of the rows that

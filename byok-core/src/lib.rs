@@ -45,7 +45,10 @@ pub use error::{
     StorageErrorKind,
 };
 pub use key::{ApiKey, UserApiKey};
-pub use keyring_source::{KeyringCommand, KeyringEnv, KeyringFile, KeyringSource};
+pub use keyring_source::{
+    KeyUnwrapper, KeyringCommand, KeyringEnv, KeyringFile, KeyringSource, Unwrapping,
+};
+pub use keyring_text::WrappedKey;
 pub use manager::{Byok, ByokBuilder, ImportOutcome, KeySummary, RotationReport, Ttl};
 pub use observe::ObservedStorage;
 pub use secrecy;

@@ -111,6 +111,11 @@ impl WrappedKey {
         &self.blob
     }
 
+    /// The keyring entry `ID:kms:KMS:KEY:BLOB` of this key under `id`.
+    pub fn entry(&self, id: u32) -> String {
+        format!("{id}:{}", self.to_value())
+    }
+
     /// The entry's text after `ID:`: `kms:KMS:KEY:BLOB`.
     fn to_value(&self) -> String {
         use base64::Engine as _;
@@ -245,6 +250,19 @@ pub(crate) fn parse(text: &str) -> Result<Vec<ParsedEntry>, ConfigError> {
     Ok(entries)
 }
 
+/// The keyring entry `ID:KEY` of `key` under `id`, its key in padded
+/// base64; wiped when dropped.
+pub fn entry(id: u32, key: &MasterKey) -> Zeroizing<String> {
+    let id = id.to_string();
+    let key = key.to_base64();
+    // Piece by piece: a formatted temporary would hold the key unwiped.
+    let mut text = Zeroizing::new(String::with_capacity(id.len() + 1 + 44));
+    text.push_str(&id);
+    text.push(':');
+    text.push_str(key.expose_secret());
+    text
+}
+
 /// The primary key id of parsed entries: the one marked `*`, else the
 /// largest. Refuses two marks, two entries of one id and no entry at all.
 pub(crate) fn primary_of(entries: &[ParsedEntry]) -> Result<u32, ConfigError> {
@@ -326,6 +344,16 @@ impl KeyringText {
         }
     }
 
+    /// The primary key id; `None` for a text with no entry. Unlike
+    /// [`keyring`](Self::keyring), it reads wrapped entries too.
+    pub fn primary_id(&self) -> Result<Option<u32>, ConfigError> {
+        let entries = parse(&self.text)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        primary_of(&entries).map(Some)
+    }
+
     /// What the text says of each entry, in the text's order: id, role and
     /// custody, nothing secret.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, ConfigError> {
@@ -346,6 +374,22 @@ impl KeyringText {
                 },
             })
             .collect())
+    }
+
+    /// The master key of entry `id` when the text holds it in the clear;
+    /// `None` when it is wrapped by a KMS. To wrap it (`byok keyring
+    /// rewrap`).
+    pub fn clear_key(&self, id: u32) -> Result<Option<MasterKey>, ConfigError> {
+        match parse(&self.text)?.into_iter().find(|e| e.id == id) {
+            None => Err(ConfigError::new(format!(
+                "master key id {id} is not in the keyring"
+            ))),
+            Some(ParsedEntry {
+                key: EntryKey::Clear(key),
+                ..
+            }) => Ok(Some(key)),
+            Some(_) => Ok(None),
+        }
     }
 
     /// Whether some entry holds its key wrapped by a KMS, so that
@@ -370,7 +414,7 @@ impl KeyringText {
         key: &MasterKey,
         primary: bool,
     ) -> Result<u32, ConfigError> {
-        self.add_value(id, key.to_base64().expose_secret(), primary)
+        self.add_entry(id, primary, |id| entry(id, key))
     }
 
     /// Adds an entry whose key is wrapped by a KMS, as [`add`](Self::add)
@@ -381,24 +425,20 @@ impl KeyringText {
         key: &WrappedKey,
         primary: bool,
     ) -> Result<u32, ConfigError> {
-        self.add_value(id, &key.to_value(), primary)
+        self.add_entry(id, primary, |id| Zeroizing::new(key.entry(id)))
     }
 
-    /// Replaces the wrapped key of entry `id` by `key` (the same master key
-    /// wrapped anew, under another KMS key say); its role and place stay.
-    /// An entry in the clear is refused: wrapping it is a choice to make
-    /// with `add_wrapped` and a new id.
+    /// Puts `key` in the place of entry `id`'s key: the same master key
+    /// wrapped anew (under another KMS key, say), or a key in the clear
+    /// wrapped for the first time. Its role and place stay. The caller
+    /// makes sure that `key` unwraps to the same master key: stored keys
+    /// under `id` would not decrypt otherwise.
     pub fn rewrap(&mut self, id: u32, key: &WrappedKey) -> Result<(), ConfigError> {
         let entries = parse(&self.text)?;
         let entry = entries
             .iter()
             .find(|e| e.id == id)
             .ok_or_else(|| ConfigError::new(format!("master key id {id} is not in the keyring")))?;
-        if let EntryKey::Clear(_) = entry.key {
-            return Err(ConfigError::new(format!(
-                "master key id {id} is in the clear, not wrapped by a KMS"
-            )));
-        }
         let primary = primary_of(&entries)?;
         let edited = apply(
             &self.text,
@@ -421,12 +461,12 @@ impl KeyringText {
         }
     }
 
-    /// Adds `value` (a key's text after `ID:`) as [`add`](Self::add) says.
-    fn add_value(
+    /// Adds the entry `entry(id)` makes, as [`add`](Self::add) says.
+    fn add_entry(
         &mut self,
         id: Option<u32>,
-        value: &str,
         primary: bool,
+        entry: impl FnOnce(u32) -> Zeroizing<String>,
     ) -> Result<u32, ConfigError> {
         let entries = parse(&self.text)?;
         let id = match id {
@@ -446,17 +486,15 @@ impl KeyringText {
             let current = primary_of(&entries)?;
             (current, mark(&entries, current))
         };
-        let mut tail = Zeroizing::new(String::with_capacity(value.len() + 16));
+        let entry = entry(id);
+        let mut tail = Zeroizing::new(String::with_capacity(entry.len() + 3));
         if !self.text.is_empty() && !self.text.ends_with('\n') {
             tail.push('\n');
         }
         if primary || entries.is_empty() {
             tail.push('*');
         }
-        // Piece by piece: a formatted temporary would hold the key unwiped.
-        tail.push_str(&id.to_string());
-        tail.push(':');
-        tail.push_str(value);
+        tail.push_str(&entry);
         tail.push('\n');
         let edited = apply(&self.text, &splices, &tail);
         let mut ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
@@ -1013,9 +1051,10 @@ mod tests {
                 BASE64.encode([9u8; 160])
             )
         );
-        let e = t.rewrap(1, &other).unwrap_err();
-        assert!(e.to_string().contains("in the clear"), "{e}");
         assert!(t.rewrap(5, &other).is_err());
+        assert_eq!(t.clear_key(2).unwrap(), None);
+        assert!(t.clear_key(1).unwrap().is_some());
+        assert!(t.clear_key(9).is_err());
 
         // Adds, promotions and removals work around wrapped entries.
         let id = t.add_wrapped(None, &other, false).unwrap();
@@ -1031,6 +1070,7 @@ mod tests {
         assert_eq!(ids, [(1, false), (3, true)]);
         assert!(t.keyring().is_err());
         assert_eq!(t.next_id().unwrap(), 4);
+        assert_eq!(t.primary_id().unwrap(), Some(3));
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl AwsKms {
         AwsKms { client }
     }
 
+    /// The SDK client, for calls byok does not make (creating keys, say).
+    pub fn client(&self) -> &aws_sdk_kms::Client {
+        &self.client
+    }
+
     /// A new master key for id `key_id`, wrapped under the KMS key `key`
     /// (a key id, an alias such as `alias/byok`, or an ARN). The key is
     /// made by KMS (`GenerateDataKeyWithoutPlaintext`, AES_256) and never
@@ -116,12 +121,29 @@ impl AwsKms {
             .send()
             .await
             .map_err(|e| failure("make a new master key", key_id, key, &e))?;
-        let blob = out.ciphertext_blob.ok_or_else(|| {
-            ConfigError::new(format!(
-                "AWS KMS answered without a wrapped key for master key id {key_id} (KMS key {key})"
-            ))
-        })?;
-        WrappedKey::new(KMS, out.key_id.as_deref().unwrap_or(key), blob.into_inner())
+        wrapped_from(key_id, key, out.ciphertext_blob, out.key_id)
+    }
+
+    /// `key`, a master key in the clear (of entry `key_id`), wrapped under
+    /// the KMS key `to` (`Encrypt`): to move a keyring in the clear into
+    /// KMS custody without changing a master key, so without touching a
+    /// stored key.
+    pub async fn wrap(
+        &self,
+        key_id: u32,
+        key: &MasterKey,
+        to: &str,
+    ) -> Result<WrappedKey, ConfigError> {
+        let out = self
+            .client
+            .encrypt()
+            .plaintext(Blob::new(key.expose_bytes().as_slice()))
+            .key_id(to)
+            .encryption_context(CONTEXT_KEY, key_id.to_string())
+            .send()
+            .await
+            .map_err(|e| failure("wrap", key_id, to, &e))?;
+        wrapped_from(key_id, to, out.ciphertext_blob, out.key_id)
     }
 
     /// The master key of `wrapped` (entry `key_id`), wrapped anew under the
@@ -153,12 +175,7 @@ impl AwsKms {
                     &e,
                 )
             })?;
-        let blob = out.ciphertext_blob.ok_or_else(|| {
-            ConfigError::new(format!(
-                "AWS KMS answered without a wrapped key for master key id {key_id} (KMS key {to})"
-            ))
-        })?;
-        WrappedKey::new(KMS, out.key_id.as_deref().unwrap_or(to), blob.into_inner())
+        wrapped_from(key_id, to, out.ciphertext_blob, out.key_id)
     }
 }
 
@@ -200,6 +217,26 @@ impl KeyUnwrapper for AwsKms {
             ))
         })
     }
+}
+
+/// The wrapped key of a KMS answer, named by the key KMS says it used
+/// (an ARN) or else by `key`, the one asked for.
+fn wrapped_from(
+    key_id: u32,
+    key: &str,
+    blob: Option<Blob>,
+    answered_key: Option<String>,
+) -> Result<WrappedKey, ConfigError> {
+    let blob = blob.ok_or_else(|| {
+        ConfigError::new(format!(
+            "AWS KMS answered without a wrapped key for master key id {key_id} (KMS key {key})"
+        ))
+    })?;
+    WrappedKey::new(
+        KMS,
+        answered_key.as_deref().unwrap_or(key),
+        blob.into_inner(),
+    )
 }
 
 /// Refuses an entry wrapped by another KMS.

@@ -28,6 +28,12 @@ mod aws;
 
 #[cfg(feature = "aws")]
 pub use aws::{ATTEMPT_TIMEOUT, ATTEMPTS, AwsKms, CALL_TIMEOUT};
+/// The AWS SDK's configuration crate, for [`AwsKms::loader`].
+#[cfg(feature = "aws")]
+pub use aws_config;
+/// The AWS SDK's KMS crate, for [`AwsKms::client`] and its types.
+#[cfg(feature = "aws")]
+pub use aws_sdk_kms;
 
 /// The name of the encryption context entry that binds a wrapped key to
 /// its master key id.

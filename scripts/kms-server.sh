@@ -42,26 +42,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
     command -v moto_server >/dev/null 2>&1 || die "moto_server is not on PATH after pip install"
 fi
 
-# Whether something listens on 127.0.0.1:$1.
-in_use() {
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
-}
-
-# A port that nothing listens on now, below the kernel's range of
-# ephemeral ports (as scripts/tls-servers.sh picks them).
-free_port() {
-    local port low
-    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$low" -gt 20100 ] 2>/dev/null || low=32768
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % (low - 20000)))
-        if ! in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+# in_use PORT, free_port
+. "$(dirname "$0")/ports.sh"
 
 log="$(mktemp "${TMPDIR:-/tmp}/byok-kms.XXXXXX")"
 moto_pid=

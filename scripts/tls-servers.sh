@@ -83,29 +83,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Whether something listens on 127.0.0.1:$1.
-in_use() {
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
-}
-
-# A port that nothing listens on now, below the kernel's range of
-# ephemeral ports (32768 and up by default), where the local end of some
-# other program's connection could hold it without listening. Another
-# process may still take it before our server binds: PostgreSQL is then
-# started again on another port.
-free_port() {
-    local port low
-    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$low" -gt 20100 ] 2>/dev/null || low=32768
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % (low - 20000)))
-        if ! in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+# in_use PORT, free_port
+. "$(dirname "$0")/ports.sh"
 
 # ------------------------------------------------------------ certificates
 

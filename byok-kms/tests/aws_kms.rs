@@ -115,6 +115,18 @@ fn storage() -> Arc<byok_memory::MemoryStorage> {
     Arc::new(byok_memory::MemoryStorage::new())
 }
 
+/// A manager over `store` whose keyring file `path` `kms` unwraps; reloads
+/// only when asked.
+async fn manager(store: Arc<dyn KeyStorage>, path: &Path, kms: impl KeyUnwrapper) -> Byok {
+    Byok::builder_with_source(store, Unwrapping::new(KeyringFile::new(path), kms))
+        .await
+        .unwrap()
+        .config(ByokConfig::for_tests())
+        .reload_interval(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 /// Every file under `dir`, as text.
 fn files_text(dir: &Path) -> String {
     let mut all = String::new();
@@ -145,16 +157,7 @@ async fn load_reload_and_rewrap_with_one_call_per_key_id() {
         calls: Arc::clone(&calls),
     };
     let store = storage();
-    let byok = Byok::builder_with_source(
-        store.clone(),
-        Unwrapping::new(KeyringFile::new(&path), counted),
-    )
-    .await
-    .unwrap()
-    .config(ByokConfig::for_tests())
-    .reload_interval(Duration::ZERO)
-    .build()
-    .unwrap();
+    let byok = manager(store.clone(), &path, counted).await;
     // One Decrypt per wrapped key id at load, none per stored key.
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(byok.keyring().primary_id(), 2);
@@ -318,16 +321,7 @@ async fn kms_down_at_start_and_during_a_reload() {
     assert!(!shown.contains(&b64));
 
     proxy.resume();
-    let byok = Byok::builder_with_source(
-        storage(),
-        Unwrapping::new(KeyringFile::new(&path), via_proxy),
-    )
-    .await
-    .unwrap()
-    .config(ByokConfig::for_tests())
-    .reload_interval(Duration::ZERO)
-    .build()
-    .unwrap();
+    let byok = manager(storage(), &path, via_proxy).await;
     byok.set_key("alice", "openai", "sk-before-outage", Ttl::Never)
         .await
         .unwrap();

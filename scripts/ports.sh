@@ -1,0 +1,26 @@
+# Loopback port helpers, sourced by the scripts that start throwaway
+# servers (tls-servers.sh, kms-server.sh); they call `die` on failure.
+
+# Whether something listens on 127.0.0.1:$1.
+in_use() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
+# A port that nothing listens on now, below the kernel's range of
+# ephemeral ports (32768 and up by default), where the local end of some
+# other program's connection could hold it without listening. Another
+# process may still take it before a server binds: the caller then starts
+# its server again on another port.
+free_port() {
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 20100 ] 2>/dev/null || low=32768
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % (low - 20000)))
+        if ! in_use "$port"; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port found"
+}

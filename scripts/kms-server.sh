@@ -22,6 +22,8 @@ die() {
     say "error: $*"
     exit 1
 }
+# in_use PORT, free_port, stop_pid PID
+. "$(dirname "$0")/lib.sh"
 
 if [ "$#" -eq 0 ]; then
     echo "usage: $0 COMMAND [ARGS...]" >&2
@@ -42,20 +44,12 @@ if ! command -v moto_server >/dev/null 2>&1; then
     command -v moto_server >/dev/null 2>&1 || die "moto_server is not on PATH after pip install"
 fi
 
-# in_use PORT, free_port
-. "$(dirname "$0")/ports.sh"
 
 log="$(mktemp "${TMPDIR:-/tmp}/byok-kms.XXXXXX")"
 moto_pid=
 cleanup() {
     if [ -n "$moto_pid" ]; then
-        kill -TERM "$moto_pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$moto_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$moto_pid" 2>/dev/null || true
-        wait "$moto_pid" 2>/dev/null || true
+        stop_pid "$moto_pid"
     fi
     rm -f "$log"
 }

@@ -35,6 +35,8 @@ die() {
     say "error: $*"
     exit 1
 }
+# in_use PORT, free_port, stop_pid PID
+. "$(dirname "$0")/lib.sh"
 
 if [ "$#" -eq 0 ]; then
     echo "usage: $0 COMMAND [ARGS...]" >&2
@@ -69,13 +71,7 @@ cleanup() {
         runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -m immediate -w stop >/dev/null 2>&1 || true
     fi
     if [ -n "$maria_pid" ]; then
-        kill -TERM "$maria_pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$maria_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$maria_pid" 2>/dev/null || true
-        wait "$maria_pid" 2>/dev/null || true
+        stop_pid "$maria_pid"
     fi
     rm -rf "$dir"
 }
@@ -83,8 +79,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# in_use PORT, free_port
-. "$(dirname "$0")/ports.sh"
 
 # ------------------------------------------------------------ certificates
 

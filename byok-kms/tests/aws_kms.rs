@@ -127,6 +127,18 @@ async fn manager(store: Arc<dyn KeyStorage>, path: &Path, kms: impl KeyUnwrapper
         .unwrap()
 }
 
+/// The keys the test set read back.
+async fn assert_keys(byok: &Byok) {
+    for i in 0..20 {
+        let got = byok
+            .get_key(&format!("user{i}"), "openai")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose_secret(), format!("sk-kms-{i}"));
+    }
+}
+
 /// Every file under `dir`, as text.
 fn files_text(dir: &Path) -> String {
     let mut all = String::new();
@@ -171,14 +183,7 @@ async fn load_reload_and_rewrap_with_one_call_per_key_id() {
         .await
         .unwrap();
     }
-    for i in 0..20 {
-        let got = byok
-            .get_key(&format!("user{i}"), "openai")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.expose_secret(), format!("sk-kms-{i}"));
-    }
+    assert_keys(&byok).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "reads made KMS calls");
 
     // A third key, under the second KMS key: one reload, three calls.
@@ -212,14 +217,7 @@ async fn load_reload_and_rewrap_with_one_call_per_key_id() {
     }
     byok.reload_keyring().await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 8);
-    for i in 0..20 {
-        let got = byok
-            .get_key(&format!("user{i}"), "openai")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.expose_secret(), format!("sk-kms-{i}"));
-    }
+    assert_keys(&byok).await;
     assert_eq!(store.scan(None, 100).await.unwrap().keys, before);
 
     // The clear master keys are nowhere on disk: not in the keyring file

@@ -1,5 +1,5 @@
-# Loopback port helpers, sourced by the scripts that start throwaway
-# servers (tls-servers.sh, kms-server.sh); they call `die` on failure.
+# Helpers of the scripts that start throwaway servers (tls-servers.sh,
+# kms-server.sh), sourced by them; they call `die` on failure.
 
 # Whether something listens on 127.0.0.1:$1.
 in_use() {
@@ -23,4 +23,15 @@ free_port() {
         fi
     done
     die "no free port found"
+}
+
+# Stops the process $1: TERM, up to 10 s to end, then KILL.
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }

@@ -242,6 +242,10 @@ async fn tampered_or_moved_blobs_are_refused() {
     let Some(endpoint) = endpoint() else { return };
     let (kms, client) = kms_at(&endpoint).await;
     let (key_a, key_b) = (new_kms_key(&client).await, new_kms_key(&client).await);
+    // It names a source in reload warnings: short, and nothing secret.
+    let shown = format!("{kms:?}");
+    assert!(shown.contains("us-east-1") && shown.len() < 100, "{shown}");
+    assert!(!shown.contains("testing"), "{shown}");
     let good = kms.generate(1, &key_a).await.unwrap();
     assert_eq!(good.key(), key_a);
     assert!(kms.unwrap_key(1, &good).await.is_ok());

@@ -17,18 +17,9 @@
 
 set -euo pipefail
 
-say() { echo "kms-server.sh: $*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-# in_use PORT, free_port, stop_pid PID
+# say, die, in_use PORT, free_port, stop_pid PID; usage without a command
 . "$(dirname "$0")/lib.sh"
-
-if [ "$#" -eq 0 ]; then
-    echo "usage: $0 COMMAND [ARGS...]" >&2
-    exit 2
-fi
+need_command "$@"
 
 if ! command -v moto_server >/dev/null 2>&1; then
     command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || {

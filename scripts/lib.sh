@@ -1,5 +1,19 @@
-# Helpers of the scripts that start throwaway servers (tls-servers.sh,
-# kms-server.sh), sourced by them; they call `die` on failure.
+# Helpers of the scripts that start throwaway servers around a command
+# (tls-servers.sh, kms-server.sh), sourced by them.
+
+say() { echo "$(basename "$0"): $*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+
+# Exits with the usage line unless the script was given a command.
+need_command() {
+    if [ "$#" -eq 0 ]; then
+        echo "usage: $0 COMMAND [ARGS...]" >&2
+        exit 2
+    fi
+}
 
 # Whether something listens on 127.0.0.1:$1.
 in_use() {

@@ -30,18 +30,9 @@
 
 set -euo pipefail
 
-say() { echo "tls-servers.sh: $*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-# in_use PORT, free_port, stop_pid PID
+# say, die, in_use PORT, free_port, stop_pid PID; usage without a command
 . "$(dirname "$0")/lib.sh"
-
-if [ "$#" -eq 0 ]; then
-    echo "usage: $0 COMMAND [ARGS...]" >&2
-    exit 2
-fi
+need_command "$@"
 [ "$(id -u)" -eq 0 ] || die "run me as root (I start servers as the postgres and mysql users)"
 
 newest_postgres_bin() {

@@ -8,7 +8,8 @@
 #
 # It also installs Chromium and chromedriver (Debian's chromium and
 # chromium-driver) for the browser test of byok-axum, which starts them
-# itself.
+# itself, and age (Debian's age) for the test of a keyring decrypted by a
+# command at load.
 #
 # Idempotent: it installs only what is missing (one `apt-get update` first),
 # starts only what is stopped, and prints what it did. Runs as root, with or
@@ -94,6 +95,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 if ! command -v chromedriver >/dev/null 2>&1; then
   missing+=(chromium-driver)
+fi
+# Not a server: the keyring custody by command is tested with `age -d`.
+if ! command -v age >/dev/null 2>&1 || ! command -v age-keygen >/dev/null 2>&1; then
+  missing+=(age)
 fi
 # Servers installed in this run are throwaway test servers whose logins the
 # script may open; see the header.

@@ -30,16 +30,9 @@
 
 set -euo pipefail
 
-say() { echo "tls-servers.sh: $*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-
-if [ "$#" -eq 0 ]; then
-    echo "usage: $0 COMMAND [ARGS...]" >&2
-    exit 2
-fi
+# say, die, in_use PORT, free_port, stop_pid PID; usage without a command
+. "$(dirname "$0")/lib.sh"
+need_command "$@"
 [ "$(id -u)" -eq 0 ] || die "run me as root (I start servers as the postgres and mysql users)"
 
 newest_postgres_bin() {
@@ -69,13 +62,7 @@ cleanup() {
         runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -m immediate -w stop >/dev/null 2>&1 || true
     fi
     if [ -n "$maria_pid" ]; then
-        kill -TERM "$maria_pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$maria_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$maria_pid" 2>/dev/null || true
-        wait "$maria_pid" 2>/dev/null || true
+        stop_pid "$maria_pid"
     fi
     rm -rf "$dir"
 }
@@ -83,29 +70,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Whether something listens on 127.0.0.1:$1.
-in_use() {
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
-}
-
-# A port that nothing listens on now, below the kernel's range of
-# ephemeral ports (32768 and up by default), where the local end of some
-# other program's connection could hold it without listening. Another
-# process may still take it before our server binds: PostgreSQL is then
-# started again on another port.
-free_port() {
-    local port low
-    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$low" -gt 20100 ] 2>/dev/null || low=32768
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % (low - 20000)))
-        if ! in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 
 # ------------------------------------------------------------ certificates
 

@@ -150,7 +150,7 @@ impl Store {
 /// Reads the keyring of `opts`, or of `BYOK_KEYRING`.
 pub(crate) fn keyring(opts: &KeyringOpts) -> CliResult<Keyring> {
     if let Some(path) = &opts.keyring {
-        return Keyring::from_file(path).map_err(|e| {
+        return crate::kms::from_file(path).map_err(|e| {
             CliError::new(
                 Exit::Config,
                 format!(
@@ -172,7 +172,7 @@ pub(crate) fn keyring(opts: &KeyringOpts) -> CliResult<Keyring> {
                  (make one with `byok keygen --out keyring.txt`)"
             ),
         )),
-        Some(_) => Keyring::from_env(KEYRING_VAR).map_err(|e| {
+        Some(_) => crate::kms::from_env(KEYRING_VAR).map_err(|e| {
             CliError::new(
                 Exit::Config,
                 format!("cannot use the keyring in {KEYRING_VAR}: {}", e.message()),

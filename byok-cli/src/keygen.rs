@@ -5,46 +5,87 @@ use std::io::Write as _;
 use std::path::Path;
 
 use byok::MasterKey;
-use byok::secrecy::ExposeSecret;
+use byok::keyring_text::{self, KeyringText};
 use zeroize::Zeroizing;
 
 use crate::error::{CliError, CliResult, Exit};
 use crate::opt::KeygenOpts;
 
 /// Runs `byok keygen`.
-pub(crate) fn run(opts: &KeygenOpts, json: bool) -> CliResult {
+pub(crate) async fn run(opts: &KeygenOpts, json: bool) -> CliResult {
+    // With --kms, KMS makes the key and this process sees it wrapped only;
+    // the wrapped key is bound to its id, which is chosen first.
+    let wrapped = match &opts.kms {
+        None => None,
+        Some(spec) => {
+            let (kms, key) = crate::kms::aws(spec).await?;
+            let id = match (opts.id, &opts.add_to) {
+                (Some(id), _) => id,
+                (None, Some(path)) => next_id(path)?,
+                (None, None) => 1,
+            };
+            let wrapped = kms
+                .generate(id, &key)
+                .await
+                .map_err(|e| crate::kms::fail(&e))?;
+            Some((id, wrapped))
+        }
+    };
+    let kms_key = wrapped.as_ref().map(|(_, w)| w.key().to_owned());
+    let wrapped_by = kms_key
+        .as_deref()
+        .map(|k| format!(", wrapped by AWS KMS key {k}"))
+        .unwrap_or_default();
     if let Some(path) = &opts.add_to {
-        let (id, primary) = add_to(path, opts.id, opts.primary)?;
+        let (id, primary) = crate::keyring::edit(path, |text| {
+            let id = match &wrapped {
+                Some((id, w)) => text.add_wrapped(Some(*id), w, opts.primary)?,
+                None => text.add(opts.id, &MasterKey::generate(), opts.primary)?,
+            };
+            Ok((id, text.primary_id()?.unwrap_or(id)))
+        })?;
         if json {
             crate::context::print_json(&serde_json::json!({
                 "file": path.display().to_string(), "key_id": id, "primary": primary == id,
-                "primary_key_id": primary,
+                "primary_key_id": primary, "kms_key": kms_key,
             }))?;
         } else if primary == id {
-            crate::output::out!("added master key id {id} (primary) to {}", path.display())?;
+            crate::output::out!(
+                "added master key id {id} (primary{wrapped_by}) to {}",
+                path.display()
+            )?;
         } else {
             crate::output::out!(
-                "added master key id {id} to {} (decrypt-only; master key id {primary} stays \
-                 primary).\nNext: wait until every running instance has loaded it, then `byok \
-                 --keyring {} keyring promote {id}`.",
+                "added master key id {id} to {} (decrypt-only{wrapped_by}; master key id \
+                 {primary} stays primary).\nNext: wait until every running instance has loaded \
+                 it, then `byok --keyring {} keyring promote {id}`.",
                 path.display(),
                 path.display()
             )?;
         }
         return Ok(());
     }
-    let id = opts.id.unwrap_or(1);
-    let entry = entry(id);
+    let (id, entry) = match &wrapped {
+        Some((id, w)) => (*id, Zeroizing::new(w.entry(*id))),
+        None => {
+            let id = opts.id.unwrap_or(1);
+            (id, keyring_text::entry(id, &MasterKey::generate()))
+        }
+    };
     match &opts.out {
         Some(path) => {
-            write_new(path, entry.as_bytes())?;
+            let mut line = Zeroizing::new(String::with_capacity(entry.len() + 1));
+            line.push_str(&entry);
+            line.push('\n');
+            write_new(path, line.as_bytes())?;
             if json {
                 crate::context::print_json(&serde_json::json!({
-                    "file": path.display().to_string(), "key_id": id,
+                    "file": path.display().to_string(), "key_id": id, "kms_key": kms_key,
                 }))?;
             } else {
                 println!(
-                    "wrote master key id {id} to {} (mode 0600); use it with --keyring {}",
+                    "wrote master key id {id}{wrapped_by} to {} (mode 0600); use it with \
+                     --keyring {}",
                     path.display(),
                     path.display()
                 );
@@ -52,18 +93,25 @@ pub(crate) fn run(opts: &KeygenOpts, json: bool) -> CliResult {
         }
         None if json => {
             crate::context::print_json(&serde_json::json!({
-                "key_id": id, "entry": entry.trim_end(),
+                "key_id": id, "entry": *entry, "kms_key": kms_key,
             }))?;
         }
-        None => print!("{}", *entry),
+        None => println!("{}", *entry),
     }
     Ok(())
 }
 
-/// A keyring entry `ID:KEY` and a newline, for a fresh key.
-fn entry(id: u32) -> Zeroizing<String> {
-    let key = MasterKey::generate();
-    Zeroizing::new(format!("{id}:{}\n", key.to_base64().expose_secret()))
+/// The id `--add-to` gives a new key: one more than the largest of the
+/// file, or 1 for a file that is missing or empty.
+fn next_id(path: &Path) -> CliResult<u32> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Zeroizing::new(String::new()),
+        Err(e) => return Err(io_error("cannot read", path, &e)),
+    };
+    KeyringText::new(text.as_str())
+        .and_then(|t| t.next_id())
+        .map_err(|e| CliError::usage(format!("{} ({})", e.message(), path.display())))
 }
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> CliError {
@@ -90,13 +138,4 @@ fn write_new(path: &Path, bytes: &[u8]) -> CliResult {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("cannot write", path, &e))
-}
-
-/// Adds a fresh key to the keyring file at `path`; returns its id and the
-/// primary id afterwards.
-fn add_to(path: &Path, id: Option<u32>, primary: bool) -> CliResult<(u32, u32)> {
-    crate::keyring::edit(path, |text| {
-        let id = text.add(id, &MasterKey::generate(), primary)?;
-        Ok((id, text.keyring()?.primary_id()))
-    })
 }

@@ -4,8 +4,9 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use byok::ConfigError;
 use byok::keyring_text::{self, KeyringText};
+use byok::{ConfigError, KeyUnwrapper as _};
+use zeroize::Zeroizing;
 
 use crate::context::{self, Schema, Store};
 use crate::error::{CliError, CliResult, Exit};
@@ -66,34 +67,179 @@ pub(crate) async fn run(
 ) -> CliResult {
     match command {
         KeyringCommand::Show => show(ring, json),
+        KeyringCommand::Rewrap { kms } => rewrap(ring, kms, json).await,
         KeyringCommand::Promote { id } => promote(ring, *id, json),
         KeyringCommand::Remove { id, force } => remove(ring, store, *id, *force, json).await,
     }
 }
 
+/// The keyring text of `--keyring` or `BYOK_KEYRING`, as
+/// [`context::keyring`] reads it but not unwrapped: what it says of each
+/// entry needs no KMS.
+fn text(opts: &KeyringOpts) -> CliResult<KeyringText> {
+    let (text, what) = match &opts.keyring {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| {
+                CliError::new(
+                    Exit::Config,
+                    format!("cannot use the keyring file {}: {e}", path.display()),
+                )
+            })?,
+            format!("the keyring file {}", path.display()),
+        ),
+        None => match std::env::var(context::KEYRING_VAR) {
+            Ok(text) => (text, format!("the keyring in {}", context::KEYRING_VAR)),
+            // Unset or not UTF-8: the error every command gives.
+            Err(_) => {
+                context::keyring(opts)?;
+                return Err(CliError::new(Exit::Config, "no keyring"));
+            }
+        },
+    };
+    let text = Zeroizing::new(text);
+    KeyringText::new(text.as_str())
+        .map_err(|e| CliError::new(Exit::Config, format!("cannot use {what}: {}", e.message())))
+}
+
 fn show(opts: &KeyringOpts, json: bool) -> CliResult {
-    let ring = context::keyring(opts)?;
-    let ids: Vec<u32> = ring.key_ids().collect();
+    let entries = text(opts)?.entries().map_err(|e| crate::kms::fail(&e))?;
+    let mut ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    let primary = entries.iter().find(|e| e.primary).map(|e| e.id);
     if json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id, "primary": e.primary,
+                    "kms": e.wrapped.as_ref().map(|w| w.kms()),
+                    "kms_key": e.wrapped.as_ref().map(|w| w.key()),
+                })
+            })
+            .collect();
         return context::print_json(&serde_json::json!({
-            "key_ids": ids, "primary": ring.primary_id(),
+            "key_ids": ids, "primary": primary, "entries": list,
         }));
     }
-    for id in ids {
-        let role = if id == ring.primary_id() {
+    let mut sorted: Vec<_> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.id);
+    for e in sorted {
+        let role = if e.primary {
             "primary: new keys are written under it"
         } else {
             "decrypt-only"
         };
-        out!("master key id {id}: {role}")?;
+        let custody = match &e.wrapped {
+            Some(w) if w.kms() == "aws" => format!("wrapped by AWS KMS key {}", w.key()),
+            Some(w) => format!("wrapped by {} KMS key {}", w.kms(), w.key()),
+            None => "in the clear".to_owned(),
+        };
+        out!("master key id {}: {role}; {custody}", e.id)?;
     }
     Ok(())
+}
+
+/// `byok keyring rewrap --kms aws:KEY`: every entry wrapped under `KEY`,
+/// checked, then the file rewritten at once.
+async fn rewrap(opts: &KeyringOpts, spec: &str, json: bool) -> CliResult {
+    let path = file(opts)?;
+    let before = text(opts)?;
+    let (kms, to) = crate::kms::aws(spec).await?;
+    let fail = |e: ConfigError| crate::kms::fail(&e);
+    let mut done = Vec::new();
+    for entry in before.entries().map_err(fail)? {
+        let (new, from) = match &entry.wrapped {
+            Some(w) if w.kms() != "aws" => {
+                return Err(CliError::usage(format!(
+                    "master key id {} is wrapped by the {} KMS; byok rewraps AWS KMS entries \
+                     only; nothing was changed",
+                    entry.id,
+                    w.kms()
+                )));
+            }
+            Some(w) => {
+                let new = kms.rewrap(entry.id, w, &to).await.map_err(fail)?;
+                // The same master key under the new wrap, or nothing changes.
+                let (old_key, new_key) = (
+                    kms.unwrap_key(entry.id, w).await.map_err(fail)?,
+                    kms.unwrap_key(entry.id, &new).await.map_err(fail)?,
+                );
+                same_key(entry.id, &old_key, &new_key)?;
+                (new, Some(w.key().to_owned()))
+            }
+            None => {
+                let Some(clear) = before.clear_key(entry.id).map_err(fail)? else {
+                    return Err(CliError::problem("the keyring changed while read"));
+                };
+                let new = kms.wrap(entry.id, &clear, &to).await.map_err(fail)?;
+                let new_key = kms.unwrap_key(entry.id, &new).await.map_err(fail)?;
+                same_key(entry.id, &clear, &new_key)?;
+                (new, None)
+            }
+        };
+        done.push((entry, new, from));
+    }
+    edit(path, |text| {
+        // Another edit meanwhile: start again rather than lose it.
+        if text.entries()? != before.entries()? {
+            return Err(ConfigError::new(
+                "the keyring file changed while it was rewrapped; nothing was changed, run \
+                 the command again",
+            ));
+        }
+        for (entry, new, _) in &done {
+            text.rewrap(entry.id, new)?;
+        }
+        Ok(())
+    })?;
+    if json {
+        let list: Vec<_> = done
+            .iter()
+            .map(|(e, new, from)| {
+                serde_json::json!({"id": e.id, "from": from, "kms_key": new.key()})
+            })
+            .collect();
+        return context::print_json(&serde_json::json!({
+            "file": path.display().to_string(), "rewrapped": list,
+        }));
+    }
+    for (e, new, from) in &done {
+        match from {
+            Some(from) => out!(
+                "master key id {}: rewrapped from AWS KMS key {from} to {}",
+                e.id,
+                new.key()
+            )?,
+            None => out!(
+                "master key id {}: was in the clear, now wrapped by AWS KMS key {}",
+                e.id,
+                new.key()
+            )?,
+        }
+    }
+    out!(
+        "{} rewritten; no stored key changed. Running instances take it at their next reload.",
+        path.display()
+    )?;
+    Ok(())
+}
+
+/// Refuses a rewrap that would not give back the same master key.
+fn same_key(id: u32, old: &byok::MasterKey, new: &byok::MasterKey) -> CliResult {
+    if old == new {
+        Ok(())
+    } else {
+        Err(CliError::problem(format!(
+            "the new wrap of master key id {id} does not unwrap to the same key; nothing was \
+             changed"
+        )))
+    }
 }
 
 fn promote(opts: &KeyringOpts, id: u32, json: bool) -> CliResult {
     let path = file(opts)?;
     let (changed, previous) = edit(path, |text| {
-        let previous = text.keyring()?.primary_id();
+        let previous = text.primary_id()?.unwrap_or(id);
         Ok((text.promote(id)?, previous))
     })?;
     if json {

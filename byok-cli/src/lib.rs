@@ -34,6 +34,7 @@ mod key_test;
 mod keygen;
 mod keyring;
 mod keys;
+mod kms;
 pub mod opt;
 mod output;
 mod secrets;
@@ -53,7 +54,7 @@ pub async fn run(opt: Opt) -> Result<(), CliError> {
     let global = &opt.global;
     let (json, store, ring) = (global.json, &global.store, &global.keyring);
     match &opt.command {
-        Command::Keygen(o) => keygen::run(o, json),
+        Command::Keygen(o) => keygen::run(o, json).await,
         Command::Keyring(c) => keyring::run(c, ring, store, json).await,
         Command::Migrate(o) => keys::migrate(o, store, json).await,
         Command::Set(o) => keys::set(o, store, ring, json).await,

@@ -207,13 +207,30 @@ pub struct KeygenOpts {
     /// under it.
     #[arg(long, requires = "add_to")]
     pub primary: bool,
+    /// Have a key management service make the key, and write only the key
+    /// it wraps (`ID:kms:aws:ARN:BLOB`): `aws:KEY` for AWS KMS, where KEY
+    /// is a key id, an alias (`alias/byok`) or an ARN. Credentials and
+    /// region come from the AWS SDK's usual places.
+    #[arg(long, value_name = "KMS:KEY")]
+    pub kms: Option<String>,
 }
 
 /// `byok keyring`.
 #[derive(Debug, Subcommand)]
 pub enum KeyringCommand {
-    /// The key ids and which one is primary (nothing secret).
+    /// The key ids, which one is primary, and which KMS key wraps each
+    /// (nothing secret).
     Show,
+    /// Wrap every entry anew under another KMS key (`aws:KEY`): entries
+    /// wrapped already are re-encrypted inside KMS, entries in the clear
+    /// are wrapped. The master keys stay the same, so no stored key
+    /// changes. Each result is checked to unwrap to the same key before the
+    /// file is rewritten.
+    Rewrap {
+        /// The KMS key to wrap under, as `aws:KEY`.
+        #[arg(long, value_name = "KMS:KEY")]
+        kms: String,
+    },
     /// Make a key primary: new keys are written under it from then on.
     Promote {
         /// The master key id.

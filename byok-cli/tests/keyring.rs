@@ -50,9 +50,14 @@ fn add_to_edits_a_one_line_keyring_through_its_link() {
     let out = env.run(&["--keyring", &l, "--json", "keyring", "promote", "3"], "");
     assert_eq!(out.json()["previous_primary"], 2);
     let out = env.run(&["--keyring", &l, "--json", "keyring", "show"], "");
+    let shown = out.json();
     assert_eq!(
-        out.json(),
-        serde_json::json!({"key_ids": [1, 2, 3], "primary": 3})
+        (&shown["key_ids"], &shown["primary"]),
+        (&serde_json::json!([1, 2, 3]), &serde_json::json!(3))
+    );
+    assert_eq!(
+        shown["entries"][2],
+        serde_json::json!({"id": 3, "primary": true, "kms": null, "kms_key": null})
     );
     let text = std::fs::read_to_string(&real).unwrap();
     assert!(text.starts_with(&format!("1:{A},2:{B}\n*3:")), "{text}");

@@ -8,6 +8,11 @@
 //! with a `KeyringFile` source, as an application would build it:
 //! `GET /key/USER` answers the user's key, `PUT /key/USER/VALUE` sets it,
 //! `GET /keyring` the key ids and the primary id, nothing secret.
+//!
+//! With the `kms-aws` feature and moto's AWS KMS (`scripts/kms-server.sh`)
+//! the procedure runs again on a keyring whose master keys are wrapped by
+//! KMS: the instances unwrap it at each reload, `keygen --kms` adds the new
+//! key, and no master key is ever written in the clear.
 
 #![allow(
     clippy::unwrap_used,
@@ -32,8 +37,72 @@ use byok_testkit::services;
 use common::{Env, config, namespace, rt};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Set in the child process: the store URL, table and keyring file.
+/// Set in the child process: the store URL, table and keyring file, and
+/// the KMS endpoint when the keyring is wrapped by KMS.
 const CHILD_VAR: &str = "BYOK_TEST_ROTATION_CHILD";
+
+/// Where the master keys are kept: in the keyring file, or wrapped by the
+/// AWS KMS at `endpoint` under `key`.
+#[derive(Clone, Debug)]
+enum Custody {
+    Clear,
+    #[cfg_attr(not(feature = "kms-aws"), allow(dead_code))]
+    Kms {
+        endpoint: String,
+        key: String,
+    },
+}
+
+impl Custody {
+    fn endpoint(&self) -> &str {
+        match self {
+            Custody::Clear => "",
+            Custody::Kms { endpoint, .. } => endpoint,
+        }
+    }
+
+    /// The AWS settings the `byok` command needs: moto, dummy credentials.
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Custody::Clear => Vec::new(),
+            Custody::Kms { endpoint, .. } => vec![
+                ("AWS_ENDPOINT_URL_KMS", endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+                ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+                ("AWS_REGION", "us-east-1".to_owned()),
+                ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ],
+        }
+    }
+
+    /// The keyring of the file at `path`, unwrapped by KMS when it must be.
+    fn ring(&self, path: &Path) -> byok::Keyring {
+        let text = std::fs::read_to_string(path).unwrap();
+        match self {
+            Custody::Clear => byok::Keyring::from_text(&text).unwrap(),
+            #[cfg(feature = "kms-aws")]
+            Custody::Kms { endpoint, .. } => rt().block_on(async {
+                let kms = aws_kms(endpoint).await;
+                byok::unwrap_text(&text, &[&kms]).await.unwrap()
+            }),
+            #[cfg(not(feature = "kms-aws"))]
+            Custody::Kms { .. } => unreachable!("KMS custody needs the kms-aws feature"),
+        }
+    }
+}
+
+/// AWS KMS at `endpoint` (moto), with dummy credentials.
+#[cfg(feature = "kms-aws")]
+async fn aws_kms(endpoint: &str) -> byok_kms::AwsKms {
+    use byok_kms::aws_sdk_kms::config::{Credentials, Region};
+    let config = byok_kms::AwsKms::loader()
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    byok_kms::AwsKms::new(&config)
+}
 
 /// How often the instances reload their keyring file.
 const RELOAD: Duration = Duration::from_millis(100);
@@ -45,12 +114,16 @@ struct App {
 }
 
 impl App {
-    fn start(url: &str, table: &str, keyring: &Path) -> App {
+    fn start(url: &str, table: &str, keyring: &Path, kms_endpoint: &str) -> App {
         let runtime = rt();
         let (addr, byok) = runtime.block_on(async {
             let store = byok::open_with(url, &config(table)).await.unwrap();
-            let byok = Byok::builder_with_source(store, KeyringFile::new(keyring))
-                .await
+            let builder = if kms_endpoint.is_empty() {
+                Byok::builder_with_source(store, KeyringFile::new(keyring)).await
+            } else {
+                kms_builder(store, keyring, kms_endpoint).await
+            };
+            let byok = builder
                 .unwrap()
                 .config(config(table))
                 .reload_interval(RELOAD)
@@ -74,6 +147,22 @@ impl App {
             _runtime: runtime,
         }
     }
+}
+
+/// A manager whose keyring file is unwrapped by the KMS at `endpoint`.
+#[cfg(feature = "kms-aws")]
+async fn kms_builder(
+    store: byok::Store,
+    keyring: &Path,
+    endpoint: &str,
+) -> byok::Result<byok::ByokBuilder> {
+    let source = byok::Unwrapping::new(KeyringFile::new(keyring), aws_kms(endpoint).await);
+    Byok::builder_with_source(store, source).await
+}
+
+#[cfg(not(feature = "kms-aws"))]
+async fn kms_builder(_: byok::Store, _: &Path, _: &str) -> byok::Result<byok::ByokBuilder> {
+    unreachable!("KMS custody needs the kms-aws feature")
 }
 
 async fn serve(byok: Byok, mut stream: tokio::net::TcpStream) {
@@ -243,7 +332,7 @@ struct ChildApp {
 }
 
 impl ChildApp {
-    fn start(url: &str, table: &str, keyring: &Path) -> ChildApp {
+    fn start(url: &str, table: &str, keyring: &Path, kms_endpoint: &str) -> ChildApp {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -251,7 +340,10 @@ impl ChildApp {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_VAR, format!("{url}\n{table}\n{}", keyring.display()))
+            .env(
+                CHILD_VAR,
+                format!("{url}\n{table}\n{kms_endpoint}\n{}", keyring.display()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -297,13 +389,14 @@ fn child_instance() {
     let Ok(setup) = std::env::var(CHILD_VAR) else {
         return;
     };
-    let mut parts = setup.splitn(3, '\n');
-    let (url, table, keyring) = (
+    let mut parts = setup.splitn(4, '\n');
+    let (url, table, kms_endpoint, keyring) = (
+        parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
-    let app = App::start(url, table, Path::new(keyring));
+    let app = App::start(url, table, Path::new(keyring), kms_endpoint);
     let mut out = std::io::stdout();
     // Not print!, which the test harness captures; the parent reads this.
     out.write_all(format!("\nlistening {}\n", app.addr).as_bytes())
@@ -315,7 +408,7 @@ fn child_instance() {
 
 /// Runs `byok ARGS` as the procedure's operator, with the store and the
 /// keyring from the environment, and echoes command and output.
-fn byok(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> common::Run {
+fn byok(env: &Env, vars: &[(&str, String)], args: &[&str]) -> common::Run {
     let mut cmd = env.command(args);
     for (k, v) in vars {
         cmd.env(k, v);
@@ -329,29 +422,56 @@ fn byok(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> common::Run {
 }
 
 /// The procedure of the README, in its order, against the store at `url`.
-fn rotation_under_load(url: &str, table: &str) {
+fn rotation_under_load(url: &str, table: &str, custody: &Custody) {
     let env = Env::new();
-    let users = rt().block_on(common::seed(url, table, env.ring(), "load", 20));
-    let app = App::start(url, table, &env.keyring);
-    let child = ChildApp::start(url, table, &env.keyring);
+    let mut vars = vec![
+        ("BYOK_STORE", url.to_owned()),
+        ("BYOK_TABLE", table.to_owned()),
+        ("BYOK_KEYRING_FILE", "keyring.txt".to_owned()),
+    ];
+    vars.extend(custody.vars());
+    // Wrapped by KMS: the first key is made by KMS, in place of the one
+    // in the clear.
+    let kms_arg = match custody {
+        Custody::Clear => None,
+        Custody::Kms { key, .. } => {
+            std::fs::remove_file(&env.keyring).unwrap();
+            let kms_arg = format!("aws:{key}");
+            byok(
+                &env,
+                &vars,
+                &["keygen", "--kms", &kms_arg, "--out", "keyring.txt"],
+            )
+            .ok();
+            Some(kms_arg)
+        }
+    };
+    let users = rt().block_on(common::seed(
+        url,
+        table,
+        custody.ring(&env.keyring),
+        "load",
+        20,
+    ));
+    let app = App::start(url, table, &env.keyring, custody.endpoint());
+    let child = ChildApp::start(url, table, &env.keyring, custody.endpoint());
     let addrs = [app.addr, child.addr];
     let load = Arc::new(Load::default());
     let threads = drive(&load, &addrs, &users);
     while load.requests() < 100 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let vars = [
-        ("BYOK_STORE", url),
-        ("BYOK_TABLE", table),
-        ("BYOK_KEYRING_FILE", "keyring.txt"),
-    ];
     eprintln!(
         "# BYOK_STORE={} BYOK_TABLE={table} BYOK_KEYRING_FILE=keyring.txt",
         services::redact(url)
     );
     let before = load.requests();
 
-    let add = byok(&env, &vars, &["keygen", "--add-to", "keyring.txt"]);
+    let mut add = vec!["keygen", "--add-to", "keyring.txt"];
+    if let Some(kms_arg) = &kms_arg {
+        add.extend(["--kms", kms_arg.as_str()]);
+    }
+    let add = byok(&env, &vars, &add);
     assert!(add.ok().contains("decrypt-only"), "{add:?}");
     wait_for_instances(&addrs, "key ids 1,2, primary 1", |ids, primary| {
         ids == [1, 2] && primary == 1
@@ -402,8 +522,16 @@ fn rotation_under_load(url: &str, table: &str) {
         serde_json::json!({ "2": users.len() + 3 }),
         "every key under the new id"
     );
-    assert_eq!(env.ring().key_ids().collect::<Vec<_>>(), [2]);
-    rt().block_on(common::assert_all_keys(url, table, env.ring(), &users));
+    let ring = custody.ring(&env.keyring);
+    assert_eq!(ring.key_ids().collect::<Vec<_>>(), [2]);
+    rt().block_on(common::assert_all_keys(url, table, ring, &users));
+    if kms_arg.is_some() {
+        let text = std::fs::read_to_string(&env.keyring).unwrap();
+        assert!(
+            text.starts_with("*2:kms:aws:") || text.starts_with("2:kms:aws:"),
+            "{text}"
+        );
+    }
     drop(app);
 }
 
@@ -411,7 +539,24 @@ fn rotation_under_load(url: &str, table: &str) {
 fn rotation_under_load_on_sqlite() {
     let env = Env::new();
     let url = env.sqlite("keys.db");
-    rotation_under_load(&url, "user_api_keys");
+    rotation_under_load(&url, "user_api_keys", &Custody::Clear);
+}
+
+/// The same procedure on a keyring wrapped by AWS KMS (moto).
+#[cfg(feature = "kms-aws")]
+#[test]
+fn rotation_under_load_with_a_kms_keyring() {
+    let Some(endpoint) = services::from_env("AWS KMS (moto)", "BYOK_TEST_KMS_ENDPOINT") else {
+        return;
+    };
+    let key = rt().block_on(async {
+        let kms = aws_kms(&endpoint).await;
+        let made = kms.client().create_key().send().await.unwrap();
+        made.key_metadata.unwrap().arn.unwrap()
+    });
+    let env = Env::new();
+    let url = env.sqlite("keys.db");
+    rotation_under_load(&url, "user_api_keys", &Custody::Kms { endpoint, key });
 }
 
 /// Drops the test's PostgreSQL table, whatever the test did.
@@ -441,5 +586,5 @@ fn rotation_under_load_on_postgres() {
         url: url.clone(),
         table: namespace("load"),
     };
-    rotation_under_load(&url, &guard.table);
+    rotation_under_load(&url, &guard.table, &Custody::Clear);
 }

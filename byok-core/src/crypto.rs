@@ -170,6 +170,15 @@ impl MasterKey {
     }
 }
 
+/// The raw 32 bytes, for code that hands the key to its custody (a KMS
+/// wrapping it, `byok-kms`): named as `secrecy` names every exposure, so
+/// that each use stands out in review.
+impl secrecy::ExposeSecret<[u8; 32]> for MasterKey {
+    fn expose_secret(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
 impl PartialEq for MasterKey {
     fn eq(&self, other: &Self) -> bool {
         // Not constant time; master keys are compared only in configuration
@@ -208,6 +217,14 @@ struct KeyEntry {
 /// before the id marks the primary key; without one, the highest id is
 /// primary. Blank lines are ignored, and so is everything from a `#` to
 /// the end of its line (a comment, which may hold commas).
+///
+/// An entry may instead hold its key wrapped by a key management service:
+/// `ID:kms:KMS:KEY:BLOB`, such as
+/// `2:kms:aws:arn:aws:kms:eu-west-1:111122223333:key/…:AQIDAHh…` (see
+/// [`WrappedKey`](crate::keyring_text::WrappedKey)). Such a keyring is
+/// read through a source that asks the KMS to unwrap each entry
+/// ([`Unwrapping`](crate::keyring_source::Unwrapping)); `from_text`
+/// refuses it.
 ///
 /// ```
 /// # use byok_core::Keyring;
@@ -294,14 +311,50 @@ impl Keyring {
     }
 
     /// Reads a keyring in the text format described on [`Keyring`].
+    ///
+    /// An entry wrapped by a KMS (`ID:kms:…`) is refused here, naming the
+    /// KMS and its key: such a keyring is read through
+    /// [`keyring_source::unwrap_text`](crate::keyring_source::unwrap_text)
+    /// or an [`Unwrapping`](crate::keyring_source::Unwrapping) source.
     pub fn from_text(text: &str) -> Result<Self, ConfigError> {
+        use crate::keyring_text::EntryKey;
         let entries = crate::keyring_text::parse(text)?;
         let primary = crate::keyring_text::primary_of(&entries)?;
         let keys = entries
             .into_iter()
-            .map(|e| (e.id, Arc::new(KeyEntry::new(&e.key))))
-            .collect();
+            .map(|e| match e.key {
+                EntryKey::Clear(key) => Ok((e.id, Arc::new(KeyEntry::new(&key)))),
+                EntryKey::Wrapped(w) => Err(ConfigError::new(format!(
+                    "master key id {} is wrapped by the {} KMS key {}; read this keyring \
+                     through a source that unwraps it",
+                    e.id,
+                    w.kms(),
+                    w.key()
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Keyring { keys, primary })
+    }
+
+    /// A keyring of `keys`, whose primary is `primary`.
+    pub(crate) fn from_keys(
+        keys: impl IntoIterator<Item = (u32, MasterKey)>,
+        primary: u32,
+    ) -> Result<Self, ConfigError> {
+        let mut map = BTreeMap::new();
+        for (id, key) in keys {
+            if map.insert(id, Arc::new(KeyEntry::new(&key))).is_some() {
+                return Err(ConfigError::new(format!(
+                    "master key id {id} appears twice in the keyring"
+                )));
+            }
+        }
+        if !map.contains_key(&primary) {
+            return Err(ConfigError::new(format!(
+                "master key id {primary} is not in the keyring"
+            )));
+        }
+        Ok(Keyring { keys: map, primary })
     }
 
     /// Reads a keyring from the environment variable `var`.

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use tokio::io::AsyncReadExt as _;
 use zeroize::Zeroizing;
 
-use crate::crypto::Keyring;
+use crate::crypto::{Keyring, MasterKey};
 use crate::error::ConfigError;
+use crate::keyring_text::{EntryKey, WrappedKey};
 
 /// A place a keyring can be read from, again and again.
 ///
@@ -264,6 +265,134 @@ impl KeyringSource for KeyringCommand {
             ))
         })?;
         Ok(Zeroizing::new(text.to_owned()))
+    }
+}
+
+/// A key management service that turns a wrapped keyring entry
+/// (`ID:kms:KMS:KEY:BLOB`, a [`WrappedKey`]) back into its master key.
+///
+/// The `byok-kms` crate implements it for AWS KMS; any other service can
+/// be added the same way.
+#[async_trait]
+pub trait KeyUnwrapper: fmt::Debug + Send + Sync + 'static {
+    /// The name entries use for this service: `aws` for `ID:kms:aws:…`.
+    fn kms(&self) -> &str;
+
+    /// The master key of entry `key_id`, wrapped as `wrapped`.
+    ///
+    /// An error names the service, its key and `key_id`, never the blob;
+    /// one that cannot reach the service says so after the retries the
+    /// implementation makes.
+    async fn unwrap_key(&self, key_id: u32, wrapped: &WrappedKey)
+    -> Result<MasterKey, ConfigError>;
+}
+
+#[async_trait]
+impl<U: KeyUnwrapper + ?Sized> KeyUnwrapper for std::sync::Arc<U> {
+    fn kms(&self) -> &str {
+        (**self).kms()
+    }
+
+    async fn unwrap_key(
+        &self,
+        key_id: u32,
+        wrapped: &WrappedKey,
+    ) -> Result<MasterKey, ConfigError> {
+        (**self).unwrap_key(key_id, wrapped).await
+    }
+}
+
+/// The keyring of `text`, whose wrapped entries are unwrapped by the one
+/// of `unwrappers` that serves their KMS: one call per wrapped entry, all
+/// at once, and none for entries in the clear. The plain master keys live
+/// only in the returned keyring (wiped when it is dropped).
+///
+/// A wrapped entry whose KMS no unwrapper serves, or that its KMS refuses
+/// or cannot unwrap, fails the whole load: a keyring missing a key would
+/// leave the keys under it unreadable.
+pub async fn unwrap_text(
+    text: &str,
+    unwrappers: &[&dyn KeyUnwrapper],
+) -> Result<Keyring, ConfigError> {
+    let entries = crate::keyring_text::parse(text)?;
+    let primary = crate::keyring_text::primary_of(&entries)?;
+    let unwraps = entries.into_iter().map(|e| async move {
+        match e.key {
+            EntryKey::Clear(key) => Ok((e.id, key)),
+            EntryKey::Wrapped(w) => {
+                let unwrapper =
+                    unwrappers
+                        .iter()
+                        .find(|u| u.kms() == w.kms())
+                        .ok_or_else(|| {
+                            ConfigError::new(format!(
+                                "master key id {} is wrapped by the {} KMS, which this keyring \
+                             source cannot reach (it knows: {})",
+                                e.id,
+                                w.kms(),
+                                if unwrappers.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    unwrappers
+                                        .iter()
+                                        .map(|u| u.kms())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                }
+                            ))
+                        })?;
+                Ok((e.id, unwrapper.unwrap_key(e.id, &w).await?))
+            }
+        }
+    });
+    let keys = futures_util::future::try_join_all(unwraps).await?;
+    Keyring::from_keys(keys, primary)
+}
+
+/// A keyring source whose entries may be wrapped by a KMS: the text comes
+/// from `source` (a file, a variable, a command), and each wrapped entry
+/// is unwrapped once per load by the [`KeyUnwrapper`] of its KMS (see
+/// [`unwrap_text`]).
+///
+/// In a manager, a reload that cannot reach the KMS fails like any reload:
+/// the keyring in use is kept and a warning names the KMS, its key and the
+/// entry's id.
+#[derive(Debug)]
+pub struct Unwrapping<S> {
+    source: S,
+    unwrappers: Vec<Box<dyn KeyUnwrapper>>,
+}
+
+impl<S: KeyringSource> Unwrapping<S> {
+    /// Entries of `source` wrapped by `unwrapper`'s KMS are unwrapped by it.
+    pub fn new(source: S, unwrapper: impl KeyUnwrapper) -> Self {
+        Unwrapping {
+            source,
+            unwrappers: vec![Box::new(unwrapper)],
+        }
+    }
+
+    /// Entries wrapped by another KMS too.
+    pub fn and(mut self, unwrapper: impl KeyUnwrapper) -> Self {
+        self.unwrappers.push(Box::new(unwrapper));
+        self
+    }
+}
+
+#[async_trait]
+impl<S: KeyringSource> KeyringSource for Unwrapping<S> {
+    async fn read_text(&self) -> Result<Zeroizing<String>, ConfigError> {
+        self.source.read_text().await
+    }
+
+    async fn load(&self) -> Result<Keyring, ConfigError> {
+        let text = self.source.read_text().await?;
+        let unwrappers: Vec<&dyn KeyUnwrapper> = self
+            .unwrappers
+            .iter()
+            .map(|u| &**u as &dyn KeyUnwrapper)
+            .collect();
+        unwrap_text(&text, &unwrappers).await
     }
 }
 

@@ -39,15 +39,157 @@ use zeroize::Zeroizing;
 use crate::crypto::{Keyring, MasterKey};
 use crate::error::ConfigError;
 
+/// A master key wrapped (encrypted) by a key management service, as a
+/// keyring entry `ID:kms:KMS:KEY:BLOB` holds it.
+///
+/// `KMS` names the service (`aws`), `KEY` the service's key that wrapped
+/// it (for AWS KMS a key id, an alias or an ARN: colons are allowed), and
+/// `BLOB` is the service's ciphertext in padded base64. Only that service,
+/// asked by someone allowed to use that key, turns it back into the
+/// master key; see [`KeyUnwrapper`](crate::keyring_source::KeyUnwrapper).
+///
+/// `Debug` and every error show the service and its key, never the blob.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    kms: String,
+    key: String,
+    blob: Vec<u8>,
+}
+
+/// The most a wrapped key's blob may hold. An AWS KMS ciphertext of a
+/// 32-byte key is under 200 bytes; this bounds a mistyped or hostile entry.
+pub const MAX_WRAPPED_BLOB: usize = 6144;
+
+impl WrappedKey {
+    /// A key wrapped by the service `kms` (lowercase letters, digits and
+    /// `-`) under its key `key` (no blank, `#`, `,` or `;`), as `blob`.
+    pub fn new(
+        kms: impl Into<String>,
+        key: impl Into<String>,
+        blob: Vec<u8>,
+    ) -> Result<Self, ConfigError> {
+        let (kms, key) = (kms.into(), key.into());
+        if kms.is_empty()
+            || !kms
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "a KMS name is lowercase letters, digits and '-', such as aws",
+            ));
+        }
+        if key.is_empty()
+            || key
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | ',' | ';'))
+        {
+            return Err(ConfigError::new(format!(
+                "the {kms} KMS key of a wrapped entry must be a non-empty name without blanks,                  '#', ',' or ';'"
+            )));
+        }
+        if blob.is_empty() || blob.len() > MAX_WRAPPED_BLOB {
+            return Err(ConfigError::new(format!(
+                "a key wrapped by the {kms} KMS key {key} must be 1 to {MAX_WRAPPED_BLOB} bytes;                  got {}",
+                blob.len()
+            )));
+        }
+        Ok(WrappedKey { kms, key, blob })
+    }
+
+    /// The service that wrapped it, such as `aws`.
+    pub fn kms(&self) -> &str {
+        &self.kms
+    }
+
+    /// The service's key that wrapped it, as the entry names it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The service's ciphertext.
+    pub fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+
+    /// The keyring entry `ID:kms:KMS:KEY:BLOB` of this key under `id`.
+    pub fn entry(&self, id: u32) -> String {
+        format!("{id}:{}", self.to_value())
+    }
+
+    /// The entry's text after `ID:`: `kms:KMS:KEY:BLOB`.
+    fn to_value(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "kms:{}:{}:{}",
+            self.kms,
+            self.key,
+            base64::engine::general_purpose::STANDARD.encode(&self.blob)
+        )
+    }
+
+    /// Reads `kms:KMS:KEY:BLOB`; `what` names the entry in errors.
+    fn parse(value: &str, what: &str) -> Result<Self, ConfigError> {
+        use base64::Engine as _;
+        let shape = || {
+            ConfigError::new(format!(
+                "{what} is wrapped but not of the form kms:KMS:KEY:BLOB"
+            ))
+        };
+        let rest = value.strip_prefix("kms:").ok_or_else(shape)?;
+        let (kms, rest) = rest.split_once(':').ok_or_else(shape)?;
+        // The blob is base64, which has no colon; the key may have some.
+        let (key, blob) = rest.rsplit_once(':').ok_or_else(shape)?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(blob.trim())
+            .map_err(|_| {
+                ConfigError::new(format!(
+                    "{what}: the key wrapped by the {kms} KMS key {key} is not valid base64"
+                ))
+            })?;
+        WrappedKey::new(kms, key, blob)
+            .map_err(|e| ConfigError::new(format!("{what}: {}", e.message())))
+    }
+}
+
+impl fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("kms", &self.kms)
+            .field("key", &self.key)
+            .field("blob_len", &self.blob.len())
+            .finish()
+    }
+}
+
+/// The master key of an entry: in the clear, or wrapped by a KMS.
+pub(crate) enum EntryKey {
+    Clear(MasterKey),
+    Wrapped(WrappedKey),
+}
+
 /// One entry of a keyring text, with where it is.
 pub(crate) struct ParsedEntry {
     pub(crate) id: u32,
-    pub(crate) key: MasterKey,
+    pub(crate) key: EntryKey,
     pub(crate) marked: bool,
     /// The entry, from its `*` (if any) or its id to the end of its key.
     span: Range<usize>,
+    /// Its key, after the `:` that follows the id.
+    value: Range<usize>,
     /// Its line, with the line break.
     line: Range<usize>,
+}
+
+/// What a keyring text says of one entry; nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// The master key id.
+    pub id: u32,
+    /// Whether it is the primary key.
+    pub primary: bool,
+    /// The KMS and its key that wrap it; `None` for a key in the clear.
+    pub wrapped: Option<WrappedKey>,
 }
 
 /// Parses every entry of a keyring text; an empty text has none.
@@ -76,19 +218,27 @@ pub(crate) fn parse(text: &str) -> Result<Vec<ParsedEntry>, ConfigError> {
                 let (id, key) = entry.split_once(':').ok_or_else(|| {
                     ConfigError::new(format!("keyring entry {n} is not of the form ID:KEY"))
                 })?;
+                let value_start = start + (raw.len() - key.len());
                 let id: u32 = id.trim().parse().map_err(|_| {
                     ConfigError::new(format!(
                         "keyring entry {n} has a key id that is not a number from 0 to 4294967295"
                     ))
                 })?;
-                let key = MasterKey::from_text(key).map_err(|e| {
-                    ConfigError::new(format!("keyring entry for key id {id}: {}", e.message()))
-                })?;
+                let what = format!("keyring entry for key id {id}");
+                let key = if key.trim_start().starts_with("kms:") {
+                    EntryKey::Wrapped(WrappedKey::parse(key.trim(), &what)?)
+                } else {
+                    EntryKey::Clear(
+                        MasterKey::from_text(key)
+                            .map_err(|e| ConfigError::new(format!("{what}: {}", e.message())))?,
+                    )
+                };
                 entries.push(ParsedEntry {
                     id,
                     key,
                     marked,
                     span: start..start + raw.len(),
+                    value: value_start..start + raw.len(),
                     line: line_start..line_start + line.len(),
                 });
             }
@@ -98,6 +248,19 @@ pub(crate) fn parse(text: &str) -> Result<Vec<ParsedEntry>, ConfigError> {
         line_start += line.len();
     }
     Ok(entries)
+}
+
+/// The keyring entry `ID:KEY` of `key` under `id`, its key in padded
+/// base64; wiped when dropped.
+pub fn entry(id: u32, key: &MasterKey) -> Zeroizing<String> {
+    let id = id.to_string();
+    let key = key.to_base64();
+    // Piece by piece: a formatted temporary would hold the key unwiped.
+    let mut text = Zeroizing::new(String::with_capacity(id.len() + 1 + 44));
+    text.push_str(&id);
+    text.push(':');
+    text.push_str(key.expose_secret());
+    text
 }
 
 /// The primary key id of parsed entries: the one marked `*`, else the
@@ -134,10 +297,11 @@ pub struct KeyringText {
     text: Zeroizing<String>,
 }
 
-/// One change to a text: replace `range` by `with`.
+/// One change to a text: replace `range` by `with`, which is never a key
+/// in the clear.
 struct Splice {
     range: Range<usize>,
-    with: &'static str,
+    with: String,
 }
 
 impl KeyringText {
@@ -169,8 +333,76 @@ impl KeyringText {
         Ok(parse(&self.text)?.is_empty())
     }
 
-    /// Adds `key` under `id` (default: one more than the largest id, or 1)
-    /// and returns the id.
+    /// The id [`add`](Self::add) picks when given none: one more than the
+    /// largest id, or 1.
+    pub fn next_id(&self) -> Result<u32, ConfigError> {
+        match parse(&self.text)?.iter().map(|e| e.id).max() {
+            None => Ok(1),
+            Some(max) => max
+                .checked_add(1)
+                .ok_or_else(|| ConfigError::new("no key id is left above the largest; choose one")),
+        }
+    }
+
+    /// The primary key id; `None` for a text with no entry. Unlike
+    /// [`keyring`](Self::keyring), it reads wrapped entries too.
+    pub fn primary_id(&self) -> Result<Option<u32>, ConfigError> {
+        let entries = parse(&self.text)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        primary_of(&entries).map(Some)
+    }
+
+    /// What the text says of each entry, in the text's order: id, role and
+    /// custody, nothing secret.
+    pub fn entries(&self) -> Result<Vec<EntryInfo>, ConfigError> {
+        let entries = parse(&self.text)?;
+        let primary = if entries.is_empty() {
+            None
+        } else {
+            Some(primary_of(&entries)?)
+        };
+        Ok(entries
+            .into_iter()
+            .map(|e| EntryInfo {
+                id: e.id,
+                primary: Some(e.id) == primary,
+                wrapped: match e.key {
+                    EntryKey::Clear(_) => None,
+                    EntryKey::Wrapped(w) => Some(w),
+                },
+            })
+            .collect())
+    }
+
+    /// The master key of entry `id` when the text holds it in the clear;
+    /// `None` when it is wrapped by a KMS. To wrap it (`byok keyring
+    /// rewrap`).
+    pub fn clear_key(&self, id: u32) -> Result<Option<MasterKey>, ConfigError> {
+        match parse(&self.text)?.into_iter().find(|e| e.id == id) {
+            None => Err(ConfigError::new(format!(
+                "master key id {id} is not in the keyring"
+            ))),
+            Some(ParsedEntry {
+                key: EntryKey::Clear(key),
+                ..
+            }) => Ok(Some(key)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// Whether some entry holds its key wrapped by a KMS, so that
+    /// [`keyring`](Self::keyring) cannot read it alone (see
+    /// [`keyring_source::unwrap_text`](crate::keyring_source::unwrap_text)).
+    pub fn has_wrapped(&self) -> Result<bool, ConfigError> {
+        Ok(parse(&self.text)?
+            .iter()
+            .any(|e| matches!(e.key, EntryKey::Wrapped(_))))
+    }
+
+    /// Adds `key` under `id` (default: [`next_id`](Self::next_id)) and
+    /// returns the id.
     ///
     /// Unless `primary`, the primary key stays what it was: a new entry
     /// with a larger id would otherwise become primary by the "largest id"
@@ -182,15 +414,64 @@ impl KeyringText {
         key: &MasterKey,
         primary: bool,
     ) -> Result<u32, ConfigError> {
+        self.add_entry(id, primary, |id| entry(id, key))
+    }
+
+    /// Adds an entry whose key is wrapped by a KMS, as [`add`](Self::add)
+    /// does for a key in the clear.
+    pub fn add_wrapped(
+        &mut self,
+        id: Option<u32>,
+        key: &WrappedKey,
+        primary: bool,
+    ) -> Result<u32, ConfigError> {
+        self.add_entry(id, primary, |id| Zeroizing::new(key.entry(id)))
+    }
+
+    /// Puts `key` in the place of entry `id`'s key: the same master key
+    /// wrapped anew (under another KMS key, say), or a key in the clear
+    /// wrapped for the first time. Its role and place stay. The caller
+    /// makes sure that `key` unwraps to the same master key: stored keys
+    /// under `id` would not decrypt otherwise.
+    pub fn rewrap(&mut self, id: u32, key: &WrappedKey) -> Result<(), ConfigError> {
+        let entries = parse(&self.text)?;
+        let entry = entries
+            .iter()
+            .find(|e| e.id == id)
+            .ok_or_else(|| ConfigError::new(format!("master key id {id} is not in the keyring")))?;
+        let primary = primary_of(&entries)?;
+        let edited = apply(
+            &self.text,
+            &[Splice {
+                range: entry.value.clone(),
+                with: key.to_value(),
+            }],
+            "",
+        );
+        let ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
+        self.keep(edited, &ids, primary)?;
+        match parse(&self.text)?.into_iter().find(|e| e.id == id) {
+            Some(ParsedEntry {
+                key: EntryKey::Wrapped(w),
+                ..
+            }) if w == *key => Ok(()),
+            _ => Err(ConfigError::new(
+                "the rewrapped keyring does not read back as intended",
+            )),
+        }
+    }
+
+    /// Adds the entry `entry(id)` makes, as [`add`](Self::add) says.
+    fn add_entry(
+        &mut self,
+        id: Option<u32>,
+        primary: bool,
+        entry: impl FnOnce(u32) -> Zeroizing<String>,
+    ) -> Result<u32, ConfigError> {
         let entries = parse(&self.text)?;
         let id = match id {
             Some(id) => id,
-            None => match entries.iter().map(|e| e.id).max() {
-                None => 1,
-                Some(max) => max.checked_add(1).ok_or_else(|| {
-                    ConfigError::new("no key id is left above the largest; choose one")
-                })?,
-            },
+            None => self.next_id()?,
         };
         if entries.iter().any(|e| e.id == id) {
             return Err(ConfigError::new(format!(
@@ -205,20 +486,17 @@ impl KeyringText {
             let current = primary_of(&entries)?;
             (current, mark(&entries, current))
         };
-        let mut tail = Zeroizing::new(String::with_capacity(128));
+        let entry = entry(id);
+        let mut tail = Zeroizing::new(String::with_capacity(entry.len() + 3));
         if !self.text.is_empty() && !self.text.ends_with('\n') {
             tail.push('\n');
         }
         if primary || entries.is_empty() {
             tail.push('*');
         }
-        // Piece by piece: a formatted temporary would hold the key unwiped.
-        tail.push_str(&id.to_string());
-        tail.push(':');
-        tail.push_str(key.to_base64().expose_secret());
+        tail.push_str(&entry);
         tail.push('\n');
-        let mut edited = apply(&self.text, &splices);
-        edited.push_str(&tail);
+        let edited = apply(&self.text, &splices, &tail);
         let mut ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
         ids.push(id);
         self.keep(edited, &ids, expected_primary)?;
@@ -238,7 +516,7 @@ impl KeyringText {
         }
         let mut splices = unmark(&entries);
         splices.extend(mark(&entries, id));
-        let edited = apply(&self.text, &splices);
+        let edited = apply(&self.text, &splices, "");
         let ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
         self.keep(edited, &ids, id)?;
         Ok(true)
@@ -293,7 +571,14 @@ impl KeyringText {
                 before..entry.span.end
             }
         };
-        let edited = apply(text, &[Splice { range, with: "" }]);
+        let edited = apply(
+            text,
+            &[Splice {
+                range,
+                with: String::new(),
+            }],
+            "",
+        );
         let ids: Vec<u32> = entries.iter().map(|e| e.id).filter(|i| *i != id).collect();
         self.keep(edited, &ids, primary)
     }
@@ -305,10 +590,13 @@ impl KeyringText {
         ids: &[u32],
         primary: u32,
     ) -> Result<(), ConfigError> {
-        let ring = Keyring::from_text(&edited)?;
+        let entries = parse(&edited)?;
+        let read_primary = primary_of(&entries)?;
+        let mut read: Vec<u32> = entries.iter().map(|e| e.id).collect();
+        read.sort_unstable();
         let mut want = ids.to_vec();
         want.sort_unstable();
-        if ring.key_ids().collect::<Vec<_>>() != want || ring.primary_id() != primary {
+        if read != want || read_primary != primary {
             return Err(ConfigError::new(
                 "the edited keyring would not read back as intended; nothing was changed",
             ));
@@ -336,7 +624,7 @@ fn unmark(entries: &[ParsedEntry]) -> Vec<Splice> {
         .filter(|e| e.marked)
         .map(|e| Splice {
             range: e.span.start..e.span.start + 1,
-            with: "",
+            with: String::new(),
         })
         .collect()
 }
@@ -348,26 +636,29 @@ fn mark(entries: &[ParsedEntry], id: u32) -> Vec<Splice> {
         .filter(|e| e.id == id && !e.marked)
         .map(|e| Splice {
             range: e.span.start..e.span.start,
-            with: "*",
+            with: "*".to_owned(),
         })
         .collect()
 }
 
-/// The text with every splice applied; splices must not overlap.
-fn apply(text: &str, splices: &[Splice]) -> Zeroizing<String> {
+/// The text with every splice applied (splices must not overlap), and
+/// `tail` after it.
+fn apply(text: &str, splices: &[Splice], tail: &str) -> Zeroizing<String> {
     let mut order: Vec<&Splice> = splices.iter().collect();
     order.sort_by_key(|s| s.range.start);
     // Room for the marks and an added entry, so that the buffer holding
     // master keys is never reallocated (a reallocation leaves an unwiped
     // copy behind).
-    let mut out = Zeroizing::new(String::with_capacity(text.len() + 128));
+    let added: usize = splices.iter().map(|s| s.with.len()).sum::<usize>() + tail.len();
+    let mut out = Zeroizing::new(String::with_capacity(text.len() + added));
     let mut at = 0;
     for s in order {
         out.push_str(&text[at..s.range.start]);
-        out.push_str(s.with);
+        out.push_str(&s.with);
         at = s.range.end;
     }
     out.push_str(&text[at..]);
+    out.push_str(tail);
     out
 }
 
@@ -727,5 +1018,83 @@ mod tests {
         );
         assert_eq!(ring.primary_id(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Wrapped entries: read by the one parser, with colons in the KMS
+    /// key; shown without their blob; edited like any entry; rewrapped in
+    /// place.
+    #[test]
+    fn wrapped_entries_parse_show_and_rewrap() {
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab";
+        let blob = BASE64.encode([7u8; 150]);
+        let text = format!("# kms\n1:{}\n2:kms:aws:{arn}:{blob} # wrapped\n", b64(1));
+        let mut t = KeyringText::new(text.as_str()).unwrap();
+        let entries = t.entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (entries[0].id, entries[0].primary, &entries[0].wrapped),
+            (1, false, &None)
+        );
+        let w = entries[1].wrapped.clone().unwrap();
+        assert_eq!((w.kms(), w.key(), w.blob()), ("aws", arn, &[7u8; 150][..]));
+        assert!(entries[1].primary);
+        assert!(!format!("{w:?}").contains(&blob));
+
+        // A rewrap replaces the blob and key of its entry only.
+        let other = WrappedKey::new("aws", "alias/byok-2027", vec![9u8; 160]).unwrap();
+        t.rewrap(2, &other).unwrap();
+        assert_eq!(
+            t.expose_text(),
+            format!(
+                "# kms\n1:{}\n2:kms:aws:alias/byok-2027:{} # wrapped\n",
+                b64(1),
+                BASE64.encode([9u8; 160])
+            )
+        );
+        assert!(t.rewrap(5, &other).is_err());
+        assert_eq!(t.clear_key(2).unwrap(), None);
+        assert!(t.clear_key(1).unwrap().is_some());
+        assert!(t.clear_key(9).is_err());
+
+        // Adds, promotions and removals work around wrapped entries.
+        let id = t.add_wrapped(None, &other, false).unwrap();
+        assert_eq!(id, 3);
+        assert!(t.promote(3).unwrap());
+        t.remove(2).unwrap();
+        let ids: Vec<(u32, bool)> = t
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| (e.id, e.primary))
+            .collect();
+        assert_eq!(ids, [(1, false), (3, true)]);
+        assert!(t.keyring().is_err());
+        assert_eq!(t.next_id().unwrap(), 4);
+        assert_eq!(t.primary_id().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn malformed_wrapped_entries_are_refused_without_their_blob() {
+        let blob = BASE64.encode([3u8; 100]);
+        for (text, says) in [
+            (format!("1:kms:aws:{blob}"), "not of the form"),
+            (format!("1:kms:aws::{blob}"), "non-empty name"),
+            (format!("1:kms::key:{blob}"), "KMS name"),
+            (format!("1:kms:AWS:key:{blob}"), "KMS name"),
+            ("1:kms:aws:key:not base64!".to_owned(), "not valid base64"),
+            ("1:kms:aws:key:".to_owned(), "1 to 6144 bytes"),
+            (
+                format!("1:kms:aws:key:{}", BASE64.encode([0u8; 7000])),
+                "got 7000",
+            ),
+        ] {
+            let e = KeyringText::new(text.as_str()).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.contains(says), "{text}: {shown}");
+            assert!(shown.contains("key id 1"), "{shown}");
+            assert!(!shown.contains(&blob), "{shown}");
+        }
+        assert!(WrappedKey::new("aws", "a key", vec![1]).is_err());
+        assert!(WrappedKey::new("aws", "k#1", vec![1]).is_err());
     }
 }

@@ -49,6 +49,7 @@ pub use error::{
 };
 pub use key::ApiKey;
 pub use keyring_source::*;
+pub use keyring_text::WrappedKey;
 pub use manager::*;
 pub use observe::ObservedStorage;
 pub use secrecy;

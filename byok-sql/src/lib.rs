@@ -248,4 +248,3 @@ fn page(keys: Vec<byok_core::ApiKey>, limit: usize) -> byok_core::ScanPage {
     };
     byok_core::ScanPage { keys, next }
 }
-

@@ -21,6 +21,7 @@ async fn setup() -> Option<common::Scratch> {
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
+byok_testkit::admin_conformance_tests!(maybe: setup().await);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_keys_share_one_slot() {

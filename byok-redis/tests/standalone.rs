@@ -48,6 +48,7 @@ async fn isolated() -> Option<(
 }
 
 byok_testkit::conformance_tests!(maybe: setup().await);
+byok_testkit::admin_conformance_tests!(maybe: setup().await);
 
 #[tokio::test]
 async fn pairs_that_join_alike_stay_apart() {

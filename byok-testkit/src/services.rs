@@ -277,6 +277,33 @@ impl<S> std::ops::Deref for WithCleanup<S> {
 
 byok_core::forward_key_storage!(@impl [S: byok_core::KeyStorage] WithCleanup<S>, (self) => self.store);
 
+/// The guarded store's admin side, so that the admin suite runs on it.
+#[deny(clippy::missing_trait_methods)]
+#[byok_core::async_trait]
+impl<S: byok_core::StoreAdmin> byok_core::StoreAdmin for WithCleanup<S> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+    async fn migrate(&self) -> byok_core::Result<()> {
+        self.store.migrate().await
+    }
+    async fn schema_status(&self) -> byok_core::Result<byok_core::SchemaStatus> {
+        self.store.schema_status().await
+    }
+    async fn count_expired(&self) -> byok_core::Result<Option<u64>> {
+        self.store.count_expired().await
+    }
+    async fn count(&self) -> byok_core::Result<u64> {
+        self.store.count().await
+    }
+    async fn stats(&self) -> byok_core::Result<byok_core::StoreStats> {
+        self.store.stats().await
+    }
+    async fn destroy(&self) -> byok_core::Result<()> {
+        self.store.destroy().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@
 // tiered store hold nothing but what the crate root re-exports: they are
 // private, and their items live at the root. The others are namespaces
 // (their items are reached by path) or hold more than the root shows.
+pub mod check_record;
 mod config;
 pub mod copy;
 pub mod crypto;
@@ -41,6 +42,7 @@ pub mod validate;
 
 pub use async_trait::async_trait;
 pub use chrono;
+pub use check_record::CheckRecord;
 pub use config::*;
 pub use copy::{CopyOptions, CopyReport, OnConflict};
 pub use crypto::{Keyring, MasterKey};

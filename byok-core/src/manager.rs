@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use crate::check_record::CheckRecord;
 use crate::config::ByokConfig;
 use crate::crypto::{Keyring, key_id_of};
 use crate::display::{ProviderInfo, format_expiration, format_key_age, mask_key};
@@ -377,6 +378,18 @@ pub struct KeySummary {
     pub created_at: DateTime<Utc>,
     /// When it expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The last check of this key, if one was kept (see
+    /// [`Byok::record_check`]); `None` when it was never checked or has
+    /// been replaced since.
+    pub last_check: Option<CheckRecord>,
+}
+
+/// The check among `checks` (provider, text) made for `key`.
+fn check_of(checks: &[(String, String)], key: &ApiKey) -> Option<CheckRecord> {
+    checks
+        .iter()
+        .find(|(p, _)| p == key.provider())
+        .and_then(|(_, text)| CheckRecord::decode_for(text, key))
 }
 
 /// What a rotation did, per master key id.
@@ -771,6 +784,11 @@ impl Byok {
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
         observe::manager("key_summary", async move {
             let keys = self.inner.storage.user_keys(user_id).await?;
+            let checks = if keys.is_empty() {
+                Vec::new()
+            } else {
+                self.inner.storage.checks(user_id).await?
+            };
             let now = Utc::now();
             Ok(keys
                 .into_iter()
@@ -783,8 +801,66 @@ impl Byok {
                     is_expired: k.is_expired_at(now),
                     created_at: k.created_at(),
                     expires_at: k.expires_at(),
+                    last_check: check_of(&checks, &k),
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// Keeps the result of a check of the user's key for `provider` with
+    /// the key, for [`key_summary`](Self::key_summary), the settings page
+    /// and `byok list` to show; returns whether it was kept (`false` when
+    /// the slot holds no key, or the store keeps no checks).
+    ///
+    /// The record is bound to the key read here: if the user replaces the
+    /// key meanwhile, the record is not shown for the new one. Replacing a
+    /// key clears its check; rotating the master key keeps it.
+    ///
+    /// ```
+    /// # use byok_core::{Byok, ByokConfig, CheckRecord, Keyring, MasterKey, Ttl};
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> byok_core::Result<()> {
+    /// # let store = Arc::new(byok_memory::MemoryStorage::new());
+    /// # let byok = Byok::new(store, Keyring::new(1, MasterKey::generate()), ByokConfig::for_tests())?;
+    /// byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Never).await?;
+    /// let record = CheckRecord::new("invalid", "OpenAI does not accept this key.")?;
+    /// assert!(byok.record_check("alice", "openai", &record).await?);
+    /// assert_eq!(byok.last_check("alice", "openai").await?, Some(record));
+    /// // A new key starts unchecked.
+    /// byok.set_key("alice", "openai", "sk-proj-fedcba9876543210", Ttl::Never).await?;
+    /// assert_eq!(byok.last_check("alice", "openai").await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn record_check(
+        &self,
+        user_id: &str,
+        provider: &str,
+        record: &CheckRecord,
+    ) -> Result<bool> {
+        observe::manager("record_check", async move {
+            let Some(key) = self.inner.storage.retrieve(user_id, provider).await? else {
+                return Ok(false);
+            };
+            self.inner
+                .storage
+                .store_check(user_id, provider, &record.encode(&key))
+                .await
+        })
+        .await
+    }
+
+    /// The last check kept for the user's key for `provider`; `None` when
+    /// there is no key, it was never checked, or it was replaced since.
+    pub async fn last_check(&self, user_id: &str, provider: &str) -> Result<Option<CheckRecord>> {
+        observe::manager("last_check", async move {
+            let Some(key) = self.inner.storage.retrieve(user_id, provider).await? else {
+                return Ok(None);
+            };
+            let checks = self.inner.storage.checks(user_id).await?;
+            Ok(check_of(&checks, &key))
         })
         .await
     }

@@ -220,6 +220,18 @@ impl<S: KeyStorage> KeyStorage for ObservedStorage<S> {
         self.run("user_keys", self.inner.user_keys(user_id)).await
     }
 
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        self.run(
+            "store_check",
+            self.inner.store_check(user_id, provider, check),
+        )
+        .await
+    }
+
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.run("checks", self.inner.checks(user_id)).await
+    }
+
     /// The inner store's: the steps of leased fills are not observed one
     /// by one (the `TieredStorage` over them counts hits and misses).
     fn as_fast_tier(&self) -> Option<&dyn crate::tiered::FastTier> {

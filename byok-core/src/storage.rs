@@ -142,6 +142,34 @@ pub trait KeyStorage: fmt::Debug + Send + Sync + 'static {
         }
         Ok(keys)
     }
+    /// Keeps `check`, the text of a [`CheckRecord`](crate::CheckRecord)
+    /// made by [`CheckRecord::encode`](crate::CheckRecord::encode), with the
+    /// slot's key, replacing the check kept before; returns whether the
+    /// slot holds a key (expired or not) to keep it with. Without a key,
+    /// nothing is kept.
+    ///
+    /// The text is opaque to the store and at most
+    /// [`MAX_ENCODED_LEN`](crate::check_record::MAX_ENCODED_LEN) bytes. A
+    /// store need not clear it when the key is replaced (the record names
+    /// its key, and a record for another key is never shown), but
+    /// [`delete`](KeyStorage::delete), [`clear_all`](KeyStorage::clear_all)
+    /// and [`purge_expired`](KeyStorage::purge_expired) remove it with its
+    /// key, so that no check outlives its slot.
+    ///
+    /// The default keeps nothing and returns `false`; every backend of byok
+    /// overrides it, and the conformance suite checks that a backend does.
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        let _ = (user_id, provider, check);
+        Ok(false)
+    }
+
+    /// The checks kept for this user's keys, as (provider, text) pairs
+    /// sorted by provider (by bytes). The default is none.
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let _ = user_id;
+        Ok(Vec::new())
+    }
+
     /// This store's [`FastTier`] capability, if it has one: leased fills
     /// that let a [`TieredStorage`](crate::TieredStorage) use it as a fast
     /// store shared by several processes. The default is `None`; wrappers
@@ -261,6 +289,12 @@ macro_rules! forward_key_storage {
             }
             async fn user_keys(&$this, user_id: &str) -> $crate::Result<Vec<$crate::ApiKey>> {
                 $inner.user_keys(user_id).await
+            }
+            async fn store_check(&$this, user_id: &str, provider: &str, check: &str) -> $crate::Result<bool> {
+                $inner.store_check(user_id, provider, check).await
+            }
+            async fn checks(&$this, user_id: &str) -> $crate::Result<Vec<(String, String)>> {
+                $inner.checks(user_id).await
             }
             fn as_fast_tier(&$this) -> Option<&dyn $crate::FastTier> {
                 $inner.as_fast_tier()

@@ -746,6 +746,15 @@ impl KeyStorage for TieredStorage {
         self.durable.user_keys(user_id).await
     }
 
+    /// Checks live in the durable store only; copies never carry them.
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        self.durable.store_check(user_id, provider, check).await
+    }
+
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.durable.checks(user_id).await
+    }
+
     /// None: a tiered store is not itself the fast store of another.
     fn as_fast_tier(&self) -> Option<&dyn FastTier> {
         None

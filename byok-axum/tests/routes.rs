@@ -2044,6 +2044,12 @@ impl KeyStorage for SlowStorage {
         pause().await;
         self.0.user_keys(u).await
     }
+    async fn store_check(&self, u: &str, p: &str, check: &str) -> byok_core::Result<bool> {
+        self.0.store_check(u, p, check).await
+    }
+    async fn checks(&self, u: &str) -> byok_core::Result<Vec<(String, String)>> {
+        self.0.checks(u).await
+    }
     fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
         None
     }

@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(CheckRecord::decode_for(&text, &k), Some(r.clone()));
         // Rotation keeps the creation time and hint: the check stays.
         let rotated = k.clone().with_encrypted_value(vec![9, 9]);
-        assert_eq!(CheckRecord::decode_for(&text, &rotated), Some(r.clone()));
+        assert_eq!(CheckRecord::decode_for(&text, &rotated), Some(r));
         // A new key (another creation time or hint) does not match.
         let later = k
             .clone()

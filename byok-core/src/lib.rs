@@ -41,8 +41,8 @@ mod tiered;
 pub mod validate;
 
 pub use async_trait::async_trait;
-pub use chrono;
 pub use check_record::CheckRecord;
+pub use chrono;
 pub use config::*;
 pub use copy::{CopyOptions, CopyReport, OnConflict};
 pub use crypto::{Keyring, MasterKey};

@@ -222,6 +222,12 @@ impl KeyStorage for UserWritesMeanwhile {
     async fn user_keys(&self, u: &str) -> byok_core::Result<Vec<ApiKey>> {
         self.inner.user_keys(u).await
     }
+    async fn store_check(&self, u: &str, p: &str, check: &str) -> byok_core::Result<bool> {
+        self.inner.store_check(u, p, check).await
+    }
+    async fn checks(&self, u: &str) -> byok_core::Result<Vec<(String, String)>> {
+        self.inner.checks(u).await
+    }
     fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {
         None
     }

@@ -47,8 +47,12 @@ mod fast_tier;
 /// session's), a binary search over a few entries is as fast as a map, and
 /// it costs one allocation of exactly the keys held. Each `ApiKey` shares
 /// its buffers, so reading one copies no bytes.
+///
+/// The second vector holds the kept checks (see
+/// [`KeyStorage::store_check`]), by provider, sorted; a check leaves with
+/// its key, under the same lock.
 #[derive(Default)]
-struct UserKeys(Vec<ApiKey>);
+struct UserKeys(Vec<ApiKey>, Vec<(Arc<str>, Arc<str>)>);
 
 impl UserKeys {
     fn find(&self, provider: &str) -> Result<usize, usize> {
@@ -72,6 +76,13 @@ impl UserKeys {
 
     fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Drops the checks whose key is gone.
+    fn drop_orphan_checks(&mut self) {
+        let keys = &self.0;
+        self.1
+            .retain(|(p, _)| keys.binary_search_by(|k| k.provider().cmp(p)).is_ok());
     }
 
     fn is_empty(&self) -> bool {
@@ -201,6 +212,7 @@ impl Inner {
             let before = keys.len();
             keys.0.retain(|k| !k.is_expired_at(now));
             purged += (before - keys.len()) as u64;
+            keys.drop_orphan_checks();
             let keep = !keys.is_empty();
             if !keep {
                 self.forget(user_id);
@@ -329,6 +341,7 @@ impl KeyStorage for MemoryStorage {
             Some(mut keys) => match keys.find(provider) {
                 Ok(i) => {
                     keys.0.remove(i);
+                    keys.drop_orphan_checks();
                     true
                 }
                 Err(_) => false,
@@ -359,6 +372,32 @@ impl KeyStorage for MemoryStorage {
                 true
             })
             .map_or(0, |(_, keys)| keys.len() as u64))
+    }
+
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        validate::stored_slot(user_id, provider)?;
+        let Some(mut keys) = self.inner.users.get_mut(user_id) else {
+            return Ok(false);
+        };
+        if keys.find(provider).is_err() {
+            return Ok(false);
+        }
+        let checks = &mut keys.1;
+        match checks.binary_search_by(|(p, _)| (**p).cmp(provider)) {
+            Ok(i) => checks[i].1 = Arc::from(check),
+            Err(i) => checks.insert(i, (Arc::from(provider), Arc::from(check))),
+        }
+        Ok(true)
+    }
+
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        validate::stored_user_id(user_id)?;
+        Ok(self.inner.users.get(user_id).map_or_else(Vec::new, |keys| {
+            keys.1
+                .iter()
+                .map(|(p, c)| ((**p).to_owned(), (**c).to_owned()))
+                .collect()
+        }))
     }
 
     async fn purge_expired(&self) -> Result<u64> {

@@ -1345,3 +1345,68 @@ case! {
         Ok(())
     }
 }
+
+case! {
+    /// A kept check reads back for its slot alone, and a second check
+    /// replaces the first.
+    checks_are_kept_per_slot(store, ns) {
+        let user = ns.user("u");
+        let other = ns.user("v");
+        store.store(&key(&user, "a", vec![1])?).await?;
+        store.store(&key(&user, "b", vec![2])?).await?;
+        store.store(&key(&other, "a", vec![3])?).await?;
+        ensure!(store.store_check(&user, "a", "first").await?, "store_check on a key returned false");
+        ensure!(store.store_check(&user, "a", "second").await?, "second store_check returned false");
+        ensure!(store.store_check(&user, "b", "{\"b\":\"é\"}").await?, "store_check of b returned false");
+        ensure_eq!(
+            store.checks(&user).await?,
+            vec![("a".to_owned(), "second".to_owned()), ("b".to_owned(), "{\"b\":\"é\"}".to_owned())],
+            "checks of the user"
+        );
+        ensure_eq!(store.checks(&other).await?, Vec::<(String, String)>::new(), "checks of another user");
+        Ok(())
+    }
+}
+
+case! {
+    /// Without a key in the slot nothing is kept, and a check goes with
+    /// its key when the key is deleted, cleared or purged.
+    checks_go_with_their_key(store, ns) {
+        let user = ns.user("u");
+        ensure!(!store.store_check(&user, "a", "x").await?, "store_check without a key returned true");
+        ensure!(store.checks(&user).await?.is_empty(), "a check was kept without a key");
+        store.store(&key(&user, "a", vec![1])?).await?;
+        store.store(&key(&user, "b", vec![2])?).await?;
+        store.store(&key(&user, "c", vec![3])?.with_expires_at(Some(Utc::now() + chrono::Duration::milliseconds(300)))).await?;
+        for p in ["a", "b", "c"] {
+            ensure!(store.store_check(&user, p, p).await?, "store_check of {p} returned false");
+        }
+        store.delete(&user, "a").await?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.purge_expired().await?;
+        ensure_eq!(store.checks(&user).await?, vec![("b".to_owned(), "b".to_owned())], "checks after delete and purge");
+        store.store(&key(&user, "a", vec![1])?).await?;
+        ensure!(
+            !store.checks(&user).await?.iter().any(|(p, _)| p == "a"),
+            "a deleted key's check came back with a new key"
+        );
+        store.clear_all(&user).await?;
+        ensure!(store.checks(&user).await?.is_empty(), "checks left after clear_all");
+        Ok(())
+    }
+}
+
+case! {
+    /// The longest check text the manager writes round-trips byte for
+    /// byte, under hostile ids.
+    checks_round_trip_under_hostile_ids(store, ns) {
+        let text: String = "\"\\é{}".repeat(byok_core::check_record::MAX_ENCODED_LEN / 8);
+        for (i, id) in HOSTILE_IDS.iter().enumerate() {
+            let user = ns.user(id);
+            store.store(&key(&user, id, vec![u8::try_from(i % 250).unwrap_or(0)])?).await?;
+            ensure!(store.store_check(&user, id, &text).await?, "store_check under {id:?} returned false");
+            ensure_eq!(store.checks(&user).await?, vec![((*id).to_owned(), text.clone())], "checks under {id:?}");
+        }
+        Ok(())
+    }
+}

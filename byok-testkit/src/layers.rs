@@ -66,11 +66,15 @@ pub enum Op {
     Scan,
     /// [`KeyStorage::user_keys`].
     UserKeys,
+    /// [`KeyStorage::store_check`].
+    StoreCheck,
+    /// [`KeyStorage::checks`].
+    Checks,
 }
 
 impl Op {
     /// Every method, in the order of the trait.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 13] = [
         Op::Store,
         Op::StoreIfAbsent,
         Op::Retrieve,
@@ -82,6 +86,8 @@ impl Op {
         Op::CompareAndSwap,
         Op::Scan,
         Op::UserKeys,
+        Op::StoreCheck,
+        Op::Checks,
     ];
 
     fn bit(self) -> u16 {
@@ -235,6 +241,16 @@ impl<S: KeyStorage> KeyStorage for FaultyStorage<S> {
     }
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.call(Op::UserKeys, self.inner.user_keys(user_id)).await
+    }
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        self.call(
+            Op::StoreCheck,
+            self.inner.store_check(user_id, provider, check),
+        )
+        .await
+    }
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.call(Op::Checks, self.inner.checks(user_id)).await
     }
     /// The inner store's capability, with its steps failing as the calls
     /// do, so that a wrapped Redis or memory store stays usable as the fast
@@ -439,6 +455,14 @@ impl<S: KeyStorage> KeyStorage for CountingStorage<S> {
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.count(Op::UserKeys);
         self.inner.user_keys(user_id).await
+    }
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        self.count(Op::StoreCheck);
+        self.inner.store_check(user_id, provider, check).await
+    }
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.count(Op::Checks);
+        self.inner.checks(user_id).await
     }
     /// The inner store's; the leased fills are not counted.
     fn as_fast_tier(&self) -> Option<&dyn FastTier> {

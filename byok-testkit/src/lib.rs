@@ -533,4 +533,7 @@ suite!($;
     times_after_the_year_9999_round_trip,
     bad_scan_cursors_are_invalid_input,
     swapping_for_an_identical_key_succeeds,
+    checks_are_kept_per_slot,
+    checks_go_with_their_key,
+    checks_round_trip_under_hostile_ids,
 );

@@ -126,6 +126,12 @@ impl KeyStorage for KeepsExpired {
         keys.sort_by(|a, b| a.provider().cmp(b.provider()));
         Ok(keys)
     }
+    async fn store_check(&self, u: &str, p: &str, check: &str) -> Result<bool> {
+        self.inner.store_check(u, p, check).await
+    }
+    async fn checks(&self, u: &str) -> Result<Vec<(String, String)>> {
+        self.inner.checks(u).await
+    }
 }
 
 #[tokio::test]

@@ -250,6 +250,12 @@ impl KeyStorage for RacingStore {
     async fn user_keys(&self, u: &str) -> byok::Result<Vec<ApiKey>> {
         self.inner.user_keys(u).await
     }
+    async fn store_check(&self, u: &str, p: &str, check: &str) -> byok::Result<bool> {
+        self.inner.store_check(u, p, check).await
+    }
+    async fn checks(&self, u: &str) -> byok::Result<Vec<(String, String)>> {
+        self.inner.checks(u).await
+    }
     fn as_fast_tier(&self) -> Option<&dyn byok::FastTier> {
         None
     }

@@ -92,6 +92,31 @@ where
 }
 
 impl<H: HandStore> Backend<H> {
+    /// Gives the first `n` of `users` (round robin) an `openai` key on the
+    /// hand-written side, sealed with `cipher`.
+    async fn fill_hand(
+        &self,
+        users: &Arc<Vec<String>>,
+        n: usize,
+        cipher: &HandCipher,
+    ) -> BResult<()> {
+        let (h, c, us) = (Arc::clone(&self.hand), cipher.clone(), Arc::clone(users));
+        fill(n, move |i| {
+            let (h, c, us) = (Arc::clone(&h), c.clone(), Arc::clone(&us));
+            async move {
+                let u = user_of(&us, i);
+                let sealed = c.seal(u, "openai", api_key(i).as_bytes())?;
+                h.write(
+                    u,
+                    "openai",
+                    record(sealed, Some(now_ms() + TTL.as_millis() as i64)),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
     fn plan(&self, sizes: &Sizes, tasks: usize) -> Plan {
         let (ops, batch) = match (self.in_process, tasks) {
             (true, _) => (sizes.in_process_ops, 32),
@@ -158,21 +183,7 @@ impl<H: HandStore> Backend<H> {
                 }
             })
             .await?;
-            let (h, c, us) = (Arc::clone(&self.hand), cipher.clone(), Arc::clone(&users));
-            fill(users.len(), move |i| {
-                let (h, c, us) = (Arc::clone(&h), c.clone(), Arc::clone(&us));
-                async move {
-                    let u = user_of(&us, i);
-                    let sealed = c.seal(u, "openai", api_key(i).as_bytes())?;
-                    h.write(
-                        u,
-                        "openai",
-                        record(sealed, Some(now_ms() + TTL.as_millis() as i64)),
-                    )
-                    .await
-                }
-            })
-            .await?;
+            self.fill_hand(&users, users.len(), &cipher).await?;
         }
         for tasks in [1, 64] {
             let plan = self.plan(sizes, tasks);
@@ -595,25 +606,7 @@ impl<H: HandStore> Backend<H> {
         .await?;
         let ciphers = [HandCipher::new(&KEY_1)?, HandCipher::new(&KEY_2)?];
         if has_hand {
-            let (h, us, c) = (
-                Arc::clone(&self.hand),
-                Arc::clone(&users),
-                ciphers[0].clone(),
-            );
-            fill(n, move |i| {
-                let (h, us, c) = (Arc::clone(&h), Arc::clone(&us), c.clone());
-                async move {
-                    let u = &us[i as usize];
-                    let sealed = c.seal(u, "openai", api_key(i).as_bytes())?;
-                    h.write(
-                        u,
-                        "openai",
-                        record(sealed, Some(now_ms() + TTL.as_millis() as i64)),
-                    )
-                    .await
-                }
-            })
-            .await?;
+            self.fill_hand(&users, n, &ciphers[0]).await?;
         }
         let rounds = sizes.rounds.clamp(2, 3);
         let hand = Arc::clone(&self.hand);

@@ -72,28 +72,22 @@ pub trait Prober: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-#[async_trait]
-impl<P: Prober + ?Sized> Prober for Arc<P> {
-    fn provider(&self) -> &str {
-        (**self).provider()
-    }
-    async fn check(&self, key: &SecretString) -> Result<KeyCheck> {
-        (**self).check(key).await
-    }
-    async fn check_with_completion(&self, key: &SecretString, model: &str) -> Result<KeyCheck> {
-        (**self).check_with_completion(key, model).await
-    }
+/// `Arc` and `Box` of a prober are probers, each method forwarded.
+macro_rules! forward_prober {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<P: Prober + ?Sized> Prober for $ptr<P> {
+            fn provider(&self) -> &str {
+                (**self).provider()
+            }
+            async fn check(&self, key: &SecretString) -> Result<KeyCheck> {
+                (**self).check(key).await
+            }
+            async fn check_with_completion(&self, key: &SecretString, model: &str) -> Result<KeyCheck> {
+                (**self).check_with_completion(key, model).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<P: Prober + ?Sized> Prober for Box<P> {
-    fn provider(&self) -> &str {
-        (**self).provider()
-    }
-    async fn check(&self, key: &SecretString) -> Result<KeyCheck> {
-        (**self).check(key).await
-    }
-    async fn check_with_completion(&self, key: &SecretString, model: &str) -> Result<KeyCheck> {
-        (**self).check_with_completion(key, model).await
-    }
-}
+forward_prober!(Arc, Box);

@@ -524,6 +524,15 @@ mod tests {
         assert!(store.retrieve("u", "other").await.unwrap().is_none());
     }
 
+    /// Stores a key for (user, provider) that expired a second ago.
+    async fn store_expired(store: &MemoryStorage, user: &str, provider: &str) {
+        let past = Some(Utc::now() - chrono::Duration::seconds(1));
+        let key = ApiKey::new(user, provider, vec![1])
+            .unwrap()
+            .with_expires_at(past);
+        store.store(&key).await.unwrap();
+    }
+
     #[tokio::test]
     async fn user_keys_is_one_lookup_sorted_by_provider() {
         let store = MemoryStorage::new();
@@ -533,15 +542,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let past = Some(Utc::now() - chrono::Duration::seconds(5));
-        store
-            .store(
-                &ApiKey::new("u", "groq", vec![1])
-                    .unwrap()
-                    .with_expires_at(past),
-            )
-            .await
-            .unwrap();
+        store_expired(&store, "u", "groq").await;
         let keys = store.user_keys("u").await.unwrap();
         let providers: Vec<&str> = keys.iter().map(ApiKey::provider).collect();
         assert_eq!(
@@ -713,15 +714,7 @@ mod tests {
             Arc::new(store.clone()),
             std::time::Duration::from_secs(10),
         ));
-        let past = Some(Utc::now() - chrono::Duration::seconds(1));
-        store
-            .store(
-                &ApiKey::new("u", "p", vec![1])
-                    .unwrap()
-                    .with_expires_at(past),
-            )
-            .await
-            .unwrap();
+        store_expired(&store, "u", "p").await;
         store
             .store(&ApiKey::new("v", "p", vec![1]).unwrap())
             .await

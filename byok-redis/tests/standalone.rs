@@ -666,4 +666,54 @@ async fn checks_leave_the_key_records_as_older_versions_read_them() {
     let exists: bool = raw.exists(&checks).await.unwrap();
     assert!(!exists, "the check hash outlived clear_all");
     assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+
+    // `destroy` removes checks with everything else under the prefix.
+    store
+        .store(&ApiKey::new(user, "openai", vec![9]).unwrap())
+        .await
+        .unwrap();
+    assert!(store.store_check(user, "openai", "kept").await.unwrap());
+    store.destroy().await.unwrap();
+    let exists: bool = raw.exists(&checks).await.unwrap();
+    assert!(!exists, "the check hash outlived destroy");
+}
+
+#[tokio::test]
+async fn one_purge_batch_removes_the_checks_of_every_slot_it_purges() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let past = Some(Utc::now() - chrono::Duration::hours(1));
+    // Users of one bucket, so that one script purges all their slots.
+    let users: Vec<String> = {
+        let bucket = byok_redis::bucket_of("u0");
+        (0..)
+            .map(|i| format!("u{i}"))
+            .filter(|u| byok_redis::bucket_of(u) == bucket)
+            .take(3)
+            .collect()
+    };
+    for user in &users {
+        for p in ["a", "b"] {
+            let key = ApiKey::new(user, p, vec![1]).unwrap().with_expires_at(past);
+            store.store(&key).await.unwrap();
+            assert!(store.store_check(user, p, p).await.unwrap(), "{user}/{p}");
+        }
+        store
+            .store(&ApiKey::new(user, "live", vec![2]).unwrap())
+            .await
+            .unwrap();
+        assert!(store.store_check(user, "live", "kept").await.unwrap());
+    }
+    assert_eq!(store.purge_expired().await.unwrap(), 6);
+    for user in &users {
+        assert_eq!(
+            store.checks(user).await.unwrap(),
+            [("live".to_owned(), "kept".to_owned())],
+            "{user}"
+        );
+        let hash = store.redis_check_key(user).unwrap();
+        let len: u64 = raw.hlen(&hash).await.unwrap();
+        assert_eq!(len, 1, "{user}");
+    }
 }

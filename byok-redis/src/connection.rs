@@ -337,6 +337,16 @@ impl RedisStorage {
         Ok(self.layout.user_hash(user_id))
     }
 
+    /// The Redis key of the hash that holds the checks kept for a user's
+    /// keys, one field per provider (see the [crate docs](crate#key-layout)),
+    /// for this crate's integration tests; not part of the API. Fails on an
+    /// invalid id.
+    #[doc(hidden)]
+    pub fn redis_check_key(&self, user_id: &str) -> Result<String> {
+        validate::stored_user_id(user_id)?;
+        Ok(self.layout.check_hash(user_id))
+    }
+
     /// Logs a warning for each server whose `maxmemory-policy` is not
     /// `noeviction` (see the [crate docs](crate#server-requirements)).
     /// Never fails: a server that refuses `CONFIG` is not checked.

@@ -115,14 +115,28 @@ impl Layout {
         key
     }
 
+    /// The hash of the checks kept for one user's keys: a field per
+    /// provider, each holding the text of the key's last check. Beside the
+    /// user's hash, under the same tag, so that the user's hash keeps the
+    /// fields an older version reads and writes.
+    pub(crate) fn check_hash(&self, user_id: &str) -> String {
+        format!(
+            "{}:chk:{}",
+            self.tag(bucket_of(user_id)),
+            encode_id(user_id)
+        )
+    }
+
     /// Every key that a write or a delete of one of the user's slots
     /// touches, with the user hashed and encoded once.
     pub(crate) fn user_keys(&self, user_id: &str) -> UserKeys {
         let tag = self.tag(bucket_of(user_id));
+        let user = encode_id(user_id);
         UserKeys {
-            user_hash: format!("{tag}:u:{}", encode_id(user_id)),
+            user_hash: format!("{tag}:u:{user}"),
             bucket_users: format!("{tag}:users"),
             bucket_expiries: format!("{tag}:exp"),
+            check_hash: format!("{tag}:chk:{user}"),
         }
     }
 
@@ -181,13 +195,14 @@ impl Layout {
     }
 }
 
-/// The keys of one user, as [`Layout::user_hash`], [`Layout::bucket_users`]
-/// and [`Layout::bucket_expiries`] name them.
+/// The keys of one user, as [`Layout::user_hash`], [`Layout::bucket_users`],
+/// [`Layout::bucket_expiries`] and [`Layout::check_hash`] name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UserKeys {
     pub(crate) user_hash: String,
     pub(crate) bucket_users: String,
     pub(crate) bucket_expiries: String,
+    pub(crate) check_hash: String,
 }
 
 /// The start of the expiry member of every slot of a user: `<len>:<user>`.
@@ -312,7 +327,11 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for u in users {
             assert!(seen.insert(layout.user_hash(u)), "{u:?}");
+            assert!(seen.insert(layout.check_hash(u)), "{u:?}");
             assert!(seen.insert(layout.v1_user_index(u)), "{u:?}");
+            for k in layout.fast_tier_user_keys(u) {
+                assert!(seen.insert(k), "{u:?}");
+            }
             for p in ["c", "b:c", "i", "{}b"] {
                 assert!(seen.insert(layout.v1_key(u, p)), "{u:?} {p:?}");
             }
@@ -329,6 +348,7 @@ mod tests {
         let tag = format!("p:{{{:03x}}}", bucket_of(user));
         for k in [
             layout.user_hash(user),
+            layout.check_hash(user),
             layout.bucket_users(bucket_of(user)),
             layout.bucket_expiries(bucket_of(user)),
             layout.v1_key(user, "{x}"),
@@ -351,6 +371,7 @@ mod tests {
                     user_hash: layout.user_hash(user),
                     bucket_users: layout.bucket_users(bucket),
                     bucket_expiries: layout.bucket_expiries(bucket),
+                    check_hash: layout.check_hash(user),
                 }
             );
             assert!(expiry_member(user, provider).starts_with(&expiry_member_prefix(user)));

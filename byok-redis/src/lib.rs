@@ -54,6 +54,7 @@
 //! | `P{B}:u:<user>` | hash | the user's keys: one field per provider (the provider's own bytes), holding the key's [record](#records) |
 //! | `P{B}:users` | sorted set, scores 0 | the users of the bucket that have keys, in byte order |
 //! | `P{B}:exp` | sorted set | the bucket's expiring slots, scored by expiry (Unix ms); members `<len>:<user><provider>`, the user's length in bytes first |
+//! | `P{B}:chk:<user>` | hash | the last [check](#checks) of the user's keys: one field per provider, holding the check's text |
 //! | `Pformat` | string | the format of the data under the prefix, `2` (see [upgrading](#upgrading-from-format-1)) |
 //! | `P{B}:c:<user>:<provider>` | string, with a Redis expiry | a [`TieredStorage`](byok_core::TieredStorage) copy: the user's generation, `:`, the record |
 //! | `P{B}:l:<user>:<provider>` | string, with a Redis expiry | a fill lease or a write's hold on the slot: the user's generation, `:`, a random token |
@@ -81,6 +82,33 @@
 //! masters, which balances well up to a few dozen masters. Scripts run one
 //! at a time on their server: a `clear_all` of a user with many keys is one
 //! script over all of them.
+//!
+//! ## Checks
+//!
+//! [`KeyStorage::store_check`](byok_core::KeyStorage::store_check) keeps a
+//! key's last check in the user's check hash `P{B}:chk:<user>`, not in the
+//! user's hash: every field of that hash is a provider to a version of
+//! byok that knows nothing of checks, so the user's hash keeps exactly the
+//! fields and bytes it held, and older versions go on reading and writing
+//! keys on the same prefix. The check hash carries the user's hash tag, so
+//! one script sets the check only while the user's hash holds the
+//! provider (`HEXISTS`, then `HSET`), in one round trip;
+//! [`checks`](byok_core::KeyStorage::checks) is one `HGETALL`, by provider
+//! in byte order (an entry that is not UTF-8 or names no valid provider is
+//! skipped with a `tracing` warning). `delete`, `clear_all` and
+//! `purge_expired` remove the check in the script that removes its key;
+//! `count`, `stats` and `scan` walk the users' hashes and never see
+//! checks; `destroy` removes them with everything under the prefix.
+//!
+//! A check names its key (see [`CheckRecord`](byok_core::CheckRecord)), so
+//! one left behind when a key is replaced — by this version or an older
+//! one — is never shown. An older version's `delete` or `clear_all` leaves
+//! the check of the removed key in the check hash, unread; the next check
+//! kept for the user drops every check whose provider has no key, and
+//! `destroy` removes it. **No migration:** the format stays `2`, and
+//! [`StoreAdmin::schema_status`] answers
+//! [`UpToDate`](byok_core::SchemaStatus::UpToDate) on a prefix with checks
+//! as without.
 //!
 //! ## Records
 //!
@@ -179,8 +207,8 @@
 //!
 //! # Guarantees
 //!
-//! * `store`, `store_if_absent`, `delete`, `clear_all`, `compare_and_swap`
-//!   and each batch of `purge_expired` are single Lua scripts (through
+//! * `store`, `store_if_absent`, `delete`, `clear_all`, `compare_and_swap`,
+//!   `store_check` and each batch of `purge_expired` are single Lua scripts (through
 //!   [`redis::Script::invoke_async`], which reloads a script the server lost),
 //!   naming every key in `KEYS`: atomic on a server and on a cluster.
 //!   Replacing a key costs Redis two commands (`HSET` and the expiry set's
@@ -280,7 +308,7 @@
 //!
 //! **Minimum supported: Redis 7.0**, the version the tests run against,
 //! standalone and as a cluster. The commands used are all older than
-//! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HKEYS`, `HLEN`,
+//! that: `HGET`, `HSET`, `HSETNX`, `HDEL`, `HEXISTS`, `HKEYS`, `HLEN`,
 //! `HGETALL`, `GET`, `SET`, `DEL`, `EXISTS`, `SCAN`, `ZADD`, `ZREM`, `ZCARD`,
 //! `ZCOUNT`, `ZSCORE`, `ZRANGEBYLEX`, `ZRANGEBYSCORE`, `EVALSHA` and `SCRIPT LOAD`,
 //! `INCR`, `PTTL`, `PEXPIRE` and `WAIT` (for the two options above), plus

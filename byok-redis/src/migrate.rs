@@ -84,6 +84,15 @@ impl RedisStorage {
         self.write_format().await
     }
 
+    /// [`read_format`](Self::read_format) until the prefix is known to be
+    /// of the current format: fails on a format this version does not know.
+    pub(crate) async fn read_format_unless_marked(&self) -> Result<()> {
+        if !self.marked.load(Ordering::Acquire) {
+            self.read_format().await?;
+        }
+        Ok(())
+    }
+
     /// The format marker's value, checked: `Some(FORMAT_VERSION)` when the
     /// prefix is marked as current, `None` when it is not marked, and a
     /// config error for a format this version does not know.

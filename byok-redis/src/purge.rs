@@ -61,7 +61,9 @@ impl RedisStorage {
                 inv.arg(member.as_slice());
             }
             for (member, user, provider) in &slots {
-                inv.key(self.layout.user_hash(user))
+                let keys = self.layout.user_keys(user);
+                inv.key(keys.user_hash)
+                    .key(keys.check_hash)
                     .arg(member.as_slice())
                     .arg(user)
                     .arg(provider);

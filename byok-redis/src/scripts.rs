@@ -93,12 +93,14 @@ return 1
     ))
 });
 
-/// `delete`. KEYS as in [`WRITE`]; ARGV: 1 user, 2 provider, 3 expiry
-/// member. Returns 1 when the key was there (expired or not).
+/// `delete`. KEYS as in [`WRITE`], then 4 the user's check hash; ARGV: 1
+/// user, 2 provider, 3 expiry member. Removes the key and its check;
+/// returns 1 when the key was there (expired or not).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return n
@@ -106,8 +108,9 @@ return n
     )
 });
 
-/// `clear_all`. KEYS as in [`WRITE`]; ARGV: 1 user, 2 the user's expiry
-/// member prefix. Removes every key of the user; returns how many.
+/// `clear_all`. KEYS as in [`WRITE`], then 4 the user's check hash; ARGV:
+/// 1 user, 2 the user's expiry member prefix. Removes every key of the user
+/// and every check; returns how many keys.
 pub(crate) static CLEAR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -115,7 +118,7 @@ local providers = redis.call('HKEYS', KEYS[1])
 for _, p in ipairs(providers) do
   redis.call('ZREM', KEYS[3], ARGV[2] .. p)
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return #providers
 ",
@@ -123,13 +126,15 @@ return #providers
 });
 
 /// One batch of `purge_expired` in one bucket. KEYS: 1 bucket expiries,
-/// 2 bucket users, then per slot i: the user's hash (i+2). ARGV: 1 now
-/// (ms), 2 the number `s` of stray members, 3..s+2 the stray members
-/// (members of the expiry set that name no valid slot of this bucket), then
-/// per slot i: expiry member (s+3i), user (s+3i+1), provider (s+3i+2).
+/// 2 bucket users, then per slot i: the user's hash (2i+1) and the user's
+/// check hash (2i+2). ARGV: 1 now (ms), 2 the number `s` of stray members,
+/// 3..s+2 the stray members (members of the expiry set that name no valid
+/// slot of this bucket), then per slot i: expiry member (s+3i), user
+/// (s+3i+1), provider (s+3i+2).
 ///
 /// Removes every stray member, and each slot whose expiry is still at or
-/// before now; returns how many slots it removed (strays are not counted).
+/// before now, with its check; returns how many slots it removed (strays
+/// are not counted).
 pub(crate) static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -139,19 +144,42 @@ for i = 1, s do
   redis.call('ZREM', KEYS[1], ARGV[i + 2])
 end
 local removed = 0
-local n = #KEYS - 2
+local n = (#KEYS - 2) / 2
 for i = 1, n do
   local m, u, p = ARGV[s + 3 * i], ARGV[s + 3 * i + 1], ARGV[s + 3 * i + 2]
   local e = redis.call('ZSCORE', KEYS[1], m)
   if e and tonumber(e) <= now then
-    local h = KEYS[i + 2]
+    local h = KEYS[2 * i + 1]
     redis.call('HDEL', h, p)
+    redis.call('HDEL', KEYS[2 * i + 2], p)
     redis.call('ZREM', KEYS[1], m)
     if redis.call('EXISTS', h) == 0 then redis.call('ZREM', KEYS[2], u) end
     removed = removed + 1
   end
 end
 return removed
+",
+    )
+});
+
+/// `store_check`. KEYS: 1 the user's hash, 2 the user's check hash. ARGV:
+/// 1 provider, 2 the check's text.
+///
+/// Keeps the check only when the user's hash holds the provider (a key,
+/// expired or not); returns 1 when it kept it, 0 when there was no key.
+/// Then drops the checks of providers that have no key any more (left by
+/// an older version's `delete`, which knows nothing of checks), so that
+/// none outlives its slot for long. The first write is the `HSET`, which
+/// a full Redis refuses before anything changed.
+pub(crate) static STORE_CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for _, p in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if redis.call('HEXISTS', KEYS[1], p) == 0 then redis.call('HDEL', KEYS[2], p) end
+end
+return 1
 ",
     )
 });

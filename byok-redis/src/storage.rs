@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use byok_core::check_record::MAX_ENCODED_LEN;
+use byok_core::error::{Field, InvalidInput, Problem};
 use byok_core::storage::check_same_slot;
 use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, validate};
 
@@ -71,6 +73,21 @@ pub(crate) fn provider_of(field: Vec<u8>) -> Result<String> {
         .ok_or_else(|| corrupt("a user's hash holds an invalid provider"))
 }
 
+/// Refuses a check text longer than a store is asked to keep.
+fn check_text(check: &str) -> Result<()> {
+    if check.len() > MAX_ENCODED_LEN {
+        return Err(InvalidInput::new(
+            Field::Json,
+            Problem::TooLong {
+                len: check.len(),
+                max: MAX_ENCODED_LEN,
+            },
+        )
+        .into());
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl KeyStorage for RedisStorage {
     async fn store(&self, key: &ApiKey) -> Result<()> {
@@ -112,6 +129,7 @@ impl KeyStorage for RedisStorage {
         inv.key(keys.user_hash)
             .key(keys.bucket_users)
             .key(keys.bucket_expiries)
+            .key(keys.check_hash)
             .arg(user_id)
             .arg(provider)
             .arg(expiry_member(user_id, provider));
@@ -154,6 +172,7 @@ impl KeyStorage for RedisStorage {
         inv.key(keys.user_hash)
             .key(keys.bucket_users)
             .key(keys.bucket_expiries)
+            .key(keys.check_hash)
             .arg(user_id)
             .arg(expiry_member_prefix(user_id));
         let mut conn = self.conn.clone();
@@ -181,6 +200,47 @@ impl KeyStorage for RedisStorage {
 
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<ScanPage> {
         self.scan_page(cursor, limit).await
+    }
+
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        validate::stored_slot(user_id, provider)?;
+        check_text(check)?;
+        // A prefix of a format this version does not know is not written
+        // to (once the prefix is known as current, this reads nothing).
+        self.read_format_unless_marked().await?;
+        let keys = self.layout.user_keys(user_id);
+        let mut inv = scripts::STORE_CHECK.prepare_invoke();
+        inv.key(keys.user_hash)
+            .key(keys.check_hash)
+            .arg(provider)
+            .arg(check);
+        let mut conn = self.conn.clone();
+        let kept: i64 = self
+            .run("keeping a key's check failed", inv.invoke_async(&mut conn))
+            .await?;
+        if kept == 1 {
+            self.confirm_write(user_id).await?;
+        }
+        Ok(kept == 1)
+    }
+
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        validate::stored_user_id(user_id)?;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.layout.check_hash(user_id));
+        let stored: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.query("reading a user's checks failed", &cmd).await?;
+        let mut checks = Vec::with_capacity(stored.len());
+        for (field, text) in stored {
+            // A check is a hint, not data: an entry this version cannot
+            // read (not written by byok) is skipped, never an error.
+            let (Ok(provider), Ok(text)) = (provider_of(field), String::from_utf8(text)) else {
+                tracing::warn!("skipping a malformed entry of a byok check hash");
+                continue;
+            };
+            checks.push((provider, text));
+        }
+        Ok(checks)
     }
 
     fn as_fast_tier(&self) -> Option<&dyn byok_core::FastTier> {

@@ -563,3 +563,157 @@ async fn two_processes_migrating_at_once_move_each_key_once() {
         assert_eq!(a.clear_all(&format!("user-{u}")).await.unwrap(), 2);
     }
 }
+
+/// A user's hash as Redis holds it, field by field.
+async fn user_hash(
+    raw: &mut byok_redis::redis::aio::MultiplexedConnection,
+    key: &str,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    raw.hgetall(key).await.unwrap()
+}
+
+#[tokio::test]
+async fn checks_leave_the_key_records_as_older_versions_read_them() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let (user, other) = ("alice", "bob");
+    let key = ApiKey::new(user, "openai", b"ciphertext".to_vec())
+        .unwrap()
+        .with_hint(Some("...wxyz".into()))
+        .unwrap()
+        .with_expires_at(Some(Utc::now() + chrono::Duration::days(1)));
+    store.store(&key).await.unwrap();
+    store
+        .store(&ApiKey::new(user, "anthropic", vec![7]).unwrap())
+        .await
+        .unwrap();
+    store
+        .store(&ApiKey::new(other, "openai", vec![8]).unwrap())
+        .await
+        .unwrap();
+    let hash = store.redis_user_key(user).unwrap();
+    let before = user_hash(&mut raw, &hash).await;
+    assert_eq!(before.len(), 2);
+
+    assert!(store.store_check(user, "openai", "checked").await.unwrap());
+    assert!(store.store_check(user, "anthropic", "also").await.unwrap());
+    // The user's hash holds exactly the fields and bytes it held: an older
+    // version, which reads every field as a provider, sees nothing new.
+    assert_eq!(user_hash(&mut raw, &hash).await, before);
+    assert_eq!(
+        store.retrieve(user, "openai").await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(
+        store.list_providers(user).await.unwrap(),
+        ["anthropic", "openai"]
+    );
+    // Checks are not keys: neither counted nor walked.
+    assert_eq!(store.count().await.unwrap(), 3);
+    let mut walked = 0;
+    let mut cursor = None;
+    loop {
+        let page = store.scan(cursor.as_ref(), 10).await.unwrap();
+        walked += page.keys.len();
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(walked, 3);
+    // No migration: the prefix stays of the current format.
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+
+    // An older version replaces a key with today's record (it writes the
+    // user's hash alone): the check stays, naming the old key, and
+    // today's reads get the new key.
+    let replaced = before.get(b"anthropic".as_slice()).unwrap().clone();
+    let () = raw.hset(&hash, "openai", &replaced).await.unwrap();
+    let got = store.retrieve(user, "openai").await.unwrap().unwrap();
+    assert_eq!(got.encrypted_value(), [7]);
+    // An older version deletes a key (`HDEL`, nothing of checks): the next
+    // check kept for the user drops the orphan.
+    let () = raw.hdel(&hash, "openai").await.unwrap();
+    assert!(!store.store_check(user, "openai", "late").await.unwrap());
+    assert_eq!(store.checks(user).await.unwrap().len(), 2);
+    assert!(store.store_check(user, "anthropic", "again").await.unwrap());
+    assert_eq!(
+        store.checks(user).await.unwrap(),
+        [("anthropic".to_owned(), "again".to_owned())]
+    );
+
+    // A check's text is bounded, and an invalid id is refused.
+    let long = "x".repeat(byok_core::check_record::MAX_ENCODED_LEN + 1);
+    let err = store
+        .store_check(user, "anthropic", &long)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ByokError::InvalidInput(_)), "{err}");
+    assert!(store.store_check("", "openai", "x").await.is_err());
+    assert!(store.checks("").await.is_err());
+
+    // An entry not written by byok is skipped, not an error, and left
+    // alone.
+    let checks = store.redis_check_key(user).unwrap();
+    let () = raw.hset(&checks, b"\xff".as_slice(), "odd").await.unwrap();
+    assert_eq!(
+        store.checks(user).await.unwrap(),
+        [("anthropic".to_owned(), "again".to_owned())]
+    );
+    // The user's last key leaves with every check.
+    assert_eq!(store.clear_all(user).await.unwrap(), 1);
+    let exists: bool = raw.exists(&checks).await.unwrap();
+    assert!(!exists, "the check hash outlived clear_all");
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+
+    // `destroy` removes checks with everything else under the prefix.
+    store
+        .store(&ApiKey::new(user, "openai", vec![9]).unwrap())
+        .await
+        .unwrap();
+    assert!(store.store_check(user, "openai", "kept").await.unwrap());
+    store.destroy().await.unwrap();
+    let exists: bool = raw.exists(&checks).await.unwrap();
+    assert!(!exists, "the check hash outlived destroy");
+}
+
+#[tokio::test]
+async fn one_purge_batch_removes_the_checks_of_every_slot_it_purges() {
+    let Some((store, mut raw, _cleanup)) = isolated().await else {
+        return;
+    };
+    let past = Some(Utc::now() - chrono::Duration::hours(1));
+    // Users of one bucket, so that one script purges all their slots.
+    let users: Vec<String> = {
+        let bucket = byok_redis::bucket_of("u0");
+        (0..)
+            .map(|i| format!("u{i}"))
+            .filter(|u| byok_redis::bucket_of(u) == bucket)
+            .take(3)
+            .collect()
+    };
+    for user in &users {
+        for p in ["a", "b"] {
+            let key = ApiKey::new(user, p, vec![1]).unwrap().with_expires_at(past);
+            store.store(&key).await.unwrap();
+            assert!(store.store_check(user, p, p).await.unwrap(), "{user}/{p}");
+        }
+        store
+            .store(&ApiKey::new(user, "live", vec![2]).unwrap())
+            .await
+            .unwrap();
+        assert!(store.store_check(user, "live", "kept").await.unwrap());
+    }
+    assert_eq!(store.purge_expired().await.unwrap(), 6);
+    for user in &users {
+        assert_eq!(
+            store.checks(user).await.unwrap(),
+            [("live".to_owned(), "kept".to_owned())],
+            "{user}"
+        );
+        let hash = store.redis_check_key(user).unwrap();
+        let len: u64 = raw.hlen(&hash).await.unwrap();
+        assert_eq!(len, 1, "{user}");
+    }
+}

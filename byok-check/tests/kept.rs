@@ -136,7 +136,7 @@ fn every_result_makes_a_record() {
         KeyCheck::Forbidden(long.clone()),
         KeyCheck::Unavailable {
             reason: Unavailable::Dns,
-            detail: long.clone(),
+            detail: long,
         },
         KeyCheck::Unknown(Detail::status(418)),
     ];

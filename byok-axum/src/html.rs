@@ -314,7 +314,9 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                             Some(c) => p class={ "meta last-check last-check-" (c.outcome()) } id={ "last-check-" (id) } {
                                 (last_check(c, &row.info.name))
                             },
-                            None => p.meta.last-check.not-checked id={ "last-check-" (id) } { (t.not_checked) },
+                            // "Not checked yet" only where a Test is offered.
+                            None if row.testable => p.meta.last-check.not-checked id={ "last-check-" (id) } { (t.not_checked) },
+                            None => {},
                         }
                     }
                     form method="post" action=(action) {

@@ -116,7 +116,8 @@ pub struct Texts {
     /// The last check kept with a saved key: when (`{time}`) and what it
     /// found (`{result}`, the words of the test's result above).
     pub checked: Cow<'static, str>,
-    /// A saved key that was never checked, or was replaced since.
+    /// A saved key that was never checked, or was replaced since (shown
+    /// where the page offers a "Test").
     pub not_checked: Cow<'static, str>,
     /// With check before saving: a key the provider refused, not saved
     /// (`{provider}`).

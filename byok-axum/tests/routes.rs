@@ -2492,6 +2492,40 @@ mod checks {
     }
 
     #[tokio::test]
+    async fn without_a_checker_only_a_kept_check_is_shown_in_the_apps_words() {
+        let texts = byok_axum::Texts {
+            checked: "Geprüft vor {time}: {result}".into(),
+            check_invalid: "{provider} lehnt diesen Schlüssel ab.".into(),
+            ..byok_axum::Texts::default()
+        };
+        let t = web_with(|b| b.texts(texts));
+        t.byok
+            .set_key("alice", "openai", OPENAI_KEY, byok_core::Ttl::Never)
+            .await
+            .unwrap();
+        // No Test on the page, so no "Not checked yet" either.
+        let page = settings_page(&t).await;
+        assert!(!page.body.contains("last-check"), "{}", page.body);
+        // A check kept elsewhere (`byok test`, another app) is shown.
+        let record =
+            byok_core::CheckRecord::new("invalid", "The provider does not accept this key.")
+                .unwrap();
+        assert!(
+            t.byok
+                .record_check("alice", "openai", &record)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            last_check_of(&settings_page(&t).await),
+            (
+                "meta last-check last-check-invalid".to_owned(),
+                "Geprüft vor less than a minute: OpenAI lehnt diesen Schlüssel ab.".to_owned()
+            )
+        );
+    }
+
+    #[tokio::test]
     async fn every_result_is_shown_in_plain_words() {
         let (t, stub) = check_app(false).await;
         let cases = [

@@ -8,7 +8,7 @@ use byok_core::chrono::{DateTime, Utc};
 use byok_core::display::ProviderInfo;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::page::{Layout, Page, Texts, fill};
+use crate::page::{Layout, Page, Texts, fill, kept_check_words};
 use crate::web::encode_component;
 
 pub(crate) const STYLE: &str = "
@@ -240,6 +240,15 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
             _ => t.expired.to_string(),
         },
     };
+    let last_check = |c: &byok_core::CheckRecord, provider: &str| {
+        let d = (page.now - c.checked_at()).to_std().unwrap_or_default();
+        let words = kept_check_words(t, provider, c);
+        fill(
+            &fill(&t.checked, "time", &(t.duration)(d)),
+            "result",
+            &words,
+        )
+    };
     let error_for = |provider: Option<&str>| {
         page.error
             .as_ref()
@@ -299,6 +308,16 @@ pub(crate) fn settings_page(view: View<'_>, page: &SettingsPage<'_>) -> String {
                             }
                         },
                         None => p.meta.no-key { (t.no_key) },
+                    }
+                    @if let Some(k) = row.summary {
+                        @match &k.last_check {
+                            Some(c) => p class={ "meta last-check last-check-" (c.outcome()) } id={ "last-check-" (id) } {
+                                (last_check(c, &row.info.name))
+                            },
+                            // "Not checked yet" only where a Test is offered.
+                            None if row.testable => p.meta.last-check.not-checked id={ "last-check-" (id) } { (t.not_checked) },
+                            None => {},
+                        }
                     }
                     form method="post" action=(action) {
                         (hidden)

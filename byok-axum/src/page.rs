@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Every word byok-axum's HTML pages show, so that an application in
 /// another language (or with another tone) can replace them.
 ///
-/// `{provider}`, `{providers}`, `{time}`, `{seconds}` and `{hint}` in a text are
+/// `{provider}`, `{providers}`, `{time}`, `{seconds}`, `{result}` and `{hint}` in a text are
 /// replaced by the value they name. Change what you need and keep the rest:
 ///
 /// ```
@@ -113,6 +113,12 @@ pub struct Texts {
     pub check_unknown: Cow<'static, str>,
     /// A test that could not be made at all.
     pub check_failed: Cow<'static, str>,
+    /// The last check kept with a saved key: when (`{time}`) and what it
+    /// found (`{result}`, the words of the test's result above).
+    pub checked: Cow<'static, str>,
+    /// A saved key that was never checked, or was replaced since (shown
+    /// where the page offers a "Test").
+    pub not_checked: Cow<'static, str>,
     /// With check before saving: a key the provider refused, not saved
     /// (`{provider}`).
     pub error_key_refused: Cow<'static, str>,
@@ -195,6 +201,8 @@ impl Default for Texts {
             check_unknown: "{provider} gave an answer that does not say whether this key works."
                 .into(),
             check_failed: "This key could not be checked.".into(),
+            checked: "Checked {time} ago: {result}".into(),
+            not_checked: "Not checked yet.".into(),
             error_key_refused: "{provider} does not accept this key, so it was not saved.".into(),
             saved_unconfirmed: "Saved your {provider} key without confirming that it works:".into(),
             key_required_title: "API key required".into(),
@@ -266,6 +274,24 @@ pub(crate) fn check_words(
         _ => &t.check_failed,
     };
     fill(text, "provider", provider)
+}
+
+/// The words of a check kept with a key ([`byok_core::CheckRecord`]):
+/// the page's own words for an outcome it knows, else the sentence kept
+/// with the record (from a newer version, say).
+pub(crate) fn kept_check_words(
+    t: &Texts,
+    provider: &str,
+    check: &byok_core::CheckRecord,
+) -> String {
+    match check.outcome() {
+        "valid" | "invalid" | "out_of_credit" | "rate_limited" | "region_blocked" | "forbidden"
+        | "unavailable" | "unknown" => {
+            // The wait of a rate limit is long past: "try again later".
+            check_words(t, provider, check.outcome(), None)
+        }
+        _ => check.summary().to_owned(),
+    }
 }
 
 /// Replaces `{name}` in `text` with `value`.

@@ -502,3 +502,114 @@ async fn readme_lines_work_on_plain_http_localhost() {
     chromedriver.kill().await.unwrap();
     server.abort();
 }
+
+/// The last check of a saved key, kept with it: "Test saved key", a
+/// reload that reads it back from the store, and a new key that starts
+/// unchecked. (A memory store: every store keeps checks the same way, and
+/// the conformance suite checks that each does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_keys_last_check_is_kept_across_a_reload_and_cleared_by_a_new_key() {
+    let (Some(chromium), Some(driver)) = (find_program("chromium"), find_program("chromedriver"))
+    else {
+        skip("no chromium or chromedriver on the PATH");
+        return;
+    };
+    let stub = ProviderStub::start().await.unwrap();
+    let client = CheckClient::new(
+        CheckPolicy::default()
+            .allow_http(true)
+            .allow_private_addresses(true),
+    )
+    .unwrap();
+    let checker = Checker::new().register(
+        HttpProber::openai(&client)
+            .with_base_url(&format!("{}/v1", stub.url()))
+            .unwrap(),
+    );
+    let byok = byok_core::Byok::new(
+        std::sync::Arc::new(byok_memory::MemoryStorage::new()),
+        byok_core::Keyring::new(1, byok_core::MasterKey::generate()),
+        byok_core::ByokConfig::default(),
+    )
+    .unwrap();
+    let web = byok_axum::ByokWeb::builder(
+        byok,
+        byok_axum::TrustedHeader::new("x-forwarded-user".parse().unwrap()),
+    )
+    .providers(["openai", "anthropic"])
+    .checker(checker)
+    .build()
+    .unwrap();
+    let app = web.settings_router().layer(axum::middleware::map_request(
+        |mut request: axum::extract::Request| async move {
+            request
+                .headers_mut()
+                .insert("x-forwarded-user", "alice".parse().unwrap());
+            request
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (mut chromedriver, port) = start_chromedriver(&driver).await;
+    let c = connect(port, &chromium).await;
+    let settings = format!("{base}/settings/api-keys");
+
+    let save = |key: &'static str| {
+        let c = &c;
+        async move {
+            c.find(Locator::Css("#provider-openai input[name=api_key]"))
+                .await
+                .unwrap()
+                .send_keys(key)
+                .await
+                .unwrap();
+            c.find(Locator::Css("#provider-openai button[type=submit]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    c.goto(&settings).await.unwrap();
+    save(KEY).await;
+    assert_eq!(text_of(&c, ".notice").await, "Saved your OpenAI key.");
+    assert_eq!(text_of(&c, "#last-check-openai").await, "Not checked yet.");
+
+    // "Test saved key": the answer at once, and kept.
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::NoCredit));
+    c.find(Locator::Css("#provider-openai button.test-saved"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let words = "This key is valid but the account has no credit.";
+    wait_for_text(&c, "#check-openai", words).await;
+    let kept = format!("Checked less than a minute ago: {words}");
+    wait_for_text(&c, "#last-check-openai", &kept).await;
+
+    // A fresh visit reads it from the store: no result of a test on this
+    // page, the kept one in the key's row.
+    c.goto(&settings).await.unwrap();
+    assert_eq!(text_of(&c, "#last-check-openai").await, kept);
+    assert!(
+        c.find(Locator::Css("#check-openai")).await.is_err(),
+        "a fresh page shows no test"
+    );
+    c.refresh().await.unwrap();
+    assert_eq!(text_of(&c, "#last-check-openai").await, kept);
+
+    // Replacing the key clears it.
+    save(GOOD).await;
+    wait_for_text(&c, "#last-check-openai", "Not checked yet.").await;
+    c.goto(&settings).await.unwrap();
+    assert_eq!(text_of(&c, "#last-check-openai").await, "Not checked yet.");
+    let source = c.source().await.unwrap();
+    assert!(!source.contains("BROWSER-canary") && !source.contains("GOOD-canary"));
+
+    c.close().await.unwrap();
+    chromedriver.kill().await.unwrap();
+    server.abort();
+}

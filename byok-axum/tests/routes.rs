@@ -235,6 +235,11 @@ async fn api_adds_replaces_lists_and_deletes() {
     assert_eq!(providers.len(), 2);
     assert_eq!(providers[0]["provider"], "openai");
     assert_eq!(providers[0]["key"]["hint"], "sk-p...9999");
+    assert!(
+        providers[0]["key"]["last_check"].is_null(),
+        "never checked: {}",
+        a.body
+    );
     assert_eq!(providers[0]["placeholder"], "sk-...");
     assert_eq!(providers[1]["provider"], "anthropic");
     assert!(providers[1]["key"].is_null());
@@ -2326,6 +2331,198 @@ mod checks {
         )
         .await;
         assert_eq!(bob.status, StatusCode::OK, "{}", bob.body);
+    }
+
+    /// The words and outcome of the last check shown in the OpenAI row.
+    fn last_check_of(a: &Answer) -> (String, String) {
+        let at = a
+            .body
+            .find("id=\"last-check-openai\"")
+            .unwrap_or_else(|| panic!("no last check in the page: {}", a.body));
+        let start = a.body[..at].rfind("<p").unwrap();
+        let element = &a.body[start..];
+        let tag = &element[..element.find('>').unwrap()];
+        let class = tag
+            .split("class=\"")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
+            .unwrap_or_else(|| panic!("no class in {tag}"))
+            .to_owned();
+        let text =
+            element[element.find('>').unwrap() + 1..element.find("</p>").unwrap()].to_owned();
+        (class, text)
+    }
+
+    async fn settings_page(t: &TestApp) -> Answer {
+        let a = send(&t.app, page_of(SETTINGS, "alice")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a
+    }
+
+    #[tokio::test]
+    async fn the_last_check_of_a_saved_key_is_kept_shown_and_cleared_by_a_new_key() {
+        let (t, stub) = check_app(false).await;
+        let a = send(
+            &t.app,
+            form_post(
+                &format!("{SETTINGS}/openai"),
+                "alice",
+                &form_body(OPENAI_KEY),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let page = settings_page(&t).await;
+        assert_eq!(
+            last_check_of(&page),
+            (
+                "meta last-check not-checked".to_owned(),
+                "Not checked yet.".to_owned()
+            )
+        );
+
+        // A test of the saved key: shown at once, and kept for the next visit.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::NoCredit));
+        let a = send(&t.app, test_saved()).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let words = "This key is valid but the account has no credit.";
+        assert_eq!(
+            result_of(&a),
+            ("out_of_credit".to_owned(), words.to_owned())
+        );
+        let kept = (
+            "meta last-check last-check-out_of_credit".to_owned(),
+            format!("Checked less than a minute ago: {words}"),
+        );
+        assert_eq!(last_check_of(&a), kept);
+        let page = settings_page(&t).await;
+        assert_eq!(last_check_of(&page), kept);
+        assert!(!page.body.contains("id=\"check-openai\""), "{}", page.body);
+
+        // The JSON API lists it with the key.
+        let a = send(&t.app, get_api(&format!("{SETTINGS}/api"), "alice")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let check = &a.json()["providers"][0]["key"]["last_check"];
+        assert_eq!(check["outcome"], "out_of_credit", "{}", a.body);
+        assert_eq!(
+            check["summary"],
+            "The key is valid but the account has no credit or quota left."
+        );
+        assert!(check["checked_at"].is_string(), "{}", a.body);
+        assert!(!a.body.contains(OPENAI_KEY));
+
+        // A typed key's test keeps nothing: the saved key's check stays.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+        let a = send(&t.app, test_typed(TYPED)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(result_of(&a).0, "invalid");
+        assert_eq!(last_check_of(&settings_page(&t).await), kept);
+
+        // The JSON route's check of the saved key is kept too.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::Valid));
+        let a = send(
+            &t.app,
+            api(
+                Method::POST,
+                &format!("{SETTINGS}/api/openai/check"),
+                "alice",
+            )
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(
+            last_check_of(&settings_page(&t).await),
+            (
+                "meta last-check last-check-valid".to_owned(),
+                "Checked less than a minute ago: OpenAI accepted this key.".to_owned()
+            )
+        );
+
+        // A new key starts unchecked, on the page and in the JSON API.
+        let a = send(
+            &t.app,
+            form_post(
+                &format!("{SETTINGS}/openai"),
+                "alice",
+                &form_body("sk-proj-a-new-key-0000000000000"),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        assert_eq!(
+            last_check_of(&settings_page(&t).await).1,
+            "Not checked yet."
+        );
+        let a = send(&t.app, get_api(&format!("{SETTINGS}/api"), "alice")).await;
+        assert!(
+            a.json()["providers"][0]["key"]["last_check"].is_null(),
+            "{}",
+            a.body
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_check_is_escaped_and_an_unknown_outcome_shows_its_summary() {
+        let (t, _stub) = check_app(false).await;
+        t.byok
+            .set_key("alice", "openai", OPENAI_KEY, byok_core::Ttl::Never)
+            .await
+            .unwrap();
+        let record =
+            byok_core::CheckRecord::new("something_new", "<script>alert(1)</script> & \"quoted\"")
+                .unwrap();
+        assert!(
+            t.byok
+                .record_check("alice", "openai", &record)
+                .await
+                .unwrap()
+        );
+        let page = settings_page(&t).await;
+        assert!(!page.body.contains("<script>alert"), "{}", page.body);
+        assert_eq!(
+            last_check_of(&page),
+            (
+                "meta last-check last-check-something_new".to_owned(),
+                "Checked less than a minute ago: &lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_checker_only_a_kept_check_is_shown_in_the_apps_words() {
+        let texts = byok_axum::Texts {
+            checked: "Geprüft vor {time}: {result}".into(),
+            check_invalid: "{provider} lehnt diesen Schlüssel ab.".into(),
+            ..byok_axum::Texts::default()
+        };
+        let t = web_with(|b| b.texts(texts));
+        t.byok
+            .set_key("alice", "openai", OPENAI_KEY, byok_core::Ttl::Never)
+            .await
+            .unwrap();
+        // No Test on the page, so no "Not checked yet" either.
+        let page = settings_page(&t).await;
+        assert!(!page.body.contains("last-check"), "{}", page.body);
+        // A check kept elsewhere (`byok test`, another app) is shown.
+        let record =
+            byok_core::CheckRecord::new("invalid", "The provider does not accept this key.")
+                .unwrap();
+        assert!(
+            t.byok
+                .record_check("alice", "openai", &record)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            last_check_of(&settings_page(&t).await),
+            (
+                "meta last-check last-check-invalid".to_owned(),
+                "Geprüft vor less than a minute: OpenAI lehnt diesen Schlüssel ab.".to_owned()
+            )
+        );
     }
 
     #[tokio::test]

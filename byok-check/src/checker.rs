@@ -124,9 +124,19 @@ impl Checker {
         observed(prober.provider(), prober.check_with_completion(key, model)).await
     }
 
-    /// Checks the key that `user_id` saved for `provider`. Fails with
+    /// Checks the key that `user_id` saved for `provider`, and keeps the
+    /// result with the key ([`Byok::record_check`], read back by
+    /// [`Byok::last_check`] and [`Byok::key_summary`]) as
+    /// [`KeyCheck::record`] makes it. Fails with
     /// [`ByokError::KeyNotFound`](byok_core::ByokError::KeyNotFound) when
     /// there is none.
+    ///
+    /// Every result is kept, [`Unavailable`](KeyCheck::Unavailable) too:
+    /// the last check is the last one made ("the provider could not be
+    /// reached", and when), even if it says nothing about the key. A check
+    /// that could not be made at all (an error) keeps nothing. A failure
+    /// to keep the result is logged, never returned: the check itself was
+    /// made.
     pub async fn check_saved(
         &self,
         byok: &Byok,
@@ -135,7 +145,32 @@ impl Checker {
     ) -> Result<KeyCheck> {
         let prober = self.prober(provider)?;
         let key = byok.require_key(user_id, provider).await?;
-        observed(prober.provider(), prober.check(&key)).await
+        let check = observed(prober.provider(), prober.check(&key)).await?;
+        drop(key);
+        keep(byok, user_id, provider, &check).await;
+        Ok(check)
+    }
+}
+
+/// Keeps `check` as the last check of the user's key for `provider`;
+/// logs (without the user id or the key) when it cannot.
+async fn keep(byok: &Byok, user_id: &str, provider: &str, check: &KeyCheck) {
+    let record = match check.record() {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(provider, error = %e, "the result of a key check could not be kept");
+            return;
+        }
+    };
+    match byok.record_check(user_id, provider, &record).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(
+            provider,
+            "the result of a key check was not kept (the key is gone, or the store keeps no checks)"
+        ),
+        Err(e) => {
+            tracing::warn!(provider, error = %e, "the result of a key check could not be kept");
+        }
     }
 }
 
@@ -187,8 +222,8 @@ async fn observed(
 /// ```
 #[async_trait]
 pub trait ByokCheckExt {
-    /// Checks the key that `user_id` saved for `provider` with `checker`
-    /// (see [`Checker::check_saved`]).
+    /// Checks the key that `user_id` saved for `provider` with `checker`,
+    /// and keeps the result with the key (see [`Checker::check_saved`]).
     async fn check_key(&self, checker: &Checker, user_id: &str, provider: &str)
     -> Result<KeyCheck>;
 }

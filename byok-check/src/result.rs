@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use byok_core::CheckRecord;
+use byok_core::error::InvalidInput;
 use serde::Serialize;
 
 /// What a check found out about one key.
@@ -128,6 +130,45 @@ impl KeyCheck {
             KeyCheck::Valid(info) => info.status,
             other => other.detail().and_then(|d| d.status),
         }
+    }
+}
+
+impl KeyCheck {
+    /// The sentence kept with a saved key for this result: its
+    /// [`Display`](fmt::Display) form, capitalized, with a full stop
+    /// ("The provider does not accept this key."), cut to
+    /// [`MAX_SUMMARY_LEN`](byok_core::check_record::MAX_SUMMARY_LEN)
+    /// bytes on a character boundary. It holds no provider message and
+    /// never the key.
+    pub fn summary(&self) -> String {
+        use byok_core::check_record::MAX_SUMMARY_LEN;
+        let words = self.to_string();
+        let mut chars = words.chars();
+        let mut out: String = chars
+            .next()
+            .map(|c| c.to_uppercase().collect())
+            .unwrap_or_default();
+        out.extend(chars.filter(|c| !c.is_control()));
+        if !out.ends_with('.') {
+            out.push('.');
+        }
+        if out.len() > MAX_SUMMARY_LEN {
+            let mut end = MAX_SUMMARY_LEN;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+        }
+        out
+    }
+
+    /// The record of this result made now, to keep with the saved key it
+    /// was made for ([`Byok::record_check`](byok_core::Byok::record_check)):
+    /// the [`outcome`](Self::outcome) and the [`summary`](Self::summary).
+    /// [`Checker::check_saved`](crate::Checker::check_saved) keeps it by
+    /// itself.
+    pub fn record(&self) -> Result<CheckRecord, InvalidInput> {
+        CheckRecord::new(self.outcome(), &self.summary())
     }
 }
 

@@ -149,9 +149,40 @@ pub(crate) async fn run(
     let store = Store::open(store, Schema::AsItIs).await?;
     let byok = context::manager(&store, keyring)?;
 
+    let reports = check_slots(opts, &store, &byok, &checker).await?;
+
+    if json {
+        if opts.all {
+            context::print_json(&reports)?;
+        } else if let Some(r) = reports.first() {
+            context::print_json(r)?;
+        }
+    } else if reports.is_empty() {
+        println!("no keys to check");
+    } else {
+        for r in &reports {
+            println!("{} {}: {} ({})", r.user, r.provider, r.outcome, r.message);
+        }
+    }
+    match worst(&reports) {
+        None => Ok(()),
+        Some((exit, r)) => Err(CliError::new(
+            exit,
+            format!("{}'s {} key: {}", r.user, r.provider, r.message),
+        )),
+    }
+}
+
+/// Checks the keys `opts` names and keeps each result with its key.
+async fn check_slots(
+    opts: &TestOpts,
+    store: &Store,
+    byok: &byok::Byok,
+    checker: &Checker,
+) -> CliResult<Vec<Reported>> {
     let slots: Vec<(String, String)> = match (&opts.provider, &opts.user) {
         (Some(provider), Some(user)) if !opts.all => vec![(user.clone(), provider.clone())],
-        _ => every_slot(&store, opts.user.as_deref()).await?,
+        _ => every_slot(store, opts.user.as_deref()).await?,
     };
     let mut reports = Vec::new();
     for (user, provider) in slots {
@@ -180,6 +211,8 @@ pub(crate) async fn run(
             None => checker.check(&provider, &key).await,
         }
         .map_err(|e| check_failed(&e, &what))?;
+        drop(key);
+        keep(byok, &user, &provider, &check).await;
         reports.push(Reported {
             message: check.to_string(),
             outcome: check.outcome(),
@@ -188,26 +221,26 @@ pub(crate) async fn run(
             check: Some(check),
         });
     }
+    Ok(reports)
+}
 
-    if json {
-        if opts.all {
-            context::print_json(&reports)?;
-        } else if let Some(r) = reports.first() {
-            context::print_json(r)?;
-        }
-    } else if reports.is_empty() {
-        println!("no keys to check");
-    } else {
-        for r in &reports {
-            println!("{} {}: {} ({})", r.user, r.provider, r.outcome, r.message);
-        }
-    }
-    match worst(&reports) {
-        None => Ok(()),
-        Some((exit, r)) => Err(CliError::new(
-            exit,
-            format!("{}'s {} key: {}", r.user, r.provider, r.message),
-        )),
+/// Keeps `check` with the saved key it was made of, for `byok list` and
+/// the settings page to show. A check that cannot be kept is said on
+/// stderr; the check itself stands.
+async fn keep(byok: &byok::Byok, user: &str, provider: &str, check: &KeyCheck) {
+    let kept = match check.record() {
+        Ok(record) => byok
+            .record_check(user, provider, &record)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = kept {
+        eprintln!(
+            "warning: the result of checking {}'s {} key was not kept: {e}",
+            byok::validate::shown_id(user),
+            byok::validate::shown_id(provider)
+        );
     }
 }
 
@@ -255,6 +288,88 @@ mod tests {
             message: String::new(),
             check,
         }
+    }
+
+    use byok::Ttl;
+    use byok_testkit::provider_stub::{ProviderStub, Scenario, StubProvider, answer};
+
+    fn opts(provider: Option<&str>, user: Option<&str>, all: bool) -> TestOpts {
+        TestOpts {
+            provider: provider.map(str::to_owned),
+            user: user.map(str::to_owned),
+            all,
+            base_url: None,
+            model: None,
+            timeout: "5s".into(),
+            allow_http: true,
+            allow_private_addresses: true,
+        }
+    }
+
+    /// A memory store with alice's OpenAI key, a manager, and a checker
+    /// that asks the stub for OpenAI.
+    async fn setup(stub: &ProviderStub) -> (Store, byok::Byok, Checker) {
+        let store = Store::open_url("memory:", "t", "p", Schema::AsItIs)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keyring = byok::Keyring::new(1, byok::MasterKey::generate());
+        let byok = context::manager(&store, keyring).unwrap_or_else(|e| panic!("{e}"));
+        byok.set_key("alice", "openai", "sk-proj-0123456789abcdef", Ttl::Never)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client =
+            CheckClient::new(policy(&opts(None, None, true)).unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let prober = HttpProber::openai(&client)
+            .with_base_url(&format!("{}/v1", stub.url()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (store, byok, Checker::new().register(prober))
+    }
+
+    #[tokio::test]
+    async fn a_test_of_a_saved_key_keeps_its_result() {
+        let stub = ProviderStub::start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (store, byok, checker) = setup(&stub).await;
+        assert_eq!(byok.last_check("alice", "openai").await.ok(), Some(None));
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+        let one = opts(Some("openai"), Some("alice"), false);
+        let reports = check_slots(&one, &store, &byok, &checker)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].outcome, "invalid");
+        let kept = byok
+            .last_check("alice", "openai")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("nothing kept"));
+        assert_eq!(kept.outcome(), "invalid");
+        assert_eq!(kept.summary(), "The provider does not accept this key.");
+
+        // --all keeps every result too, an outage's as well.
+        stub.set_answer(answer(StubProvider::OpenAi, Scenario::ServerError));
+        let reports = check_slots(&opts(None, None, true), &store, &byok, &checker)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reports.len(), 1);
+        let kept = byok.last_check("alice", "openai").await.ok().flatten();
+        assert_eq!(
+            kept.map(|k| k.outcome().to_owned()).as_deref(),
+            Some("unavailable")
+        );
+
+        // A key byok has no check of is skipped, and nothing is kept.
+        byok.set_key("alice", "nocheck", "sk-some-other-key-0123", Ttl::Never)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reports = check_slots(&opts(None, Some("alice"), true), &store, &byok, &checker)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reports.len(), 2);
+        assert!(reports.iter().any(|r| r.outcome == "skipped"));
+        assert_eq!(byok.last_check("alice", "nocheck").await.ok(), Some(None));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{IsTerminal as _, Read as _};
 use byok::chrono::{DateTime, Utc};
 use byok::display::{format_expiration, format_key_age};
 use byok::secrecy::ExposeSecret;
-use byok::{ApiKey, KeyStorage as _, Ttl};
+use byok::{ApiKey, CheckRecord, KeyStorage as _, Ttl};
 use comfy_table::Table;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -259,7 +259,10 @@ pub(crate) async fn get(
         .require_key(&opts.user, &opts.provider)
         .await
         .map_err(store.fail(what))?;
-    let row = Row::of(&stored);
+    let row = rows_with_checks(&store, std::slice::from_ref(&stored))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Row::of(&stored));
     if opts.reveal {
         if json {
             context::print_json(&serde_json::json!({
@@ -273,12 +276,13 @@ pub(crate) async fn get(
         context::print_json(&row)
     } else {
         out!(
-            "{} {}: {} (created {}, expires: {})",
+            "{} {}: {} (created {}, expires: {}, last check: {})",
             row.user,
             row.provider,
             row.hint,
             row.created,
-            row.expires
+            row.expires,
+            row.checked(Utc::now())
         )?;
         Ok(())
     }
@@ -307,6 +311,10 @@ pub(crate) struct Row {
     /// Its expiry, for people.
     #[serde(skip)]
     pub(crate) expires: String,
+    /// Its last check, if one was kept for this very key (`null` when it
+    /// was never checked, was replaced since, or the listing does not read
+    /// checks).
+    pub(crate) last_check: Option<CheckRecord>,
 }
 
 impl Row {
@@ -323,14 +331,74 @@ impl Row {
             expired: key.is_expired_at(now),
             created: format_key_age(key.created_at(), now),
             expires: format_expiration(key.expires_at(), now),
+            last_check: None,
         }
     }
+
+    /// The row of a stored key with its last check, among the `checks`
+    /// (provider, record) of its user.
+    pub(crate) fn with_checks(key: &ApiKey, checks: &[(String, String)]) -> Row {
+        let last_check = checks
+            .iter()
+            .filter(|(provider, _)| provider == key.provider())
+            .find_map(|(_, text)| CheckRecord::decode_for(text, key));
+        Row {
+            last_check,
+            ..Row::of(key)
+        }
+    }
+
+    /// The last check for people: `invalid (3 minutes ago)`, or
+    /// `not checked`.
+    pub(crate) fn checked(&self, now: DateTime<Utc>) -> String {
+        match &self.last_check {
+            None => "not checked".to_owned(),
+            Some(c) => {
+                let age = format_key_age(c.checked_at(), now);
+                let age = match age.as_str() {
+                    "Just now" => "just now".to_owned(),
+                    _ => age,
+                };
+                format!("{} ({age})", c.outcome())
+            }
+        }
+    }
+}
+
+/// The rows of `keys`, each with its last check: the checks of each user
+/// are read once.
+async fn rows_with_checks(store: &Store, keys: &[ApiKey]) -> CliResult<Vec<Row>> {
+    let mut checks: std::collections::HashMap<&str, Vec<(String, String)>> =
+        std::collections::HashMap::new();
+    let mut rows = Vec::with_capacity(keys.len());
+    for key in keys {
+        let user = key.user_id();
+        if !checks.contains_key(user) {
+            let kept = store
+                .storage
+                .checks(user)
+                .await
+                .map_err(store.fail("reading the keys' last checks failed"))?;
+            checks.insert(user, kept);
+        }
+        rows.push(Row::with_checks(key, &checks[user]));
+    }
+    Ok(rows)
 }
 
 /// A table of rows, for people.
 pub(crate) fn table(rows: &[Row]) -> Table {
     let mut table = context::new_table();
-    table.set_header(["user", "provider", "key", "key id", "created", "expires"]);
+    let now = Utc::now();
+    table.set_header([
+        "user",
+        "provider",
+        "key",
+        "key id",
+        "created",
+        "expires",
+        "last check",
+    ]);
     for r in rows {
         table.add_row([
             byok::validate::shown_id(&r.user).into_owned(),
@@ -339,6 +407,7 @@ pub(crate) fn table(rows: &[Row]) -> Table {
             r.key_id.map_or("?".to_owned(), |id| id.to_string()),
             r.created.clone(),
             r.expires.clone(),
+            r.checked(now),
         ]);
     }
     table
@@ -349,18 +418,15 @@ pub(crate) async fn list(opts: &ListOpts, store: &StoreOpts, json: bool) -> CliR
     let page_size = context::page_size(opts.page_size)?;
     let store = Store::open(store, Schema::AsItIs).await?;
     let what = "listing the keys failed";
-    let mut rows = Vec::new();
-    match &opts.user {
-        Some(user) => {
-            let keys = store
-                .storage
-                .user_keys(user)
-                .await
-                .map_err(store.fail(what))?;
-            rows.extend(keys.iter().map(Row::of));
-        }
-        None => rows = store.map_keys(page_size, what, Row::of).await?,
-    }
+    let keys = match &opts.user {
+        Some(user) => store
+            .storage
+            .user_keys(user)
+            .await
+            .map_err(store.fail(what))?,
+        None => store.map_keys(page_size, what, ApiKey::clone).await?,
+    };
+    let rows = rows_with_checks(&store, &keys).await?;
     if json {
         return context::print_json(&rows);
     }
@@ -424,5 +490,106 @@ pub(crate) async fn purge(opts: &StoreOpts, json: bool) -> CliResult {
     } else {
         out!("purged {purged} expired key(s)")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use byok::CheckRecord;
+    use byok::chrono::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn rows_carry_the_check_of_their_own_key_only() {
+        let store = Store::open_url("memory:", "t", "p", Schema::AsItIs)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keyring = byok::Keyring::new(1, byok::MasterKey::generate());
+        let byok = context::manager(&store, keyring).unwrap_or_else(|e| panic!("{e}"));
+        for (user, provider) in [
+            ("alice", "openai"),
+            ("alice", "anthropic"),
+            ("bob", "openai"),
+        ] {
+            byok.set_key(user, provider, "sk-proj-0123456789abcdef", Ttl::Never)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let at = Utc::now() - Duration::minutes(3);
+        let record = CheckRecord::at("invalid", "The provider does not accept this key.", at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            byok.record_check("alice", "openai", &record).await.ok(),
+            Some(true)
+        );
+        let mut keys = Vec::new();
+        for user in ["alice", "bob"] {
+            keys.extend(
+                store
+                    .storage
+                    .user_keys(user)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        let rows = rows_with_checks(&store, &keys)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let checked: Vec<_> = rows
+            .iter()
+            .map(|r| (r.user.as_str(), r.provider.as_str(), r.checked(Utc::now())))
+            .collect();
+        assert!(
+            checked.contains(&("alice", "openai", "invalid (3 minutes ago)".to_owned())),
+            "{checked:?}"
+        );
+        assert!(checked.contains(&("alice", "anthropic", "not checked".to_owned())));
+        assert!(checked.contains(&("bob", "openai", "not checked".to_owned())));
+        let table = table(&rows).to_string();
+        assert!(table.contains("last check"), "{table}");
+        assert!(table.contains("invalid (3 minutes ago)"), "{table}");
+        let json = serde_json::to_value(&rows).unwrap_or_default();
+        let alice = json
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|r| r["user"] == "alice" && r["provider"] == "openai")
+            })
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(alice["last_check"]["outcome"], "invalid", "{json}");
+        assert_eq!(
+            alice["last_check"]["summary"],
+            "The provider does not accept this key."
+        );
+
+        // A new key starts unchecked.
+        byok.set_key("alice", "openai", "sk-proj-fedcba9876543210", Ttl::Never)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keys = store
+            .storage
+            .user_keys("alice")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = rows_with_checks(&store, &keys)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rows.iter().all(|r| r.last_check.is_none()));
+    }
+
+    #[test]
+    fn a_check_just_made_says_so() {
+        let key = ApiKey::new("alice", "openai", vec![1, 2, 3]).unwrap_or_else(|e| panic!("{e}"));
+        let record = CheckRecord::new("valid", "ok").unwrap_or_else(|e| panic!("{e}"));
+        let checks = [("openai".to_owned(), record.encode(&key))];
+        let row = Row::with_checks(&key, &checks);
+        assert_eq!(row.checked(Utc::now()), "valid (just now)");
+        let other = [("anthropic".to_owned(), record.encode(&key))];
+        assert_eq!(
+            Row::with_checks(&key, &other).checked(Utc::now()),
+            "not checked"
+        );
     }
 }

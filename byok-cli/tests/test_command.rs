@@ -197,3 +197,38 @@ fn help_documents_the_exit_codes() {
         assert!(text.contains(word), "{word} missing from --help:\n{text}");
     }
 }
+
+#[test]
+fn list_has_a_last_check_column_and_json_field() {
+    let env = Env::new();
+    let (url, _runtime, stub) = setup(&env);
+    let run = env.run(&["--store", &url, "list"], "");
+    let text = run.ok();
+    assert!(text.contains("last check"), "{text}");
+    assert!(text.contains("not checked"), "{text}");
+    let run = env.run(&["--store", &url, "--json", "list"], "");
+    let json = run.json();
+    let row = &json[0];
+    assert_eq!(row["provider"], "openai", "{json}");
+    assert!(
+        row.as_object()
+            .is_some_and(|o| o.contains_key("last_check")),
+        "{json}"
+    );
+    assert!(row["last_check"].is_null(), "never checked: {json}");
+    // A test of the saved key keeps its result where the store keeps
+    // checks; a store that keeps none makes no warning of it.
+    let base = format!("{}/v1", stub.url());
+    stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
+    let run = env.run_k(&test_args(&url, &base, &[]), "");
+    assert_eq!(run.code, 10, "{run:?}");
+    assert!(!run.stderr.contains("not kept"), "{run:?}");
+    let run = env.run(&["--store", &url, "--json", "list"], "");
+    let json = run.json();
+    let kept = &json[0]["last_check"];
+    assert!(
+        kept.is_null() || kept["outcome"] == "invalid",
+        "a check of another outcome: {json}"
+    );
+    assert!(!run.stdout.contains(KEY), "{run:?}");
+}

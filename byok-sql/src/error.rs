@@ -92,6 +92,34 @@ pub(crate) fn too_large(
     .into()
 }
 
+/// `store_check` on a table that has no `last_check` column yet: the
+/// schema is older than this version of byok. Not retryable until someone
+/// runs `migrate`.
+pub(crate) fn schema_older(engine: Engine, op: &'static str) -> ByokError {
+    StorageError::new(
+        engine.name(),
+        StorageErrorKind::Rejected,
+        format!(
+            "{op}: the table's schema is older than this version of byok (it has no \
+             last_check column); run `byok migrate` to keep checks"
+        ),
+    )
+    .into()
+}
+
+/// Whether `err` says that the column being added exists already: a
+/// migration of another process added it first.
+pub(crate) fn is_duplicate_column(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    // PostgreSQL's duplicate_column, MySQL's ER_DUP_FIELDNAME; SQLite has
+    // no code of its own for it, only the message.
+    matches!(db.code().as_deref(), Some("42701" | "42S21"))
+        || db.message().contains("duplicate column")
+        || db.message().contains("Duplicate column")
+}
+
 /// Whether `err` is a lock conflict that the database resolved by failing
 /// this statement (a deadlock victim, a lock wait that timed out) and left
 /// nothing half-done: each statement of this crate runs alone in its own

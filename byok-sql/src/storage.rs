@@ -1186,7 +1186,10 @@ macro_rules! public_storage {
             /// The statements that [`migrate`](Self::migrate) runs to
             /// create the table `name` and its index, for review or to run
             /// by hand (`byok migrate --print-sql`); upgrading a table of an
-            /// earlier layout takes more, which only `migrate` runs. Fails
+            /// earlier layout takes more, which only `migrate` runs (for a
+            /// table of the layout before kept checks, by hand: `ALTER
+            /// TABLE <name> ADD COLUMN last_check TEXT`, on MySQL with
+            /// `CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL`). Fails
             /// with a [`ConfigError`](byok_core::ConfigError) unless `name`
             /// is a plain identifier.
             pub fn schema_sql(name: &str) -> byok_core::Result<Vec<String>> {
@@ -1296,3 +1299,63 @@ macro_rules! public_storage {
 }
 
 pub(crate) use public_storage;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements of every operation but checks, which are those of
+    /// the version before kept checks: none names `last_check`, reads
+    /// `*` or inserts without naming its columns, so they work the same on
+    /// a table with or without the column, and the earlier versions that
+    /// run them keep working on a migrated table.
+    fn earlier_statements_name_their_columns<D: Dialect>() {
+        let table = TableName::new("t").expect("a table name");
+        let s = D::statements(&table);
+        let mut earlier: Vec<&Arc<str>> = vec![
+            &s.store,
+            &s.insert,
+            &s.retrieve,
+            &s.retrieve_value,
+            &s.delete,
+            &s.list,
+            &s.clear,
+            &s.purge,
+            &s.user_keys,
+            &s.swap,
+            &s.scan_first,
+            &s.scan_after,
+            &s.admin.count_expired,
+            &s.admin.count,
+        ];
+        earlier.extend(s.replace_expired.iter());
+        earlier.extend(s.purge_batch.iter());
+        for statement in earlier {
+            assert!(!statement.contains(CHECK_COLUMN), "{statement}");
+            assert!(
+                !statement.replace("COUNT(*)", "").contains('*'),
+                "{statement}"
+            );
+            if statement.starts_with("INSERT") {
+                assert!(
+                    statement.starts_with("INSERT INTO t (user_id, "),
+                    "{statement}"
+                );
+            }
+        }
+        assert!(s.store_check.contains(CHECK_COLUMN));
+        assert!(s.checks.contains(CHECK_COLUMN));
+        assert!(s.add_check_column.contains(CHECK_COLUMN));
+        assert!(s.schema[0].contains(CHECK_COLUMN), "{}", s.schema[0]);
+    }
+
+    #[test]
+    fn statements_of_earlier_operations_do_not_depend_on_the_check_column() {
+        #[cfg(feature = "sqlite")]
+        earlier_statements_name_their_columns::<sqlx::Sqlite>();
+        #[cfg(feature = "postgres")]
+        earlier_statements_name_their_columns::<sqlx::Postgres>();
+        #[cfg(feature = "mysql")]
+        earlier_statements_name_their_columns::<sqlx::MySql>();
+    }
+}

@@ -271,3 +271,72 @@ fn classify_database(
         }
     }
 }
+
+#[cfg(all(test, feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod duplicate_column_tests {
+    #![allow(
+        clippy::expect_used,
+        reason = "test code: a failure must fail the test"
+    )]
+
+    use sqlx::{AssertSqlSafe, Connection, Executor};
+
+    /// Adds the column twice to a fresh table on `conn` and returns the
+    /// error of the second time.
+    async fn second_add<C>(conn: &mut C, table: &str, column_type: &str) -> sqlx::Error
+    where
+        C: Connection,
+        for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    {
+        conn.execute(AssertSqlSafe(format!("CREATE TABLE {table} (a INTEGER)")))
+            .await
+            .expect("create");
+        let add = format!("ALTER TABLE {table} ADD COLUMN last_check {column_type}");
+        conn.execute(AssertSqlSafe(add.clone())).await.expect("add");
+        let err = conn
+            .execute(AssertSqlSafe(add))
+            .await
+            .map(|_| ())
+            .expect_err("twice");
+        let _ = conn
+            .execute(AssertSqlSafe(format!("DROP TABLE {table}")))
+            .await;
+        err
+    }
+
+    fn table() -> String {
+        // Named as the integration tests name theirs, so that a run
+        // killed midway leaves a table their cleanup removes.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("byok_test_{secs}_{:016x}", rand::random::<u64>())
+    }
+
+    /// What a migration that lost the race to add `last_check` gets from
+    /// each engine is recognized, and nothing else is.
+    #[tokio::test]
+    async fn a_column_added_twice_is_a_duplicate_column_on_every_engine() {
+        let mut sqlite = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let err = second_add(&mut sqlite, &table(), "TEXT").await;
+        assert!(super::is_duplicate_column(&err), "{err}");
+        let other = sqlite
+            .execute("ALTER TABLE no_such_table ADD COLUMN x TEXT")
+            .await
+            .expect_err("no table");
+        assert!(!super::is_duplicate_column(&other), "{other}");
+
+        if let Some(url) = byok_testkit::services::postgres_url().await {
+            let mut pg = sqlx::PgConnection::connect(&url).await.expect("postgres");
+            let err = second_add(&mut pg, &table(), "TEXT").await;
+            assert!(super::is_duplicate_column(&err), "{err}");
+        }
+        if let Some(url) = byok_testkit::services::mysql_url().await {
+            let mut my = sqlx::MySqlConnection::connect(&url).await.expect("mysql");
+            let err = second_add(&mut my, &table(), "TEXT NULL").await;
+            assert!(super::is_duplicate_column(&err), "{err}");
+        }
+    }
+}

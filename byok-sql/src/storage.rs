@@ -1308,7 +1308,9 @@ mod tests {
     /// the version before kept checks: none names `last_check`, reads
     /// `*` or inserts without naming its columns, so they work the same on
     /// a table with or without the column, and the earlier versions that
-    /// run them keep working on a migrated table.
+    /// run them keep working on a migrated table. (A cached prepared
+    /// statement that reads `*` is what PostgreSQL refuses after a column
+    /// is added: "cached plan must not change result type".)
     fn earlier_statements_name_their_columns<D: Dialect>() {
         let table = TableName::new("t").expect("a table name");
         let s = D::statements(&table);

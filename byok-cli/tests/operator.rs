@@ -640,6 +640,7 @@ fn migrate_print_sql_prints_a_schema_that_works_without_connecting() {
         sql.starts_with("CREATE TABLE IF NOT EXISTS printed_keys ("),
         "{sql}"
     );
+    assert!(sql.contains("last_check TEXT"), "{sql}");
     assert!(!env.path().join("printed.db").exists(), "it connected");
     // The printed statements make a table the command then uses.
     rt().block_on(async {

@@ -92,6 +92,34 @@ pub(crate) fn too_large(
     .into()
 }
 
+/// `store_check` on a table that has no `last_check` column yet: the
+/// schema is older than this version of byok. Not retryable until someone
+/// runs `migrate`.
+pub(crate) fn schema_older(engine: Engine, op: &'static str) -> ByokError {
+    StorageError::new(
+        engine.name(),
+        StorageErrorKind::Rejected,
+        format!(
+            "{op}: the table's schema is older than this version of byok (it has no \
+             last_check column); run `byok migrate` to keep checks"
+        ),
+    )
+    .into()
+}
+
+/// Whether `err` says that the column being added exists already: a
+/// migration of another process added it first.
+pub(crate) fn is_duplicate_column(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    // PostgreSQL's duplicate_column, MySQL's ER_DUP_FIELDNAME; SQLite has
+    // no code of its own for it, only the message.
+    matches!(db.code().as_deref(), Some("42701" | "42S21"))
+        || db.message().contains("duplicate column")
+        || db.message().contains("Duplicate column")
+}
+
 /// Whether `err` is a lock conflict that the database resolved by failing
 /// this statement (a deadlock victim, a lock wait that timed out) and left
 /// nothing half-done: each statement of this crate runs alone in its own
@@ -240,6 +268,75 @@ fn classify_database(
                 _ if code.starts_with("08") => UNAVAILABLE,
                 _ => REJECTED,
             }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod duplicate_column_tests {
+    #![allow(
+        clippy::expect_used,
+        reason = "test code: a failure must fail the test"
+    )]
+
+    use sqlx::{AssertSqlSafe, Connection, Executor};
+
+    /// Adds the column twice to a fresh table on `conn` and returns the
+    /// error of the second time.
+    async fn second_add<C>(conn: &mut C, table: &str, column_type: &str) -> sqlx::Error
+    where
+        C: Connection,
+        for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    {
+        conn.execute(AssertSqlSafe(format!("CREATE TABLE {table} (a INTEGER)")))
+            .await
+            .expect("create");
+        let add = format!("ALTER TABLE {table} ADD COLUMN last_check {column_type}");
+        conn.execute(AssertSqlSafe(add.clone())).await.expect("add");
+        let err = conn
+            .execute(AssertSqlSafe(add))
+            .await
+            .map(|_| ())
+            .expect_err("twice");
+        let _ = conn
+            .execute(AssertSqlSafe(format!("DROP TABLE {table}")))
+            .await;
+        err
+    }
+
+    fn table() -> String {
+        // Named as the integration tests name theirs, so that a run
+        // killed midway leaves a table their cleanup removes.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("byok_test_{secs}_{:016x}", rand::random::<u64>())
+    }
+
+    /// What a migration that lost the race to add `last_check` gets from
+    /// each engine is recognized, and nothing else is.
+    #[tokio::test]
+    async fn a_column_added_twice_is_a_duplicate_column_on_every_engine() {
+        let mut sqlite = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let err = second_add(&mut sqlite, &table(), "TEXT").await;
+        assert!(super::is_duplicate_column(&err), "{err}");
+        let other = sqlite
+            .execute("ALTER TABLE no_such_table ADD COLUMN x TEXT")
+            .await
+            .expect_err("no table");
+        assert!(!super::is_duplicate_column(&other), "{other}");
+
+        if let Some(url) = byok_testkit::services::postgres_url().await {
+            let mut pg = sqlx::PgConnection::connect(&url).await.expect("postgres");
+            let err = second_add(&mut pg, &table(), "TEXT").await;
+            assert!(super::is_duplicate_column(&err), "{err}");
+        }
+        if let Some(url) = byok_testkit::services::mysql_url().await {
+            let mut my = sqlx::MySqlConnection::connect(&url).await.expect("mysql");
+            let err = second_add(&mut my, &table(), "TEXT NULL").await;
+            assert!(super::is_duplicate_column(&err), "{err}");
         }
     }
 }

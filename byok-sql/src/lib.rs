@@ -76,6 +76,11 @@
 //! | `hint` | `TEXT` | `TEXT` | `VARCHAR(64)` `utf8mb4_bin` |
 //! | `created_at` | `INTEGER` (Unix ms) | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
 //! | `expires_at` | `INTEGER` (Unix ms), null = never | `TIMESTAMPTZ` | `BIGINT` (Unix ms) |
+//! | `last_check` | `TEXT`, null = none | `TEXT` | `TEXT` `utf8mb4_bin` |
+//!
+//! `last_check` keeps the last check of the row's key
+//! ([`KeyStorage::store_check`](byok_core::KeyStorage::store_check)), an
+//! opaque text of at most 1024 bytes; it leaves with its row.
 //!
 //! `(user_id, provider)` is the primary key, and the only unique index: a
 //! read is one index lookup and a write updates as few indexes as can be.
@@ -91,11 +96,32 @@
 //! columns (and writes nothing): no columns is
 //! [`Missing`](byok_core::store::SchemaStatus::Missing), an `id` column
 //! is the layout of byok-sql 0.1,
-//! [`Older { found: 1, current: 2 }`](byok_core::store::SchemaStatus::Older),
-//! which `migrate` upgrades (see below), and the six columns above
-//! without `id` are [`UpToDate`](byok_core::store::SchemaStatus::UpToDate).
-//! A table that lacks one of the six is not byok's, and is a `Corrupt`
-//! error that names the column.
+//! [`Older { found: 1, current: 3 }`](byok_core::store::SchemaStatus::Older),
+//! which `migrate` upgrades (see below), the first six columns above
+//! without `id` nor `last_check` are the layout of the versions before
+//! kept checks, `Older { found: 2, current: 3 }`, and all seven without
+//! `id` are [`UpToDate`](byok_core::store::SchemaStatus::UpToDate).
+//! A table that lacks one of the first six is not byok's, and is a
+//! `Corrupt` error that names the column.
+//!
+//! ## Adding `last_check`: rolling upgrades
+//!
+//! `migrate` adds the nullable `last_check` column in place (`ALTER TABLE
+//! … ADD COLUMN`, which copies no rows), under the same lock as the rest
+//! of the migration; a racing migration that added it first counts as
+//! success. Instances may be upgraded one by one, in either order:
+//!
+//! - Earlier versions name the columns of every statement, so they keep
+//!   working on a table that has `last_check` (and leave it alone: a check
+//!   kept for a key they replace names the old key and is not shown).
+//! - This version on a table without the column serves every other
+//!   operation as before; `checks` finds none, and `store_check` fails
+//!   with a non-retryable `Rejected` error that asks for `byok migrate`.
+//!   A storage reads the table's columns when first asked about checks,
+//!   never again once it found the column, and at most once a minute
+//!   while it has not (see `with_schema_recheck`), so an instance started
+//!   before the migration picks the column up without a restart, and no
+//!   request pays an extra query.
 //!
 //! ## Upgrading a table of byok-sql 0.1
 //!

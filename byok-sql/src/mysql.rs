@@ -76,6 +76,7 @@ fn statements(table: &TableName) -> Statements {
                  hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
                  created_at BIGINT NOT NULL, \
                  expires_at BIGINT NULL, \
+                 last_check TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
                  PRIMARY KEY (user_id, provider), \
                  KEY expires_at_idx (expires_at)\
                  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
@@ -127,6 +128,13 @@ fn statements(table: &TableName) -> Statements {
             "SELECT {SLOT_COLUMNS} FROM {t} \
              WHERE (user_id > ? OR (user_id = ? AND provider > ?)) AND {live} \
              ORDER BY user_id, provider LIMIT ?"
+        )
+        .into(),
+        // The server adds a nullable column in place, without copying
+        // the table (ALGORITHM=INSTANT on MySQL 8 and MariaDB 10.3+).
+        add_check_column: format!(
+            "ALTER TABLE {t} ADD COLUMN last_check \
+             TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL"
         )
         .into(),
         ..Statements::standard(t, Vec::new())
@@ -211,6 +219,7 @@ impl MySqlStorage {
                 .execute(&mut *conn)
                 .await?;
             }
+            self.inner.add_check_column(&mut conn).await?;
             Ok::<_, sqlx::Error>(())
         }
         .await;
@@ -220,6 +229,7 @@ impl MySqlStorage {
             .await;
         created.map_err(fail)?;
         released.map_err(fail)?;
+        self.inner.check_column_added();
         Ok(())
     }
 }

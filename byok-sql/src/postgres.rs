@@ -49,6 +49,7 @@ fn statements(table: &TableName) -> Statements {
              hint TEXT, \
              created_at TIMESTAMPTZ NOT NULL, \
              expires_at TIMESTAMPTZ, \
+             last_check TEXT, \
              PRIMARY KEY (user_id, provider))"
         )
         .into(),
@@ -218,7 +219,10 @@ impl PostgresStorage {
                     .map_err(fail)?;
             }
         }
-        tx.commit().await.map_err(fail)
+        self.inner.add_check_column(&mut tx).await.map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        self.inner.check_column_added();
+        Ok(())
     }
 }
 

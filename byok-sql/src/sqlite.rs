@@ -63,6 +63,7 @@ fn create_table(name: &str) -> String {
          hint TEXT, \
          created_at INTEGER NOT NULL, \
          expires_at INTEGER, \
+         last_check TEXT, \
          PRIMARY KEY (user_id, provider)) STRICT, WITHOUT ROWID"
     )
 }
@@ -205,7 +206,10 @@ impl SqliteStorage {
                     .map_err(fail)?;
             }
         }
-        tx.commit().await.map_err(fail)
+        self.inner.add_check_column(&mut tx).await.map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        self.inner.check_column_added();
+        Ok(())
     }
 }
 

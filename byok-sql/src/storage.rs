@@ -6,10 +6,11 @@
 //! engine and adds what is its own: `connect` and `migrate`.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use byok_core::check_record::MAX_ENCODED_LEN;
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::storage::check_same_slot;
 use byok_core::store::SchemaStatus;
@@ -69,15 +70,35 @@ pub(crate) struct Statements {
     pub(crate) scan_first: Arc<str>,
     /// [`Dialect::bind_after`], now, limit.
     pub(crate) scan_after: Arc<str>,
+    /// Check, user, provider: keeps the check of the slot's key, expired
+    /// or not; one row matched when there is one.
+    pub(crate) store_check: Arc<str>,
+    /// User; selects `provider, last_check` of the user's keys that have a
+    /// check, sorted by provider.
+    pub(crate) checks: Arc<str>,
+    /// Adds the `last_check` column to a table of layout 2.
+    pub(crate) add_check_column: Arc<str>,
     /// The statements of the admin side.
     pub(crate) admin: AdminStatements,
 }
 
 /// The version of the table's layout that `migrate` writes: 1 is the
 /// layout of byok-sql 0.1 (an `id` column as the primary key), 2 the
-/// current one. Tables carry no version marker; the layout is read from
-/// their columns.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// slot as the primary key, 3 the current one (2 with a nullable
+/// `last_check` column). Tables carry no version marker; the layout is
+/// read from their columns.
+pub(crate) const SCHEMA_VERSION: u32 = 3;
+
+/// The column of the kept checks, added by layout 3; nullable, so that
+/// the statements of earlier versions, which name their columns, work on
+/// a table that has it.
+pub(crate) const CHECK_COLUMN: &str = "last_check";
+
+/// How long a storage that found no [`CHECK_COLUMN`] trusts that answer
+/// before it reads the table's columns again, by default: an instance
+/// started before the migration picks the column up within this time,
+/// without a restart.
+pub(crate) const SCHEMA_RECHECK: Duration = Duration::from_secs(60);
 
 /// The columns of the current layout.
 const COLUMNS: [&str; 6] = [
@@ -166,6 +187,16 @@ impl Statements {
                  ORDER BY user_id, provider LIMIT ?"
             )
             .into(),
+            store_check: format!(
+                "UPDATE {t} SET {CHECK_COLUMN} = ? WHERE user_id = ? AND provider = ?"
+            )
+            .into(),
+            checks: format!(
+                "SELECT provider, {CHECK_COLUMN} FROM {t} \
+                 WHERE user_id = ? AND {CHECK_COLUMN} IS NOT NULL ORDER BY provider"
+            )
+            .into(),
+            add_check_column: format!("ALTER TABLE {t} ADD COLUMN {CHECK_COLUMN} TEXT").into(),
             admin: AdminStatements::new(t),
         }
     }
@@ -192,6 +223,9 @@ impl Statements {
             swap: n(self.swap),
             scan_first: n(self.scan_first),
             scan_after: n(self.scan_after),
+            store_check: n(self.store_check),
+            checks: n(self.checks),
+            add_check_column: n(self.add_check_column),
             admin: AdminStatements {
                 count_expired: n(self.admin.count_expired),
                 count: n(self.admin.count),
@@ -284,12 +318,45 @@ pub(crate) trait Dialect: Database {
     ) -> Result<Option<DateTime<Utc>>>;
 }
 
+/// What a storage knows of the table's [`CHECK_COLUMN`], shared by its
+/// clones.
+#[derive(Debug, Clone, Copy)]
+enum CheckColumn {
+    /// Not read yet, or to be read again (after a failed statement).
+    Unknown,
+    /// The table has it: no more reads.
+    Present,
+    /// The table had none when its columns were read at this instant.
+    Missing(Instant),
+}
+
+/// The [`CheckColumn`] of a table, read at most once per recheck interval
+/// while missing, and never again once found.
+#[derive(Debug)]
+pub(crate) struct CheckColumnProbe(Mutex<CheckColumn>);
+
+impl CheckColumnProbe {
+    fn new() -> Arc<Self> {
+        Arc::new(CheckColumnProbe(Mutex::new(CheckColumn::Unknown)))
+    }
+
+    fn get(&self) -> CheckColumn {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, state: CheckColumn) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+}
+
 /// The state of a storage on engine `D`; clones share the pool.
 pub(crate) struct SqlStorage<D: Database> {
     pub(crate) pool: Pool<D>,
     pub(crate) table: TableName,
     pub(crate) sql: Arc<Statements>,
     timeout: Duration,
+    check_column: Arc<CheckColumnProbe>,
+    recheck: Duration,
 }
 
 impl<D: Database> Clone for SqlStorage<D> {
@@ -299,6 +366,8 @@ impl<D: Database> Clone for SqlStorage<D> {
             table: self.table.clone(),
             sql: Arc::clone(&self.sql),
             timeout: self.timeout,
+            check_column: Arc::clone(&self.check_column),
+            recheck: self.recheck,
         }
     }
 }
@@ -365,6 +434,8 @@ where
             sql: Arc::new(D::statements(&table)),
             table,
             timeout: pool::OPERATION_TIMEOUT,
+            check_column: CheckColumnProbe::new(),
+            recheck: SCHEMA_RECHECK,
         }
     }
 
@@ -372,7 +443,48 @@ where
     pub(crate) fn with_table_name(mut self, name: &str) -> Result<Self> {
         self.table = TableName::new(name)?;
         self.sql = Arc::new(D::statements(&self.table));
+        self.check_column = CheckColumnProbe::new();
         Ok(self)
+    }
+
+    /// The same storage, reading the table's columns again at most every
+    /// `every` while they lack the column of kept checks.
+    pub(crate) fn with_schema_recheck(mut self, every: Duration) -> Self {
+        self.recheck = every;
+        self
+    }
+
+    /// Whether the table has the column of kept checks. Read from the
+    /// table's columns on first use; once found, never read again; while
+    /// missing, read again at most every `recheck`, so that a storage
+    /// opened before `migrate` picks the column up without a restart.
+    async fn has_check_column(&self, op: &'static str) -> Result<bool> {
+        match self.check_column.get() {
+            CheckColumn::Present => return Ok(true),
+            CheckColumn::Missing(at) if at.elapsed() < self.recheck => return Ok(false),
+            CheckColumn::Missing(_) | CheckColumn::Unknown => {}
+        }
+        let columns = retry(D::ENGINE, || self.columns(&self.pool))
+            .await
+            .map_err(Self::fail(op))?;
+        let present = columns.iter().any(|c| c == CHECK_COLUMN);
+        self.check_column.set(if present {
+            CheckColumn::Present
+        } else {
+            CheckColumn::Missing(Instant::now())
+        });
+        Ok(present)
+    }
+
+    /// After `migrate`: the table has the column of kept checks.
+    pub(crate) fn check_column_added(&self) {
+        self.check_column.set(CheckColumn::Present);
+    }
+
+    /// After a statement on the column failed: read the columns again
+    /// next time (the table may have been replaced by one without it).
+    fn forget_check_column(&self) {
+        self.check_column.set(CheckColumn::Unknown);
     }
 
     /// The same storage with another operation deadline.
@@ -480,6 +592,12 @@ where
                 current: SCHEMA_VERSION,
             });
         }
+        if !columns.iter().any(|c| c == CHECK_COLUMN) {
+            return Ok(SchemaStatus::Older {
+                found: 2,
+                current: SCHEMA_VERSION,
+            });
+        }
         Ok(SchemaStatus::UpToDate)
     }
 
@@ -510,6 +628,29 @@ where
             sqlx::query(sql(statement)).execute(&mut *conn).await?;
         }
         Ok(self.columns(&mut *conn).await?.iter().any(|c| c == "id"))
+    }
+
+    /// The last step of every engine's `migrate`, on the connection that
+    /// holds its lock, after the upgrade from the first layout: adds the
+    /// column of kept checks unless the table has it. Another process's
+    /// migration that added it first (without the same lock: an engine
+    /// whose lock it did not take) is success too.
+    pub(crate) async fn add_check_column(
+        &self,
+        conn: &mut D::Connection,
+    ) -> Result<(), sqlx::Error> {
+        let columns = self.columns(&mut *conn).await?;
+        if !columns.iter().any(|c| c == CHECK_COLUMN) {
+            match sqlx::query(sql(&self.sql.add_check_column))
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error::is_duplicate_column(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Refuses, before anything is sent, a write whose encrypted values
@@ -854,6 +995,65 @@ where
         .await
     }
 
+    async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+        const OP: &str = "store_check";
+        self.bounded(OP, async {
+            validate::stored_slot(user_id, provider)?;
+            if check.len() > MAX_ENCODED_LEN {
+                return Err(error::too_large(
+                    D::ENGINE,
+                    OP,
+                    "the check",
+                    check.len(),
+                    MAX_ENCODED_LEN,
+                ));
+            }
+            if !self.has_check_column(OP).await? {
+                return Err(error::schema_older(D::ENGINE, OP));
+            }
+            let done = retry(D::ENGINE, || {
+                let q = sqlx::query(sql(&self.sql.store_check)).bind(Some(check));
+                D::bind_id(D::bind_id(q, user_id), provider).execute(&self.pool)
+            })
+            .await
+            .map_err(|e| {
+                self.forget_check_column();
+                Self::fail(OP)(e)
+            })?;
+            // MySQL counts matched rows, as the others do for an UPDATE:
+            // a check equal to the one kept still finds its key.
+            Ok(D::rows_affected(&done) > 0)
+        })
+        .await
+    }
+
+    async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        const OP: &str = "checks";
+        self.bounded(OP, async {
+            validate::stored_user_id(user_id)?;
+            // A table of an earlier layout keeps no checks.
+            if !self.has_check_column(OP).await? {
+                return Ok(Vec::new());
+            }
+            let rows = retry(D::ENGINE, || {
+                D::bind_id(sqlx::query(sql(&self.sql.checks)), user_id).fetch_all(&self.pool)
+            })
+            .await
+            .map_err(|e| {
+                self.forget_check_column();
+                Self::fail(OP)(e)
+            })?;
+            rows.iter()
+                .map(|r| {
+                    let provider = D::decode_id(OP, r, "provider")?;
+                    let check: String = r.try_get(1).map_err(Self::fail(OP))?;
+                    Ok((provider, check))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn user_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         self.bounded("user_keys", async {
             validate::stored_user_id(user_id)?;
@@ -957,6 +1157,22 @@ macro_rules! public_storage {
                 Ok(self)
             }
 
+            /// The same storage, reading the table's columns again at most
+            /// every `every` (60 s by default) while the table lacks the
+            /// column of kept checks, which `migrate` adds.
+            ///
+            /// Until then, `checks` finds none and `store_check` fails with
+            /// a `Rejected` error that asks for `byok migrate`; every other
+            /// operation works as on the current layout. A storage reads
+            /// the columns once, when it is first asked about checks, and
+            /// never again once it has found the column; this interval is
+            /// how soon an instance started before the migration picks the
+            /// column up without a restart.
+            pub fn with_schema_recheck(mut self, every: std::time::Duration) -> Self {
+                self.inner = self.inner.with_schema_recheck(every);
+                self
+            }
+
             /// The connection pool.
             pub fn pool(&self) -> &$pool {
                 &self.inner.pool
@@ -970,7 +1186,10 @@ macro_rules! public_storage {
             /// The statements that [`migrate`](Self::migrate) runs to
             /// create the table `name` and its index, for review or to run
             /// by hand (`byok migrate --print-sql`); upgrading a table of an
-            /// earlier layout takes more, which only `migrate` runs. Fails
+            /// earlier layout takes more, which only `migrate` runs (for a
+            /// table of the layout before kept checks, by hand: `ALTER
+            /// TABLE <name> ADD COLUMN last_check TEXT`, on MySQL with
+            /// `CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL`). Fails
             /// with a [`ConfigError`](byok_core::ConfigError) unless `name`
             /// is a plain identifier.
             pub fn schema_sql(name: &str) -> byok_core::Result<Vec<String>> {
@@ -1061,8 +1280,84 @@ macro_rules! public_storage {
             async fn user_keys(&self, user_id: &str) -> byok_core::Result<Vec<byok_core::ApiKey>> {
                 self.inner.user_keys(user_id).await
             }
+            async fn store_check(
+                &self,
+                user_id: &str,
+                provider: &str,
+                check: &str,
+            ) -> byok_core::Result<bool> {
+                self.inner.store_check(user_id, provider, check).await
+            }
+            async fn checks(
+                &self,
+                user_id: &str,
+            ) -> byok_core::Result<Vec<(String, String)>> {
+                self.inner.checks(user_id).await
+            }
         }
     };
 }
 
 pub(crate) use public_storage;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements of every operation but checks, which are those of
+    /// the version before kept checks: none names `last_check`, reads
+    /// `*` or inserts without naming its columns, so they work the same on
+    /// a table with or without the column, and the earlier versions that
+    /// run them keep working on a migrated table. (A cached prepared
+    /// statement that reads `*` is what PostgreSQL refuses after a column
+    /// is added: "cached plan must not change result type".)
+    fn earlier_statements_name_their_columns<D: Dialect>() {
+        let table = TableName::new("t").expect("a table name");
+        let s = D::statements(&table);
+        let mut earlier: Vec<&Arc<str>> = vec![
+            &s.store,
+            &s.insert,
+            &s.retrieve,
+            &s.retrieve_value,
+            &s.delete,
+            &s.list,
+            &s.clear,
+            &s.purge,
+            &s.user_keys,
+            &s.swap,
+            &s.scan_first,
+            &s.scan_after,
+            &s.admin.count_expired,
+            &s.admin.count,
+        ];
+        earlier.extend(s.replace_expired.iter());
+        earlier.extend(s.purge_batch.iter());
+        for statement in earlier {
+            assert!(!statement.contains(CHECK_COLUMN), "{statement}");
+            assert!(
+                !statement.replace("COUNT(*)", "").contains('*'),
+                "{statement}"
+            );
+            if statement.starts_with("INSERT") {
+                assert!(
+                    statement.starts_with("INSERT INTO t (user_id, "),
+                    "{statement}"
+                );
+            }
+        }
+        assert!(s.store_check.contains(CHECK_COLUMN));
+        assert!(s.checks.contains(CHECK_COLUMN));
+        assert!(s.add_check_column.contains(CHECK_COLUMN));
+        assert!(s.schema[0].contains(CHECK_COLUMN), "{}", s.schema[0]);
+    }
+
+    #[test]
+    fn statements_of_earlier_operations_do_not_depend_on_the_check_column() {
+        #[cfg(feature = "sqlite")]
+        earlier_statements_name_their_columns::<sqlx::Sqlite>();
+        #[cfg(feature = "postgres")]
+        earlier_statements_name_their_columns::<sqlx::Postgres>();
+        #[cfg(feature = "mysql")]
+        earlier_statements_name_their_columns::<sqlx::MySql>();
+    }
+}

@@ -596,3 +596,113 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     common::old_layout_rows_read_back(&b).await;
     drop(guard);
 }
+
+/// The table and the upsert and read of a key exactly as the version
+/// before kept checks made and ran them, for the table `{t}`.
+const SECOND_LAYOUT: &str = "CREATE TABLE IF NOT EXISTS {t} (\
+     user_id VARBINARY(255) NOT NULL, \
+     provider VARBINARY(64) NOT NULL, \
+     encrypted_value MEDIUMBLOB NOT NULL, \
+     hint VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, \
+     created_at BIGINT NOT NULL, \
+     expires_at BIGINT NULL, \
+     PRIMARY KEY (user_id, provider), \
+     KEY expires_at_idx (expires_at)\
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+const SECOND_STORE: &str = "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+     VALUES (?, ?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE \
+     encrypted_value = VALUES(encrypted_value), hint = VALUES(hint), \
+     created_at = VALUES(created_at), expires_at = VALUES(expires_at)";
+const SECOND_RETRIEVE: &str = "SELECT encrypted_value, hint, created_at, expires_at FROM {t} \
+     WHERE user_id = ? AND provider = ? AND (expires_at IS NULL OR expires_at > ?)";
+
+/// Stores a key with the upsert of the version before kept checks.
+async fn store_as_before(
+    pool: &sqlx::MySqlPool,
+    table: &str,
+    slot: (&str, &str),
+    value: &[u8],
+    hint: Option<&str>,
+    expires: Option<i64>,
+) {
+    sqlx::query(AssertSqlSafe(SECOND_STORE.replace("{t}", table)))
+        .bind(slot.0.as_bytes())
+        .bind(slot.1.as_bytes())
+        .bind(value)
+        .bind(hint)
+        .bind(common::OLD_CREATED_MS)
+        .bind(expires)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_table_of_the_second_layout_serves_before_migrate_and_keeps_checks_after() {
+    let Some(url) = byok_testkit::services::mysql_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig::default().with_db_table_name(table.clone());
+    let a = MySqlStorage::connect(&url, &config).await.unwrap();
+    let b = MySqlStorage::connect(&url, &config).await.unwrap();
+    let late = MySqlStorage::connect(&url, &config)
+        .await
+        .unwrap()
+        .with_schema_recheck(Duration::ZERO);
+    let slow = MySqlStorage::connect(&url, &config)
+        .await
+        .unwrap()
+        .with_schema_recheck(Duration::from_secs(3600));
+    let guard = Scratch::new(
+        (),
+        common::drop_table::<MySqlConnection>(url, table.clone()),
+    );
+    sqlx::raw_sql(AssertSqlSafe(SECOND_LAYOUT.replace("{t}", &table)))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    let pool = a.pool();
+    let t = table.as_str();
+    store_as_before(
+        pool,
+        t,
+        ("alice", "openai"),
+        &[1, 2],
+        Some("sk-...abcd"),
+        None,
+    )
+    .await;
+    let expires = Some(common::OLD_EXPIRES_MS);
+    store_as_before(pool, t, ("alice", "anthropic"), &[3], None, expires).await;
+    store_as_before(pool, t, ("bob", "openai"), &[4], None, Some(1000)).await;
+
+    common::upgrade_from_the_second_layout(&a, &b, &late, &slow).await;
+    let (primary, others) = indexes(a.pool(), &table).await;
+    assert_eq!(primary, ["user_id", "provider"]);
+    assert_eq!(others, ["expires_at_idx"]);
+
+    // The statements of the version before still work on the new layout.
+    store_as_before(pool, t, ("carol", "openai"), &[7], None, None).await;
+    let row: (Vec<u8>, Option<String>, i64, Option<i64>) =
+        sqlx::query_as(AssertSqlSafe(SECOND_RETRIEVE.replace("{t}", t)))
+            .bind("alice".as_bytes())
+            .bind("openai".as_bytes())
+            .bind(byok_core::key::now().timestamp_millis())
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let expected = (
+        vec![1, 2],
+        Some("sk-...abcd".to_owned()),
+        common::OLD_CREATED_MS,
+        None,
+    );
+    assert_eq!(row, expected);
+    let carol = b.retrieve("carol", "openai").await.unwrap().unwrap();
+    assert_eq!(carol.encrypted_value(), [7]);
+    assert!(b.delete("carol", "openai").await.unwrap());
+    common::old_layout_rows_read_back(&b).await;
+    drop(guard);
+}

@@ -371,3 +371,117 @@ async fn a_deadlocked_statement_is_run_again() {
     assert!(s.store.list_providers("victim").await.unwrap().is_empty());
     let _ = other.close().await;
 }
+
+/// The table, its index and the upsert and read of a key exactly as the
+/// version before kept checks made and ran them, for the table `{t}`.
+const SECOND_LAYOUT: &str = "CREATE TABLE IF NOT EXISTS {t} (\
+     user_id TEXT COLLATE \"C\" NOT NULL, \
+     provider TEXT COLLATE \"C\" NOT NULL, \
+     encrypted_value BYTEA NOT NULL, \
+     hint TEXT, \
+     created_at TIMESTAMPTZ NOT NULL, \
+     expires_at TIMESTAMPTZ, \
+     PRIMARY KEY (user_id, provider)); \
+     CREATE INDEX IF NOT EXISTS {t}_expiring_idx ON {t} (expires_at) \
+     WHERE expires_at IS NOT NULL;";
+const SECOND_STORE: &str = "INSERT INTO {t} (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (user_id, provider) DO UPDATE SET \
+     encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
+     created_at = excluded.created_at, expires_at = excluded.expires_at";
+const SECOND_RETRIEVE: &str = "SELECT encrypted_value, hint, created_at, expires_at FROM {t} \
+     WHERE user_id = $1 AND provider = $2 AND (expires_at IS NULL OR expires_at > $3)";
+
+fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// Stores a key with the upsert of the version before kept checks.
+async fn store_as_before(
+    pool: &sqlx::PgPool,
+    table: &str,
+    slot: (&str, &str),
+    value: &[u8],
+    hint: Option<&str>,
+    expires: Option<i64>,
+) {
+    sqlx::query(AssertSqlSafe(SECOND_STORE.replace("{t}", table)))
+        .bind(slot.0)
+        .bind(slot.1)
+        .bind(value)
+        .bind(hint)
+        .bind(at(common::OLD_CREATED_MS))
+        .bind(expires.map(at))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_table_of_the_second_layout_serves_before_migrate_and_keeps_checks_after() {
+    let Some(url) = byok_testkit::services::postgres_url().await else {
+        return;
+    };
+    let table = common::table_name();
+    let config = ByokConfig::default().with_db_table_name(table.clone());
+    let a = PostgresStorage::connect(&url, &config).await.unwrap();
+    let b = PostgresStorage::connect(&url, &config).await.unwrap();
+    let late = PostgresStorage::connect(&url, &config)
+        .await
+        .unwrap()
+        .with_schema_recheck(Duration::ZERO);
+    let slow = PostgresStorage::connect(&url, &config)
+        .await
+        .unwrap()
+        .with_schema_recheck(Duration::from_secs(3600));
+    let guard = Scratch::new((), common::drop_table::<PgConnection>(url, table.clone()));
+    sqlx::raw_sql(AssertSqlSafe(SECOND_LAYOUT.replace("{t}", &table)))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    let pool = a.pool();
+    let t = table.as_str();
+    store_as_before(
+        pool,
+        t,
+        ("alice", "openai"),
+        &[1, 2],
+        Some("sk-...abcd"),
+        None,
+    )
+    .await;
+    let expires = Some(common::OLD_EXPIRES_MS);
+    store_as_before(pool, t, ("alice", "anthropic"), &[3], None, expires).await;
+    store_as_before(pool, t, ("bob", "openai"), &[4], None, Some(1000)).await;
+
+    common::upgrade_from_the_second_layout(&a, &b, &late, &slow).await;
+    assert_current_layout(a.pool(), &table).await;
+
+    // The statements of the version before still work on the new layout.
+    store_as_before(pool, t, ("carol", "openai"), &[7], None, None).await;
+    type Row = (
+        Vec<u8>,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let row: Row = sqlx::query_as(AssertSqlSafe(SECOND_RETRIEVE.replace("{t}", t)))
+        .bind("alice")
+        .bind("openai")
+        .bind(byok_core::key::now())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let expected = (
+        vec![1, 2],
+        Some("sk-...abcd".to_owned()),
+        at(common::OLD_CREATED_MS),
+        None,
+    );
+    assert_eq!(row, expected);
+    let carol = b.retrieve("carol", "openai").await.unwrap().unwrap();
+    assert_eq!(carol.encrypted_value(), [7]);
+    assert!(b.delete("carol", "openai").await.unwrap());
+    common::old_layout_rows_read_back(&b).await;
+    drop(guard);
+}

@@ -169,6 +169,97 @@ async fn migrate_upgrades_a_table_of_the_first_layout_once() {
     common::old_layout_rows_read_back(&b).await;
 }
 
+/// The table, its index and the upsert and read of a key exactly as the
+/// version before kept checks made and ran them.
+const SECOND_LAYOUT: &str = "CREATE TABLE IF NOT EXISTS user_api_keys (\
+     user_id TEXT NOT NULL, \
+     provider TEXT NOT NULL, \
+     encrypted_value BLOB NOT NULL, \
+     hint TEXT, \
+     created_at INTEGER NOT NULL, \
+     expires_at INTEGER, \
+     PRIMARY KEY (user_id, provider)) STRICT, WITHOUT ROWID; \
+     CREATE INDEX IF NOT EXISTS user_api_keys_expiring_idx ON user_api_keys (expires_at) \
+     WHERE expires_at IS NOT NULL;";
+const SECOND_STORE: &str = "INSERT INTO user_api_keys (user_id, provider, encrypted_value, hint, created_at, expires_at) \
+     VALUES (?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (user_id, provider) DO UPDATE SET \
+     encrypted_value = excluded.encrypted_value, hint = excluded.hint, \
+     created_at = excluded.created_at, expires_at = excluded.expires_at";
+const SECOND_RETRIEVE: &str = "SELECT encrypted_value, hint, created_at, expires_at \
+     FROM user_api_keys WHERE user_id = ? AND provider = ? \
+     AND (expires_at IS NULL OR expires_at > ?)";
+
+/// Stores a key with the upsert of the version before kept checks.
+async fn store_as_before(
+    pool: &sqlx::SqlitePool,
+    slot: (&str, &str),
+    value: &[u8],
+    hint: Option<&str>,
+    expires: Option<i64>,
+) {
+    sqlx::query(SECOND_STORE)
+        .bind(slot.0)
+        .bind(slot.1)
+        .bind(value)
+        .bind(hint)
+        .bind(common::OLD_CREATED_MS)
+        .bind(expires)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_table_of_the_second_layout_serves_before_migrate_and_keeps_checks_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ByokConfig::default();
+    let a = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
+    let b = SqliteStorage::connect(&url(&dir), &config).await.unwrap();
+    sqlx::raw_sql(SECOND_LAYOUT)
+        .execute(a.pool())
+        .await
+        .unwrap();
+    let pool = a.pool();
+    store_as_before(pool, ("alice", "openai"), &[1, 2], Some("sk-...abcd"), None).await;
+    let expires = Some(common::OLD_EXPIRES_MS);
+    store_as_before(pool, ("alice", "anthropic"), &[3], None, expires).await;
+    store_as_before(pool, ("bob", "openai"), &[4], None, Some(1000)).await;
+    let late = open_unmigrated(&dir)
+        .await
+        .with_schema_recheck(std::time::Duration::ZERO);
+    let slow = open_unmigrated(&dir)
+        .await
+        .with_schema_recheck(std::time::Duration::from_secs(3600));
+
+    common::upgrade_from_the_second_layout(&a, &b, &late, &slow).await;
+    assert_current_layout(&a).await;
+    assert!(schema(&a).await[1].contains("last_check TEXT"));
+
+    // The statements of the version before still work on the new layout.
+    store_as_before(pool, ("carol", "openai"), &[7], None, None).await;
+    let row: (Vec<u8>, Option<String>, i64, Option<i64>) = sqlx::query_as(SECOND_RETRIEVE)
+        .bind("alice")
+        .bind("openai")
+        .bind(byok_core::key::now().timestamp_millis())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        (
+            vec![1, 2],
+            Some("sk-...abcd".to_owned()),
+            common::OLD_CREATED_MS,
+            None
+        )
+    );
+    let carol = b.retrieve("carol", "openai").await.unwrap().unwrap();
+    assert_eq!(carol.encrypted_value(), [7]);
+    assert!(b.delete("carol", "openai").await.unwrap());
+    common::old_layout_rows_read_back(&b).await;
+}
+
 /// A writer that waits longer than SQLite's busy timeout (5 s) for another
 /// connection's write lock is run again, within the operation deadline,
 /// instead of failing with "database is busy".

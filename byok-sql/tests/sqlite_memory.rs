@@ -304,3 +304,29 @@ async fn schema_status_reads_the_columns_and_writes_nothing() {
     store.migrate().await.unwrap();
     assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
 }
+
+#[tokio::test]
+async fn a_check_longer_than_a_record_is_refused_and_nothing_is_kept() {
+    let store = setup().await.unwrap();
+    let key = ApiKey::new("u", "openai", vec![1]).unwrap();
+    store.store(&key).await.unwrap();
+    let longest = "x".repeat(byok_core::check_record::MAX_ENCODED_LEN);
+    assert!(store.store_check("u", "openai", &longest).await.unwrap());
+    let err = store
+        .store_check("u", "openai", &format!("{longest}y"))
+        .await
+        .unwrap_err();
+    let kind = match &err {
+        ByokError::Storage(e) => Some(e.kind),
+        _ => None,
+    };
+    assert_eq!(kind, Some(StorageErrorKind::Rejected), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(
+        store.checks("u").await.unwrap(),
+        [("openai".to_owned(), longest)]
+    );
+    // Bad ids are refused as by the other operations.
+    assert!(store.store_check("", "openai", "x").await.is_err());
+    assert!(store.checks("").await.is_err());
+}

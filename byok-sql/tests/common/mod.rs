@@ -466,7 +466,7 @@ pub(crate) async fn upgrade_from_the_first_layout(a: &dyn StoreAdmin, b: &dyn St
     // What migrate would do is told without doing it.
     let older = SchemaStatus::Older {
         found: 1,
-        current: 2,
+        current: 3,
     };
     assert_eq!(a.schema_status().await.expect("a read"), older);
     assert_eq!(a.schema_status().await.expect("a read"), older);
@@ -545,4 +545,104 @@ pub(crate) async fn old_layout_rows_read_back(store: &dyn KeyStorage) {
     );
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     assert!(store.delete("alice", "anthropic").await.expect("delete"));
+}
+
+/// A check text as [`CheckRecord::encode`](byok_core::CheckRecord::encode)
+/// makes them, with quotes, a backslash and a non-ASCII letter.
+pub(crate) const CHECK_TEXT: &str = r#"{"o":"invalid","s":"Refusé: \"no\"","t":1767225600000}"#;
+
+/// `a` and `b`, two stores opened by this version on a table of the
+/// second layout (without the column of kept checks), which today's
+/// statements filled with the rows that [`old_layout_rows_read_back`]
+/// checks; `late` and `slow`, two more, that read the table's columns
+/// again every time and once an hour.
+///
+/// Before `migrate`, the table serves every operation but checks: its
+/// status is `Older` (version 2), no check is found, and `store_check` is
+/// refused with a `Rejected` error that asks for `byok migrate`. `migrate`
+/// runs from `a` and `b` at once, then once more; then every store that
+/// ran it, or reads the columns again, keeps checks, and `slow` still
+/// refuses them until its next read of the columns.
+pub(crate) async fn upgrade_from_the_second_layout(
+    a: &dyn StoreAdmin,
+    b: &dyn StoreAdmin,
+    late: &dyn StoreAdmin,
+    slow: &dyn StoreAdmin,
+) {
+    let older = SchemaStatus::Older {
+        found: 2,
+        current: 3,
+    };
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+
+    // Every existing operation works as before.
+    assert_eq!(a.user_keys("alice").await.expect("a read").len(), 2);
+    assert_eq!(
+        a.list_providers("alice").await.expect("a read"),
+        ["anthropic", "openai"]
+    );
+    let carol = ApiKey::new("carol", "openai", vec![5, 6]).expect("a key");
+    b.store(&carol).await.expect("store");
+    assert_eq!(
+        a.retrieve("carol", "openai").await.expect("a read"),
+        Some(carol.clone())
+    );
+    assert!(a.delete("carol", "openai").await.expect("delete"));
+
+    // Checks: none found, none kept, and a typed refusal that says why.
+    for store in [a, b, late, slow] {
+        assert_eq!(store.checks("alice").await.expect("checks"), []);
+        let err = store
+            .store_check("alice", "openai", CHECK_TEXT)
+            .await
+            .expect_err("no column to keep the check in");
+        let kind = match &err {
+            byok_core::ByokError::Storage(e) => Some(e.kind),
+            _ => None,
+        };
+        assert_eq!(kind, Some(byok_core::StorageErrorKind::Rejected), "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("byok migrate"), "{err}");
+    }
+    // A refusal wrote nothing, and the layout is as it was.
+    assert_eq!(a.schema_status().await.expect("a read"), older);
+
+    // Two processes upgrading at once, then once more.
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.expect("migrate");
+    rb.expect("migrate");
+    a.migrate().await.expect("migrate");
+    assert_eq!(
+        b.schema_status().await.expect("a read"),
+        SchemaStatus::UpToDate
+    );
+
+    // The stores that migrated keep checks at once; `late` reads the
+    // columns again and finds the new one, without a restart.
+    assert!(
+        a.store_check("alice", "openai", CHECK_TEXT)
+            .await
+            .expect("store_check")
+    );
+    assert!(
+        late.store_check("bob", "openai", "expired, still kept")
+            .await
+            .expect("store_check")
+    );
+    assert!(
+        !b.store_check("alice", "mistral", CHECK_TEXT)
+            .await
+            .expect("store_check"),
+        "no key, no check"
+    );
+    let kept = vec![("openai".to_owned(), CHECK_TEXT.to_owned())];
+    assert_eq!(b.checks("alice").await.expect("checks"), kept);
+    assert_eq!(late.checks("alice").await.expect("checks"), kept);
+    // `slow` trusts what it read an hour long: still no checks, and
+    // every other operation unchanged.
+    assert_eq!(slow.checks("alice").await.expect("checks"), []);
+    assert!(slow.store_check("alice", "openai", "x").await.is_err());
+    assert_eq!(slow.user_keys("alice").await.expect("a read").len(), 2);
+    assert_eq!(b.checks("alice").await.expect("checks"), kept);
 }

@@ -216,8 +216,7 @@ fn list_has_a_last_check_column_and_json_field() {
         "{json}"
     );
     assert!(row["last_check"].is_null(), "never checked: {json}");
-    // A test of the saved key keeps its result where the store keeps
-    // checks; a store that keeps none makes no warning of it.
+    // A test of the saved key keeps its result with the key.
     let base = format!("{}/v1", stub.url());
     stub.set_answer(answer(StubProvider::OpenAi, Scenario::InvalidKey));
     let run = env.run_k(&test_args(&url, &base, &[]), "");
@@ -226,9 +225,9 @@ fn list_has_a_last_check_column_and_json_field() {
     let run = env.run(&["--store", &url, "--json", "list"], "");
     let json = run.json();
     let kept = &json[0]["last_check"];
-    assert!(
-        kept.is_null() || kept["outcome"] == "invalid",
-        "a check of another outcome: {json}"
-    );
+    assert_eq!(kept["outcome"], "invalid", "the kept check: {json}");
     assert!(!run.stdout.contains(KEY), "{run:?}");
+    let run = env.run(&["--store", &url, "list"], "");
+    let text = run.ok();
+    assert!(text.contains("invalid ("), "{text}");
 }

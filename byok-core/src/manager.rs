@@ -775,20 +775,22 @@ impl Byok {
     /// provider: name, masked hint, age and expiry. It decrypts nothing, so
     /// it works even when the master key is wrong.
     ///
-    /// It reads the keys with one [`KeyStorage::user_keys`] call, a single
-    /// round trip on backends that override it. The summary may include
+    /// It reads the keys with one [`KeyStorage::user_keys`] call (a single
+    /// round trip on backends that override it) and their kept checks with
+    /// one [`KeyStorage::checks`] call, both at once. The summary may include
     /// keys that have expired but are not purged yet, when the store
     /// returns them: those have `is_expired` set and read `Expired`, so a
     /// user can see that a key needs renewing. [`get_key`](Self::get_key)
     /// never returns them.
     pub async fn key_summary(&self, user_id: &str) -> Result<Vec<KeySummary>> {
         observe::manager("key_summary", async move {
-            let keys = self.inner.storage.user_keys(user_id).await?;
-            let checks = if keys.is_empty() {
-                Vec::new()
-            } else {
-                self.inner.storage.checks(user_id).await?
-            };
+            // Two reads whatever the number of keys, made at once: the
+            // keys and the checks kept with them.
+            let (keys, checks) = futures_util::join!(
+                self.inner.storage.user_keys(user_id),
+                self.inner.storage.checks(user_id)
+            );
+            let (keys, checks) = (keys?, checks?);
             let now = Utc::now();
             Ok(keys
                 .into_iter()

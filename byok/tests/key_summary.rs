@@ -1,5 +1,6 @@
-//! `key_summary` reads a user's keys in one storage call and shows an
-//! expired key that the store still returns as expired.
+//! `key_summary` reads a user's keys and their kept checks in two storage
+//! calls, whatever the number of keys, and shows an expired key that the
+//! store still returns as expired.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +22,7 @@ fn manager(storage: Arc<dyn KeyStorage>) -> Byok {
 }
 
 #[tokio::test]
-async fn one_storage_call_per_summary() {
+async fn two_storage_calls_per_summary() {
     let counted = CountingStorage::new(MemoryStorage::new());
     let byok = manager(Arc::new(counted.clone()));
     for p in ["openai", "anthropic", "groq", "my_llm"] {
@@ -34,13 +35,14 @@ async fn one_storage_call_per_summary() {
     let names: Vec<&str> = summary.iter().map(|s| s.display_name.as_str()).collect();
     assert_eq!(names, ["Anthropic", "Groq", "My Llm", "OpenAI"]);
     assert_eq!(counted.calls(Op::UserKeys), 1);
-    assert_eq!(counted.total(), 1, "storage calls for one summary");
+    assert_eq!(counted.calls(Op::Checks), 1);
+    assert_eq!(counted.total(), 2, "storage calls for one summary");
 }
 
-/// TieredStorage overrides `user_keys`: one call reaches the durable
-/// store, none the fast one.
+/// TieredStorage overrides `user_keys` and `checks`: both reach the
+/// durable store, nothing the fast one.
 #[tokio::test]
-async fn one_durable_call_per_summary_through_tiered_storage() {
+async fn two_durable_calls_per_summary_through_tiered_storage() {
     let fast = CountingStorage::new(MemoryStorage::new());
     let durable = CountingStorage::new(MemoryStorage::new());
     let tiered = byok::TieredStorage::new(Arc::new(fast.clone()), Arc::new(durable.clone()));
@@ -54,7 +56,8 @@ async fn one_durable_call_per_summary_through_tiered_storage() {
     durable.reset();
     assert_eq!(byok.key_summary("u").await.unwrap().len(), 3);
     assert_eq!(durable.calls(Op::UserKeys), 1);
-    assert_eq!(durable.total(), 1, "durable store calls for one summary");
+    assert_eq!(durable.calls(Op::Checks), 1);
+    assert_eq!(durable.total(), 2, "durable store calls for one summary");
     assert_eq!(fast.total(), 0, "fast store calls for one summary");
 }
 

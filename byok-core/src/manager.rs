@@ -786,10 +786,11 @@ impl Byok {
         observe::manager("key_summary", async move {
             // Two reads whatever the number of keys, made at once: the
             // keys and the checks kept with them.
-            let (keys, checks) = futures_util::join!(
+            let (keys, checks) = futures_util::future::join(
                 self.inner.storage.user_keys(user_id),
-                self.inner.storage.checks(user_id)
-            );
+                self.inner.storage.checks(user_id),
+            )
+            .await;
             let (keys, checks) = (keys?, checks?);
             let now = Utc::now();
             Ok(keys

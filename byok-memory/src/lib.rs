@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use byok_core::storage::check_same_slot;
 use byok_core::{ApiKey, Cursor, KeyStorage, Result, ScanPage, key, validate};
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use dashmap::mapref::entry::{Entry, VacantEntry};
 
 mod fast_tier;
 
@@ -222,6 +222,17 @@ impl Inner {
         purged
     }
 
+    /// Makes a user's entry with its first key, `k`. The vacant entry
+    /// keeps the user's shard locked for writing until the entry is made,
+    /// so the user is in the order before anyone can see its key.
+    fn first_key(&self, user: VacantEntry<'_, Arc<str>, UserKeys>, k: &ApiKey) {
+        self.order
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(k.user_id_shared());
+        user.insert(UserKeys::default()).put(k);
+    }
+
     /// Removes `user_id` from the order; called with its shard locked.
     fn forget(&self, user_id: &str) {
         self.order
@@ -261,15 +272,7 @@ impl KeyStorage for MemoryStorage {
         }
         match self.inner.users.entry(k.user_id_shared()) {
             Entry::Occupied(mut user) => user.get_mut().put(k),
-            Entry::Vacant(user) => {
-                // The shard is locked for writing until the entry is made.
-                self.inner
-                    .order
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(k.user_id_shared());
-                user.insert(UserKeys::default()).put(k);
-            }
+            Entry::Vacant(user) => self.inner.first_key(user, k),
         }
         Ok(())
     }
@@ -295,14 +298,7 @@ impl KeyStorage for MemoryStorage {
                 }
                 user.get_mut().put(k);
             }
-            Entry::Vacant(user) => {
-                self.inner
-                    .order
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(k.user_id_shared());
-                user.insert(UserKeys::default()).put(k);
-            }
+            Entry::Vacant(user) => self.inner.first_key(user, k),
         }
         Ok(true)
     }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::{ByokConfig, ConfigError, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgQueryResult, PgRow, PgValueFormat, Postgres};
-use sqlx::{AssertSqlSafe, Decode, Row, Type, ValueRef};
+use sqlx::{Decode, Row, Type, ValueRef};
 
 use crate::error::{self, Engine};
 use crate::pool;
@@ -212,17 +212,9 @@ impl PostgresStorage {
                     .iter()
                     .map(|c| format!("ALTER TABLE {t} DROP CONSTRAINT {}", quote_identifier(c))),
             );
-            for step in steps {
-                sqlx::raw_sql(AssertSqlSafe(step))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-            }
+            self.inner.run_raw(&mut tx, steps).await.map_err(fail)?;
         }
-        self.inner.add_check_column(&mut tx).await.map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
-        self.inner.check_column_added();
-        Ok(())
+        self.inner.finish_migration(tx).await.map_err(fail)
     }
 }
 

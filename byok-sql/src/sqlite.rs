@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use byok_core::chrono::{DateTime, Utc};
 use byok_core::{ByokConfig, ConfigError, KeyStorage, Result, key, validate};
+use sqlx::Row;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteRow,
 };
-use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{self, Engine};
 use crate::pool;
@@ -199,17 +199,12 @@ impl SqliteStorage {
             .map_err(fail)?;
         let old = self.inner.create_schema(&mut tx).await.map_err(fail)?;
         if old {
-            for statement in upgrade(&self.inner.table) {
-                sqlx::raw_sql(AssertSqlSafe(statement))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-            }
+            self.inner
+                .run_raw(&mut tx, upgrade(&self.inner.table))
+                .await
+                .map_err(fail)?;
         }
-        self.inner.add_check_column(&mut tx).await.map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
-        self.inner.check_column_added();
-        Ok(())
+        self.inner.finish_migration(tx).await.map_err(fail)
     }
 }
 

@@ -630,6 +630,32 @@ where
         Ok(self.columns(&mut *conn).await?.iter().any(|c| c == "id"))
     }
 
+    /// Runs `statements`, each of which may hold several, in order.
+    pub(crate) async fn run_raw(
+        &self,
+        conn: &mut D::Connection,
+        statements: impl IntoIterator<Item = String>,
+    ) -> Result<(), sqlx::Error> {
+        for statement in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the migration of an engine that migrates in one transaction:
+    /// adds the column of kept checks, commits, and notes the column.
+    pub(crate) async fn finish_migration(
+        &self,
+        mut tx: sqlx::Transaction<'_, D>,
+    ) -> Result<(), sqlx::Error> {
+        self.add_check_column(&mut tx).await?;
+        tx.commit().await?;
+        self.check_column_added();
+        Ok(())
+    }
+
     /// The last step of every engine's `migrate`, on the connection that
     /// holds its lock, after the upgrade from the first layout: adds the
     /// column of kept checks unless the table has it. Another process's

@@ -51,14 +51,17 @@
 //! use byok_core::{async_trait, validate, ApiKey, Cursor, InvalidInput, KeyStorage, Result, ScanPage};
 //! use chrono::Utc;
 //!
-//! /// Keys by (user id, provider): the map's order is the walk's order.
+//! /// Keys by (user id, provider), each with the check kept for it: the
+//! /// map's order is the walk's order.
 //! #[derive(Debug, Default)]
 //! struct MapStorage {
-//!     keys: Mutex<BTreeMap<(String, String), ApiKey>>,
+//!     keys: Mutex<Map>,
 //! }
 //!
+//! type Map = BTreeMap<(String, String), (ApiKey, Option<String>)>;
+//!
 //! impl MapStorage {
-//!     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), ApiKey>> {
+//!     fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
 //!         // A panic while holding the lock leaves the map consistent.
 //!         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 //!     }
@@ -72,14 +75,15 @@
 //! impl KeyStorage for MapStorage {
 //!     async fn store(&self, key: &ApiKey) -> Result<()> {
 //!         // An `ApiKey` always holds valid ids: no check needed here.
-//!         self.lock().insert(slot(key.user_id(), key.provider()), key.clone());
+//!         // A new key starts without a kept check.
+//!         self.lock().insert(slot(key.user_id(), key.provider()), (key.clone(), None));
 //!         Ok(())
 //!     }
 //!
 //!     async fn retrieve(&self, user_id: &str, provider: &str) -> Result<Option<ApiKey>> {
 //!         validate::stored_slot(user_id, provider)?;
 //!         let now = Utc::now();
-//!         Ok(self.lock().get(&slot(user_id, provider)).filter(|k| !k.is_expired_at(now)).cloned())
+//!         Ok(self.lock().get(&slot(user_id, provider)).map(|(k, _)| k).filter(|k| !k.is_expired_at(now)).cloned())
 //!     }
 //!
 //!     async fn delete(&self, user_id: &str, provider: &str) -> Result<bool> {
@@ -91,6 +95,7 @@
 //!         validate::stored_user_id(user_id)?;
 //!         let now = Utc::now();
 //!         Ok(self.lock().values()
+//!             .map(|(k, _)| k)
 //!             .filter(|k| k.user_id() == user_id && !k.is_expired_at(now))
 //!             .map(|k| k.provider().to_owned())
 //!             .collect())
@@ -108,7 +113,7 @@
 //!         let now = Utc::now();
 //!         let mut keys = self.lock();
 //!         let before = keys.len();
-//!         keys.retain(|_, k| !k.is_expired_at(now));
+//!         keys.retain(|_, (k, _)| !k.is_expired_at(now));
 //!         Ok((before - keys.len()) as u64)
 //!     }
 //!
@@ -117,10 +122,10 @@
 //!         let now = Utc::now();
 //!         let mut keys = self.lock();
 //!         let slot = slot(key.user_id(), key.provider());
-//!         if keys.get(&slot).is_some_and(|k| !k.is_expired_at(now)) {
+//!         if keys.get(&slot).is_some_and(|(k, _)| !k.is_expired_at(now)) {
 //!             return Ok(false);
 //!         }
-//!         keys.insert(slot, key.clone());
+//!         keys.insert(slot, (key.clone(), None));
 //!         Ok(true)
 //!     }
 //!
@@ -129,9 +134,10 @@
 //!         let now = Utc::now();
 //!         let mut keys = self.lock();
 //!         match keys.get_mut(&slot(current.user_id(), current.provider())) {
-//!             Some(stored) if !stored.is_expired_at(now)
+//!             Some((stored, _)) if !stored.is_expired_at(now)
 //!                 && stored.encrypted_value() == current.encrypted_value() =>
 //!             {
+//!                 // The check stays: a rotation swaps in the same key.
 //!                 *stored = new.clone();
 //!                 Ok(true)
 //!             }
@@ -157,7 +163,7 @@
 //!         let keys = self.lock();
 //!         let mut live = keys
 //!             .range((start, std::ops::Bound::Unbounded))
-//!             .map(|(_, k)| k)
+//!             .map(|(_, (k, _))| k)
 //!             .filter(|k| !k.is_expired_at(now));
 //!         let page: Vec<ApiKey> = live.by_ref().take(limit).cloned().collect();
 //!         let next = match (page.last(), live.next()) {
@@ -165,6 +171,25 @@
 //!             _ => None,
 //!         };
 //!         Ok(ScanPage { keys: page, next })
+//!     }
+//!
+//!     async fn store_check(&self, user_id: &str, provider: &str, check: &str) -> Result<bool> {
+//!         validate::stored_slot(user_id, provider)?;
+//!         match self.lock().get_mut(&slot(user_id, provider)) {
+//!             Some((_, kept)) => {
+//!                 *kept = Some(check.to_owned());
+//!                 Ok(true)
+//!             }
+//!             None => Ok(false),
+//!         }
+//!     }
+//!
+//!     async fn checks(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+//!         validate::stored_user_id(user_id)?;
+//!         Ok(self.lock().iter()
+//!             .filter(|((user, _), _)| user == user_id)
+//!             .filter_map(|((_, provider), (_, check))| Some((provider.clone(), check.clone()?)))
+//!             .collect())
 //!     }
 //! }
 //!

@@ -67,6 +67,15 @@ impl Buggy {
 
 #[async_trait]
 impl KeyStorage for Buggy {
+    async fn store_check(&self, u: &str, p: &str, check: &str) -> Result<bool> {
+        let (u, p) = self.slot(u, p);
+        self.inner.store_check(&u, &p, check).await
+    }
+
+    async fn checks(&self, u: &str) -> Result<Vec<(String, String)>> {
+        self.inner.checks(&self.user(u)).await
+    }
+
     async fn store(&self, key: &ApiKey) -> Result<()> {
         self.inner.store(&self.translate(key)?).await
     }

@@ -172,8 +172,7 @@ pub async fn open_with(url: &str, config: &ByokConfig) -> Result<Store> {
         ))
         .into());
     }
-    // The manager's task is the one purge per store; see auto_cleanup.
-    let config = &config.clone().with_auto_cleanup(false);
+    // No backend starts a purge of its own: the manager's is the one.
     match backend {
         #[cfg(feature = "memory")]
         StorageBackend::Memory => Ok(observed(MemoryStorage::new())),
